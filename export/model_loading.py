@@ -1,0 +1,185 @@
+"""Load an OpenCLIP model (built-in name or custom config; pretrained tag or local checkpoint) for export."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+from handler.bundle import sha256_file
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+RANDOM_INIT = "none"  # --pretrained none: random init (tests and speed benchmarks only)
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(Exception):
+    """A failure the user can fix; the CLI prints the message and exits non-zero."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    name: str
+    pretrained: str | None
+    checkpoint: dict[str, Any] | None
+    config: dict[str, Any]
+    preprocess_cfg: dict[str, Any]
+    tokenizer: Any
+    preprocess: Any
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def register_config(config_file: str | Path) -> str:
+    """Register a custom OpenCLIP model config JSON; returns the model name (the file stem)."""
+    path = Path(config_file)
+    if not path.is_file():
+        raise ExportError(f"--model-config {path}: file not found")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"--model-config {path}: not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "text_cfg" not in cfg or "embed_dim" not in cfg:
+        raise ExportError(f"--model-config {path}: not an OpenCLIP model config (needs embed_dim, vision_cfg, text_cfg)")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def check_model_name(name: str) -> None:
+    known = open_clip.list_models()
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ExportError(
+        f"unknown model {name!r}.{hint} List models with `python -c 'import open_clip; print(open_clip.list_models())'`, "
+        "or pass --model-config FILE for a custom architecture."
+    )
+
+
+def _resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    """Returns (value for open_clip, checkpoint info). Raises with guidance when weights cannot be had."""
+    if pretrained is None or pretrained.lower() in (RANDOM_INIT, ""):
+        return None, None
+    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise ExportError(
+                f"checkpoint {pretrained!r} not found. Pass an existing local checkpoint file with "
+                "--pretrained /path/to/open_clip_model.safetensors (or .pt/.bin)."
+            )
+        return str(path), {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        hint = f" Known tags for {name}: {', '.join(tags)}." if tags else f" {name} has no published tags."
+        raise ExportError(
+            f"pretrained tag {pretrained!r} is not known for model {name!r} and is not a file.{hint} "
+            "To use local weights, pass --pretrained /path/to/checkpoint."
+        )
+    return pretrained, None
+
+
+def load_model(
+    name: str,
+    pretrained: str | None,
+    *,
+    model_config: str | Path | None = None,
+    device: str = "cpu",
+) -> LoadedModel:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ExportError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if model_config is not None:
+        registered = register_config(model_config)
+        if name in (None, "", DEFAULT_MODEL) or name != registered:
+            log.info("using model name %r from --model-config", registered)
+        name = registered
+    check_model_name(name)
+    pretrained_value, checkpoint = _resolve_pretrained(name, pretrained)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained_value, device=device, weights_only=True
+        )
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        msg = str(exc)
+        if checkpoint is None and pretrained_value is not None:
+            raise ExportError(
+                f"could not load pretrained weights {pretrained_value!r} for {name!r}: {msg.splitlines()[0] if msg else exc!r}. "
+                "Weights are downloaded from the model hub, which may be unreachable here; download the checkpoint "
+                "elsewhere and pass it with --pretrained /path/to/checkpoint."
+            ) from exc
+        raise ExportError(
+            f"could not load checkpoint {pretrained_value!r} into {name!r}: {msg.splitlines()[0] if msg else exc!r}. "
+            "Check that the checkpoint matches the architecture (--model / --model-config)."
+        ) from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
+        raise ExportError(
+            f"model {name!r} uses tokenizer {type(tokenizer).__name__}; the torch-free runtime supports the CLIP BPE "
+            "tokenizer (SimpleTokenizer) only"
+        )
+    config = open_clip.get_model_config(name) or {}
+    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+    return LoadedModel(
+        model=model,
+        name=name,
+        pretrained=None if checkpoint else pretrained_value,
+        checkpoint=checkpoint,
+        config=config,
+        preprocess_cfg=preprocess_cfg,
+        tokenizer=tokenizer,
+        preprocess=preprocess,
+        device=device,
+    )
+
+
+def tokenizer_section(loaded: LoadedModel) -> dict[str, Any]:
+    tok = loaded.tokenizer
+    clean_fn = getattr(tok, "clean_fn", None)
+    clean = "lower"
+    if clean_fn is not None:
+        fname = getattr(clean_fn, "__name__", "") or getattr(getattr(clean_fn, "func", None), "__name__", "")
+        for mode in ("whitespace", "canonicalize", "lower"):
+            if mode in fname:
+                clean = mode
+                break
+    reduction = getattr(tok, "reduction_fn", None)
+    if reduction is not None:
+        raise ExportError(f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support")
+    return {
+        "context_length": int(tok.context_length),
+        "vocab_size": len(tok.encoder),
+        "tokenizer": {
+            "type": "clip_bpe",
+            "vocab_file": "bpe_simple_vocab_16e6.txt.gz",
+            "clean": clean,
+            "reduction_mask": None,
+            "sot_token_id": int(tok.sot_token_id),
+            "eot_token_id": int(tok.eot_token_id),
+            "pad_token_id": 0,
+        },
+    }
+
+
+def image_section(loaded: LoadedModel) -> dict[str, Any]:
+    cfg = loaded.preprocess_cfg
+    size = cfg.get("size", 224)
+    size = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    return {
+        "size": size,
+        "mean": [float(x) for x in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+        "std": [float(x) for x in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
+        "interpolation": str(cfg.get("interpolation", "bicubic")),
+        "resize_mode": str(cfg.get("resize_mode", "shortest")),
+        "fill_color": int(cfg.get("fill_color", 0)),
+    }

@@ -1,0 +1,135 @@
+"""The model bundle: manifest schema, checksums and the model fingerprint (see docs/formats.md).
+
+Shared by the exporter (which writes bundles) and every reader (runtime, index builder), so the format
+has exactly one definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handler.errors import ArtifactError, ConfigError
+
+SCHEMA_VERSION = 1
+KIND = "clip-onnx-bundle"
+MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+TOWERS = ("textual", "visual")
+IO = {
+    "textual": {"input": {"name": "input_ids", "dtype": "int64"},
+                "output": {"name": "text_embeds", "dtype": "float32"}},
+    "visual": {"input": {"name": "pixel_values", "dtype": "float32"},
+               "output": {"name": "image_embeds", "dtype": "float32"}},
+}
+
+
+def onnx_filename(tower: str, precision: str) -> str:
+    """`textual.onnx` for fp32, `textual.int8.onnx` for the others."""
+    return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(file_hashes: dict[str, str]) -> str:
+    """Hash over (name, sha256) pairs of the ONNX files: identifies the exact model an index was built with."""
+    h = hashlib.sha256()
+    for name in sorted(file_hashes):
+        h.update(f"{name}:{file_hashes[name]}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle directory and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.manifest["model_fingerprint"]
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]["name"]
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.manifest["precisions"])
+
+    def onnx_path(self, tower: str, precision: str = "fp32") -> Path:
+        entry = self.manifest["precisions"].get(precision)
+        if entry is None:
+            raise ConfigError(
+                f"precision {precision!r} is not in bundle {self.path} (it has {', '.join(self.precisions)}); "
+                f"re-export with --precision {precision} or choose one of those"
+            )
+        return self.path / entry[tower]
+
+    def verify_file(self, name: str) -> None:
+        """Check one file's size and sha256 against the manifest."""
+        entry = self.manifest["files"].get(name)
+        if entry is None:
+            raise ArtifactError(f"bundle {self.path}: {name} is not listed in {MANIFEST}")
+        path = self.path / name
+        if not path.is_file():
+            raise ArtifactError(f"bundle {self.path}: {name} is missing; re-export the bundle")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise ArtifactError(
+                f"bundle {self.path}: {name} has {size} bytes, manifest says {entry['size']}; "
+                "the file is truncated or replaced; re-export or re-download the bundle"
+            )
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ArtifactError(
+                f"bundle {self.path}: sha256 of {name} is {digest}, manifest says {entry['sha256']}; "
+                "the file is corrupt or replaced; re-export or re-download the bundle"
+            )
+
+    def verify(self, names: list[str] | None = None) -> None:
+        for name in names if names is not None else sorted(self.manifest["files"]):
+            self.verify_file(name)
+
+
+def read_manifest(bundle_dir: str | Path) -> Bundle:
+    """Read and validate a bundle's manifest (structure and schema version; file checksums via verify())."""
+    path = Path(bundle_dir)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(
+            f"{path} is not a model bundle: {MANIFEST} not found; create one with `python -m export --out {path}`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise ArtifactError(f"{manifest_path}: not a {KIND} manifest")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{manifest_path}: schema_version {manifest.get('schema_version')!r} is not supported "
+            f"(this runtime reads {SCHEMA_VERSION}); re-export the bundle with this version of the project"
+        )
+    for key in ("model_fingerprint", "embed_dim", "text", "image", "precisions", "files"):
+        if key not in manifest:
+            raise ArtifactError(f"{manifest_path}: required field {key!r} is missing")
+    return Bundle(path=path, manifest=manifest)
