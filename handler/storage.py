@@ -146,7 +146,8 @@ class Store:
         raise NotImplementedError
 
     def uri_for(self, key: str) -> str:
-        """A URI (local: absolute path; S3: ``s3://bucket/key``) naming the object, for messages."""
+        """A URI (local: absolute path; S3: ``s3://bucket/key``) naming the object (or a prefix ending
+        in ``/``; ``""`` names the root), for messages."""
         raise NotImplementedError
 
     def local_path(self, key: str) -> Path | None:
@@ -171,7 +172,8 @@ class LocalStore(Store):
         return self._path(key)
 
     def uri_for(self, key: str) -> str:
-        return str(self._path(key))
+        _check_prefix(key)
+        return str(self.root / key) + ("/" if key.endswith("/") else "") if key else self.uri
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -360,7 +362,10 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri_for(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        _check_prefix(key)
+        if not key:
+            return self.uri
+        return f"s3://{self.bucket}/{self.prefix}/{key}" if self.prefix else f"s3://{self.bucket}/{key}"
 
     def _error(self, exc: Exception, key: str, action: str) -> StorageError:
         uri = self.uri_for(key) if key else self.uri
