@@ -169,29 +169,41 @@ class Hit(NamedTuple):
 
 
 class _EfGate:
-    """Lets any number of searches run concurrently while they agree on ``ef``; changing ``ef`` waits
-    until the running searches are done (hnswlib's ef is shared state of the index)."""
+    """Lets any number of searches run concurrently while they agree on ``ef``; a search that needs
+    another ``ef`` waits until the running ones are done (hnswlib's ef is shared state of the index).
+    Fair: once a search waits for another ef, later arrivals queue behind it, so none starves."""
 
     def __init__(self, index: Any, ef: int):
         self._index = index
         self._ef = ef
         self._active = 0
+        self._waiters: list[tuple[object, int]] = []
         self._cond = threading.Condition()
         index.set_ef(ef)
 
     def acquire(self, ef: int) -> None:
         with self._cond:
-            while self._active and self._ef != ef:
+            me = object()
+            self._waiters.append((me, ef))
+            while True:
+                ahead = self._waiters[: next(i for i, w in enumerate(self._waiters) if w[0] is me)]
+                if all(w_ef == ef for _, w_ef in ahead):
+                    if self._ef == ef:
+                        break
+                    if not self._active:
+                        self._index.set_ef(ef)
+                        self._ef = ef
+                        break
                 self._cond.wait()
-            if self._ef != ef:
-                self._index.set_ef(ef)
-                self._ef = ef
+            self._waiters = [w for w in self._waiters if w[0] is not me]
             self._active += 1
+            if self._waiters:
+                self._cond.notify_all()
 
     def release(self) -> None:
         with self._cond:
             self._active -= 1
-            if not self._active:
+            if self._waiters:
                 self._cond.notify_all()
 
 

@@ -331,6 +331,14 @@ def _s3_client() -> Any:
     return session.client("s3", endpoint_url=endpoint, config=config)
 
 
+def _aws_errors() -> tuple[type[Exception], ...]:
+    """The exception types boto3 / botocore / s3transfer raise for failed requests."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, Boto3Error)
+
+
 def _client_error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -376,20 +384,16 @@ class S3Store(Store):
         return StorageError(f"cannot {action} {uri}: {exc}")
 
     def _call(self, action: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             return fn(*args, **kwargs)
-        except (ClientError, BotoCoreError) as e:
+        except _aws_errors() as e:
             raise self._error(e, key, action) from e
 
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return response["Body"].read()
-        except (ClientError, BotoCoreError) as e:
+        except _aws_errors() as e:
             raise self._error(e, key, "read") from e
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -419,8 +423,6 @@ class S3Store(Store):
             raise
 
     def exists(self, key: str) -> bool:
-        if key.endswith("/"):
-            return False
         try:
             self._call("stat", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
         except NotFoundError:
@@ -430,8 +432,6 @@ class S3Store(Store):
     def list(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[ObjectInfo]:
         _check_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         paginator = self.client.get_paginator("list_objects_v2")
         config = {"PageSize": int(page_size)} if page_size else {}
         pages = paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, PaginationConfig=config)
@@ -448,7 +448,7 @@ class S3Store(Store):
                         mtime=obj["LastModified"].timestamp(),
                         etag=etag.strip('"') if etag else None,
                     )
-        except (ClientError, BotoCoreError) as e:
+        except _aws_errors() as e:
             if _client_error_code(e) == "NoSuchBucket":
                 raise self._error(e, "", "list") from e
             raise StorageError(f"cannot list {self.uri}/{prefix}: {e}") from e

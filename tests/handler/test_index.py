@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def test_paging_and_min_score(small_index: SearchIndex, vectors: np.ndarray) -> 
     tail = small_index.search(q, k=50, offset=280)[0]
     assert len(tail) == 20
     assert small_index.search(q, k=5, offset=300)[0] == []
-    assert small_index.search(q, k=1000)[0].__len__() == 300
+    assert len(small_index.search(q, k=1000)[0]) == 300
     threshold = full[12].score
     kept = small_index.search(q, k=40, min_score=threshold)[0]
     assert kept == [h for h in full if h.score >= threshold] and len(kept) >= 13
@@ -143,7 +144,7 @@ def test_batch_queries_and_validation(small_index: SearchIndex, vectors: np.ndar
 
 
 def test_concurrent_searches(small_index: SearchIndex, vectors: np.ndarray) -> None:
-    cases = [(i, k, ef) for i in range(24) for k, ef in ((5, None), (20, 200), (3, 7))]
+    cases = [(i, k, ef) for i in range(100) for k, ef in ((5, None), (20, 200), (3, 7))]
     expected = {c: small_index.search(vectors[c[0]], k=c[1], ef=c[2]) for c in cases}
     failures: list[Any] = []
 
@@ -280,3 +281,45 @@ def test_round_trip_s3_with_cache(s3_server, tmp_path: Path, vectors: np.ndarray
         p.unlink()
     with pytest.raises(ArtifactError, match=r"index\.hnsw"):
         load_index(uri, cache_dir=cache)
+
+
+def test_ef_gate_never_changes_ef_under_a_running_search() -> None:
+    from handler.index import _EfGate
+
+    class FakeIndex:
+        def __init__(self) -> None:
+            self.ef = 0
+            self.running = 0
+            self.lock = threading.Lock()
+            self.violations = 0
+
+        def set_ef(self, ef: int) -> None:
+            with self.lock:
+                if self.running:
+                    self.violations += 1
+                self.ef = ef
+
+    fake = FakeIndex()
+    gate = _EfGate(fake, 10)
+    done: list[int] = []
+
+    def worker(efs: list[int]) -> None:
+        for ef in efs:
+            gate.acquire(ef)
+            with fake.lock:
+                fake.running += 1
+                if fake.ef != ef:
+                    fake.violations += 1
+            time.sleep(0.0002)
+            with fake.lock:
+                fake.running -= 1
+            gate.release()
+        done.append(1)
+
+    threads = [threading.Thread(target=worker, args=([10] * 150 if i % 2 else [10, 20, 30] * 50,))
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(done) == 6 and fake.violations == 0

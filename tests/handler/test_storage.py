@@ -299,14 +299,23 @@ def test_s3_fetch_dir(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.s3
-def test_s3_server_restart_keeps_data(s3_server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_server_restart_keeps_data(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
     store = open_store(f"s3://{s3_server.make_bucket()}/persist")
     store.write_bytes("k", b"v")
     s3_server.stop()
     try:
+        down = open_store(store.uri)
         with pytest.raises(StorageError):
-            open_store(store.uri).read_bytes("k")
+            down.read_bytes("k")
+        with pytest.raises(StorageError):
+            down.upload_file("up", src)
+        with pytest.raises(StorageError):
+            down.download_file("k", tmp_path / "k")
+        with pytest.raises(StorageError):
+            list(down.list())
     finally:
         s3_server.start()
     assert open_store(store.uri).read_bytes("k") == b"v"
