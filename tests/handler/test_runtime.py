@@ -117,7 +117,7 @@ def test_unknown_precision_is_a_config_error(tiny_bundle, tmp_path):
 def test_checksums_verified_on_load(tiny_bundle, tmp_path):
     copy = shutil.copytree(tiny_bundle, tmp_path / "b")
     (copy / "textual.onnx").write_bytes((copy / "textual.onnx").read_bytes()[:-10])
-    with pytest.raises(ArtifactError, match="textual.onnx"):
+    with pytest.raises(ArtifactError, match=r"textual\.onnx"):
         load_bundle(copy)
     copy = shutil.copytree(tiny_bundle, tmp_path / "c")
     data = bytearray((copy / "visual.onnx").read_bytes())
@@ -125,7 +125,7 @@ def test_checksums_verified_on_load(tiny_bundle, tmp_path):
     (copy / "visual.onnx").write_bytes(bytes(data))
     emb = load_bundle(copy)  # text works; the corrupt vision tower is refused when first used
     assert emb.embed_texts(["ok"]).shape == (1, 32)
-    with pytest.raises(ArtifactError, match="visual.onnx"):
+    with pytest.raises(ArtifactError, match=r"visual\.onnx"):
         emb.embed_images([Image.new("RGB", (8, 8))])
 
 
