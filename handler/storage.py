@@ -141,8 +141,9 @@ class Store:
         """Delete one object; deleting a missing object is not an error."""
         raise NotImplementedError
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under ``prefix`` (must be non-empty); returns how many were deleted."""
+    def delete_prefix(self, prefix: str, *, page_size: int | None = None) -> int:
+        """Delete every object under ``prefix`` (must be non-empty); returns how many were deleted.
+        ``page_size``: S3 listing page and delete batch size (ignored for local stores)."""
         raise NotImplementedError
 
     def uri_for(self, key: str) -> str:
@@ -269,7 +270,7 @@ class LocalStore(Store):
             raise StorageError(f"cannot delete {path}: {e}") from e
         self._remove_empty_dirs(path.parent)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, page_size: int | None = None) -> int:
         if not prefix:
             raise ValueError("delete_prefix needs a non-empty prefix")
         keys = [o.key for o in self.list(prefix)]
