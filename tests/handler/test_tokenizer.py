@@ -26,6 +26,17 @@ HYP = settings(max_examples=1500, deadline=None, database=None, derandomize=True
                suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_single_thread():
+    """open_clip returns torch tensors; torch's intra-op pool is slow for tiny ops on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus_texts() -> list[str]:
     return corpus()

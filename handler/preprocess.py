@@ -1,0 +1,411 @@
+"""Torch-free image decoding and CLIP preprocessing (PIL + numpy) reproducing open_clip's eval transform.
+
+``ImagePreprocessor`` performs exactly the PIL calls of ``open_clip.transform.image_transform(...,
+is_train=False)`` (torchvision ``Resize``/``CenterCrop`` on PIL images, ``ResizeKeepRatio``,
+``CenterCropOrPad``, then ``convert("RGB")``, ``ToTensor``, ``Normalize``), in the same order and in the
+image's own mode (resize happens *before* the RGB conversion), so the uint8 pixels are identical and the
+float32 output matches to ~1e-7 (normalisation is a per-channel lookup table computed with the same
+float32 operations as torch).
+
+open_clip behaviour reproduced on purpose (the integrator should know):
+
+* ``shortest`` with a non-square ``size`` resizes with ``ResizeKeepRatio`` and always BICUBIC, whatever
+  ``interpolation`` says; ``shortest`` pads (only if needed) with 0, ``longest`` pads with ``fill_color``.
+* Resizing happens in the decoded mode: "P" and "1" images are resized with NEAREST (PIL forces it);
+  RGBA/LA are resized premultiplied; padding a "P" image uses palette index ``fill_color`` (not black).
+* Transparency is dropped by ``convert("RGB")``, not composited on white: transparent pixels keep their
+  stored colour, or come out black once premultiplied resizing has touched them.
+
+Deviations (only where open_clip cannot run or would exhaust memory):
+
+* ``longest`` on extreme aspect ratios (e.g. 10000x10 to 224) asks torchvision for a 0-pixel side and
+  open_clip raises; here that side is clamped to 1 pixel.
+* ``shortest`` on extreme aspect ratios makes open_clip build a huge intermediate image (10000x10 ->
+  224000x224). Up to ``max_resize_pixels`` (default 2**26, i.e. aspect ratios up to ~1300:1 at 224) the
+  exact path is used; above it only the crop window is resampled (PIL ``resize(box=...)``, which may
+  run its two passes in the other order), differing from open_clip by ~1-2 uint8 levels on photos
+  (cosine > 0.9999; more on pure noise).
+* ``interpolation: nearest`` is not accepted by open_clip's ``image_transform``; it is implemented like
+  torchvision ``Resize(interpolation=NEAREST)``.
+
+``draft=True`` (off by default) lets libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale, never below
+``DRAFT_FACTOR`` (2) times the size the resize step needs, so the final resize still downsamples by at
+least 2x (smaller JPEGs and other formats are unaffected). Measured on the preprocessed tensor vs the
+exact path, synthetic photo-like JPEGs 3000x2000 to 6000x4000 (q=90), size 224, bicubic/bilinear,
+shortest/longest/squash: cosine >= 0.99996, mean abs diff <= 0.005, max abs <= 0.09 (1 uint8 level is
+~0.015); with strong high-frequency texture: cosine >= 0.9999, mean abs <= 0.01, max abs <= 0.1.
+Decode + preprocess is 4-8x faster (e.g. 6000x4000: ~0.5-0.7 s -> ~0.09 s on a busy 2-core box). The
+effect on embeddings / retrieval is still to be measured before enabling it.
+"""
+
+from __future__ import annotations
+
+import io
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import (  # explicit plugin imports: Image.open(formats=...) needs them registered
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    Image,
+    ImageOps,
+    JpegImagePlugin,  # noqa: F401
+    MpoImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
+
+from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_RESIZE_PIXELS",
+    "DRAFT_FACTOR",
+    "ImageInput",
+    "ImagePreprocessor",
+    "decode_image",
+]
+
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image
+
+#: Formats ``decode_image`` accepts (multi-picture JPEGs open as "MPO" through the JPEG plugin).
+ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if f in Image.OPEN)
+#: Default pixel limit of ``decode_image`` (width * height from the header, checked before decoding).
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Largest intermediate resize (pixels) done exactly like open_clip; above, only the crop window is resampled.
+DEFAULT_MAX_RESIZE_PIXELS = 2**26
+#: With ``draft=True`` a JPEG is decoded at reduced scale but at least this many times the resize target.
+DRAFT_FACTOR = 2
+
+_INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+_RESIZE_MODES = ("shortest", "longest", "squash")
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return f"{len(data)}-byte upload"
+    return repr(os.fspath(data)) if isinstance(data, str | os.PathLike) else type(data).__name__
+
+
+def _open(data: ImageInput) -> Image.Image:
+    """A lazily opened (header parsed, pixels not decoded) image of an allowed format."""
+    if isinstance(data, Image.Image):
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    elif isinstance(data, str | os.PathLike):
+        try:
+            raw = Path(data).read_bytes()
+        except OSError as e:
+            raise InvalidImageError(f"cannot read image file {os.fspath(data)!r}: {e.strerror or e}") from e
+    else:
+        raise InvalidImageError(f"unsupported image input type {type(data).__name__}")
+    if not raw:
+        raise InvalidImageError("empty image data (0 bytes)")
+    try:
+        return Image.open(io.BytesIO(raw), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLargeError(f"image rejected as a decompression bomb: {e}") from e
+    except UnidentifiedImageError as e:
+        raise InvalidImageError(
+            f"not a recognised image ({len(raw)} bytes, starts with {raw[:8]!r}); "
+            f"supported formats: {', '.join(ALLOWED_FORMATS)}"
+        ) from e
+    except MemoryError as e:
+        raise ImageTooLargeError("image too large to open") from e
+    except Exception as e:  # any parser error in the header: corrupt file
+        raise InvalidImageError(f"corrupt or unsupported image header: {type(e).__name__}: {e}") from e
+
+
+def _check_size(img: Image.Image, max_pixels: int | None) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise InvalidImageError(f"image has an empty size {w}x{h}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} pixels")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value) if value in (2, 3, 4, 5, 6, 7, 8) else 1
+    except Exception:  # corrupt EXIF: ignore the orientation rather than reject the image
+        return 1
+
+
+def decode_image(
+    data: ImageInput,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    *,
+    draft: Callable[[tuple[int, int]], tuple[int, int] | None] | None = None,
+) -> Image.Image:
+    """Decode bytes / a path / a PIL image into a fully loaded, EXIF-rotated PIL image.
+
+    The pixel limit is checked on the header size before any pixel is decoded. ``draft`` (internal)
+    maps the displayed (w, h) to a minimum (w, h) for JPEG decode-time downscaling. Raises
+    ``InvalidImageError`` (empty, unknown format, corrupt, truncated) or ``ImageTooLargeError``.
+    """
+    img = _open(data)
+    try:
+        _check_size(img, max_pixels)
+        if draft is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ()):
+            w, h = img.size
+            swap = _orientation(img) in _SWAPPING_ORIENTATIONS
+            want = draft((h, w) if swap else (w, h))
+            if want is not None:
+                want = (want[1], want[0]) if swap else want
+                img.draft(None, (max(1, want[0]), max(1, want[1])))
+        img.load()
+        if _orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)
+        return img
+    except (InvalidImageError, ImageTooLargeError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLargeError(f"image rejected as a decompression bomb: {e}") from e
+    except MemoryError as e:
+        raise ImageTooLargeError(f"not enough memory to decode a {img.size[0]}x{img.size[1]} image") from e
+    except Exception as e:
+        msg = str(e)
+        if "too large" in msg.lower():  # e.g. PNG text/ICC chunk decompression limits
+            raise ImageTooLargeError(f"image rejected: {msg}") from e
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            raise InvalidImageError(f"truncated image data ({_describe(data)}): {msg}") from e
+        raise InvalidImageError(f"cannot decode image ({_describe(data)}): {type(e).__name__}: {msg}") from e
+
+
+# --------------------------------------------------------------------- torchvision / open_clip replicas
+
+
+def _tv_resize_output_size(h: int, w: int, size: Sequence[int]) -> tuple[int, int]:
+    """torchvision ``_compute_resized_output_size`` (max_size=None): (new_h, new_w)."""
+    if len(size) == 1:
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = size[0], int(size[0] * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        return new_h, new_w
+    return size[0], size[1]
+
+
+def _keep_ratio_size(h: int, w: int, target: tuple[int, int], longest: float) -> tuple[int, int]:
+    """open_clip ``ResizeKeepRatio.get_params`` without randomness: (new_h, new_w)."""
+    target_h, target_w = target
+    ratio_h = h / target_h
+    ratio_w = w / target_w
+    ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
+    new_h, new_w = (round(x * 1.0 / ratio) for x in (h, w))
+    return max(1, new_h), max(1, new_w)  # open_clip would fail on 0 (extreme aspect, 'longest')
+
+
+def _parse_fill(fill: int, img: Image.Image) -> int | float | tuple[int, ...]:
+    """torchvision ``_functional_pil._parse_fill`` for a scalar fill."""
+    bands = len(img.getbands())
+    value: Any = tuple([fill] * bands) if bands > 1 else fill
+    if img.mode != "F":
+        value = tuple(int(x) for x in value) if isinstance(value, tuple) else int(value)
+    return value
+
+
+def _pad(img: Image.Image, ltrb: tuple[int, int, int, int], fill: int) -> Image.Image:
+    """torchvision ``F.pad`` (constant) on a PIL image."""
+    opts = _parse_fill(fill, img)
+    if img.mode == "P":
+        palette = img.getpalette()
+        out = ImageOps.expand(img, border=ltrb, fill=opts)
+        out.putpalette(palette)
+        return out
+    return ImageOps.expand(img, border=ltrb, fill=opts)
+
+
+def _crop_box(h: int, w: int, crop_h: int, crop_w: int) -> tuple[int, int]:
+    """(top, left) of torchvision's center crop of an image at least as large as the crop."""
+    return round((h - crop_h) / 2.0), round((w - crop_w) / 2.0)
+
+
+def _center_crop_or_pad(img: Image.Image, out_hw: tuple[int, int], fill: int) -> Image.Image:
+    """torchvision ``F.center_crop`` (fill=0) / open_clip ``center_crop_or_pad`` on a PIL image."""
+    crop_h, crop_w = out_hw
+    w, h = img.size
+    if crop_w > w or crop_h > h:
+        ltrb = (
+            (crop_w - w) // 2 if crop_w > w else 0,
+            (crop_h - h) // 2 if crop_h > h else 0,
+            (crop_w - w + 1) // 2 if crop_w > w else 0,
+            (crop_h - h + 1) // 2 if crop_h > h else 0,
+        )
+        img = _pad(img, ltrb, fill)
+        w, h = img.size
+        if crop_w == w and crop_h == h:
+            return img
+    top, left = _crop_box(h, w, crop_h, crop_w)
+    return img.crop((left, top, left + crop_w, top + crop_h))
+
+
+# ------------------------------------------------------------------------------------------ preprocessor
+
+
+def _as_size(size: Any) -> tuple[int, int]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        return int(size), int(size)
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) in (1, 2):
+        vals = [int(v) for v in size if isinstance(v, numbers.Integral) and not isinstance(v, bool)]
+        if len(vals) == len(size):
+            return (vals[0], vals[-1])
+    raise ArtifactError(f"invalid image size {size!r} (int or [height, width])")
+
+
+def _as_triple(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = (value,) * 3
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"invalid image {name} {value!r}") from e
+    if arr.shape != (3,) or not np.isfinite(arr).all():
+        raise ArtifactError(f"invalid image {name} {value!r} (need 3 finite numbers)")
+    return arr
+
+
+class ImagePreprocessor:
+    """Manifest ``image`` section -> callable turning an image into float32 ``[3, H, W]``."""
+
+    def __init__(
+        self,
+        image_cfg: dict[str, Any],
+        *,
+        draft: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_resize_pixels: int = DEFAULT_MAX_RESIZE_PIXELS,
+    ) -> None:
+        if not isinstance(image_cfg, dict):
+            raise ArtifactError("image config must be a mapping")
+        self.size = _as_size(image_cfg.get("size", 224))
+        if min(self.size) < 1:
+            raise ArtifactError(f"invalid image size {self.size}")
+        self.mean = _as_triple(image_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), "mean")
+        self.std = _as_triple(image_cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), "std")
+        if (self.std == 0).any():
+            raise ArtifactError(f"image std has a zero: {self.std.tolist()}")
+        interpolation = image_cfg.get("interpolation") or "bicubic"
+        if interpolation not in _INTERPOLATIONS:
+            raise ArtifactError(f"unsupported interpolation {interpolation!r} (one of {list(_INTERPOLATIONS)})")
+        self.interpolation = interpolation
+        self._resample = _INTERPOLATIONS[interpolation]
+        resize_mode = image_cfg.get("resize_mode") or "shortest"
+        if resize_mode not in _RESIZE_MODES:
+            raise ArtifactError(f"unsupported resize_mode {resize_mode!r} (one of {list(_RESIZE_MODES)})")
+        self.resize_mode = resize_mode
+        fill = image_cfg.get("fill_color", 0)
+        if not isinstance(fill, numbers.Integral) or isinstance(fill, bool):
+            raise ArtifactError(f"fill_color must be an integer, got {fill!r}")
+        self.fill_color = int(fill)
+        self.draft = bool(draft)
+        self.max_pixels = max_pixels
+        self.max_resize_pixels = int(max_resize_pixels)
+        # ToTensor (/255) + Normalize as a [3, 256] float32 table, same float32 ops as torch.
+        levels = np.arange(256, dtype=np.float32) / np.float32(255)
+        self._lut = ((levels[None, :] - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
+        self._lut_flat = self._lut.ravel()
+
+    @classmethod
+    def from_manifest(cls, image_section: dict[str, Any], **kwargs: Any) -> ImagePreprocessor:
+        """Same as the constructor (kept for symmetry with ``ClipTokenizer.from_manifest``)."""
+        return cls(image_section, **kwargs)
+
+    # -- geometry -------------------------------------------------------------------------------------
+
+    def _plan(self, w: int, h: int) -> tuple[tuple[int, int], Image.Resampling, tuple[int, int], int]:
+        """(resize target (h, w), resample filter, crop (h, w), pad fill) for a w x h input."""
+        H, W = self.size
+        if self.resize_mode == "longest":
+            new = _keep_ratio_size(h, w, (H, W), longest=1.0)
+            return new, self._resample, (H, W), self.fill_color
+        if self.resize_mode == "squash":
+            return (H, W), self._resample, (H, W), 0
+        if H == W:
+            return _tv_resize_output_size(h, w, [H]), self._resample, (H, W), 0
+        # open_clip: ResizeKeepRatio(image_size) with its default BICUBIC, whatever the configured mode
+        return _keep_ratio_size(h, w, (H, W), longest=0.0), Image.Resampling.BICUBIC, (H, W), 0
+
+    def _draft_request(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        w, h = size
+        (nh, nw), _, _, _ = self._plan(w, h)
+        return (DRAFT_FACTOR * nw, DRAFT_FACTOR * nh)
+
+    def transform_pil(self, img: Image.Image) -> Image.Image:
+        """The PIL part of open_clip's eval transform: resize, crop/pad, convert("RGB")."""
+        w, h = img.size
+        (nh, nw), resample, (ch, cw), fill = self._plan(w, h)
+        if self.resize_mode == "squash":
+            if (nh, nw) != (h, w):
+                img = img.resize((nw, nh), resample)
+            return img.convert("RGB")
+        if nw * nh > self.max_resize_pixels and nw >= cw and nh >= ch and (nh, nw) != (h, w):
+            # Only the crop window of the (huge) resized image: same geometry, PIL box resampling.
+            top, left = _crop_box(nh, nw, ch, cw)
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+            return img.resize((cw, ch), resample, box=box).convert("RGB")
+        if (nh, nw) != (h, w):
+            img = img.resize((nw, nh), resample)
+        img = _center_crop_or_pad(img, (ch, cw), fill)
+        return img.convert("RGB")
+
+    def to_array(self, rgb: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """RGB PIL image -> normalised float32 [3, H, W] (ToTensor + Normalize)."""
+        arr = np.asarray(rgb, dtype=np.uint8)
+        idx = arr.transpose(2, 0, 1).astype(np.intp)
+        idx += np.array([0, 256, 512], dtype=np.intp)[:, None, None]
+        if out is None:
+            return self._lut_flat[idx]
+        np.take(self._lut_flat, idx, out=out)
+        return out
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    def load(self, image: ImageInput) -> Image.Image:
+        """Decode (with this preprocessor's pixel limit and draft setting)."""
+        return decode_image(image, self.max_pixels, draft=self._draft_request if self.draft else None)
+
+    def _run(self, image: ImageInput, out: np.ndarray | None = None) -> np.ndarray:
+        img = self.load(image)
+        try:
+            rgb = self.transform_pil(img)
+        except (InvalidImageError, ImageTooLargeError):
+            raise
+        except MemoryError as e:
+            raise ImageTooLargeError(f"not enough memory to preprocess a {img.size[0]}x{img.size[1]} image") from e
+        except Exception as e:
+            raise InvalidImageError(f"cannot preprocess image (mode {img.mode}): {type(e).__name__}: {e}") from e
+        return self.to_array(rgb, out)
+
+    def __call__(self, image: ImageInput) -> np.ndarray:
+        """One image (bytes, path or PIL image) -> float32 [3, H, W]."""
+        return self._run(image)
+
+    def batch(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Several images -> float32 [n, 3, H, W] (raises on the first bad image)."""
+        out = np.empty((len(images), 3, *self.size), dtype=np.float32)
+        for i, image in enumerate(images):
+            self._run(image, out[i])
+        return out
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, *self.size)
