@@ -1,0 +1,126 @@
+"""Structured JSON logs (one line per event on stdout) and CloudWatch embedded-metric-format lines.
+
+Lambda ships every stdout line to CloudWatch Logs; a line that is a JSON object with an ``_aws`` key is
+also turned into metrics (EMF). Lines are written straight to stdout, not through the root logger, so
+the Lambda runtime's ``[INFO] <time> <request id>`` prefix never breaks the JSON.
+
+The request line never holds image data or query text: only their sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+__all__ = ["EMF_NAMESPACE", "JsonFormatter", "configure_logging", "emit", "emit_metrics", "log_event"]
+
+EMF_NAMESPACE = "ClipSearch"
+_lock = threading.Lock()
+_stream: TextIO | None = None  # None: sys.stdout at write time (pytest's capsys swaps it)
+_level = logging.INFO
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def emit(record: Mapping[str, Any], stream: TextIO | None = None) -> None:
+    """Write one JSON object as one line (thread-safe)."""
+    line = json.dumps(record, default=_default, separators=(",", ":"), ensure_ascii=False)
+    out = stream or _stream or sys.stdout
+    with _lock:
+        out.write(line + "\n")
+        out.flush()
+
+
+def log_event(event: str, level: str = "INFO", **fields: Any) -> None:
+    """A structured log line ``{"time", "level", "event", ...fields}`` if ``level`` passes LOG_LEVEL."""
+    if _LEVELS.get(level, logging.INFO) < _level:
+        return
+    emit({"time": _now(), "level": level, "event": event, **fields})
+
+
+def emit_metrics(
+    metrics: Mapping[str, tuple[float, str]],
+    dimensions: Mapping[str, str] | None = None,
+    namespace: str = EMF_NAMESPACE,
+    **properties: Any,
+) -> dict[str, Any]:
+    """One EMF line: ``metrics`` maps a name to ``(value, unit)``; ``dimensions`` (name -> value) become a
+    single dimension set; ``properties`` are extra searchable fields. Returns the record written."""
+    dims = dict(dimensions or {})
+    record: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [list(dims)] if dims else [[]],
+                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+            }],
+        },
+        **properties,
+        **dims,
+        **{name: value for name, (value, _) in metrics.items()},
+    }
+    emit(record)
+    return record
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """``logging`` records as the same JSON lines (for library loggers such as ``handler.index``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _now(),
+            "level": record.levelname,
+            "event": "log",
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=_default, ensure_ascii=False)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """A StreamHandler bound to whatever ``sys.stdout`` is when a record is written."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = _stream or sys.stdout
+        super().emit(record)
+
+
+def configure_logging(level: str = "INFO", loggers: Sequence[str] = ("handler", "mangum"),
+                      stream: TextIO | None = None) -> None:
+    """Set the level of :func:`log_event` and route the given library loggers to JSON lines on stdout
+    (idempotent: a second call replaces the handler)."""
+    global _level, _stream
+    _level = _LEVELS.get(level.upper(), logging.INFO)
+    _stream = stream
+    for name in loggers:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, _StdoutHandler):
+                logger.removeHandler(h)
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(_level)
+        logger.propagate = False

@@ -1,0 +1,217 @@
+"""Item images: where an item's image is, URLs for results, safe local file access, thumbnails.
+
+An item's ``uri`` (``items.jsonl``) is one of
+
+* ``s3://bucket/key``: results carry presigned GET URLs (``PRESIGN_EXPIRY_SECONDS``);
+* ``http(s)://...``: passed through as is;
+* a local path (absolute, ``file://``, or relative to the collection root): served by the app under
+  ``/items/{id}/image`` and ``/items/{id}/thumbnail``.
+
+The collection root is ``COLLECTION_ROOT`` when set, else the index manifest's ``source``. A local file is
+served only if it resolves (symlinks included) to a regular file under that root; an absolute ``uri``
+outside the manifest's ``source`` is never served. With ``COLLECTION_ROOT`` set, absolute paths under the
+manifest's ``source`` are re-rooted there (an index built on another machine).
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import re
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+__all__ = ["ImageLocator", "LocalImage", "ThumbnailCache", "item_id_path"]
+
+THUMBNAIL_SIZE = 256
+THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+SERVED_TYPES = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+    ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+}
+
+
+def item_id_path(item_id: Any) -> str:
+    """The id as URL path text (reserved characters escaped; "/" kept: the routes take ids with slashes)."""
+    return quote(str(item_id), safe="/")
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """A servable local image file: resolved ``path``, ``media_type``, ``size``, ``mtime_ns``."""
+
+    path: Path
+    media_type: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.size:x}-{self.mtime_ns:x}"'
+
+
+def _local_path_of(value: str) -> str | None:
+    """A local filesystem path for a path / ``file://`` string, or None (s3, http, other schemes)."""
+    if value.startswith("file://"):
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost"):
+            return None
+        return unquote(parts.path)
+    if _SCHEME.match(value):
+        return None
+    return value
+
+
+def _within(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives / mix of absolute and relative
+        return False
+
+
+class ImageLocator:
+    """Resolves items of one index version to URLs and local files (see the module docstring)."""
+
+    def __init__(self, source: Any, collection_root: str | None, presign_expiry: int = 3600):
+        self.source = source if isinstance(source, str) and source else None
+        self.override = collection_root
+        self.presign_expiry = presign_expiry
+        src_local = _local_path_of(self.source) if self.source else None
+        self._source_local = os.path.normpath(src_local) if src_local and os.path.isabs(src_local) else None
+        root = collection_root or self.source
+        root_local = _local_path_of(root) if root else None
+        self.root = os.path.realpath(root_local) if root_local else None
+        if self.root is not None and os.path.isfile(self.root):  # a JSONL manifest source: its folder
+            self.root = os.path.dirname(self.root)
+        self._s3 = None
+        self._s3_lock = threading.Lock()
+
+    # -- URLs for results -----------------------------------------------------------------------------------
+    def urls(self, item: dict[str, Any], base: str = "") -> tuple[str | None, str | None]:
+        """(image_url, thumbnail_url) for a search result."""
+        uri = item.get("uri")
+        if isinstance(uri, str) and uri.startswith("s3://"):
+            url = self.presign(uri)
+            return url, url
+        if isinstance(uri, str) and uri.startswith(("http://", "https://")):
+            return uri, uri
+        if "id" not in item or self.local_file(item) is None:
+            return None, None
+        seg = item_id_path(item["id"])
+        return f"{base}/items/{seg}/image", f"{base}/items/{seg}/thumbnail"
+
+    def presign(self, uri: str) -> str | None:
+        parts = urlsplit(uri)
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        if not bucket or not key:
+            return None
+        try:
+            return self._s3_client().generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.presign_expiry)
+        except Exception:  # no credentials / bad bucket name: no URL rather than a failed search
+            return None
+
+    def _s3_client(self) -> Any:
+        if self._s3 is None:
+            with self._s3_lock:
+                if self._s3 is None:
+                    from handler.storage import _s3_client
+
+                    self._s3 = _s3_client()
+        return self._s3
+
+    # -- local files ----------------------------------------------------------------------------------------
+    def local_file(self, item: dict[str, Any]) -> LocalImage | None:
+        """The item's image as a safe local file, or None when it is not one (or not under the root)."""
+        uri = item.get("uri")
+        if self.root is None or not isinstance(uri, str) or not uri or "\x00" in uri:
+            return None
+        path = _local_path_of(uri)
+        if path is None:
+            return None
+        if os.path.isabs(path):
+            norm = os.path.normpath(path)
+            if self.override is not None and self._source_local is not None and _within(norm, self._source_local):
+                candidate = os.path.realpath(os.path.join(self.root, os.path.relpath(norm, self._source_local)))
+            else:
+                candidate = os.path.realpath(norm)
+        else:
+            candidate = os.path.realpath(os.path.join(self.root, path))
+        if not _within(candidate, self.root):
+            return None
+        media_type = SERVED_TYPES.get(os.path.splitext(candidate)[1].lower())
+        if media_type is None:
+            guessed = mimetypes.guess_type(candidate)[0]
+            if not guessed or not guessed.startswith("image/"):
+                return None
+            media_type = guessed
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return LocalImage(Path(candidate), media_type, st.st_size, st.st_mtime_ns)
+
+
+class ThumbnailCache:
+    """JPEG/PNG thumbnails (longest side ``size``) in a byte-bounded, thread-safe in-memory LRU."""
+
+    def __init__(self, size: int = THUMBNAIL_SIZE, max_bytes: int = THUMBNAIL_CACHE_BYTES,
+                 max_pixels: int | None = None):
+        self.size = size
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self._items: OrderedDict[tuple[str, int, int], tuple[bytes, str]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, image: LocalImage) -> tuple[bytes, str]:
+        """(thumbnail bytes, media type). Raises InvalidImageError / ImageTooLargeError for bad files."""
+        key = (str(image.path), image.size, image.mtime_ns)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return hit
+            self.misses += 1
+        value = self._render(image.path)
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += len(value[0])
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (data, _) = self._items.popitem(last=False)
+                self._bytes -= len(data)
+        return value
+
+    def _render(self, path: Path) -> tuple[bytes, str]:
+        from PIL import Image
+
+        from handler.preprocess import decode_image
+
+        with open(path, "rb") as f:
+            data = f.read()
+        img = decode_image(data, self.max_pixels)
+        if img.mode not in ("RGB", "RGBA", "L", "LA"):
+            img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
+        img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        if img.mode in ("RGBA", "LA"):
+            img.save(out, format="PNG", optimize=True)
+            return out.getvalue(), "image/png"
+        img.save(out, format="JPEG", quality=85)
+        return out.getvalue(), "image/jpeg"
