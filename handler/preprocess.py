@@ -52,6 +52,7 @@ from PIL import (  # explicit plugin imports: Image.open(formats=...) needs them
     BmpImagePlugin,  # noqa: F401
     GifImagePlugin,  # noqa: F401
     Image,
+    ImageFile,
     ImageOps,
     JpegImagePlugin,  # noqa: F401
     MpoImagePlugin,  # noqa: F401
@@ -157,14 +158,16 @@ def decode_image(
 ) -> Image.Image:
     """Decode bytes / a path / a PIL image into a fully loaded, EXIF-rotated PIL image.
 
-    The pixel limit is checked on the header size before any pixel is decoded. ``draft`` (internal)
+    The pixel limit is checked on the header size before any pixel is decoded (an already decoded PIL
+    image is not checked again: the memory is spent, and callers may have used another limit). ``draft``
     maps the displayed (w, h) to a minimum (w, h) for JPEG decode-time downscaling. Raises
     ``InvalidImageError`` (empty, unknown format, corrupt, truncated) or ``ImageTooLargeError``.
     """
     img = _open(data)
     try:
-        _check_size(img, max_pixels)
-        if draft is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ()):
+        pending = isinstance(img, ImageFile.ImageFile) and bool(img.tile)  # pixels not decoded yet
+        _check_size(img, max_pixels if pending else None)
+        if pending and draft is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ()):
             w, h = img.size
             swap = _orientation(img) in _SWAPPING_ORIENTATIONS
             want = draft((h, w) if swap else (w, h))

@@ -345,6 +345,15 @@ def test_pixel_limit_checked_before_decoding() -> None:
         ImagePreprocessor(cfg(), max_pixels=1_000_000)(real)
 
 
+def test_pixel_limit_applies_to_undecoded_images_only() -> None:
+    data = encode(noise_rgb(300, 200), "PNG")
+    with pytest.raises(ImageTooLargeError):
+        decode_image(Image.open(io.BytesIO(data)), 10_000)  # lazily opened: checked before decoding
+    decoded = decode_image(data, 100_000)
+    assert decode_image(decoded, 10_000) is decoded  # already decoded (e.g. by the caller): no re-check
+    assert ImagePreprocessor(cfg(64), max_pixels=10_000)(decoded).shape == (3, 64, 64)
+
+
 def test_bomb_warning_as_error_is_mapped() -> None:
     limit = Image.MAX_IMAGE_PIXELS
     assert limit is not None
