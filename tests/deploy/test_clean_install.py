@@ -1,0 +1,249 @@
+"""Clean install of the slim runtime: only requirements/handler.txt (pinned by constraints.txt, hnswlib built
+with HNSWLIB_NO_NATIVE=1) in a fresh virtual environment - no torch, no open_clip, no dev tools - and
+``handler/`` copied with a bundle and an index into a fresh directory, like the Lambda image's /var/task.
+There it answers text and image searches through ``lambda_handler`` (HTTP API v2 events), and the rebuild
+job (index_builder + tqdm, requirements/index_builder.txt) builds an index without torch.
+
+The interpreter is CPython 3.12 when this machine has one (the Lambda image's python:3.12), else the running
+one. One pip install per module (about a minute or two, packages from the registries).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts import invoke
+from scripts.footprint import deploy_footprint, dir_size
+from tests.deploy.conftest import INDEX_VERSION, write_events
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {"torch", "torchvision", "open-clip-torch", "open-clip", "onnx", "onnxscript", "tqdm", "pytest", "ruff",
+             "httpx", "uvicorn", "matplotlib", "hypothesis", "selenium"}
+pytestmark = pytest.mark.slow
+
+
+def lambda_python() -> str:
+    """CPython 3.12 (as in public.ecr.aws/lambda/python:3.12) with venv, else this interpreter."""
+    home = os.path.expanduser("~")
+    candidates = [shutil.which("python3.12"), *sorted(glob.glob(f"{home}/.pyenv/versions/3.12*/bin/python3.12")),
+                  *sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12")), "/usr/bin/python3.12",
+                  "/usr/local/bin/python3.12"]
+    for candidate in candidates:
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys, venv, ensurepip; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
+            return candidate
+    return getattr(sys, "_base_executable", sys.executable)
+
+
+def _pip_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env.update(HNSWLIB_NO_NATIVE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+@dataclass
+class CleanVenv:
+    path: Path
+    python: Path
+    site_packages: Path
+    base_python: str
+    version: str
+    install_seconds: float
+
+
+@pytest.fixture(scope="module")
+def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
+    base = tmp_path_factory.mktemp("clean-install")
+    base_python = lambda_python()
+    venv = base / "venv"
+    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+    python = venv / "bin" / "python"
+    t0 = time.monotonic()
+    result = subprocess.run([str(python), "-m", "pip", "install", "--no-input", "-c", str(ROOT / "constraints.txt"),
+                             "-r", str(ROOT / "requirements" / "handler.txt")],
+                            env=_pip_env(), capture_output=True, text=True, timeout=1500, cwd=base)
+    seconds = time.monotonic() - t0
+    if result.returncode != 0:
+        pytest.fail(f"pip install -r requirements/handler.txt failed in a clean venv ({base_python}):\n"
+                    f"{(result.stdout + result.stderr)[-6000:]}", pytrace=False)
+    info = subprocess.run([str(python), "-c", "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); "
+                           "print('%d.%d.%d' % sys.version_info[:3])"], capture_output=True, text=True, check=True)
+    site, version = info.stdout.split()
+    return CleanVenv(venv, python, Path(site), base_python, version, seconds)
+
+
+@pytest.fixture(scope="module")
+def task_root(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, deploy_index: Path) -> Path:
+    """A fresh directory like the image's /var/task: handler/ only, plus a model and an index next to it."""
+    root = tmp_path_factory.mktemp("task")
+    shutil.copytree(ROOT / "handler", root / "handler",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
+    shutil.copytree(tiny_bundle, root / "model")
+    shutil.copytree(deploy_index, root / "index", ignore=shutil.ignore_patterns(".work"))
+    return root
+
+
+def lambda_env(model: Path | str, index: Path | str, cache: Path, **extra: str) -> dict[str, str]:
+    """The template's environment (defaults) with local artifacts, and little else: no PYTHONPATH, no venv."""
+    env, unresolved = invoke.template_environment(overrides={"ArtifactBucket": "example-bucket"})
+    assert not unresolved
+    env.update(MODEL_URI=str(model), INDEX_URI=str(index), CACHE_DIR=str(cache))
+    env.update({"PATH": "/usr/bin:/bin", "HOME": str(cache), "LANG": "C.UTF-8",
+                "AWS_LAMBDA_FUNCTION_NAME": "SearchFunction", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(extra)
+    return env
+
+
+_SERVE = r"""
+import importlib.util, json, sys, time, uuid
+t0 = time.perf_counter()
+from handler.lambda_function import lambda_handler
+import handler
+init_ms = (time.perf_counter() - t0) * 1000
+
+class Context:
+    function_name = "SearchFunction"
+    memory_limit_in_mb = 3008
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:SearchFunction"
+    def __init__(self):
+        self.aws_request_id = str(uuid.uuid4())
+    def get_remaining_time_in_millis(self):
+        return 29000
+
+responses = {}
+for name, path in json.loads(sys.argv[1]).items():
+    with open(path) as f:
+        responses[name] = lambda_handler(json.load(f), Context())
+print(json.dumps({
+    "responses": responses, "init_ms": init_ms, "handler_file": handler.__file__,
+    "loaded": sorted(m for m in ("torch", "open_clip", "torchvision", "tqdm") if m in sys.modules),
+    "importable": sorted(m for m in ("torch", "open_clip", "torchvision") if importlib.util.find_spec(m)),
+}))
+"""
+
+
+def serve(venv: CleanVenv, root: Path, env: dict[str, str], events: dict[str, Path]) -> dict[str, Any]:
+    result = subprocess.run([str(venv.python), "-E", "-s", "-c", _SERVE, json.dumps({k: str(v) for k, v in events.items()})],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_only_the_handler_set_is_installed(clean_venv: CleanVenv) -> None:
+    listing = subprocess.run([str(clean_venv.python), "-m", "pip", "list", "--format", "json"], env=_pip_env(),
+                             capture_output=True, text=True, check=True)
+    installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing.stdout)}
+    assert not installed & FORBIDDEN, installed & FORBIDDEN
+    assert {"onnxruntime", "hnswlib", "numpy", "pillow", "fastapi", "mangum", "boto3"} <= installed
+    for module in ("torch", "open_clip", "torchvision"):
+        probe = subprocess.run([str(clean_venv.python), "-E", "-s", "-c", f"import {module}"], capture_output=True,
+                               text=True, cwd=clean_venv.path)
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+    # hnswlib was compiled here (no wheel on PyPI) without -march=native, so it runs on any x86_64 host.
+    probe = subprocess.run([str(clean_venv.python), "-c", "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
+                            "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())"],
+                           capture_output=True, text=True, cwd=clean_venv.path)
+    assert probe.stdout.strip() == "2", probe.stderr
+
+
+def test_text_and_image_search_through_lambda_handler(clean_venv: CleanVenv, task_root: Path, query_image: bytes,
+                                                      tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events", query_image)
+    env = lambda_env(task_root / "model", task_root / "index", tmp_path / "cache")
+    out = serve(clean_venv, task_root, env, {k: events[k] for k in ("health", "search-text", "search-image",
+                                                                   "search-image-multipart", "info")})
+    assert Path(out["handler_file"]).resolve() == (task_root / "handler" / "__init__.py").resolve()
+    assert out["loaded"] == [] and out["importable"] == []
+    responses = out["responses"]
+    for name, response in responses.items():
+        assert response["statusCode"] == 200, (name, response)
+    assert json.loads(responses["health"]["body"])["status"] == "ok"
+    text = json.loads(responses["search-text"]["body"])
+    assert text["query"]["type"] == "text" and len(text["results"]) == 3
+    assert text["index_version"] == INDEX_VERSION
+    for name in ("search-image", "search-image-multipart"):
+        body = json.loads(responses[name]["body"])
+        assert body["query"]["type"] == "image" and len(body["results"]) == 3
+        assert body["results"][0]["score"] > 0.999, "the query image is in the index"
+    info = json.loads(responses["info"]["body"])
+    assert info["parameters"]["precision"] == "fp32" and info["index"]["count"] == 12
+
+
+def test_rebuild_job_runs_without_torch(clean_venv: CleanVenv, task_root: Path, deploy_collection: Path,
+                                        tmp_path: Path, query_image: bytes) -> None:
+    """requirements/index_builder.txt = handler set + tqdm: the job image's set builds and publishes."""
+    extra = tmp_path / "extra"
+    result = subprocess.run([str(clean_venv.python), "-m", "pip", "install", "--no-input", "--target", str(extra),
+                             "--no-deps", "-c", str(ROOT / "constraints.txt"), "tqdm"], env=_pip_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    job_root = tmp_path / "job"
+    for package in ("handler", "index_builder"):
+        shutil.copytree(ROOT / package, job_root / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
+    index = tmp_path / "built-index"
+    env = lambda_env(task_root / "model", index, tmp_path / "cache", SOURCE_URI=str(deploy_collection),
+                     KEEP_VERSIONS="2", PRECISION="fp32", TQDM_DISABLE="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    code = (f"import sys, json; sys.path.insert(1, {str(extra)!r})\n"
+            "from index_builder.lambda_job import handler\n"
+            "result = handler({'full': True}, None)\n"
+            "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n")
+    run = subprocess.run([str(clean_venv.python), "-E", "-s", "-c", code], cwd=job_root, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["result"]["ok"] is True and out["torch"] is False
+    # ...and the search function serves what the job published
+    events = write_events(tmp_path / "events", query_image)
+    served = serve(clean_venv, task_root, lambda_env(task_root / "model", index, tmp_path / "cache"),
+                   {"search-image": events["search-image"]})
+    body = json.loads(served["responses"]["search-image"]["body"])
+    assert body["index_version"] == out["result"]["version"]
+    assert body["results"][0]["score"] > 0.999
+
+
+def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed size of the handler set (whole site-packages of the clean venv) vs the torch stack."""
+    total = dir_size(clean_venv.site_packages)
+    tooling = sum(dir_size(p) for p in clean_venv.site_packages.glob("pip*"))
+    measured = deploy_footprint()  # the same two sets, from the installed RECORDs of this (dev) environment
+    record = {
+        "handler_site_packages_bytes": total,
+        "handler_site_packages_without_pip_bytes": total - tooling,
+        "handler_site_packages_mb": round(total / 1e6, 1),
+        "clean_venv_python": clean_venv.version,
+        "pip_install_seconds": round(clean_venv.install_seconds, 1),
+        "dev_env_handler_deps_bytes": measured["handler_deps_bytes"],
+        "dev_env_torch_stack_bytes": measured["torch_stack_bytes"],
+        "dev_env_torch_stack_extra_bytes": measured["torch_stack_extra_bytes"],
+        "torch_stack_over_handler": round(measured["torch_stack_bytes"] / max(1, total - tooling), 1),
+    }
+    path = tmp_path_factory.getbasetemp() / "deploy-footprint.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    with capsys.disabled():
+        print(f"\n[deploy footprint] handler set {record['handler_site_packages_mb']} MB in a clean Python "
+              f"{clean_venv.version} venv (pip install {record['pip_install_seconds']} s); torch stack in this "
+              f"environment {measured['torch_stack_mb']} MB; written to {path}")
+    without_pip = total - tooling
+    assert 50e6 < without_pip < 500e6
+    # Two measurements of the same set (different Python minor versions possibly): within 25 %.
+    assert abs(without_pip - measured["handler_deps_bytes"]) / measured["handler_deps_bytes"] < 0.25
+    if "torch" not in measured["missing"]:
+        assert measured["torch_stack_bytes"] > 2 * without_pip
