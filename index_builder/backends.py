@@ -1,0 +1,175 @@
+"""Image encoders for the builder: the ONNX bundle (default) or the PyTorch open_clip model (GPU rebuilds).
+
+Both take the same float32 ``[n, 3, H, W]`` pixels from the torch-free :class:`ImagePreprocessor` (so
+both backends see identical pixels) and return L2-normalised float32 ``[n, dim]``. ``torch`` and
+``open_clip`` are imported only by :class:`TorchBackend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index_builder.sources import BuildError, UsageError
+
+__all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
+
+
+def read_bundle_manifest(bundle: str) -> dict[str, Any]:
+    """The bundle's manifest.json (local directory or s3:// prefix), without loading any model."""
+    from handler.bundle import read_manifest
+    from handler.errors import SearchError
+    from handler.storage import open_store
+
+    try:
+        if bundle.startswith("s3://"):
+            raw = open_store(bundle).read_bytes("manifest.json")
+            manifest = json.loads(raw)
+            if not isinstance(manifest, dict) or "model_fingerprint" not in manifest:
+                raise BuildError(f"--bundle {bundle}: manifest.json is not a model bundle manifest")
+            return manifest
+        return read_manifest(Path(bundle[7:] if bundle.startswith("file://") else bundle)).manifest
+    except FileNotFoundError:
+        raise BuildError(f"--bundle {bundle}: no manifest.json there; export a bundle with `python -m export`") from None
+    except SearchError as e:
+        raise BuildError(f"--bundle {bundle}: {e.message}") from None
+    except ValueError as e:
+        raise BuildError(f"--bundle {bundle}: manifest.json is not valid JSON ({e})") from None
+
+
+class OnnxBackend:
+    """The bundle's visual ONNX tower through :class:`handler.runtime.Embedder`."""
+
+    name = "onnx"
+
+    def __init__(self, bundle: str, *, precision: str = "fp32", threads: int | None = None, batch_size: int = 32,
+                 cache_dir: str | None = None):
+        from handler.errors import SearchError
+        from handler.runtime import load_bundle
+
+        try:
+            self.embedder = load_bundle(bundle, precision=precision, threads=threads, batch_size=batch_size,
+                                        max_pixels=None, lazy_visual=False, cache_dir=cache_dir)
+        except SearchError as e:
+            raise BuildError(f"--bundle {bundle}: {e.message}") from None
+        self.manifest = self.embedder.bundle.manifest
+        self.precision = precision
+        self.device = "cpu"
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.embedder.model_fingerprint
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self.embedder.embed_pixels(pixels)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TorchBackend:
+    """open_clip's PyTorch model for the bundle's architecture, loaded from ``pretrained``.
+
+    Refuses weights other than the ones the bundle was exported from (the checkpoint's sha256 must equal
+    the manifest's ``model.checkpoint.sha256``; a pretrained tag must equal ``model.pretrained``), so the
+    index's ``model_fingerprint`` stays honest. fp32 only.
+    """
+
+    name = "torch"
+
+    def __init__(self, manifest: dict[str, Any], *, pretrained: str | None, device: str = "cpu",
+                 precision: str = "fp32", batch_size: int = 32):
+        if precision != "fp32":
+            raise UsageError(f"--precision {precision}: the torch backend computes fp32 embeddings; "
+                             "use --precision fp32 (or --backend onnx for the bundle's quantised variants)")
+        model = manifest.get("model") or {}
+        name, config = model.get("name"), model.get("config")
+        if not name:
+            raise BuildError("the bundle manifest has no model.name; re-export the bundle")
+        checkpoint = model.get("checkpoint") or None
+        if not pretrained:
+            want = (f"the checkpoint file {checkpoint.get('file')!r}" if checkpoint
+                    else f"pretrained tag {model.get('pretrained')!r}")
+            raise UsageError(f"--backend torch needs --pretrained: pass {want} the bundle was exported from")
+        path = Path(pretrained).expanduser()
+        if path.is_file():
+            if not checkpoint or not checkpoint.get("sha256"):
+                raise BuildError(
+                    f"--pretrained {pretrained}: the bundle was exported from pretrained tag "
+                    f"{model.get('pretrained')!r}, not a checkpoint file, so the file cannot be verified; "
+                    f"pass --pretrained {model.get('pretrained')} or use --backend onnx")
+            digest = _sha256(path)
+            if digest != checkpoint["sha256"]:
+                raise BuildError(
+                    f"--pretrained {pretrained}: sha256 {digest} differs from the checkpoint the bundle was "
+                    f"exported from ({checkpoint.get('file')}, sha256 {checkpoint['sha256']}); an index built with "
+                    "other weights would carry a false model fingerprint. Pass the bundle's checkpoint, or "
+                    "re-export the bundle from these weights")
+            weights = str(path)
+        elif pretrained == model.get("pretrained") and not checkpoint:
+            weights = pretrained
+        elif os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")):
+            raise UsageError(f"--pretrained {pretrained}: no such checkpoint file")
+        else:
+            raise BuildError(f"--pretrained {pretrained!r} is not the bundle's weights "
+                             f"(bundle: pretrained={model.get('pretrained')!r}, checkpoint={checkpoint})")
+
+        import open_clip
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if config and open_clip.get_model_config(name) != config:
+            with tempfile.TemporaryDirectory(prefix="index-builder-cfg-") as tmp:
+                cfg_path = Path(tmp) / f"{name}.json"
+                cfg_path.write_text(json.dumps(config))
+                open_clip.add_model_config(cfg_path)
+        if open_clip.get_model_config(name) is None:
+            raise BuildError(f"model {name!r} is neither an open_clip built-in nor described by the bundle's model.config")
+        try:
+            self.model = open_clip.create_model(name, pretrained=weights, device=device, weights_only=True)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else repr(e)
+            raise BuildError(f"cannot load {weights!r} into {name!r}: {msg}") from None
+        self.model.eval()
+        self.torch = torch
+        self.manifest = manifest
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self._dim = int(manifest["embed_dim"])
+        self._fingerprint = str(manifest["model_fingerprint"])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self._fingerprint
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(pixels), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(pixels[i:i + self.batch_size], dtype=np.float32))
+                y = self.model.encode_image(x.to(self.device, non_blocking=True), normalize=True)
+                outs.append(y.float().cpu().numpy())
+        out = np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -1,0 +1,522 @@
+"""The offline rebuild job: source images -> embeddings -> a new published index version.
+
+:func:`build` runs the whole job (the CLI is a thin wrapper):
+
+1. load the encoder (ONNX bundle, or open_clip torch with the bundle's weights);
+2. read DEST's current version (refusing another model's index unless ``full``);
+3. list the source; items whose id, uri, size, mtime (and S3 etag) equal the previous version's row are
+   reused without reading them; the others are read and hashed, and a vector is reused when the content
+   hash is known (previous version or checkpoint shards), else the image is decoded and embedded;
+4. write the version (index.hnsw, items.jsonl, embeddings.npy, errors.jsonl, manifest.json last), move the
+   pointer, prune old versions, clean the work directory.
+
+Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`index_builder.workdir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handler.errors import ArtifactError, ConfigError, SearchError
+from handler.index import EMBEDDINGS_FILE, ITEMS_FILE, read_manifest, read_pointer, version_prefix
+from handler.preprocess import DEFAULT_MAX_PIXELS, ImagePreprocessor
+from handler.storage import LocalStore, Store, fetch_dir, file_digest, open_store
+from index_builder.pipeline import Prepared, prepared_stream
+from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
+from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
+from index_builder.workdir import CachedVector, WorkDir, default_work_dir, shard_key
+
+__all__ = ["BuildOptions", "BuildResult", "build", "default_workers"]
+
+BACKENDS = ("onnx", "torch")
+
+
+def default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    return max(2, min(8, cores))
+
+
+@dataclass
+class BuildOptions:
+    source: str
+    bundle: str
+    out: str
+    full: bool = False
+    batch_size: int = 32
+    workers: int = field(default_factory=default_workers)
+    precision: str = "fp32"
+    backend: str = "onnx"
+    device: str = "cpu"
+    pretrained: str | None = None
+    M: int = 16
+    ef_construction: int = 200
+    ef: int = 128
+    keep_versions: int = 3
+    strict: bool = False
+    work_dir: str | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    quiet: bool = False
+    shard_size: int = 1024
+    threads: int | None = None
+    allow_empty: bool = False
+
+    def validate(self) -> None:
+        for name, low in (("batch_size", 1), ("workers", 1), ("M", 2), ("ef_construction", 1), ("ef", 1),
+                          ("keep_versions", 1), ("shard_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                flag = "--" + name.replace("_", "-") if name != "M" else "--M"
+                raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
+        if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
+            raise UsageError(f"--max-pixels {self.max_pixels!r}: must be a positive integer")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.backend == "onnx" and self.device != "cpu":
+            raise UsageError(f"--device {self.device}: the onnx backend runs on cpu; use --backend torch for cuda")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise UsageError(f"--device {self.device!r}: use cpu or cuda")
+        if self.backend == "onnx" and self.pretrained:
+            raise UsageError("--pretrained is only used by --backend torch (the onnx backend reads the bundle)")
+
+
+@dataclass
+class BuildResult:
+    version: str
+    manifest: dict[str, Any]
+    stats: dict[str, Any]
+    errors: list[dict[str, Any]]
+    seconds: float
+    embed_seconds: float
+    work_dir: Path
+    pruned: list[str]
+    previous_version: str | None
+
+    @property
+    def images_per_s(self) -> float:
+        """Rate of the images that went through decode + encode in this run."""
+        n = self.stats.get("embedded", 0)
+        return n / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+
+class _Log:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def warn(self, msg: str) -> None:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
+    from index_builder.backends import OnnxBackend, TorchBackend, read_bundle_manifest
+
+    if opts.backend == "torch":
+        manifest = read_bundle_manifest(opts.bundle)
+        return TorchBackend(manifest, pretrained=opts.pretrained, device=opts.device, precision=opts.precision,
+                            batch_size=opts.batch_size)
+    return OnnxBackend(opts.bundle, precision=opts.precision, threads=opts.threads, batch_size=opts.batch_size,
+                       cache_dir=cache_dir)
+
+
+@dataclass
+class _Previous:
+    version: str
+    manifest: dict[str, Any]
+    rows: dict[Any, int] = field(default_factory=dict)  # id -> label
+    items: list[dict[str, Any]] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    by_sha: dict[str, int] = field(default_factory=dict)  # content sha256 -> label
+
+    def cached(self, sha: str) -> CachedVector | None:
+        label = self.by_sha.get(sha)
+        if label is None or self.embeddings is None:
+            return None
+        row = self.items[label]
+        return CachedVector(np.asarray(self.embeddings[label], dtype=np.float32), row.get("width"), row.get("height"))
+
+
+def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: _Log) -> bool:
+    """Fill prev.items / embeddings (checksums verified); False (with a warning) when they cannot be used."""
+    files = prev.manifest["files"]
+    prefix = version_prefix(prev.version)
+    if EMBEDDINGS_FILE not in files or ITEMS_FILE not in files:
+        log.warn(f"previous version {prev.version} has no {EMBEDDINGS_FILE}; every image is embedded again")
+        return False
+    try:
+        if isinstance(store, LocalStore):
+            vdir = store.root / prefix
+            for name in (ITEMS_FILE, EMBEDDINGS_FILE):
+                digest, size = file_digest(vdir / name)
+                if digest != files[name]["sha256"] or size != files[name]["size"]:
+                    raise ArtifactError(f"{store.uri_for(prefix + name)}: checksum does not match the manifest")
+        else:
+            expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
+            vdir = fetch_dir(store, work_root / "previous", list(expected), expected=expected) / prefix
+        items = [json.loads(line) for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        emb = np.load(vdir / EMBEDDINGS_FILE, allow_pickle=False)
+        if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
+            raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})")
+    except (OSError, ValueError, ArtifactError) as e:
+        log.warn(f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again")
+        return False
+    prev.items = items
+    prev.embeddings = emb
+    for label, row in enumerate(items):
+        if isinstance(row, dict) and "id" in row:
+            prev.rows[row["id"]] = label
+            if isinstance(row.get("sha256"), str):
+                prev.by_sha.setdefault(row["sha256"], label)
+    return True
+
+
+def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
+    """Same file as the previous version's row, judged without reading it (size + mtime (+ etag))."""
+    if item.size is None or item.mtime is None or not isinstance(row.get("sha256"), str):
+        return False
+    if row.get("uri") != item.uri or row.get("size") != item.size or row.get("mtime") != item.mtime:
+        return False
+    return item.etag is None or row.get("etag") == item.etag
+
+
+def _item_row(item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "size": size if size is not None else item.size,
+                           "mtime": item.mtime, "sha256": sha, "width": width, "height": height}
+    if item.etag is not None:
+        row["etag"] = item.etag
+    row["metadata"] = item.metadata
+    return row
+
+
+def _cleanup_pending(store: Store, work: WorkDir, current: str | None, log: _Log) -> None:
+    """Delete the version a previous build of this work dir wrote but never published."""
+    pending = work.read_pending()
+    if not pending or pending.get("dest") != store.uri:
+        work.clear_pending()
+        return
+    version = pending.get("version")
+    if isinstance(version, str) and version != current and (current is None or version > current):
+        try:
+            n = store.delete_prefix(version_prefix(version))
+            if n:
+                log.info(f"removed {n} file(s) of unpublished version {version} left by an interrupted build")
+        except (SearchError, ValueError) as e:
+            log.warn(f"cannot remove unpublished version {version} ({e}); it is harmless and pruned later")
+            return
+    work.clear_pending()
+
+
+def build(opts: BuildOptions, *, store: Store | None = None, source: Source | None = None,
+          progress: Callable[..., Any] | None = None) -> BuildResult:
+    """Run one build. ``store`` / ``source`` override the ones opened from ``opts.out`` / ``opts.source``
+    (tests wrap them to inject failures). Raises :class:`BuildError` (message for the user)."""
+    opts.validate()
+    log = _Log(opts.quiet)
+    t_start = time.perf_counter()
+    try:
+        dest = store or open_store(opts.out)
+    except ConfigError as e:
+        raise UsageError(f"--out: {e.message}") from None
+    work_root = Path(opts.work_dir).expanduser().absolute() if opts.work_dir else default_work_dir(dest.uri)
+    src = source or open_source(opts.source, workers=max(4, opts.workers))
+
+    # 1. encoder
+    backend = _load_backend(opts, cache_dir=str(work_root / "bundle-cache") if opts.bundle.startswith("s3://") else None)
+    fingerprint, dim = backend.model_fingerprint, backend.dim
+    try:
+        preprocessor = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels)
+    except SearchError as e:
+        raise BuildError(f"--bundle {opts.bundle}: {e.message}") from None
+    log.info(f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
+             f"{backend.device}), dim {dim}")
+
+    # 2. the current version of DEST
+    prev: _Previous | None = None
+    try:
+        pointer = read_pointer(dest)
+        if pointer is not None:
+            prev = _Previous(pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"]))
+    except SearchError as e:
+        if not opts.full:
+            raise BuildError(f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                             "pass --full to build a new version from scratch") from None
+        log.warn(f"ignoring the unreadable current index of {dest.uri} ({e.message})")
+        pointer, prev = None, None
+    current_version = prev.version if prev else None
+    if prev and prev.manifest["model_fingerprint"] != fingerprint and not opts.full:
+        raise BuildError(
+            f"--out {dest.uri} holds version {prev.version} built with model {prev.manifest['model_fingerprint']}, "
+            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
+
+    work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim),
+                   {"model_fingerprint": fingerprint, "precision": opts.precision, "backend": opts.backend,
+                    "dim": dim, "dest": dest.uri}).open()
+    try:
+        return _build_locked(opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start,
+                             progress)
+    finally:
+        work.close()
+
+
+def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, preprocessor: ImagePreprocessor,
+                  prev: _Previous | None, current_version: str | None, work: WorkDir, log: _Log, t_start: float,
+                  progress: Callable[..., Any] | None) -> BuildResult:
+    fingerprint, dim = backend.model_fingerprint, backend.dim
+    stale = work.discard_stale()
+    if stale:
+        log.info(f"discarded {stale} checkpoint shard(s) of another model/precision/backend")
+    _cleanup_pending(dest, work, current_version, log)
+
+    # 3. source listing and reuse plan
+    src.warn = log.warn  # type: ignore[method-assign]
+    t_list = time.perf_counter()
+    items = src.list()
+    log.info(f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s")
+    if not items and not opts.allow_empty:
+        raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(_exts())}); check the path or "
+                         "prefix, or pass --allow-empty to publish an empty index")
+
+    reuse = False
+    if prev is not None:
+        if opts.full:
+            log.info(f"--full: not reusing vectors of version {prev.version}")
+        elif prev.manifest.get("precision", "fp32") != opts.precision:
+            log.info(f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
+                     "every image is embedded again")
+        else:
+            reuse = _load_previous_vectors(dest, prev, work.root, log)
+
+    shard_cache, n_shards = work.load_shards(dim, log.warn)
+    if shard_cache:
+        log.info(f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under {work.shard_dir}")
+    run_cache: dict[str, CachedVector] = {}
+
+    def known(sha: str) -> CachedVector | None:
+        hit = run_cache.get(sha) or shard_cache.get(sha)
+        if hit is None and reuse and prev is not None:
+            hit = prev.cached(sha)
+        return hit
+
+    errors: list[dict[str, Any]] = []
+    error_ids: set[Any] = set()
+    resolved: dict[int, tuple[dict[str, Any], np.ndarray]] = {}  # position in items -> (row, vector)
+    how: dict[str, int] = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
+    todo: list[int] = []
+
+    def add_error(item: SourceItem, reason: str, message: str) -> None:
+        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": message})
+        error_ids.add(item.id)
+
+    for pos, item in enumerate(items):
+        if item.error is not None:
+            add_error(item, *item.error)
+            continue
+        if reuse and prev is not None and prev.embeddings is not None:
+            label = prev.rows.get(item.id)
+            if label is not None and _unchanged_row(item, prev.items[label]):
+                row = prev.items[label]
+                w, h = row.get("width"), row.get("height")
+                if opts.max_pixels is None or w is None or h is None or w * h <= opts.max_pixels:
+                    vec = np.asarray(prev.embeddings[label], dtype=np.float32)
+                    resolved[pos] = (_item_row(item, row["sha256"], item.size, w, h), vec)
+                    how["unchanged"] += 1
+                    continue
+        todo.append(pos)
+
+    # 4. read, hash, decode, embed what is left
+    shards = work.shard_writer(opts.shard_size)
+    bar = _progress_bar(len(todo), opts.quiet, progress)
+    embed_seconds = 0.0
+    batch: list[Prepared] = []
+
+    def finish(p: Prepared, vec: np.ndarray, kind: str) -> None:
+        item = items[todo[p.position]]
+        if kind == "cached":
+            if p.sha256 in run_cache:
+                kind = "reused"  # same content as another image embedded in this run
+            elif p.sha256 in shard_cache:
+                kind = "resumed"
+            else:  # from the previous version: the same id (touched, same bytes) or another id (copy, rename)
+                label = prev.rows.get(item.id) if prev is not None else None
+                same = label is not None and prev is not None and prev.items[label].get("sha256") == p.sha256
+                kind = "unchanged" if same else "reused"
+        how[kind] += 1
+        resolved[todo[p.position]] = (_item_row(item, p.sha256 or "", p.size, p.width, p.height), vec)
+
+    def flush() -> None:
+        nonlocal embed_seconds
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        vectors = backend.embed(np.stack([p.pixels for p in batch]))
+        embed_seconds += time.perf_counter() - t0
+        for p, vec in zip(batch, vectors, strict=True):
+            assert p.sha256 is not None
+            if p.sha256 not in run_cache:
+                run_cache[p.sha256] = CachedVector(vec, p.width, p.height)
+                shards.add(p.sha256, vec, p.width or 0, p.height or 0)
+            finish(p, vec, "embedded")
+            p.pixels = None
+        bar.update(len(batch))
+        batch.clear()
+        shards.maybe_flush()
+
+    t_embed = time.perf_counter()
+    ahead = max(2 * opts.batch_size, 4 * opts.workers)
+    try:
+        for p in prepared_stream([items[i] for i in todo], src, preprocessor, known,
+                                 workers=opts.workers, ahead=ahead):
+            if p.error is not None:
+                add_error(items[todo[p.position]], *p.error)
+                bar.update(1)
+            elif p.cached is not None:
+                finish(p, p.cached.vector, "cached")
+                bar.update(1)
+            else:
+                batch.append(p)
+                if len(batch) >= opts.batch_size:
+                    flush()
+        flush()
+        shards.flush()
+    finally:
+        bar.close()
+    pipeline_seconds = time.perf_counter() - t_embed
+
+    # 5. assemble the version
+    rows: list[dict[str, Any]] = []
+    vecs: list[np.ndarray] = []
+    for pos in range(len(items)):
+        if pos in resolved:
+            row, vec = resolved[pos]
+            rows.append(row)
+            vecs.append(vec)
+    vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
+    if opts.strict and errors:
+        shown = "\n".join(f"  {e['id']}: {e['reason']}: {e['message']}" for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise BuildError(f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
+                         f"(computed embeddings are checkpointed in {work.root}; fix or remove the files and re-run)")
+    if not rows and not opts.allow_empty:
+        raise BuildError(f"none of the {len(items)} image(s) of {src.uri} could be indexed ({len(errors)} error(s), "
+                         f"first: {errors[0]['id']}: {errors[0]['message'] if errors else ''}); nothing was published")
+
+    current_ids = {row["id"] for row in rows}
+    prev_ids = set(prev.rows) if prev is not None and prev.rows else set(_previous_ids(dest, prev, log))
+    stats: dict[str, Any] = {
+        "embedded": how["embedded"],
+        "resumed": how["resumed"],
+        "unchanged": how["unchanged"],
+        "reused": how["reused"],
+        "added": len(current_ids - prev_ids),
+        "changed": sum(1 for r in rows if r["id"] in prev_ids) - how["unchanged"],
+        "removed": len(prev_ids - current_ids),
+        "errors": len(errors),
+        "listed": len(items),
+        "count": len(rows),
+    }
+    rate = (how["embedded"] / pipeline_seconds) if pipeline_seconds > 0 and how["embedded"] else 0.0
+    version = new_version_id()
+    fields = {
+        "model_fingerprint": fingerprint,
+        "precision": opts.precision,
+        "source": src.uri,
+        "stats": stats,
+        "builder": BUILDER,
+        "backend": opts.backend,
+        "previous_version": current_version,
+        "build": {"seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
+                  "images_per_s": round(rate, 2), "batch_size": opts.batch_size, "workers": opts.workers,
+                  "device": backend.device, "max_pixels": opts.max_pixels, "full": opts.full},
+    }
+    fields["build"]["seconds"] = round(time.perf_counter() - t_start, 3)
+
+    # 6. publish: every file first, the pointer last, then prune and clean up
+    work.write_pending({"dest": dest.uri, "version": version})
+    where = dest.uri
+    try:
+        log.info(f"writing version {version} ({len(rows)} items) to {where}")
+        manifest = write_version(dest, version, vectors=vectors, items=rows, manifest_fields=fields, M=opts.M,
+                                 ef_construction=opts.ef_construction, ef=opts.ef, errors=errors)
+        latest = read_pointer(dest)
+        if (latest["version"] if latest else None) != current_version:
+            log.warn(f"{where} was published by another build meanwhile "
+                     f"(now {latest['version'] if latest else None}); publishing this build anyway")
+        publish(dest, version, manifest)
+    except (SearchError, OSError) as e:
+        msg = getattr(e, "message", None) or str(e)
+        served = f"version {current_version}" if current_version else "no version (there was none before)"
+        raise BuildError(
+            f"publishing version {version} to {where} failed: {msg}\nThe pointer was not moved: {where} still serves "
+            f"{served}. Embeddings are checkpointed in {work.root}; re-run the same command to retry "
+            "without embedding again.") from None
+    work.clear_pending()
+    pruned: list[str] = []
+    try:
+        pruned = prune(dest, opts.keep_versions)
+    except (SearchError, OSError, ValueError) as e:
+        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
+    work.clean()
+    return BuildResult(version=version, manifest=manifest, stats=stats, errors=errors,
+                       seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
+                       pruned=pruned, previous_version=current_version)
+
+
+def _exts() -> tuple[str, ...]:
+    from index_builder.sources import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
+    """Ids of the previous version when its vectors were not loaded (for the removed/added counts)."""
+    if prev is None:
+        return []
+    prefix = version_prefix(prev.version)
+    try:
+        raw = store.read_bytes(prefix + ITEMS_FILE)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != prev.manifest["files"][ITEMS_FILE]["sha256"]:
+            raise ArtifactError("checksum mismatch")
+        return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
+        log.warn(f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate")
+        return []
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, quiet: bool, factory: Callable[..., Any] | None) -> Any:
+    if quiet or total == 0:
+        return _NoBar()
+    if factory is not None:
+        return factory(total=total)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                smoothing=0.1)
+

@@ -1,0 +1,129 @@
+"""Parallel read + hash + decode + preprocess feeding the encoder in batches, in source order.
+
+``workers`` threads run :func:`prepare` (read the bytes, sha256 them, skip decoding when the content's
+vector is already known, else decode + preprocess with the torch-free :class:`ImagePreprocessor`).
+PIL, hashlib and onnxruntime release the GIL, so decoding overlaps inference. At most ``ahead`` items are
+in flight (bounded memory); results are consumed in submission order and batches are formed in that order,
+so the output does not depend on thread timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from handler.errors import ImageTooLargeError, InvalidImageError
+from index_builder.sources import Source, SourceItem
+from index_builder.workdir import CachedVector
+
+__all__ = ["Prepared", "classify", "prepare", "prepared_stream"]
+
+
+@dataclass
+class Prepared:
+    """One item after the worker: either an error, or its content hash plus (when the vector is not known
+    yet) the preprocessed pixels."""
+
+    position: int
+    item: SourceItem
+    sha256: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    pixels: np.ndarray | None = None
+    cached: CachedVector | None = None
+    error: tuple[str, str] | None = None
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """``(reason, message)`` of an image that cannot be indexed. Reasons: ``empty``, ``truncated``,
+    ``not_an_image``, ``corrupt``, ``too_large``, ``unreadable``."""
+    if isinstance(exc, ImageTooLargeError):
+        return "too_large", exc.message
+    if isinstance(exc, InvalidImageError):
+        msg = exc.message
+        low = msg.lower()
+        if "empty image data" in low:
+            return "empty", msg
+        if "truncated" in low:
+            return "truncated", msg
+        if "not a recognised image" in low:
+            return "not_an_image", msg
+        return "corrupt", msg
+    if isinstance(exc, MemoryError):
+        return "too_large", "not enough memory to decode the image"
+    return "corrupt", f"{type(exc).__name__}: {exc}"
+
+
+def prepare(
+    position: int,
+    item: SourceItem,
+    source: Source,
+    preprocessor: Any,
+    known: Callable[[str], CachedVector | None],
+) -> Prepared:
+    out = Prepared(position, item)
+    try:
+        data = source.read(item)
+    except Exception as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e) or type(e).__name__
+        out.error = ("unreadable", f"cannot read {item.uri}: {reason}")
+        return out
+    out.size = len(data)
+    if not data:
+        out.error = ("empty", "zero-byte file")
+        return out
+    out.sha256 = hashlib.sha256(data).hexdigest()
+    hit = known(out.sha256)
+    max_pixels = getattr(preprocessor, "max_pixels", None)
+    if hit is not None and hit.width is not None and hit.height is not None and (
+            max_pixels is None or hit.width * hit.height <= max_pixels):
+        out.cached, out.width, out.height = hit, hit.width, hit.height
+        return out
+    try:
+        img = preprocessor.load(data)
+        out.width, out.height = img.size
+        out.pixels = preprocessor(img)
+    except Exception as e:
+        out.error = classify(e)
+        out.pixels = None
+    return out
+
+
+def prepared_stream(
+    items: Sequence[SourceItem],
+    source: Source,
+    preprocessor: Any,
+    known: Callable[[str], CachedVector | None],
+    *,
+    workers: int,
+    ahead: int,
+) -> Iterator[Prepared]:
+    """:func:`prepare` over ``items`` on ``workers`` threads, yielded in order, ``ahead`` in flight."""
+    if workers <= 1:
+        for i, item in enumerate(items):
+            yield prepare(i, item, source, preprocessor, known)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as ex:
+        pending: deque[Future[Prepared]] = deque()
+        it = iter(enumerate(items))
+        try:
+            for i, item in it:
+                pending.append(ex.submit(prepare, i, item, source, preprocessor, known))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(ex.submit(prepare, nxt[0], nxt[1], source, preprocessor, known))
+                yield result
+        finally:
+            for fut in pending:
+                fut.cancel()
