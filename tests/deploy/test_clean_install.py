@@ -238,9 +238,10 @@ def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.Te
     path = tmp_path_factory.getbasetemp() / "deploy-footprint.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     with capsys.disabled():
-        print(f"\n[deploy footprint] handler set {record['handler_site_packages_mb']} MB in a clean Python "
-              f"{clean_venv.version} venv (pip install {record['pip_install_seconds']} s); torch stack in this "
-              f"environment {measured['torch_stack_mb']} MB; written to {path}")
+        print(f"\n[deploy footprint] handler dependency set {(total - tooling) / 1e6:.1f} MB (+ pip "
+              f"{tooling / 1e6:.1f} MB) in a clean Python {clean_venv.version} venv (pip install "
+              f"{record['pip_install_seconds']} s); torch stack in this environment {measured['torch_stack_mb']} MB "
+              f"({record['torch_stack_over_handler']}x); written to {path}")
     without_pip = total - tooling
     assert 50e6 < without_pip < 500e6
     # Two measurements of the same set (different Python minor versions possibly): within 25 %.

@@ -242,3 +242,21 @@ def test_local_artifacts_fall_back_to_the_subprocess(fake_container: tuple[dict[
     assert not record.exists()
     result = run_invoke(str(event_files["health"]), "--mode", "sam", env=env)
     assert result.returncode == 2 and "not readable inside the container" in result.stderr
+
+
+SAMPLE_EVENTS = ("search-text.json", "search-image.json", "search-text-v1.json", "search-image-function-url.json",
+                 "embeddings.json")
+
+
+@pytest.mark.parametrize("name", SAMPLE_EVENTS)
+def test_committed_sample_events(name: str, tiny_bundle: Path, deploy_index: Path, tmp_path: Path) -> None:
+    """``make invoke EVENT=events/<name>`` works for the sample events (HTTP API v2, REST v1, function URL)."""
+    event = ROOT / "events" / name
+    if not event.is_file():
+        pytest.skip(f"{event} is not in this checkout")
+    env = no_container_env(artifact_env(tiny_bundle, deploy_index), tmp_path)
+    result = run_invoke(str(event), "--expect-status", "200", env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    _, response, _ = parse_output(result.stdout)
+    body = json.loads(response["body"])
+    assert body.get("results") or body.get("text_embeddings") or body.get("image_embeddings"), body
