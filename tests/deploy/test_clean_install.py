@@ -185,30 +185,43 @@ def test_text_and_image_search_through_lambda_handler(clean_venv: CleanVenv, tas
     assert info["parameters"]["precision"] == "fp32" and info["index"]["count"] == 12
 
 
-def test_rebuild_job_runs_without_torch(clean_venv: CleanVenv, task_root: Path, deploy_collection: Path,
-                                        tmp_path: Path, query_image: bytes) -> None:
-    """requirements/index_builder.txt = handler set + tqdm: the job image's set builds and publishes."""
-    extra = tmp_path / "extra"
-    result = subprocess.run([str(clean_venv.python), "-m", "pip", "install", "--no-input", "--target", str(extra),
-                             "--no-deps", "-c", str(ROOT / "constraints.txt"), "tqdm"], env=_pip_env(),
-                            capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="module")
+def job_root(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like the job image's /var/task: handler/ + index_builder/, and tqdm (the only extra requirement of
+    requirements/index_builder.txt) in ``site-extra/`` next to them, outside the clean venv."""
+    root = tmp_path_factory.mktemp("job")
+    result = subprocess.run([str(clean_venv.python), "-m", "pip", "install", "--no-input", "--target",
+                             str(root / "site-extra"), "--no-deps", "-c", str(ROOT / "constraints.txt"), "tqdm"],
+                            env=_pip_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    job_root = tmp_path / "job"
     for package in ("handler", "index_builder"):
-        shutil.copytree(ROOT / package, job_root / package,
+        shutil.copytree(ROOT / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
-    index = tmp_path / "built-index"
-    env = lambda_env(task_root / "model", index, tmp_path / "cache", SOURCE_URI=str(deploy_collection),
-                     KEEP_VERSIONS="2", PRECISION="fp32", TQDM_DISABLE="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    code = (f"import sys, json; sys.path.insert(1, {str(extra)!r})\n"
+    return root
+
+
+def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """``index_builder.lambda_job.handler(event)`` in the clean venv; returns its result."""
+    code = ("import sys, json; sys.path.insert(1, 'site-extra')\n"
             "from index_builder.lambda_job import handler\n"
-            "result = handler({'full': True}, None)\n"
+            f"result = handler({json.dumps(event)!r}, None)\n"
             "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n")
-    run = subprocess.run([str(clean_venv.python), "-E", "-s", "-c", code], cwd=job_root, env=env, capture_output=True,
+    run = subprocess.run([str(venv.python), "-E", "-s", "-c", code], cwd=root, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["result"]["ok"] is True and out["torch"] is False
+    assert out["torch"] is False
+    return out["result"]
+
+
+def test_rebuild_job_runs_without_torch(clean_venv: CleanVenv, task_root: Path, job_root: Path,
+                                        deploy_collection: Path, tmp_path: Path, query_image: bytes) -> None:
+    """requirements/index_builder.txt = handler set + tqdm: the job image's set builds and publishes."""
+    index = tmp_path / "built-index"
+    env = lambda_env(task_root / "model", index, tmp_path / "cache", SOURCE_URI=str(deploy_collection),
+                     KEEP_VERSIONS="2", PRECISION="fp32", TQDM_DISABLE="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    out = {"result": run_job(clean_venv, job_root, env, {"full": True})}
+    assert out["result"]["ok"] is True
     # ...and the search function serves what the job published
     events = write_events(tmp_path / "events", query_image)
     served = serve(clean_venv, task_root, lambda_env(task_root / "model", index, tmp_path / "cache"),
@@ -248,3 +261,49 @@ def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.Te
     assert abs(without_pip - measured["handler_deps_bytes"]) / measured["handler_deps_bytes"] < 0.25
     if "torch" not in measured["missing"]:
         assert measured["torch_stack_bytes"] > 2 * without_pip
+
+
+@pytest.mark.s3
+def test_deployed_configuration_against_s3(clean_venv: CleanVenv, task_root: Path, job_root: Path, s3_server: Any,
+                                           tiny_bundle: Path, deploy_collection: Path, query_image: bytes,
+                                           tmp_path: Path) -> None:
+    """The template's default configuration, with S3 (SeaweedFS) standing in for the artifact bucket: the
+    rebuild job builds from s3://<bucket>/collection with the bundle at s3://<bucket>/models/clip into
+    s3://<bucket>/indexes/clip writing nothing outside that prefix (what its IAM policy allows), and the
+    search function fetches bundle and index from S3 at cold start and serves the published version."""
+    bucket = s3_server.make_bucket()
+    client = s3_server.client()
+    for path in sorted(p for p in tiny_bundle.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"models/clip/{path.relative_to(tiny_bundle).as_posix()}")
+    for path in sorted(p for p in deploy_collection.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"collection/{path.relative_to(deploy_collection).as_posix()}")
+
+    def keys() -> set[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    before = keys()
+    job_env, unresolved = invoke.template_environment(function="RebuildFunction",
+                                                      overrides={"ArtifactBucket": bucket})
+    assert not unresolved
+    assert job_env["INDEX_URI"] == f"s3://{bucket}/indexes/clip"
+    job_env.update(s3_server.env(), PATH="/usr/bin:/bin", HOME=str(tmp_path), LANG="C.UTF-8",
+                   CACHE_DIR=str(tmp_path / "job-cache"), XDG_CACHE_HOME=str(tmp_path / "job-xdg"))
+    result = run_job(clean_venv, job_root, job_env, {})
+    assert result["ok"] is True and result["index_uri"] == f"s3://{bucket}/indexes/clip"
+    written = keys() - before
+    assert written and all(k.startswith("indexes/clip/") for k in written), sorted(written)
+    assert before <= keys(), "the job deleted nothing outside its prefix"
+
+    env = lambda_env(f"s3://{bucket}/models/clip", f"s3://{bucket}/indexes/clip", tmp_path / "cache",
+                     **s3_server.env())
+    events = write_events(tmp_path / "events", query_image)
+    served = serve(clean_venv, task_root, env, {k: events[k] for k in ("health", "search-text", "search-image")})
+    responses = served["responses"]
+    assert [r["statusCode"] for r in responses.values()] == [200, 200, 200], responses
+    body = json.loads(responses["search-image"]["body"])
+    assert body["index_version"] == result["version"]
+    assert body["results"][0]["score"] > 0.999
+    assert len(json.loads(responses["search-text"]["body"])["results"]) == 3
+    assert keys() - before == written, "the search function writes nothing to S3"
+    assert any((tmp_path / "cache").rglob("textual.onnx")), "the bundle was cached under CACHE_DIR"
