@@ -132,8 +132,12 @@ class TorchBackend:
         import open_clip
         import torch
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+            # full fp32 matmuls/convolutions: the vectors must match the bundle's fp32 ONNX model
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         if config and open_clip.get_model_config(name) != config:
             with tempfile.TemporaryDirectory(prefix="index-builder-cfg-") as tmp:
                 cfg_path = Path(tmp) / f"{name}.json"

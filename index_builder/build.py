@@ -34,7 +34,7 @@ from handler.storage import LocalStore, Store, fetch_dir, file_digest, open_stor
 from index_builder.pipeline import Prepared, prepared_stream
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
-from index_builder.workdir import CachedVector, WorkDir, default_work_dir, shard_key
+from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
 
 __all__ = ["BuildOptions", "BuildResult", "build", "default_workers"]
 
@@ -169,10 +169,10 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
                     raise ArtifactError(f"{store.uri_for(prefix + name)}: checksum does not match the manifest")
         else:
             expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
-            vdir = fetch_dir(store, work_root / "previous", list(expected), expected=expected) / prefix
+            vdir = fetch_dir(store, work_root / PREVIOUS, list(expected), expected=expected) / prefix
         items = [json.loads(line) for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
                  if line.strip()]
-        emb = np.load(vdir / EMBEDDINGS_FILE, allow_pickle=False)
+        emb = np.load(vdir / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
         if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
             raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})")
     except (OSError, ValueError, ArtifactError) as e:
@@ -239,7 +239,7 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
     src = source or open_source(opts.source, workers=max(4, opts.workers))
 
     # 1. encoder
-    backend = _load_backend(opts, cache_dir=str(work_root / "bundle-cache") if opts.bundle.startswith("s3://") else None)
+    backend = _load_backend(opts, cache_dir=None)  # an S3 bundle is cached where the runtime caches it (CACHE_DIR)
     fingerprint, dim = backend.model_fingerprint, backend.dim
     try:
         preprocessor = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels)

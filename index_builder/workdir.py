@@ -4,6 +4,7 @@ Layout::
 
     WORK/
       LOCK                       flock'ed by the running build (released by the kernel on SIGKILL)
+      previous/                  S3 DEST: the current version's items.jsonl + embeddings.npy (checksummed)
       pending.json               the version being published: removed from DEST by the next build if the
                                  publish never completed
       shards-<key>/              key = sha256(model fingerprint, precision, backend, dim)[:16]
@@ -41,6 +42,7 @@ __all__ = ["CachedVector", "ShardWriter", "WorkDir", "default_work_dir"]
 LOCK = "LOCK"
 PENDING = "pending.json"
 SHARD_PREFIX = "shards-"
+PREVIOUS = "previous"  # the previous version's items + embeddings downloaded from an S3 DEST
 
 
 def default_work_dir(dest_uri: str) -> Path:
@@ -137,7 +139,7 @@ class WorkDir:
     def clean(self) -> None:
         """After a successful publish: remove shards, pending marker and lock (and the root if it is empty)."""
         for entry in list(self.root.iterdir()) if self.root.is_dir() else []:
-            if entry.is_dir() and entry.name.startswith(SHARD_PREFIX):
+            if entry.is_dir() and (entry.name.startswith(SHARD_PREFIX) or entry.name == PREVIOUS):
                 shutil.rmtree(entry, ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / PENDING).unlink()

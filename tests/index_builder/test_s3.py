@@ -32,9 +32,10 @@ def upload_tree(client: Any, bucket: str, prefix: str, root: Path) -> list[str]:
 
 @pytest.fixture
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Default work dirs of S3 destinations go under $XDG_CACHE_HOME."""
+    """Default work dirs of S3 destinations go under $XDG_CACHE_HOME, S3 bundles are cached in $CACHE_DIR."""
     home = tmp_path / "cache-home"
     monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path / "bundle-cache"))
     return home
 
 
@@ -52,6 +53,7 @@ def test_build_folder_into_s3(s3_server, demo_bundle: Path, tmp_path: Path, cli,
 
     r = cli(*build_args(src, demo_bundle, dest))
     assert r.rc == 0 and "embedded 0" in r.out and "unchanged 64" in r.out
+    assert not default_work_dir(dest).exists()  # including the downloaded previous version
     info = cli("info", dest, "--json").json()
     assert info["count"] == 64 and len(info["versions"]) == 2 and info["version"] == current(dest)
     r = cli("verify", dest, "--bundle", demo_bundle, "--all")
