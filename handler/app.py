@@ -103,7 +103,7 @@ class RequestLogMiddleware:
         info: dict[str, Any] = {}
         scope.setdefault("state", {})["log"] = info
         path = _route_path(scope)
-        if not path.startswith("/static/"):
+        if not path.startswith("/static/") and self.state.refresh_due():
             await run_in_threadpool(self.state.maybe_refresh)
 
         async def send_status(message: dict[str, Any]) -> None:

@@ -56,6 +56,7 @@ QUERY_FIELDS = ("text", "image", "embedding", "id")
 SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef")
 _DATA_URI = re.compile(r"^data:([A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)?((?:;[^,;]*)*?);base64,", re.IGNORECASE)
 _B64_JUNK = re.compile(r"[\s]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidRequestError(BadInputError):
@@ -197,9 +198,15 @@ def _score_field(obj: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
+def _scrub(value: str) -> str:
+    """Lone surrogates (valid JSON escapes, not encodable as UTF-8) -> U+FFFD, as ftfy would."""
+    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
 def _text(value: Any, name: str = "text") -> tuple[str, bool]:
     if not isinstance(value, str):
         raise InvalidRequestError(f"'{name}' must be a string, got {_type_name(value)}")
+    value = _scrub(value)
     if "\x00" in value:
         raise InvalidTextError(f"'{name}' contains a NUL character")
     if not value.strip():
@@ -245,7 +252,7 @@ def _item_id(value: Any) -> str | int:
     if isinstance(value, str):
         if not value or len(value) > 1024:
             raise InvalidRequestError("'id' must be a non-empty string of at most 1024 characters")
-        return value
+        return _scrub(value)
     if _is_int(value):
         return int(value)
     raise InvalidRequestError(f"'id' must be a string or an integer, got {_type_name(value)}")

@@ -180,6 +180,14 @@ class ServiceState:
                       count=new.count, load_ms=ms)
         return True
 
+    def refresh_due(self, now: float | None = None) -> bool:
+        """Whether :meth:`maybe_refresh` would check the pointer now (cheap: no I/O)."""
+        if not self.index_configured or self.embedder is None:
+            return False
+        assert self.settings is not None
+        interval = self.settings.index_refresh_seconds
+        return interval <= 0 or (time.monotonic() if now is None else now) - self._last_check >= interval
+
     def maybe_refresh(self, now: float | None = None) -> None:
         """Check the index pointer if the refresh interval has passed, and swap in a new version.
         Only one caller checks at a time; the others go on with the current index. Never raises."""

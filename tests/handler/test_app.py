@@ -226,8 +226,14 @@ def test_item_routes_refuse_paths_outside_the_index(demo_client: Any, path: str)
 
 
 def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo_embedder: Any,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.handler.conftest import write_index
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")  # presigning is local: no request is sent
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
 
     root = tmp_path / "collection"
     (root / "sub").mkdir(parents=True)
@@ -269,7 +275,9 @@ def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo
     results = {r["id"]: r for r in _search(client, text="item", k=12)["results"]}
     assert results["ok"]["image_url"] == "/items/ok/image"
     assert results["absolute-outside"]["image_url"] is None
-    assert results["s3"]["image_url"].startswith("http") and "X-Amz-Signature" in results["s3"]["image_url"]
+    s3_url = results["s3"]["image_url"]
+    assert s3_url.startswith("https://") and "bucket" in s3_url and "key.png" in s3_url
+    assert "X-Amz-Signature" in s3_url and "eu-west-1" in s3_url
     assert "X-Amz-Expires=3600" in results["s3"]["image_url"]
     # COLLECTION_ROOT moves the collection (an index built elsewhere): absolute paths are re-rooted
     moved = tmp_path / "moved"

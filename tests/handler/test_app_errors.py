@@ -276,3 +276,13 @@ def test_unavailable_model_or_index(tmp_path: Path, demo_bundle: Path) -> None:
     assert_error(no_index.post("/search", json={"text": "a"}), 503, "index_unavailable")
     assert_error(no_index.get("/items/x/image"), 503, "index_unavailable")
     assert no_index.post("/embeddings", json={"text": "a"}).status_code == 200
+
+
+def test_lone_surrogates_are_replaced_not_fatal(demo_client: Any) -> None:
+    headers = {"content-type": "application/json"}
+    r = demo_client.post("/search", content=b'{"text": "a red \\ud83d circle"}', headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["query"]["text"] == "a red \ufffd circle"
+    assert_error(demo_client.post("/search", content=b'{"id": "\\udc00"}', headers=headers), 404, "unknown_id")
+    r = demo_client.post("/embeddings", content=b'{"text": ["\\ud800"]}', headers=headers)
+    assert r.status_code == 200 and len(r.json()["text_embeddings"]) == 1

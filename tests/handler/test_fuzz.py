@@ -1,0 +1,208 @@
+"""Property-based fuzz of /search and /embeddings (tiny bundle, small random index): whatever the body,
+the answer is a 2xx with a well-formed result or a 4xx with ``{"error": {"code", "message"}}`` - never
+a 5xx. About 4000 cases in total; derandomized so CI runs are reproducible."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tests.conftest import normalized_vectors
+
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+
+FUZZ = settings(max_examples=700, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
+DIM = 32
+COUNT = 60
+IDS = [f"item-{i}" for i in range(COUNT - 2)] + [7, "dir/with spaces/ünï.png"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from fastapi.testclient import TestClient
+
+    from handler.app import create_app
+    from handler.runtime import load_bundle
+    from handler.state import ServiceState
+    from tests.handler.conftest import make_settings, write_index
+
+    emb = load_bundle(tiny_bundle)
+    index_dir = tmp_path_factory.mktemp("fuzz-index")
+    items = [{"id": item_id, "uri": f"/nonexistent/{i}.png", "metadata": {"n": i}} for i, item_id in enumerate(IDS)]
+    write_index(index_dir, emb, items, normalized_vectors(COUNT, DIM, seed=3), "fuzz", "/nonexistent")
+    state = ServiceState(make_settings(tiny_bundle, index_dir, MAX_IMAGE_BYTES=200_000,
+                                       MAX_IMAGE_PIXELS=250_000, INDEX_REFRESH_SECONDS=3600)).load()
+    assert state.healthy(), state.problems()
+    return TestClient(create_app(state), raise_server_exceptions=False)
+
+
+def post_json(client: Any, route: str, body: Any) -> Any:
+    """JSON with ASCII escapes, so lone surrogates travel as ``\\udXXX`` (valid JSON) like any client's."""
+    return client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+def check(r: Any, route: str) -> None:
+    assert r.status_code < 500, (r.status_code, r.text[:500])
+    body = r.json()
+    if r.status_code >= 400:
+        assert set(body) == {"error"} and isinstance(body["error"].get("code"), str), body
+        assert isinstance(body["error"].get("message"), str)
+        return
+    assert r.status_code == 200
+    if route == "/search":
+        assert set(body) == {"results", "query", "model", "index_version", "took_ms"}
+        scores = [x["score"] for x in body["results"]]
+        assert scores == sorted(scores, reverse=True)
+        assert len(scores) <= body["query"]["k"]
+        if "min_score" in body["query"]:
+            assert all(s >= body["query"]["min_score"] for s in scores)
+    else:
+        assert body["dim"] == DIM
+        for key in ("text_embeddings", "image_embeddings"):
+            assert all(len(v) == DIM for v in body.get(key, []))
+
+
+# -- strategies -------------------------------------------------------------------------------------------------
+
+any_text = st.text(max_size=30) | st.text(st.characters(exclude_categories=()), max_size=8)  # lone surrogates too
+json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | any_text)
+json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c,
+                                                                                              max_size=3),
+                           max_leaves=12)
+
+IMAGE_MODES = ["RGB", "L", "RGBA", "P", "1", "LA", "I;16", "I", "F", "CMYK", "YCbCr"]
+IMAGE_FORMATS = ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]
+
+
+@st.composite
+def image_bytes(draw: Any) -> bytes:
+    """A small image of a random mode / format / size, sometimes truncated or with a corrupted byte."""
+    w, h = draw(st.integers(1, 80)), draw(st.integers(1, 80))
+    mode = draw(st.sampled_from(IMAGE_MODES))
+    fmt = draw(st.sampled_from(IMAGE_FORMATS))
+    seed = draw(st.integers(0, 255))
+    img = Image.new(mode, (w, h), seed if mode in ("L", "P", "1", "I", "F", "I;16") else None)
+    buf = io.BytesIO()
+    try:
+        img.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError):
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, format=fmt)
+    data = buf.getvalue()
+    damage = draw(st.sampled_from(["none", "none", "truncate", "flip", "prefix"]))
+    if damage == "truncate":
+        data = data[: draw(st.integers(0, len(data)))]
+    elif damage == "flip" and data:
+        i = draw(st.integers(0, len(data) - 1))
+        data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+    elif damage == "prefix":
+        data = draw(st.binary(max_size=8)) + data
+    return data
+
+
+def b64(data: bytes, style: str) -> str:
+    text = base64.b64encode(data).decode()
+    if style == "data-uri":
+        return "data:image/png;base64," + text
+    if style == "urlsafe":
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    if style == "wrapped":
+        return "\n".join(text[i:i + 60] for i in range(0, len(text), 60))
+    return text
+
+
+image_field = st.one_of(
+    st.builds(b64, image_bytes(), st.sampled_from(["plain", "data-uri", "urlsafe", "wrapped"])),
+    st.builds(b64, st.binary(max_size=64), st.sampled_from(["plain", "data-uri"])),
+    st.text(max_size=40),
+    json_values,
+)
+query_values = {
+    "text": st.text(max_size=300) | st.text(alphabet="ab <>&;!\u00e9\u732b\U0001f408\ud83d", max_size=200) | json_values,
+    "image": image_field,
+    "embedding": st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM)
+    | st.lists(st.floats() | st.integers(-(2**65), 2**65), min_size=0, max_size=40) | json_values,
+    "id": st.sampled_from(IDS) | st.integers() | st.text(max_size=20) | json_values,
+}
+param_values = {
+    "k": st.integers(-3, 110) | json_values,
+    "offset": st.integers(-3, 1100) | json_values,
+    "min_score": st.floats(-1.5, 1.5) | json_values,
+    "ef": st.integers(-1, 5000) | json_values,
+}
+
+
+@st.composite
+def search_bodies(draw: Any) -> dict[str, Any]:
+    """Mostly-valid shapes: usually exactly one query field, params sometimes present, sometimes junk."""
+    n_queries = draw(st.sampled_from([1, 1, 1, 1, 0, 2]))
+    kinds = draw(st.lists(st.sampled_from(list(query_values)), min_size=n_queries, max_size=n_queries, unique=True))
+    body = {kind: draw(query_values[kind]) for kind in kinds}
+    for name, strategy in param_values.items():
+        if draw(st.booleans()):
+            body[name] = draw(strategy)
+    if draw(st.integers(0, 9)) == 0:
+        body[draw(st.text(max_size=6))] = draw(json_values)
+    return body
+
+
+# -- tests ------------------------------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(body=search_bodies())
+def test_search_schema_fuzz(fuzz_client: Any, body: dict[str, Any]) -> None:
+    check(post_json(fuzz_client, "/search", body), "/search")
+
+
+@FUZZ
+@given(body=json_values | st.dictionaries(st.sampled_from(["text", "image", "embedding", "id", "k", "offset",
+                                                            "min_score", "ef", "x"]), json_values, max_size=5))
+def test_search_arbitrary_json(fuzz_client: Any, body: Any) -> None:
+    check(post_json(fuzz_client, "/search", body), "/search")
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | image_bytes(),
+       ctype=st.sampled_from(["application/json", "multipart/form-data", "multipart/form-data; boundary=xyz",
+                              "application/x-www-form-urlencoded", "image/png", "image/jpeg", "text/plain", "",
+                              "application/json; charset=latin-1", "image/*"]),
+       route=st.sampled_from(["/search", "/embeddings"]))
+def test_raw_bodies(fuzz_client: Any, data: bytes, ctype: str, route: str) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    check(fuzz_client.post(route, content=data, headers=headers), route)
+
+
+@FUZZ
+@given(text=st.none() | query_values["text"] | st.lists(query_values["text"], max_size=5),
+       image=st.none() | image_field | st.lists(image_field, max_size=3),
+       extra=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=2))
+def test_embeddings_fuzz(fuzz_client: Any, text: Any, image: Any, extra: Any) -> None:
+    body = {**({"text": text} if text is not None else {}), **({"image": image} if image is not None else {}),
+            **(extra or {})}
+    check(post_json(fuzz_client, "/embeddings", body), "/embeddings")
+
+
+@FUZZ
+@given(image=st.none() | image_bytes() | st.binary(max_size=64),
+       fields=st.dictionaries(st.sampled_from(["text", "id", "k", "offset", "min_score", "ef", "image", "zz"]),
+                              st.text(max_size=20) | st.integers(-5, 200).map(str), max_size=4),
+       filename=st.text(max_size=12), mime=st.sampled_from(["image/png", "application/octet-stream", "text/plain"]))
+def test_search_multipart_fuzz(fuzz_client: Any, image: bytes | None, fields: dict[str, str], filename: str,
+                               mime: str) -> None:
+    files = {"image": (filename or "f", image, mime)} if image is not None else None
+    data = {k: v for k, v in fields.items() if not (files and k == "image")}
+    if files is None and not data:
+        data = {"k": "1"}
+    check(fuzz_client.post("/search", data=data, files=files), "/search")
