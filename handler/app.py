@@ -50,7 +50,7 @@ __all__ = ["STATIC_DIR", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+_STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
                  422: "invalid_request", 429: "too_many_requests"}
 _DEFAULT_MAX_IMAGE_BYTES = 4_500_000
@@ -496,6 +496,8 @@ def create_app(state: ServiceState) -> FastAPI:
             data, media = thumbnails.get(found)
         except SearchError as e:
             raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.message})") from None
+        except OSError as e:
+            raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.strerror or e})") from None
         return Response(data, media_type=media, headers={
             "cache-control": "public, max-age=3600", "etag": found.etag, "x-content-type-options": "nosniff"})
 

@@ -163,7 +163,7 @@ class ImageLocator:
             st = os.stat(candidate)
         except OSError:
             return None
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or not os.access(candidate, os.R_OK):
             return None
         return LocalImage(Path(candidate), media_type, st.st_size, st.st_mtime_ns)
 
