@@ -31,6 +31,7 @@ __all__ = ["ImageLocator", "LocalImage", "ThumbnailCache", "item_id_path"]
 
 THUMBNAIL_SIZE = 256
 THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
+SERVABLE_CACHE_ENTRIES = 100_000
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 SERVED_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -92,6 +93,7 @@ class ImageLocator:
             self.root = os.path.dirname(self.root)
         self._s3 = None
         self._s3_lock = threading.Lock()
+        self._servable_cache: dict[tuple[Any, Any], bool] = {}
 
     # -- URLs for results -----------------------------------------------------------------------------------
     def urls(self, item: dict[str, Any], base: str = "") -> tuple[str | None, str | None]:
@@ -102,10 +104,26 @@ class ImageLocator:
             return url, url
         if isinstance(uri, str) and uri.startswith(("http://", "https://")):
             return uri, uri
-        if "id" not in item or self.local_file(item) is None:
+        if "id" not in item or not self._servable(item):
             return None, None
         seg = item_id_path(item["id"])
         return f"{base}/items/{seg}/image", f"{base}/items/{seg}/thumbnail"
+
+    def _servable(self, item: dict[str, Any]) -> bool:
+        """Cached :meth:`local_file` check for result URLs (the item routes always re-check)."""
+        key = (item.get("id"), item.get("uri"))
+        try:
+            return self._servable_cache[key]
+        except (KeyError, TypeError):
+            pass
+        ok = self.local_file(item) is not None
+        try:
+            if len(self._servable_cache) >= SERVABLE_CACHE_ENTRIES:
+                self._servable_cache.clear()
+            self._servable_cache[key] = ok
+        except TypeError:  # unhashable id / uri
+            pass
+        return ok
 
     def presign(self, uri: str) -> str | None:
         parts = urlsplit(uri)
