@@ -1,0 +1,267 @@
+"""Cold start: a new process until the first answered text query, and its peak memory.
+
+* ours: ``handler.lambda_function.lambda_handler`` (import = Lambda init: settings, bundle, index) invoked
+  with an API Gateway v2 ``POST /search`` event holding a text query; MODEL_URI / INDEX_URI point to a
+  local ViT-B-32 bundle and a 300-vector index (local directories: no S3 download in these numbers);
+* baseline B: ``python -m uvicorn bench.baseline_api:app`` (open_clip in torch behind FastAPI), polled
+  with ``POST /embeddings`` {"text": ...} until the first 200.
+
+Time is wall clock from just before the process is spawned to the answer (interpreter start-up, imports
+and model loading included). Peak memory is the process's VmHWM (/proc/PID/status) right after it
+answered. The files were read before (page cache warm), as on a Lambda whose image layers are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    REPO,
+    Context,
+    Goal,
+    Section,
+    export_bundle,
+    fmt,
+    mib,
+    model_config_file,
+    random_checkpoint,
+    table,
+)
+
+MARK = "@@BENCH@@"
+QUERY = "a red circle"
+GOAL_SPEEDUP = 8.0
+GOAL_MEMORY = 0.5
+
+CHILD = r"""
+import time
+t_start = time.time()
+import json, sys
+from pathlib import Path
+event = json.loads(Path(sys.argv[1]).read_text())
+import handler.lambda_function as lf
+t_init = time.time()
+resp = lf.lambda_handler(event, None)
+t_answer = time.time()
+body = json.loads(resp.get("body") or "{}")
+status = {}
+for line in Path("/proc/self/status").read_text().splitlines():
+    k, _, v = line.partition(":")
+    if k in ("VmHWM", "VmRSS"):
+        status[k] = int(v.split()[0]) * 1024
+print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer": t_answer,
+      "status_code": resp.get("statusCode"), "results": len(body.get("results") or []),
+      "error": body.get("error"), "init_ms": lf.INIT_MS, "timings": lf.state.timings, **status}), flush=True)
+"""
+
+
+def api_event(body: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload v2) event for POST /search with a JSON body."""
+    raw = json.dumps(body)
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": "/search", "rawQueryString": "",
+        "headers": {"accept": "application/json", "content-type": "application/json",
+                    "content-length": str(len(raw)), "host": "bench.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {"accountId": "123456789012", "apiId": "bench", "domainName":
+                           "bench.execute-api.us-east-1.amazonaws.com", "domainPrefix": "bench",
+                           "http": {"method": "POST", "path": "/search", "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "bench"},
+                           "requestId": "bench", "routeKey": "$default", "stage": "$default",
+                           "time": "23/Nov/2026:12:00:00 +0000", "timeEpoch": 1795435200000},
+        "body": raw, "isBase64Encoded": False,
+    }
+
+
+def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:
+    from handler.bundle import read_manifest
+    from index_builder.publish import publish, write_version
+
+    manifest = read_manifest(bundle).manifest
+    out = ctx.scratch("coldstart-index")
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((n, int(manifest["embed_dim"])), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    items = [{"id": f"img_{i:04d}", "uri": f"img_{i:04d}.jpg"} for i in range(n)]
+    m = write_version(str(out), "v1", vectors=vecs, items=items,
+                      manifest_fields={"model_fingerprint": manifest["model_fingerprint"], "precision": "fp32"})
+    publish(str(out), "v1", m)
+    return out
+
+
+def ours_once(bundle: Path, index: Path, ctx: Context, precision: str) -> dict[str, Any]:
+    scratch = ctx.scratch("coldstart-child")
+    event = scratch / "event.json"
+    event.write_text(json.dumps(api_event({"text": QUERY, "k": 5})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL_", "INDEX_"))}
+    env.update(MODEL_URI=str(bundle), INDEX_URI=str(index), CACHE_DIR=str(scratch / "cache"), LOG_LEVEL="WARNING",
+               ORT_THREADS=str(ctx.threads), PRECISION=precision, PYTHONPATH=str(REPO))
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(event)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"lambda cold start child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    r = json.loads(line[len(MARK):])
+    if r["status_code"] != 200 or not r["results"]:
+        raise RuntimeError(f"lambda answered {r['status_code']} with {r['results']} results: {r.get('error')}")
+    return {"seconds": r["t_answer"] - t0, "to_import_done": r["t_init"] - t0, "interpreter": r["t_start"] - t0,
+            "first_invoke": r["t_answer"] - r["t_init"], "peak_rss": r["VmHWM"], "rss": r["VmRSS"],
+            "init_ms": r["init_ms"], "timings": r["timings"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def baseline_once(ctx: Context, ckpt: Path, config: Path | None) -> dict[str, Any]:
+    import httpx
+
+    port = _free_port()
+    env = dict(os.environ, BASELINE_MODEL=ctx.model_name, BASELINE_PRETRAINED=str(ckpt),
+               BASELINE_THREADS=str(ctx.threads), PYTHONPATH=str(REPO))
+    if config is not None:
+        env["BASELINE_MODEL_CONFIG"] = str(config)
+    url = f"http://127.0.0.1:{port}/embeddings"
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.baseline_api:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = t0 + 600
+        with httpx.Client(timeout=120) as client:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"baseline B exited ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+                try:
+                    resp = client.post(url, json={"text": QUERY})
+                except httpx.TransportError:
+                    if time.time() > deadline:
+                        raise RuntimeError("baseline B did not answer within 600 s") from None
+                    time.sleep(0.01)
+                    continue
+                t1 = time.time()
+                if resp.status_code != 200 or not resp.json().get("text_embeddings"):
+                    raise RuntimeError(f"baseline B answered {resp.status_code}: {resp.text[:300]}")
+                break
+        status = _proc_status(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return {"seconds": t1 - t0, "peak_rss": status.get("VmHWM"), "rss": status.get("VmRSS")}
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmHWM", "VmRSS"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def run(ctx: Context) -> Section:
+    sec = Section("coldstart", "Cold start — new process to first text-search answer")
+    bundle = export_bundle(ctx, precisions=("fp32", "fp16", "int8"))
+    ckpt = random_checkpoint(ctx)
+    config = model_config_file(ctx)
+    index = build_index(ctx, bundle)
+    repeats = 1 if ctx.quick else 3
+    ours: dict[str, list[dict[str, Any]]] = {"fp32": [], "int8": []}
+    base: list[dict[str, Any]] = []
+    # warm the page cache and the bytecode caches once, untimed, so every timed repeat sees the same state
+    ours_once(bundle, index, ctx, "fp32")
+    baseline_once(ctx, ckpt, config)
+    for i in range(repeats):
+        for precision in ours:
+            r = ours_once(bundle, index, ctx, precision)
+            ours[precision].append(r)
+            ctx.log(f"ours {precision} #{i + 1}: {r['seconds']:.2f}s, peak {r['peak_rss'] / 2**20:.0f} MiB")
+        r = baseline_once(ctx, ckpt, config)
+        base.append(r)
+        ctx.log(f"baseline B #{i + 1}: {r['seconds']:.2f}s, peak {r['peak_rss'] / 2**20:.0f} MiB")
+
+    def med(rs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in rs)
+
+    b_s, b_m = med(base, "seconds"), med(base, "peak_rss")
+    rows = []
+    for precision, rs in ours.items():
+        t = rs[0]["timings"]
+        rows.append([f"ours: lambda_handler, ONNX {precision}", f"{med(rs, 'seconds'):.2f} s",
+                     f"{b_s / med(rs, 'seconds'):.1f}x", mib(med(rs, "peak_rss")),
+                     f"{med(rs, 'peak_rss') / b_m:.2f}",
+                     f"interpreter {med(rs, 'interpreter'):.2f} s · import+init {med(rs, 'to_import_done'):.2f} s "
+                     f"(model {fmt(t.get('model_load_ms', float('nan')) / 1e3)} s, index "
+                     f"{fmt(t.get('index_load_ms', float('nan')) / 1e3)} s) · first invoke "
+                     f"{med(rs, 'first_invoke') * 1e3:.0f} ms"])
+    rows.append(["baseline B: open_clip torch + FastAPI (uvicorn)", f"{b_s:.2f} s", "1.00x", mib(b_m), "1.00",
+                 "until the first 200 from POST /embeddings"])
+    sec.add(
+        f"{ctx.model_name} (random init), {ctx.threads} threads; median of {repeats} cold starts each (after "
+        "one untimed start of each, so the page cache is warm for both); ours answers `POST /search` with "
+        f"`{{\"text\": \"{QUERY}\", \"k\": 5}}` over a 300-vector index, baseline B answers `POST /embeddings` "
+        f"with the same text. Local files, no S3. Peak memory = VmHWM of the process after the answer.",
+        table(["Process", "start → first answer", "faster than B", "peak RSS", "memory vs B", "breakdown"],
+              rows, align="lrrrrl"),
+    )
+    s32 = b_s / med(ours["fp32"], "seconds")
+    m32 = med(ours["fp32"], "peak_rss") / b_m
+    ok = s32 >= GOAL_SPEEDUP and m32 <= GOAL_MEMORY
+    why = []
+    if s32 < GOAL_SPEEDUP:
+        t = ours["fp32"][0]["timings"]
+        why.append(f"speed short by {GOAL_SPEEDUP / s32:.1f}x: model load (ONNX session creation + sha256 of "
+                   f"the {ctx.model_name} text tower) is {fmt(t.get('model_load_ms', 0) / 1e3)} s of ours, "
+                   "while baseline B only builds a torch module")
+    if m32 > GOAL_MEMORY:
+        why.append(f"memory {m32:.2f} of B's > {GOAL_MEMORY}")
+    s8 = b_s / med(ours["int8"], "seconds")
+    sec.goals.append(Goal("Cold start vs baseline B", f"≥ {GOAL_SPEEDUP:.0f}x faster, ≤ {GOAL_MEMORY} of its peak "
+                          "memory", f"{s32:.1f}x faster, {m32:.2f} of the memory (fp32); int8: {s8:.1f}x, "
+                          f"{med(ours['int8'], 'peak_rss') / b_m:.2f}", ok, "; ".join(why)))
+    sec.plots.append(_plot(ctx, ours, base))
+    sec.data.update({"ours": ours, "baseline_b": base, "threads": ctx.threads})
+    return sec
+
+
+def _plot(ctx: Context, ours: dict[str, list[dict[str, Any]]], base: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"ours {p}" for p in ours] + ["baseline B"]
+    secs = [statistics.median(r["seconds"] for r in rs) for rs in ours.values()]
+    secs.append(statistics.median(r["seconds"] for r in base))
+    mem = [statistics.median(r["peak_rss"] for r in rs) / 2**20 for rs in ours.values()]
+    mem.append(statistics.median(r["peak_rss"] for r in base) / 2**20)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    colors = ["tab:blue", "tab:cyan", "tab:red"]
+    for ax, vals, title, unit in ((a1, secs, "start → first answer", "s"), (a2, mem, "peak RSS", "MiB")):
+        bars = ax.bar(labels, vals, color=colors)
+        for b, v in zip(bars, vals, strict=True):
+            ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.2f}" if unit == "s" else f"{v:.0f}", ha="center",
+                    va="bottom", fontsize=8)
+        ax.set_title(f"{title} ({unit})")
+    fig.suptitle(f"Cold start, {ctx.model_name}, {ctx.threads} threads")
+    fig.tight_layout()
+    name = "coldstart.png"
+    fig.savefig(ctx.plots / name, dpi=110)
+    plt.close(fig)
+    return name

@@ -1,0 +1,563 @@
+"""Encode latency: torch eager vs the ONNX runtime (fp32 / fp16 / int8), against this machine's matmul rate.
+
+Rows of the main table are what ships: open_clip in torch (the baselines' encoder) and the bundle as
+exported, run through ``handler.runtime.load_bundle`` (the runtime's own session options). The tuning
+table measures alternatives in the same run: graph optimisation levels, onnxruntime's transformer
+optimizer, a pre-optimised model file, one intra-op thread, int8 per-tensor, and the proposal in
+``bench/proposals/fast_export.py`` (export-friendly attention + variable-length text).
+
+Inputs: text = one tokenized query ("a photo of a cat"); images = seeded random pixels, already
+preprocessed (preprocessing is timed separately). Median of N timed runs after warm-up runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    Context,
+    Goal,
+    Section,
+    Timing,
+    export_bundle,
+    fmt,
+    ms,
+    random_checkpoint,
+    ratio_text,
+    register_quick_model,
+    table,
+    time_fn,
+)
+
+QUERY = "a photo of a cat"
+IMAGE_GFLOP_VITB32 = 8.82  # ViT-B-32 image tower, per image (given; the FLOP counter's number is shown too)
+GOAL_TEXT_SPEEDUP = 2.5
+GOAL_MATMUL_FACTOR = 1.15
+GOAL_INT8_SPEEDUP = 2.0
+PARITY_MAX_ABS = 1e-5
+
+
+# -- measuring helpers ---------------------------------------------------------------------------------------
+class Plan:
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.text_runs, self.img1_runs, self.img16_runs = (3, 3, 2) if quick else (30, 20, 6)
+        self.warmup = 1 if quick else 3
+        self.cap = 5.0 if quick else 20.0  # max timed seconds per cell
+        self.batch = 4 if quick else 16
+
+
+def sgemm_rate(threads: int, n: int, runs: int) -> dict[str, float]:
+    """GFLOP/s of an n x n x n fp32 MatMul through onnxruntime (same thread count), and numpy's."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
+         helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2.0 * n ** 3
+    t_ort = time_fn(lambda: sess.run(None, {"A": a, "B": b}), runs=runs, warmup=3)
+    t_np = time_fn(lambda: a @ b, runs=runs, warmup=2)
+    return {"n": n, "ort_gflops": flops / t_ort.median / 1e9, "ort_gflops_best": flops / t_ort.min / 1e9,
+            "numpy_gflops": flops / t_np.median / 1e9}
+
+
+def count_gflops(model: Any, ids: Any, pixels: Any) -> dict[str, float]:
+    """FLOPs per text / per image of the torch model, counted by torch.utils.flop_counter (matmul-class ops)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            model.encode_text(ids[:1], normalize=True)
+        out["text"] = fc.get_total_flops() / 1e9
+        with FlopCounterMode(display=False) as fc:
+            model.encode_image(pixels[:1], normalize=True)
+        out["image"] = fc.get_total_flops() / 1e9
+    return out
+
+
+def session(path: Path, threads: int, level: str = "all", optimized_out: Path | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if optimized_out is not None:
+        opts.optimized_model_filepath = str(optimized_out)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess: Any) -> Callable[[np.ndarray], np.ndarray]:
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+class Row:
+    """One engine: text and image callables and their timings."""
+
+    def __init__(self, key: str, label: str, group: str, text: Callable | None, image: Callable | None,
+                 note: str = ""):
+        self.key, self.label, self.group, self.note = key, label, group, note
+        self.text, self.image = text, image
+        self.t: dict[str, Timing] = {}
+        self.load_s: dict[str, float] = {}
+        self.parity: dict[str, float] = {}
+
+    def median(self, what: str) -> float | None:
+        t = self.t.get(what)
+        if t is None:
+            return None
+        return t.median / (self.batch if what == "img_batch" else 1)
+
+    batch = 16
+
+
+def measure(row: Row, plan: Plan, ids: np.ndarray, pix1: np.ndarray, pixb: np.ndarray, ctx: Context,
+            slow: bool = False) -> None:
+    warm, cap = (1, plan.cap) if slow else (plan.warmup, plan.cap)
+    runs = (lambda n: min(n, 3)) if slow else (lambda n: n)
+    row.batch = len(pixb)
+    if row.text is not None:
+        row.t["text"] = time_fn(lambda: row.text(ids), runs=runs(plan.text_runs), warmup=warm, max_seconds=cap)
+    if row.image is not None:
+        row.t["img1"] = time_fn(lambda: row.image(pix1), runs=runs(plan.img1_runs), warmup=warm, max_seconds=cap)
+        row.t["img_batch"] = time_fn(lambda: row.image(pixb), runs=runs(plan.img16_runs), warmup=min(warm, 1),
+                                     max_seconds=cap)
+    ctx.log(f"{row.label}: text {fmt_ms(row.median('text'))}, image b1 {fmt_ms(row.median('img1'))}, "
+            f"image b{len(pixb)} {fmt_ms(row.median('img_batch'))}/img")
+
+
+def fmt_ms(x: float | None) -> str:
+    return "–" if x is None else ms(x)
+
+
+# -- the measure ----------------------------------------------------------------------------------------------
+def run(ctx: Context) -> Section:
+    import onnxruntime as ort
+    import open_clip
+    import torch
+
+    from bench.proposals import fast_export
+    from export import parity as export_parity
+    from handler.runtime import load_bundle
+
+    plan = Plan(ctx.quick)
+    threads = ctx.threads
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    sec = Section("encode", "Encode latency (text, image) — torch vs ONNX fp32/fp16/int8, and tuning")
+
+    # ---- artifacts: the bundle (exporter as is) and the proposal's graphs
+    bundle = export_bundle(ctx, precisions=("fp32", "fp16", "int8"))
+    ckpt = random_checkpoint(ctx)
+    if ctx.quick:
+        register_quick_model(ctx.cache)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(ctx.model_name, pretrained=str(ckpt))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(ctx.model_name)
+    context_length = int(model.positional_embedding.shape[0])
+    image_size = list(model.visual.image_size) if hasattr(model.visual, "image_size") else [224, 224]
+    image_size = [int(s) for s in (image_size if isinstance(image_size, (list, tuple)) else [image_size] * 2)]
+
+    prop_dir = ctx.cache / "proposals" / bundle.name
+    if not (prop_dir / "visual.int8.onnx").is_file():
+        ctx.log("exporting the proposal's graphs (export-friendly attention, variable-length text) ...")
+        fast_export.export_towers(model, context_length, image_size, prop_dir)
+        _quantize(prop_dir / "textual.onnx", prop_dir / "textual.int8.onnx", per_channel=True)
+        _quantize(prop_dir / "visual.onnx", prop_dir / "visual.int8.onnx", per_channel=True)
+    pt_dir = ctx.cache / "int8-per-tensor" / bundle.name
+    if not (pt_dir / "visual.int8.onnx").is_file():
+        ctx.log("quantizing int8 per-tensor variants ...")
+        pt_dir.mkdir(parents=True, exist_ok=True)
+        _quantize(bundle / "textual.onnx", pt_dir / "textual.int8.onnx", per_channel=False)
+        _quantize(bundle / "visual.onnx", pt_dir / "visual.int8.onnx", per_channel=False)
+    tf_dir = ctx.cache / "ort-transformer-optimizer" / bundle.name
+    fusion_stats: dict[str, Any] = {}
+    if not (tf_dir / "visual.onnx").is_file():
+        ctx.log("running onnxruntime.transformers.optimizer (model_type=clip) ...")
+        fusion_stats = _transformer_optimize(bundle, tf_dir, model)
+
+    # ---- inputs
+    ids = tokenizer([QUERY]).numpy().astype(np.int64)
+    ids_t = torch.from_numpy(ids)
+    rng = np.random.default_rng(0)
+    pixb = rng.standard_normal((plan.batch, 3, *image_size), dtype=np.float32)
+    pix1 = pixb[:1].copy()
+    pixb_t, pix1_t = torch.from_numpy(pixb), torch.from_numpy(pix1)
+    trimmed = fast_export.trim_padding(ids)
+
+    # ---- this machine's matmul rate and the models' FLOPs
+    mm = sgemm_rate(threads, 512 if ctx.quick else 2048, 5 if ctx.quick else 20)
+    ctx.log(f"sgemm: onnxruntime {mm['ort_gflops']:.0f} GFLOP/s, numpy {mm['numpy_gflops']:.0f} GFLOP/s")
+    counted = count_gflops(model, ids_t, pix1_t)
+    image_gflop = counted["image"] if ctx.quick else IMAGE_GFLOP_VITB32
+    text_gflop = counted["text"]
+
+    # ---- the rows
+    rows: list[Row] = []
+
+    def torch_text(x):
+        with torch.inference_mode():
+            return model.encode_text(ids_t, normalize=True)
+
+    def torch_image_for(t):
+        def f(x):
+            with torch.inference_mode():
+                return model.encode_image(t, normalize=True)
+        return f
+
+    torch_row = Row("torch", "torch eager (open_clip)", "shipped", torch_text, None)
+    img_torch = {1: torch_image_for(pix1_t), len(pixb): torch_image_for(pixb_t)}
+    torch_row.image = lambda x: img_torch[len(x)](x)
+    measure(torch_row, plan, ids, pix1, pixb, ctx)
+    rows.append(torch_row)
+
+    # shipped runtime, per precision
+    for precision in ("fp32", "fp16", "int8"):
+        t0 = time.perf_counter()
+        emb = load_bundle(bundle, precision=precision, threads=threads, batch_size=64, lazy_visual=False)
+        load_s = time.perf_counter() - t0
+        r = Row(f"onnx-{precision}", f"ONNX {precision} (bundle + runtime)", "shipped", emb.embed_tokens,
+                emb.embed_pixels)
+        r.load_s["both"] = load_s
+        measure(r, plan, ids, pix1, pixb, ctx, slow=(precision == "fp16"))
+        rows.append(r)
+        del emb
+        gc.collect()
+
+    # tuning alternatives (same inputs, same thread count unless said)
+    def tuned(key: str, label: str, tpath: Path | None, vpath: Path | None, *, level: str = "all",
+              n_threads: int = threads, note: str = "", text_input: np.ndarray | None = None) -> Row:
+        sessions = {}
+        for tower, p in (("text", tpath), ("image", vpath)):
+            if p is not None:
+                t0 = time.perf_counter()
+                sessions[tower] = session(p, n_threads, level)
+                sessions[tower + "_load"] = time.perf_counter() - t0
+        text_fn = None
+        if "text" in sessions:
+            f = _run(sessions["text"])
+            text_fn = (lambda x: f(fast_export.trim_padding(x))) if text_input is not None else f
+        r = Row(key, label, "tuning", text_fn, _run(sessions["image"]) if "image" in sessions else None, note)
+        r.load_s = {k[:-5]: v for k, v in sessions.items() if k.endswith("_load")}
+        measure(r, plan, ids, pix1, pixb, ctx)
+        r._sessions = sessions  # kept for parity checks below, dropped after
+        return r
+
+    tp, vp = bundle / "textual.onnx", bundle / "visual.onnx"
+    tuning: list[Row] = []
+    for level in ("basic", "extended"):
+        r = tuned(f"level-{level}", f"fp32, graph optimization {level.upper()} (runtime: ALL)", tp, vp, level=level)
+        tuning.append(r)
+        r._sessions = None
+    if threads > 1:
+        r = tuned("threads-1", "fp32, intra_op_num_threads=1", tp, vp, n_threads=1)
+        r._sessions = None
+        tuning.append(r)
+    if (tf_dir / "visual.onnx").is_file():
+        r = tuned("ort-optimizer", "fp32, onnxruntime transformer optimizer (clip)", tf_dir / "textual.onnx",
+                  tf_dir / "visual.onnx")
+        tuning.append(r)
+    # pre-optimised model files (what "save the optimised model at export" would ship)
+    preopt_dir = ctx.scratch("encode-preoptimized")
+    for tower, p in (("textual", tp), ("visual", vp)):
+        session(p, threads, "extended", optimized_out=preopt_dir / f"{tower}.onnx")
+    r = tuned("preoptimized", "fp32, model pre-optimized offline (EXTENDED, saved), runtime ALL",
+              preopt_dir / "textual.onnx", preopt_dir / "visual.onnx")
+    r._sessions = None
+    tuning.append(r)
+    r = tuned("int8-per-tensor", "int8 per-tensor weights (bundle: per-channel)", pt_dir / "textual.int8.onnx",
+              pt_dir / "visual.int8.onnx")
+    tuning.append(r)
+    prop = tuned("proposal-fp32", "**proposal** fp32: export-friendly attention", prop_dir / "textual.onnx",
+                 prop_dir / "visual.onnx")
+    tuning.append(prop)
+    prop_trim = tuned("proposal-fp32-trim", "**proposal** fp32: + text trimmed to its tokens "
+                      f"({trimmed.shape[1]} of {ids.shape[1]})", prop_dir / "textual.onnx", None,
+                      text_input=trimmed)
+    tuning.append(prop_trim)
+    prop8 = tuned("proposal-int8", "**proposal** int8 (per-channel) + text trimmed", prop_dir / "textual.int8.onnx",
+                  prop_dir / "visual.int8.onnx", text_input=trimmed)
+    tuning.append(prop8)
+
+    # ---- parity of the fp32 alternatives vs torch (the exporter's parity inputs), int8 cosine vs fp32
+    p_ids = tokenizer(export_parity.PARITY_TEXTS)
+    p_pix = torch.stack([preprocess(im) for im in export_parity.parity_images()])
+    with torch.inference_mode():
+        ref_t = model.encode_text(p_ids, normalize=True).numpy()
+        ref_v = model.encode_image(p_pix, normalize=True).numpy()
+    p_ids_np, p_pix_np = p_ids.numpy().astype(np.int64), p_pix.numpy()
+
+    def text_rows(f, trim: bool) -> np.ndarray:
+        return np.concatenate([f(fast_export.trim_padding(p_ids_np[i:i + 1]) if trim else p_ids_np[i:i + 1])
+                               for i in range(len(p_ids_np))])
+
+    parity_rows = []
+    for r in [*tuning]:
+        s = getattr(r, "_sessions", None)
+        if not s:
+            continue
+        trim = r.key in ("proposal-fp32-trim", "proposal-int8")
+        out_t = text_rows(_run(s["text"]), trim) if "text" in s else None
+        out_v = _run(s["image"])(p_pix_np) if "image" in s else None
+        if "int8" in r.key:
+            cos = [float(np.min(np.sum(_n(a) * _n(b), axis=1))) for a, b in ((out_t, ref_t), (out_v, ref_v))
+                   if a is not None]
+            r.parity = {"cosine_min_vs_torch": min(cos)}
+            parity_rows.append([r.label, None, None, min(cos), "int8: cosine, not max-abs"])
+        else:
+            dt = float(np.abs(out_t - ref_t).max()) if out_t is not None else None
+            dv = float(np.abs(out_v - ref_v).max()) if out_v is not None else None
+            r.parity = {"text_max_abs": dt, "image_max_abs": dv}
+            ok = all(x is None or x <= PARITY_MAX_ABS for x in (dt, dv))
+            parity_rows.append([r.label, dt, dv, None, "≤ 1e-5: yes" if ok else "**no — exceeds 1e-5**"])
+        # batched trimmed text (several queries of different lengths in one call): same numbers?
+        if trim and "text" in s and "int8" not in r.key:
+            batched = _run(s["text"])(fast_export.trim_padding(p_ids_np))
+            r.parity["text_batched_max_abs"] = float(np.abs(batched - ref_t).max())
+        r._sessions = None
+    gc.collect()
+    # ---- preprocessing (per image), runtime vs open_clip, on a 640x480 JPEG
+    prep = _preprocess_timing(bundle, preprocess, plan, ctx)
+    # tokenizer
+    runtime_tokenize = load_bundle(bundle, threads=threads).tokenize
+    tok_rt = time_fn(lambda: runtime_tokenize([QUERY]), runs=50, warmup=3)
+    tok_oc = time_fn(lambda: tokenizer([QUERY]), runs=50, warmup=3)
+
+    # ---- tables
+    all_rows = rows + tuning
+    fp32 = rows[1]
+    cells = ["text", "img1", "img_batch"]
+
+    def speed(r: Row, what: str, base: Row) -> float | None:
+        a, b = base.median(what), r.median(what)
+        return None if a is None or b is None else a / b
+
+    def frac(r: Row, what: str) -> float | None:
+        t = r.median(what)
+        if t is None:
+            return None
+        g = text_gflop if what == "text" else image_gflop
+        return g / t / mm["ort_gflops"]
+
+    bcol = f"image b{len(pixb)} per image"
+    head = ["Engine", "text b1", "image b1", bcol, "text vs torch", "image b1 vs torch",
+            f"image b{len(pixb)} vs torch", "text: % of sgemm", "image b1: % of sgemm", f"b{len(pixb)}: % of sgemm"]
+
+    def line(r: Row) -> list[Any]:
+        return [r.label, *[fmt_ms(r.median(c)) for c in cells],
+                *[_x(speed(r, c, torch_row)) for c in cells],
+                *[_pct(frac(r, c)) for c in cells]]
+
+    sec.add(
+        f"ViT-B-32 architecture, random init (seed 0){' — **quick mode: tiny model**' if ctx.quick else ''}; "
+        f"**{threads} threads** everywhere (torch.set_num_threads({threads}), onnxruntime intra_op_num_threads="
+        f"{threads}, inter_op 1); median of up to {plan.text_runs}/{plan.img1_runs}/{plan.img16_runs} runs "
+        f"(text / image b1 / image b{len(pixb)}) after {plan.warmup} warm-up runs, at most {plan.cap:.0f} s "
+        "of timed runs per cell (fp16: 1 warm-up, ≤ 3 runs). Encoder only: tokenization and image "
+        "preprocessing are timed separately below.",
+        f"**Matrix-multiply limit of this machine (same run):** {mm['n']}×{mm['n']} fp32 MatMul through "
+        f"onnxruntime with {threads} threads: **{mm['ort_gflops']:.0f} GFLOP/s** (median; best run "
+        f"{mm['ort_gflops_best']:.0f}); numpy sgemm {mm['numpy_gflops']:.0f} GFLOP/s. FLOPs used: image tower "
+        f"**{image_gflop:.2f} GFLOP**/image ({'counted' if ctx.quick else 'given'}; torch FLOP counter: "
+        f"{counted['image']:.2f}), text tower **{text_gflop:.2f} GFLOP**/text (torch.utils.flop_counter on "
+        f"open_clip's encode_text, {context_length} tokens: the exported graph always runs all "
+        f"{context_length} positions). '% of sgemm' = (FLOPs / latency) / sgemm rate.",
+        "### Shipped engines",
+        table(head, [line(r) for r in rows]),
+        "### Tuning (same run, same inputs)",
+        "Alternatives to the shipped fp32/int8 runtime; speed-ups are against the shipped ONNX fp32 row "
+        f"({fmt_ms(fp32.median('text'))} text, {fmt_ms(fp32.median('img1'))} image b1, "
+        f"{fmt_ms(fp32.median('img_batch'))} image b{len(pixb)}).",
+        table(["Variant", "text b1", "image b1", bcol, "text vs ONNX fp32", "image b1 vs fp32",
+               f"b{len(pixb)} vs fp32", "session load text / image"],
+              [[r.label, *[fmt_ms(r.median(c)) for c in cells], *[_x(speed(r, c, fp32)) for c in cells],
+                " / ".join(ms(r.load_s[k]) for k in ("text", "image") if k in r.load_s) or "–"]
+               for r in tuning]),
+        "Parity of the alternatives against torch on the exporter's parity inputs "
+        f"({len(export_parity.PARITY_TEXTS)} texts incl. empty, unicode, over-long; "
+        f"{len(p_pix_np)} images), one text per call (trimmed rows: each text trimmed to its own tokens):",
+        table(["Variant", "text max-abs", "image max-abs", "int8 cosine min", "fp32 parity"], parity_rows),
+    )
+    bt = prop_trim.parity.get("text_batched_max_abs")
+    if bt is not None:
+        sec.add(f"Trimmed text in one batch of all {len(p_ids_np)} parity texts (trimmed to the longest): "
+                f"max-abs {fmt(bt)} vs torch.")
+    if fusion_stats:
+        sec.add("onnxruntime transformer optimizer fusions (model_type=clip): " + "; ".join(
+            f"{t}: " + ", ".join(f"{k} {v}" for k, v in s.items() if v) for t, s in fusion_stats.items())
+            + ". Attention is not fused (the exported attention pattern is not one the optimizer matches); "
+            "LayerNorm/GELU fusions are what onnxruntime's own ALL level does at session creation already.")
+    sec.add(
+        "### Around the encoder",
+        table(["Step", "runtime (handler)", "open_clip / torchvision"], [
+            ["tokenize 1 query", ms(tok_rt.median), ms(tok_oc.median)],
+            ["preprocess 1 image (640×480 JPEG bytes → tensor)", ms(prep["runtime"]), ms(prep["open_clip"])],
+        ]),
+    )
+
+    # ---- goals
+    t_fp32, t_int8 = rows[1], rows[3]
+    text_x = speed(t_fp32, "text", torch_row)
+    int8_text_x = speed(t_int8, "text", torch_row)
+    prop_text_x = speed(prop_trim, "text", torch_row)
+    sec.goals.append(Goal(
+        "Text encode vs torch (batch 1)", f"≥ {GOAL_TEXT_SPEEDUP}x",
+        f"{_x(text_x)} fp32 (int8 {_x(int8_text_x)}; proposal fp32 trimmed {_x(prop_text_x)})",
+        text_x is not None and text_x >= GOAL_TEXT_SPEEDUP,
+        "" if text_x and text_x >= GOAL_TEXT_SPEEDUP else
+        f"short by {GOAL_TEXT_SPEEDUP / text_x:.2f}x: same 77-token matmuls as torch, and both run near the "
+        "sgemm rate; the proposal (trim padding after EOT) removes most of the work"))
+    limit_b = image_gflop / mm["ort_gflops"]  # seconds per image at the sgemm rate
+    fb = t_fp32.median("img_batch") / limit_b
+    f1 = t_fp32.median("img1") / limit_b
+    sec.goals.append(Goal(
+        "Image encode fp32 vs matmul limit", f"≤ {GOAL_MATMUL_FACTOR}x of FLOPs/sgemm-rate",
+        f"{fb:.2f}x at batch {len(pixb)} ({_pct(1 / fb)} of sgemm); {f1:.2f}x at batch 1",
+        fb <= GOAL_MATMUL_FACTOR,
+        "" if fb <= GOAL_MATMUL_FACTOR else
+        f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: attention (small batched matmuls, softmax), GELU, LayerNorm "
+        "and layout ops run below the large-sgemm rate"))
+    i8 = {c: speed(t_int8, c, t_fp32) for c in cells}
+    ok8 = all(v is not None and v >= GOAL_INT8_SPEEDUP for v in i8.values())
+    worst = min(v for v in i8.values() if v is not None)
+    sec.goals.append(Goal(
+        "int8 vs fp32", f"≥ {GOAL_INT8_SPEEDUP}x",
+        f"text {_x(i8['text'])}, image b1 {_x(i8['img1'])}, image b{len(pixb)} {_x(i8['img_batch'])}",
+        ok8, "" if ok8 else
+        f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes activations "
+        "at run time and leaves attention, softmax, GELU and LayerNorm in fp32"))
+
+    # ---- plot
+    sec.plots.append(_plot(ctx, [*rows, prop, prop_trim, prop8], len(pixb)))
+    sec.data.update({
+        "threads": threads, "sgemm": mm, "gflop": {"text": text_gflop, "image": image_gflop, "counted": counted},
+        "rows": {r.key: {"label": r.label, **{c: r.median(c) for c in cells}, "load_s": r.load_s,
+                         "parity": r.parity} for r in all_rows},
+        "tokenize_s": {"runtime": tok_rt.median, "open_clip": tok_oc.median}, "preprocess_s": prep,
+        "fusions": fusion_stats, "ort": ort.__version__,
+    })
+    return sec
+
+
+def _n(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _x(v: float | None) -> str:
+    return "–" if v is None else ratio_text(v)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.0f}%"
+
+
+def _quantize(src: Path, dst: Path, *, per_channel: bool) -> None:
+    """The exporter's int8 recipe (export.onnx_export.to_int8) with per_channel as a parameter."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def _transformer_optimize(bundle: Path, out: Path, model: Any) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    text_heads = int(model.transformer.resblocks[0].attn.num_heads)
+    text_width = int(model.transformer.width)
+    vis_heads = int(model.visual.transformer.resblocks[0].attn.num_heads)
+    vis_width = int(model.visual.transformer.width)
+    stats = {}
+    for tower, heads, width in (("textual", text_heads, text_width), ("visual", vis_heads, vis_width)):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            m = optimize_model(str(bundle / f"{tower}.onnx"), model_type="clip", num_heads=heads, hidden_size=width,
+                               opt_level=0, use_gpu=False)
+        stats[tower] = {k: int(v) for k, v in m.get_fused_operator_statistics().items()}
+        m.save_model_to_file(str(out / f"{tower}.onnx"))
+    (out / "fusions.json").write_text(__import__("json").dumps(stats))
+    return stats
+
+
+def _preprocess_timing(bundle: Path, oc_preprocess: Any, plan: Plan, ctx: Context) -> dict[str, float]:
+    import io
+
+    from PIL import Image
+
+    from handler.runtime import load_bundle
+
+    rng = np.random.default_rng(1)
+    arr = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    emb = load_bundle(bundle, threads=ctx.threads)
+    n = 5 if plan.quick else 30
+    rt = time_fn(lambda: emb.preprocess(data), runs=n, warmup=2)
+    oc = time_fn(lambda: oc_preprocess(Image.open(io.BytesIO(data)).convert("RGB")), runs=n, warmup=2)
+    return {"runtime": rt.median, "open_clip": oc.median}
+
+
+def _plot(ctx: Context, rows: list[Row], batch: int) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [("text", "text b1"), ("img1", "image b1"), ("img_batch", f"image b{batch} (per image)")]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        vals = [(r.median(c) or 0) * 1e3 for c, _ in cells]
+        xs = [j + i * width for j in range(len(cells))]
+        bars = ax.bar(xs, vals, width, label=r.label.replace("**", ""))
+        for x, v in zip(xs, vals, strict=True):
+            if v:
+                ax.text(x, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(cells))], [c for _, c in cells])
+    ax.set_ylabel("latency, ms (median; lower is better)")
+    ax.set_yscale("log")
+    ax.set_title(f"Encode latency, {ctx.model_name}, {ctx.threads} threads")
+    ax.legend(fontsize=7, ncol=2)
+    del bars
+    fig.tight_layout()
+    name = "encode_latency.png"
+    fig.savefig(ctx.plots / name, dpi=110)
+    plt.close(fig)
+    return name
