@@ -115,7 +115,8 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None) or (
+                "/static" if path.startswith("/static/") else path if status < 400 else "unmatched")
             latency = round((time.perf_counter() - t0) * 1000, 3)
             cold, self.cold = self.cold, False
             index = self.state.index
@@ -125,7 +126,7 @@ class RequestLogMiddleware:
                 "level": "INFO" if status < 500 else "ERROR",
                 "event": "request",
                 "method": scope.get("method"),
-                "path": path if route != "unmatched" else path[:200],
+                "path": path[:200],
                 "status": status,
                 "index_version": index.version if index is not None else None,
                 "cold_start": cold,
@@ -427,6 +428,7 @@ def create_app(state: ServiceState) -> FastAPI:
         request.state.log.update(req.log_fields())
         emb = embedder()
         idx = index()
+        request.state.log["index_version"] = idx.version
         body = await run_in_threadpool(run_search, req, emb, idx, _base(request))
         request.state.log["results"] = len(body["results"])
         if req.type == "text":
