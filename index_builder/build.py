@@ -15,6 +15,7 @@ Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ import numpy as np
 from handler.errors import ArtifactError, ConfigError, SearchError
 from handler.index import EMBEDDINGS_FILE, ITEMS_FILE, read_manifest, read_pointer, version_prefix
 from handler.preprocess import DEFAULT_MAX_PIXELS, ImagePreprocessor
-from handler.storage import LocalStore, Store, fetch_dir, file_digest, open_store
+from handler.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
 from index_builder.pipeline import Prepared, prepared_stream
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
@@ -289,7 +290,10 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     # 3. source listing and reuse plan
     src.warn = log.warn  # type: ignore[method-assign]
     t_list = time.perf_counter()
-    items = src.list()
+    try:
+        items = src.list()
+    except SearchError as e:
+        raise BuildError(f"--source {src.uri}: {e.message}") from None
     log.info(f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s")
     if not items and not opts.allow_empty:
         raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(_exts())}); check the path or "
@@ -317,14 +321,12 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         return hit
 
     errors: list[dict[str, Any]] = []
-    error_ids: set[Any] = set()
     resolved: dict[int, tuple[dict[str, Any], np.ndarray]] = {}  # position in items -> (row, vector)
     how: dict[str, int] = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
     todo: list[int] = []
 
     def add_error(item: SourceItem, reason: str, message: str) -> None:
         errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": message})
-        error_ids.add(item.id)
 
     for pos, item in enumerate(items):
         if item.error is not None:
@@ -397,8 +399,13 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
                     flush()
         flush()
         shards.flush()
+    except StorageError as e:  # the source's storage failed (not one missing object): do not publish a gap
+        raise BuildError(f"reading the source failed: {e.message}\nNothing was published. Embeddings computed so far "
+                         f"are checkpointed in {work.root}; re-run the same command to resume.") from None
     finally:
         bar.close()
+        with contextlib.suppress(Exception):
+            shards.flush()  # keep what was computed before an error or Ctrl-C (a no-op after success)
     pipeline_seconds = time.perf_counter() - t_embed
 
     # 5. assemble the version

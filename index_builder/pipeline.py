@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from handler.errors import ImageTooLargeError, InvalidImageError
+from handler.storage import NotFoundError, StorageError
 from index_builder.sources import Source, SourceItem
 from index_builder.workdir import CachedVector
 
@@ -71,6 +72,11 @@ def prepare(
     out = Prepared(position, item)
     try:
         data = source.read(item)
+    except StorageError as e:
+        if not isinstance(e, NotFoundError):
+            raise  # the storage failed (network, credentials): abort the build rather than skip everything
+        out.error = ("unreadable", f"cannot read {item.uri}: {e.message}")
+        return out
     except Exception as e:
         reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e) or type(e).__name__
         out.error = ("unreadable", f"cannot read {item.uri}: {reason}")

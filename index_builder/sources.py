@@ -209,8 +209,8 @@ class S3Source(Source):
                 return
             try:
                 item.metadata = _parse_sidecar(self.store.read_bytes(key), self.store.uri_for(key), self.warn)
-            except Exception as e:
-                self.warn(f"cannot read sidecar {self.store.uri_for(key)} ({e}); indexing without metadata")
+            except NotFoundError:  # deleted since the listing
+                self.warn(f"sidecar {self.store.uri_for(key)} disappeared; indexing without metadata")
 
         _parallel(sidecar, items, self.workers)
         return items
@@ -292,6 +292,9 @@ class JsonlSource(Source):
     def _stat(self, item: SourceItem) -> None:
         if item.uri.startswith("s3://"):
             bucket, _, key = item.uri[5:].partition("/")
+            from handler.errors import ConfigError
+            from handler.storage import NotFoundError
+
             try:
                 store = self._readers.store(bucket)
                 for obj in store.list(key):
@@ -299,8 +302,9 @@ class JsonlSource(Source):
                         item.size, item.mtime, item.etag = obj.size, obj.mtime, obj.etag
                         return
                 item.error = ("unreadable", f"no such object: {item.uri}")
-            except Exception as e:
+            except (NotFoundError, ConfigError, ValueError) as e:  # no such bucket, malformed uri or key
                 item.error = ("unreadable", f"cannot stat {item.uri}: {e}")
+            # any other StorageError (network, credentials) propagates: the build stops, publishes nothing
             return
         try:
             st = os.stat(item.uri)

@@ -104,7 +104,8 @@ class WorkDir:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise BuildError(f"--work-dir {self.root}: cannot create the work directory ({e.strerror or e})") from None
+            raise BuildError(f"cannot create the work directory {self.root} ({e.strerror or e}); "
+                             "pass --work-dir with a writable location") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -137,3 +137,36 @@ def test_shard_writer_flushes_on_time(tmp_path: Path) -> None:
     writer.add("c" * 64, np.ones(3, np.float32), 1, 1)
     writer.maybe_flush()
     assert writer.written == 1 and len(list(tmp_path.glob("*.npz"))) == 1
+
+
+def test_source_storage_failure_aborts_and_keeps_checkpoints(demo_bundle: Path, tmp_path: Path, cli) -> None:
+    """A storage failure while reading the source (not a missing object) aborts the build instead of
+    publishing an index with a hole; what was embedded is checkpointed and the re-run resumes."""
+    from handler.storage import StorageError
+    from index_builder.build import BuildOptions, build
+    from index_builder.sources import BuildError, FolderSource
+
+    src, dest = tmp_path / "src", tmp_path / "index"
+    collection(src, 60, seed=33)
+    assert cli(*build_args(src, demo_bundle, dest)).rc == 0
+    v1 = current(dest)
+    collection(src / "more", 40, seed=34)
+
+    class Flaky(FolderSource):
+        reads = 0
+
+        def read(self, item):  # type: ignore[no-untyped-def]
+            Flaky.reads += 1
+            if Flaky.reads > 20:
+                raise StorageError(f"cannot read {item.uri}: connection reset")
+            return super().read(item)
+
+    opts = BuildOptions(source=str(src), bundle=str(demo_bundle), out=str(dest), batch_size=8, shard_size=8,
+                        workers=1, quiet=True)
+    with pytest.raises(BuildError, match=r"reading the source failed: cannot read .* connection reset") as exc:
+        build(opts, source=Flaky(src))
+    assert "re-run" in str(exc.value) and current(dest) == v1
+    r = cli(*build_args(src, demo_bundle, dest))
+    assert r.rc == 0, r.err
+    stats = read_version(dest)["manifest"]["stats"]
+    assert stats["resumed"] == 16 and stats["embedded"] == 24 and stats["unchanged"] == 60
