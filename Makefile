@@ -8,8 +8,13 @@ ARTIFACTS ?= artifacts
 DEMO := $(ARTIFACTS)/demo
 export HNSWLIB_NO_NATIVE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+SAM_VENV ?= .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+EVENT ?= events/search-text.json
 
-.PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean
+.PHONY: help setup test lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
+	sam-venv sam-validate footprint browser-deps
 
 help:
 	@echo "make demo    export the demo model, build a demo index, run text and image queries end to end"
@@ -26,8 +31,31 @@ $(STAMP): requirements/handler.txt requirements/dev.txt constraints.txt pyprojec
 
 setup: $(STAMP)
 
-test: $(STAMP)
+$(SAM_STAMP): requirements/sam.txt requirements/sam-constraints.txt scripts/install_sam.sh
+	PYTHON=$(PYTHON) SAM_VENV=$(SAM_VENV) bash scripts/install_sam.sh
+	touch $@
+
+sam-venv: $(SAM_STAMP)
+
+sam-validate: $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+
+# Headless Chromium + chromedriver for the web-page tests (Debian packages; needs root and apt).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "warning: could not install chromium; browser tests will be skipped"; \
+	else echo "warning: chromium/chromedriver missing and not root; browser tests will be skipped"; fi
+
+test: $(STAMP) $(SAM_STAMP) browser-deps
 	$(PY) -m pytest
+
+invoke: $(STAMP)
+	$(PY) scripts/invoke.py $(EVENT) --env-from-template
+
+footprint: $(STAMP)
+	$(PY) scripts/footprint.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -40,6 +68,21 @@ demo-bundle: $(DEMO)/bundle/manifest.json
 
 demo: demo-bundle
 	$(PY) -m demo.run --artifacts $(DEMO)
+
+serve: demo
+	$(PY) -m handler.serve --bundle $(DEMO)/bundle --index $(DEMO)/index --host 127.0.0.1 --port 8000
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick --out $(ARTIFACTS)/bench-quick/BENCHMARKS.md
+
+bench-encode: $(STAMP)
+	$(PY) -m bench --only encode
+
+bench-build: $(STAMP)
+	$(PY) -m bench --only rebuild
 
 clean:
 	rm -rf $(ARTIFACTS)
