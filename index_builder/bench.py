@@ -88,10 +88,10 @@ def _torch_sqlite_loop(manifest: dict[str, Any], checkpoint: Path, paths: list[P
 def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Path | None = None, size: int = 128,
         batch_size: int = 32, workers: int | None = None, precision: str = "fp32", torch_loop: bool = True,
         torch_loop_n: int | None = None, work_dir: str | Path | None = None, quiet: bool = False,
-        repeat: int = 3) -> dict[str, Any]:
+        repeat: int = 1, runtime_encode: bool = False) -> dict[str, Any]:
     """Run the benchmark; returns ``{"n", "model", "rates": {name: images/s}, "seconds": {...}, ...}``.
     The builder and the pure encode are run ``repeat`` times, interleaved, and the best run of each counts
-    (robust to other load on the machine); the torch loop runs once."""
+    (use 3 on a busy machine); the torch loop runs once. ``runtime_encode`` adds ``pure_encode_runtime``."""
     import demo
     from demo.shapes import write_collection
     from handler.preprocess import ImagePreprocessor
@@ -123,8 +123,10 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
         pixels = np.stack([pre(p.read_bytes()) for p in paths])
         decode_s = time.perf_counter() - t0
         backend.embed(pixels[:batch_size])  # warm-up
-        runtime = load_bundle(bundle, precision=precision, batch_size=batch_size, lazy_visual=False)
-        runtime.embed_pixels(pixels[:batch_size])
+        runtime = None
+        if runtime_encode:
+            runtime = load_bundle(bundle, precision=precision, batch_size=batch_size, lazy_visual=False)
+            runtime.embed_pixels(pixels[:batch_size])
         runtime_runs: list[float] = []
 
         runs: list[Any] = []
@@ -142,29 +144,30 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
             for j in range(0, n, batch_size):
                 backend.embed(pixels[j:j + batch_size])
             encode_runs.append(time.perf_counter() - t0)
-            say(f"[{i + 1}/{repeat}] pure encode with the runtime's Embedder.embed_pixels ...")
-            t0 = time.perf_counter()
-            for j in range(0, n, batch_size):
-                runtime.embed_pixels(pixels[j:j + batch_size])
-            runtime_runs.append(time.perf_counter() - t0)
+            if runtime is not None:
+                say(f"[{i + 1}/{repeat}] pure encode with the runtime's Embedder.embed_pixels ...")
+                t0 = time.perf_counter()
+                for j in range(0, n, batch_size):
+                    runtime.embed_pixels(pixels[j:j + batch_size])
+                runtime_runs.append(time.perf_counter() - t0)
         result = min(runs, key=lambda r: r.embed_seconds)
         encode_s = min(encode_runs)
-        runtime_s = min(runtime_runs)
 
         seconds: dict[str, float] = {
             "end_to_end_pipeline": result.embed_seconds,
             "end_to_end_total": result.seconds,
             "pure_encode": encode_s,
-            "pure_encode_runtime": runtime_s,
             "decode_preprocess_1_thread": decode_s,
         }
         rates: dict[str, float] = {
             "end_to_end_pipeline": n / result.embed_seconds,
             "end_to_end_total": n / result.seconds,
             "pure_encode": n / encode_s,
-            "pure_encode_runtime": n / runtime_s,
             "decode_preprocess_1_thread": n / decode_s,
         }
+        if runtime_runs:
+            seconds["pure_encode_runtime"] = min(runtime_runs)
+            rates["pure_encode_runtime"] = n / min(runtime_runs)
         loop_n = min(n, torch_loop_n or n)
         if torch_loop:
             ckpt = Path(pretrained) if pretrained else _default_checkpoint(manifest)
@@ -231,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--no-torch-loop", action="store_true", help="skip the original torch + SQLite loop")
     p.add_argument("--torch-loop-n", type=int, default=None, help="images for the torch loop (default --n)")
-    p.add_argument("--repeat", type=int, default=3, help="runs of the builder and of pure encode; best counts")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of the builder and of pure encode, best counts (default 1; 3 on a busy machine)")
+    p.add_argument("--runtime-encode", action="store_true",
+                   help="also time pure encode through the runtime's Embedder.embed_pixels")
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     args = p.parse_args(argv)
     report = run(args.n, bundle=args.bundle, pretrained=args.pretrained, size=args.size, batch_size=args.batch_size,
                  workers=args.workers, precision=args.precision, torch_loop=not args.no_torch_loop,
-                 torch_loop_n=args.torch_loop_n, repeat=args.repeat)
+                 torch_loop_n=args.torch_loop_n, repeat=args.repeat, runtime_encode=args.runtime_encode)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

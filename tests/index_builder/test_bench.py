@@ -10,7 +10,8 @@ from index_builder.bench import format_table, run
 
 def test_bench_run_small(demo_bundle: Path, tmp_path: Path) -> None:
     report = run(24, bundle=demo_bundle, pretrained=demo.CHECKPOINT_PATH, size=64, batch_size=8, workers=2,
-                 torch_loop_n=6, work_dir=tmp_path, quiet=True, repeat=2)
+                 torch_loop_n=6, work_dir=tmp_path, quiet=True, repeat=2,
+                 runtime_encode=True)
     assert report["n"] == 24 and report["torch_loop_n"] == 6 and report["repeat"] == 2
     assert set(report["rates"]) == {"end_to_end_pipeline", "end_to_end_total", "pure_encode", "pure_encode_runtime",
                                     "decode_preprocess_1_thread", "torch_sqlite_loop"}
