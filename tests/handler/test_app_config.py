@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,18 @@ def test_api_key_value_is_never_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"MODEL_URI": "m", "API_KEY": " secret-with-space "})
     assert "API_KEY" in str(info.value) and "secret" not in str(info.value)
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from handler import serve
+
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert serve.main([]) == 2
+    assert "MODEL_URI is not set" in capsys.readouterr().err
+    assert serve.main(["--bundle", "gs://nope/model"]) == 2
+    assert "MODEL_URI='gs://nope/model'" in capsys.readouterr().err
+    assert serve.main(["--bundle", str(tmp_path / "missing"), "--index", str(tmp_path / "no-index")]) == 2
+    err = capsys.readouterr().err
+    assert "model: artifact_error" in err and "manifest.json not found" in err
