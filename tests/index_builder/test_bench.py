@@ -17,6 +17,7 @@ def test_bench_run_small(demo_bundle: Path, tmp_path: Path) -> None:
                                     "decode_preprocess_1_thread", "torch_sqlite_loop"}
     assert all(rate > 0 for rate in report["rates"].values())
     assert report["end_to_end_vs_pure_encode"] > 0 and report["speedup_vs_torch_sqlite_loop"] > 0
+    assert report["cpu_ms_per_image"]["end_to_end_total"] > 0 and report["cpu_ms_per_image"]["pure_encode"] > 0
     table = format_table(report)
     assert "pure encode" in table and "original loop" in table
     assert list(tmp_path.iterdir()) == []  # temporary files removed
