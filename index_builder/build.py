@@ -450,11 +450,11 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         "builder": BUILDER,
         "backend": opts.backend,
         "previous_version": current_version,
-        "build": {"seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
+        "build": {"prepare_seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
                   "images_per_s": round(rate, 2), "batch_size": opts.batch_size, "workers": opts.workers,
                   "device": backend.device, "max_pixels": opts.max_pixels, "full": opts.full},
     }
-    fields["build"]["seconds"] = round(time.perf_counter() - t_start, 3)
+    fields["build"]["prepare_seconds"] = round(time.perf_counter() - t_start, 3)  # all but writing the version
 
     # 6. publish: every file first, the pointer last, then prune and clean up
     work.write_pending({"dest": dest.uri, "version": version})
