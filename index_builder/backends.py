@@ -162,8 +162,12 @@ class TorchBackend:
             raise BuildError(f"--pretrained {pretrained!r} is not the bundle's weights "
                              f"(bundle: pretrained={model.get('pretrained')!r}, checkpoint={checkpoint})")
 
-        import open_clip
-        import torch
+        try:
+            import open_clip
+            import torch
+        except ImportError as e:
+            raise BuildError(f"--backend torch needs PyTorch and open_clip ({e}); install them "
+                             "(pip install torch open_clip_torch, see requirements/dev.txt) or use --backend onnx") from None
 
         if device.startswith("cuda"):
             if not torch.cuda.is_available():
