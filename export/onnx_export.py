@@ -70,8 +70,12 @@ def export_towers(model: torch.nn.Module, context_length: int, image_size: list[
     text_example[:, 1] = 49407
     image_example = torch.zeros((2, 3, *image_size), dtype=torch.float32, device=device)
     paths = {"textual": out_dir / "textual.onnx", "visual": out_dir / "visual.onnx"}
-    _export(TextTower(model), text_example, "textual", paths["textual"], opset)
-    _export(VisualTower(model), image_example, "visual", paths["visual"], opset)
+    # Wrappers must be in eval mode too: the exporter restores the wrapper's mode on the whole module tree
+    # afterwards, and a wrapper left in train mode would switch BatchNorm (ResNet towers) to batch statistics.
+    _export(TextTower(model).eval(), text_example, "textual", paths["textual"], opset)
+    _export(VisualTower(model).eval(), image_example, "visual", paths["visual"], opset)
+    if model.training:  # pragma: no cover - defensive
+        raise RuntimeError("the model left export in training mode")
     return paths
 
 
