@@ -25,8 +25,10 @@ from bench.common import (
     Context,
     Section,
     busy_processes,
+    cpu_busy,
     cpu_count,
     load_average,
+    wait_until_quiet,
 )
 from bench.common import machine_info as get_machine_info
 from bench.report import ORDER, error_section, merge, read_previous, render
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK,
                    help="cache and scratch directory (default bench/out, gitignored)")
     p.add_argument("--threads", type=int, default=cpu_count(), help="threads for every engine (default: all cores)")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each measure, wait up to SECONDS for other processes to leave the CPUs idle "
+                        "(shared machines; default 0: do not wait)")
     return p
 
 
@@ -83,7 +88,8 @@ def _git_rev() -> str:
         return "?"
 
 
-def run_measure(name: str, ctx: Context) -> Section:
+def run_measure(name: str, ctx: Context, wait_quiet: float = 0.0) -> Section:
+    busy_before = wait_until_quiet(wait_quiet) if wait_quiet > 0 else cpu_busy(1.0)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         result = Path(tmp) / "section.json"
         cmd = [sys.executable, "-m", "bench.worker", name, json.dumps(ctx.to_json()), str(result)]
@@ -99,7 +105,7 @@ def run_measure(name: str, ctx: Context) -> Section:
         if proc.stderr and proc.returncode == 0:
             sys.stderr.write(proc.stderr[-2000:])
     section.seconds = seconds
-    section.load = {"start": load0, "end": load_average()[0], "busy": busy}
+    section.load = {"start": load0, "end": load_average()[0], "busy": busy, "cpu_busy_before": busy_before}
     return section
 
 
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         print(f"[{name}] {MEASURES[name]}", flush=True)
-        section = run_measure(name, ctx)
+        section = run_measure(name, ctx, args.wait_quiet)
         if any(g.name == "(measure failed)" for g in section.goals):
             failed.append(name)
             print(f"[{name}] FAILED (see the report)", flush=True)

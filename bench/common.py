@@ -242,6 +242,37 @@ def load_average() -> tuple[float, float, float]:
         return (float("nan"),) * 3
 
 
+def cpu_busy(window: float = 2.0) -> float:
+    """Fraction of all CPUs busy over the next ``window`` seconds (/proc/stat), whoever uses them."""
+    def snap() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    try:
+        t0, i0 = snap()
+        time.sleep(window)
+        t1, i1 = snap()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 0.25, log: Callable[[str], None] = print) -> float:
+    """Wait (up to ``max_wait`` s) until other processes leave the CPUs mostly idle; returns the busy
+    fraction seen last. Benchmarks on a shared machine are only as good as the quiet they get."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    said = False
+    while busy > threshold and time.monotonic() < deadline:
+        if not said:
+            log(f"  waiting for a quiet machine (CPUs {busy:.0%} busy; up to {max_wait:.0f}s) ...")
+            said = True
+        time.sleep(5)
+        busy = cpu_busy()
+    return busy
+
+
 def busy_processes(min_cpu: float = 20.0) -> list[str]:
     """Other processes using CPU right now (ps %CPU over their lifetime), to explain noisy numbers."""
     try:
@@ -394,9 +425,13 @@ def demo_checkpoint() -> Path | None:
     return demo.CHECKPOINT_PATH if demo.CHECKPOINT_PATH.is_file() else None
 
 
+class DemoUnavailable(RuntimeError):
+    """The demo model could not be exported (its rows are skipped, with this message in the report)."""
+
+
 def demo_bundle(ctx: Context, precisions: Sequence[str] = ("fp32", "fp16", "int8")) -> tuple[Path, bool]:
     """The demo model's bundle and whether it holds the trained weights (False: random init stand-in,
-    because demo/model/demo-clip.pt is not there)."""
+    because demo/model/demo-clip.pt is not there). Raises DemoUnavailable when the export fails."""
     import demo
 
     ckpt = demo_checkpoint()
@@ -410,8 +445,13 @@ def demo_bundle(ctx: Context, precisions: Sequence[str] = ("fp32", "fp16", "int8
             open_clip.add_model_config(demo.CONFIG_PATH)
             torch.manual_seed(0)
             torch.save(open_clip.create_model(demo.MODEL_NAME, pretrained=None).state_dict(), ckpt)
-    path = export_bundle(ctx, precisions=precisions, model=demo.MODEL_NAME, config=demo.CONFIG_PATH,
-                         checkpoint=ckpt, tag="demo-clip" if trained else "demo-clip-random")
+    try:
+        path = export_bundle(ctx, precisions=precisions, model=demo.MODEL_NAME, config=demo.CONFIG_PATH,
+                             checkpoint=ckpt, tag="demo-clip" if trained else "demo-clip-random")
+    except RuntimeError as exc:
+        last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
+        raise DemoUnavailable(f"exporting the demo model ({demo.CONFIG_PATH.name}, "
+                              f"{'trained checkpoint' if trained else 'random init'}) failed: {last[0]}") from exc
     return path, trained
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, Goal, Section, demo_bundle, export_bundle, mib, table
+from bench.common import Context, DemoUnavailable, Goal, Section, demo_bundle, export_bundle, mib, table
 
 GOAL_RATIO = 0.1
 CUDA_PREFIXES = ("nvidia-", "cuda-", "triton")
@@ -61,9 +61,13 @@ def run(ctx: Context) -> Section:
         sec.add(f"Not installed here (not counted): {', '.join(fp['missing'])}.")
     rows = []
     sizes: dict[str, Any] = {}
-    for label, path in (("ViT-B-32 (random init)" if not ctx.quick else f"{ctx.model_name} (quick)",
-                         export_bundle(ctx, precisions=("fp32", "fp16", "int8"))),
-                        ("demo model", demo_bundle(ctx, precisions=("fp32", "fp16", "int8"))[0])):
+    bundles = [("ViT-B-32 (random init)" if not ctx.quick else f"{ctx.model_name} (quick)", export_bundle(ctx))]
+    try:
+        dpath, trained = demo_bundle(ctx)
+        bundles.append(("demo model" + ("" if trained else " (random init)"), dpath))
+    except DemoUnavailable as exc:
+        sec.add(f"**Demo model bundle skipped:** {exc}")
+    for label, path in bundles:
         s = bundle_sizes(path)
         sizes[label] = s
         for precision, e in s.items():

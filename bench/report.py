@@ -88,8 +88,11 @@ def render(sections: list[Section], run: dict[str, Any], runs: dict[str, dict[st
         load = s.load
         if load:
             busy = "; ".join(load.get("busy", [])) or "none seen"
-            lines += [f"*{s.seconds / 60:.1f} min; load average {fmt(load['start'])} → {fmt(load['end'])}; "
-                      f"other busy processes at start: {busy}.*", ""]
+            cpu = load.get("cpu_busy_before")
+            cpu_txt = f"CPUs {cpu:.0%} busy just before it started; " if cpu is not None else ""
+            lines += [f"*Machine: {m.get('model_name')}, {m.get('cores')} cores, {run['threads']} threads. "
+                      f"{s.seconds / 60:.1f} min; {cpu_txt}load average {fmt(load['start'])} → "
+                      f"{fmt(load['end'])}; other busy processes at start: {busy}.*", ""]
         for block in s.body:
             lines += [block, ""]
         for p in s.plots:
