@@ -34,9 +34,7 @@ def test_text_query_returns_red_circles_first(demo_client: Any) -> None:
     body = _search(demo_client, text="a red circle", k=5)
     assert body["query"] == {"type": "text", "text": "a red circle", "truncated": False, "k": 5, "offset": 0}
     labels = _labels(body["results"])
-    assert labels[0] == ("red", "circle"), labels
-    assert Counter(labels)[("red", "circle")] >= 3, labels
-    assert all(colour == "red" for colour, _ in labels[:3]), labels
+    assert labels == [("red", "circle")] * 5, labels  # the index holds 8 red circles
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     assert body["model"] == "demo-clip" and body["index_version"] == "v0001" and body["took_ms"] > 0
@@ -47,8 +45,7 @@ def test_image_query_returns_blue_squares_first(demo_client: Any) -> None:
     for image in (base64.b64encode(png).decode(), "data:image/png;base64," + base64.b64encode(png).decode()):
         body = _search(demo_client, image=image, k=5)
         labels = _labels(body["results"])
-        assert labels[0] == ("blue", "square"), labels
-        assert Counter(labels)[("blue", "square")] >= 3, labels
+        assert labels == [("blue", "square")] * 5, labels
         assert body["query"]["type"] == "image"
         assert body["query"]["bytes"] == len(png) and body["query"]["width"] == 96
 
@@ -92,9 +89,8 @@ def test_embedding_and_id_queries(demo_client: Any, demo_embedder: Any) -> None:
     assert similar["query"]["type"] == "id" and similar["query"]["id"] == first["id"]
     assert first["id"] not in [r["id"] for r in similar["results"]]  # the item itself is excluded
     assert len(similar["results"]) == 5
-    colour, shape = first["metadata"]["colour"], first["metadata"]["shape"]
-    assert sum(r["metadata"]["colour"] == colour for r in similar["results"]) >= 3
-    assert shape  # (shape agreement depends on the model; colour is the strong signal)
+    cls = (first["metadata"]["colour"], first["metadata"]["shape"])
+    assert Counter(_labels(similar["results"]))[cls] >= 4, (cls, _labels(similar["results"]))
     # paging "more like this" skips the item too
     page2 = _search(demo_client, id=first["id"], k=5, offset=5)
     assert not {r["id"] for r in page2["results"]} & ({r["id"] for r in similar["results"]} | {first["id"]})
