@@ -206,6 +206,7 @@ def run(ctx: Context) -> Section:
     if not (prop_dir / "visual.int8.onnx").is_file():
         ctx.log("exporting the proposal's graphs (export-friendly attention, variable-length text) ...")
         fast_export.export_towers(model, context_length, image_size, prop_dir)
+        model.eval()
         _quantize(prop_dir / "textual.onnx", prop_dir / "textual.int8.onnx", per_channel=True)
         _quantize(prop_dir / "visual.onnx", prop_dir / "visual.int8.onnx", per_channel=True)
     pt_dir = ctx.cache / "int8-per-tensor" / bundle.name
@@ -220,6 +221,7 @@ def run(ctx: Context) -> Section:
         _transformer_optimize(bundle, tf_dir, model)
     fusion_stats: dict[str, Any] = json.loads((tf_dir / "fusions.json").read_text())
 
+    model.eval()  # whatever ran before, the torch row measures open_clip in eval mode
     # ---- inputs
     ids = tokenizer([QUERY]).numpy().astype(np.int64)
     ids_t = torch.from_numpy(ids)

@@ -1,6 +1,7 @@
 """Proposal, measured by bench/encode.py: an export that onnxruntime runs faster, with the same numbers.
 
-Two independent changes to ``export/onnx_export.py`` (patch: ``bench/proposals/fast-export.patch``):
+Two independent changes to ``export/onnx_export.py`` (patch: ``bench/proposals/fast-export.patch``, which
+also carries the manifest flag, the runtime's trimming, the parity check on trimmed ids, docs and tests):
 
 1. **Export-friendly attention.** ``torch.onnx.export`` decomposes ``nn.MultiheadAttention`` (open_clip's
    towers use it with ``batch_first=True``) into a sequence-first graph full of Transpose/Reshape/Shape
@@ -73,12 +74,13 @@ def export_attention(model: torch.nn.Module) -> Iterator[int]:
         attn = getattr(mod, "attn", None)
         if isinstance(attn, torch.nn.MultiheadAttention):
             swapped.append((mod, attn))
-            mod.attn = ExportMHA(attn)
+            mod.attn = ExportMHA(attn).train(attn.training)
     try:
         yield len(swapped)
     finally:
         for mod, attn in swapped:
             mod.attn = attn
+        model.eval()  # torch.onnx.export restores the wrapper's mode on the whole tree: keep eval
 
 
 class VariableLengthText(torch.nn.Module):
@@ -135,14 +137,14 @@ def export_towers(model: torch.nn.Module, context_length: int, image_size: list[
         if variable_length_ok(model):
             # An example shorter than context_length, so no length gets baked in as a constant.
             ids = torch.zeros((2, min(9, context_length)), dtype=torch.int64)
-            text_module, axes = VariableLengthText(model), {0: "batch", 1: "sequence"}
+            text_module, axes = VariableLengthText(model).eval(), {0: "batch", 1: "sequence"}
         else:
             ids = torch.zeros((2, context_length), dtype=torch.int64)
-            text_module, axes = TextTower(model), {0: "batch"}
+            text_module, axes = TextTower(model).eval(), {0: "batch"}
         ids[:, 0], ids[:, 1] = 49406, 49407
         _export(text_module, ids, paths["textual"], "input_ids", "text_embeds", axes, opset)
         pixels = torch.zeros((2, 3, *image_size), dtype=torch.float32)
-        _export(VisualTower(model), pixels, paths["visual"], "pixel_values", "image_embeds", {0: "batch"}, opset)
+        _export(VisualTower(model).eval(), pixels, paths["visual"], "pixel_values", "image_embeds", {0: "batch"}, opset)
     return paths
 
 
