@@ -2,7 +2,8 @@
 
 Every image shows exactly one shape in one of :data:`COLOURS`, drawn on a muted background
 (solid, linear gradient or noise) whose colours are low-saturation mid-tones, so they can never be
-mistaken for a shape colour. Size, position, rotation and background vary per image.
+mistaken for a shape colour. Size, position, rotation (a tilt of up to 25 degrees: shapes stay
+upright-ish, like drawn icons) and background vary per image.
 
 Rendering is a pure function of the :class:`numpy.random.Generator` state, so a given seed always
 yields the same pixels (and, through PIL's encoders, the same file bytes).
@@ -51,6 +52,7 @@ CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down (antialiasing)
 _COLOUR_JITTER = 12  # max per-channel deviation from the nominal colour
+_MAX_ROTATION = math.radians(25)  # shapes are tilted by at most this much
 _BACKGROUNDS = ("solid", "gradient", "noise")
 _SUBDIRS = ("", "set_a", "set_b", "set_b/nested")  # write_collection spreads files over these
 
@@ -109,11 +111,11 @@ def _shape_mask(shape: str, rng: np.random.Generator, size: int) -> Image.Image:
     """Antialiased 'L' mask of one shape (255 inside)."""
     big = size * _SUPERSAMPLE
     # radius of the circumscribed circle, as a fraction of the image side
-    radius = rng.uniform(0.17, 0.36) * big
+    radius = rng.uniform(0.20, 0.38) * big
     margin = radius + 0.04 * big
     cx = rng.uniform(margin, big - margin)
     cy = rng.uniform(margin, big - margin)
-    rotation = rng.uniform(0.0, 2.0 * math.pi)
+    rotation = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)  # upright-ish, like a drawn icon
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
     if shape == "circle":

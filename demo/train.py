@@ -116,9 +116,9 @@ def evaluate_checkpoint(path: Path | str, per_class: int = 8, seed: int = EVAL_S
     model, preprocess, tokenizer = load_model(path)
     embed_text, embed_image = torch_embedders(model, preprocess, tokenizer)
     results: dict[str, Any] = {}
-    items = sample(per_class * len(CLASSES), seed=seed, size=64)
-    results["heldout_64px"] = evaluate(embed_text, embed_image, [i for i, _, _ in items],
-                                       [(c, s) for _, c, s in items])
+    items64 = sample(per_class * len(CLASSES), seed=seed, size=64)
+    images, labels = [i for i, _, _ in items64], [(c, s) for _, c, s in items64]
+    results["heldout_64px"] = evaluate(embed_text, embed_image, images, labels)
     items = sample(per_class * len(CLASSES), seed=seed + 1, size=128)
     jpegs = []
     for img, _, _ in items:
@@ -128,8 +128,6 @@ def evaluate_checkpoint(path: Path | str, per_class: int = 8, seed: int = EVAL_S
         jpegs.append(Image.open(buf).convert("RGB"))
     results["heldout_128px_jpeg"] = evaluate(embed_text, embed_image, jpegs, [(c, s) for _, c, s in items])
     # free-form query variants against the 64 px set: zero-shot accuracy per template
-    rng_items = sample(per_class * len(CLASSES), seed=seed, size=64)
-    images, labels = [i for i, _, _ in rng_items], [(c, s) for _, c, s in rng_items]
     image_emb = embed_image(images)
     truth = np.array([CLASSES.index(lab) for lab in labels])
     per_template = {}
@@ -159,7 +157,7 @@ def train(
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 32,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     weight_decay: float = 0.1,
     warmup: float = 0.05,
     template_prob: float = 0.3,
@@ -238,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=float, default=0.05, help="warmup fraction of the schedule")
     p.add_argument("--template-prob", type=float, default=0.3, help="probability of a caption variant")
