@@ -18,7 +18,7 @@ import numpy as np
 
 from handler.bundle import MANIFEST, Bundle, read_manifest
 from handler.encoders import Encoder, create_session, default_threads
-from handler.errors import ConfigError, InvalidTextError
+from handler.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.preprocess import ImagePreprocessor, decode_image
 from handler.tokenizer import ClipTokenizer
 
@@ -169,18 +169,20 @@ def default_cache_dir() -> Path:
 def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) -> Path:
     """Copy the files of one precision of a remote bundle into a local cache (checksums verified)."""
     import hashlib
-    import json
 
     from handler.storage import fetch_dir, open_store
 
     store = open_store(uri)
-    manifest = json.loads(store.read_bytes(MANIFEST))
     local = Path(cache_dir or default_cache_dir()) / "bundles" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    bundle = Bundle(path=local, manifest=manifest)
+    local.mkdir(parents=True, exist_ok=True)
+    (local / MANIFEST).write_bytes(store.read_bytes(MANIFEST))
+    bundle = read_manifest(local)  # validates kind, schema version and required fields
     names = [bundle.onnx_path(t, precision).name for t in ("textual", "visual")]
-    names.append(manifest["text"]["tokenizer"]["vocab_file"])
-    fetch_dir(store, local, names, expected={n: manifest["files"][n] for n in names})
-    (local / MANIFEST).write_bytes(json.dumps(manifest).encode())
+    names.append(bundle.manifest["text"]["tokenizer"]["vocab_file"])
+    missing = [n for n in names if n not in bundle.manifest["files"]]
+    if missing:
+        raise ArtifactError(f"bundle {uri}: {', '.join(missing)} not listed in {MANIFEST}; re-export the bundle")
+    fetch_dir(store, local, names, expected={n: bundle.manifest["files"][n] for n in names})
     return local
 
 
