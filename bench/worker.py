@@ -25,7 +25,7 @@ MODULES = {
 def main(argv: list[str]) -> int:
     name, ctx_json, result = argv
     os.environ.setdefault("MPLBACKEND", "Agg")
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)  # library chatter (random init, optimizer fusions) is not news
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     ctx = Context.from_json(json.loads(ctx_json))
