@@ -187,23 +187,9 @@ class LocalStore(Store):
 
     def _atomic_write(self, path: Path, writer: Any) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+            atomic_write(path, writer, tmp_prefix=TMP_PREFIX)
         except OSError as e:
             raise StorageError(f"cannot write {path}: {e}") from e
-        try:
-            with os.fdopen(fd, "wb") as f:
-                writer(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise StorageError(f"cannot write {path}: {e}") from e
-            raise
-        _fsync_dir(path.parent)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._atomic_write(self._path(key), lambda f: f.write(data))
@@ -295,6 +281,24 @@ class LocalStore(Store):
             except OSError:
                 return
             directory = directory.parent
+
+
+def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-") -> None:
+    """Write a file so readers see the old content or the new, never a part: temp file in the same
+    directory, fsync, rename over `path`, fsync the directory. `writer(f)` writes to the binary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{tmp_prefix}{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

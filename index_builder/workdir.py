@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.storage import atomic_write
 from index_builder.sources import BuildError
 
 __all__ = ["CachedVector", "ShardWriter", "WorkDir", "default_work_dir"]
@@ -65,26 +65,6 @@ class CachedVector:
     vector: np.ndarray
     width: int | None
     height: int | None
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 class WorkDir:
@@ -118,7 +98,7 @@ class WorkDir:
         self.shard_dir.mkdir(exist_ok=True)
         meta_path = self.shard_dir / "meta.json"
         if not meta_path.exists():
-            _atomic_write(meta_path, lambda f: f.write(json.dumps(self.meta, indent=2).encode()))
+            atomic_write(meta_path, lambda f: f.write(json.dumps(self.meta, indent=2).encode()))
         return self
 
     def discard_stale(self) -> int:
@@ -159,7 +139,7 @@ class WorkDir:
         return data if isinstance(data, dict) else None
 
     def write_pending(self, info: dict[str, Any]) -> None:
-        _atomic_write(self.root / PENDING, lambda f: f.write(json.dumps(info).encode()))
+        atomic_write(self.root / PENDING, lambda f: f.write(json.dumps(info).encode()))
 
     def clear_pending(self) -> None:
         with contextlib.suppress(OSError):
@@ -226,6 +206,6 @@ class ShardWriter:
         widths = np.array([r[2] for r in rows], dtype=np.int32)
         heights = np.array([r[3] for r in rows], dtype=np.int32)
         path = self.directory / f"{self.seq:06d}-{secrets.token_hex(4)}.npz"
-        _atomic_write(path, lambda f: np.savez(f, sha256=shas, vectors=vectors, width=widths, height=heights))
+        atomic_write(path, lambda f: np.savez(f, sha256=shas, vectors=vectors, width=widths, height=heights))
         self.seq += 1
         self.written += 1
