@@ -230,6 +230,8 @@ def run(ctx: Context) -> Section:
         "Where ours spends its start-up (each step timed on its own, warm page cache, median of "
         f"{parts['repeats']}):",
         table(["Step", "time"], [[k, f"{v * 1e3:.0f} ms"] for k, v in parts["steps"].items()]),
+        "Heaviest top-level imports (`python -X importtime`, cumulative; the flag adds overhead): "
+        + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts["imports"].items()) + ".",
     )
     s32 = b_s / med(ours["fp32"], "seconds")
     m32 = med(ours["fp32"], "peak_rss") / b_m
@@ -256,6 +258,7 @@ BREAKDOWN = r"""
 import time
 t0 = time.perf_counter()
 import handler.lambda_function  # noqa: F401  (MODEL_URI unset: imports only, the load fails fast)
+import handler.runtime, handler.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
 print(time.perf_counter() - t0)
 """
 
@@ -284,7 +287,8 @@ def breakdown(bundle: Path, index: Path, ctx: Context) -> dict[str, Any]:
         add("python interpreter start (`python -c pass`)", time.perf_counter() - t0)
         out = subprocess.run([sys.executable, "-c", BREAKDOWN], env=env, cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.split()
-        add("import handler.lambda_function's modules (fastapi, mangum, numpy, onnxruntime, ...)", float(out[-1]))
+        add("imports: handler.lambda_function + what loading imports (fastapi, numpy, onnxruntime, hnswlib, ...)",
+            float(out[-1]))
         t0 = time.perf_counter()
         sha256_file(text_path)
         sha256_file(vocab)
@@ -299,7 +303,28 @@ def breakdown(bundle: Path, index: Path, ctx: Context) -> dict[str, Any]:
         t0 = time.perf_counter()
         load_index(str(index))
         add("index (300 vectors): pointer, manifest, checksums, hnswlib load", time.perf_counter() - t0)
-    return {"repeats": repeats, "steps": {k: statistics.median(v) for k, v in steps.items()}}
+    return {"repeats": repeats, "steps": {k: statistics.median(v) for k, v in steps.items()},
+            "imports": import_times(env)}
+
+
+def import_times(env: dict[str, str], top: int = 8) -> dict[str, float]:
+    """Cumulative import time (s) of the heaviest top-level packages `import handler.lambda_function` pulls
+    in, from `python -X importtime` (which itself adds some overhead)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", BREAKDOWN], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    totals: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [p.strip() for p in line[len("import time:"):].split("|")]
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        name = parts[2]
+        if name.startswith(" ") or "." in name.strip():
+            continue  # nested imports are inside their parent's cumulative time
+        pkg = name.strip()
+        totals[pkg] = max(totals.get(pkg, 0.0), int(parts[1]) / 1e6)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1])[:top])
 
 
 def _plot(ctx: Context, ours: dict[str, list[dict[str, Any]]], base: list[dict[str, Any]]) -> str:
