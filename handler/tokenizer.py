@@ -157,16 +157,18 @@ def _merge(symbols: list[str], ranks: dict[str, int], merges: list[str]) -> list
     nxt = list(range(1, n + 1))
     nxt[-1] = -1
     prv = list(range(-1, n - 1))
-    heap = [(r, i) for i in range(n - 1) if (r := ranks.get(symbols[i] + " " + symbols[i + 1])) is not None]
+    shift = n.bit_length()  # heap keys are ints (rank << shift | position): much faster to compare than tuples
+    mask = (1 << shift) - 1
+    heap = [r << shift | i for i in range(n - 1) if (r := ranks.get(symbols[i] + " " + symbols[i + 1])) is not None]
     heapify(heap)
     while heap:
-        rank = heap[0][0]
+        rank = heap[0] >> shift
         positions = []
-        while heap and heap[0][0] == rank:
-            positions.append(heappop(heap)[1])
+        while heap and heap[0] >> shift == rank:
+            positions.append(heappop(heap) & mask)
         first, second = merges[rank].split(" ")
         merged = first + second
-        for i in sorted(set(positions)):
+        for i in positions:  # ascending: equal ranks pop in position order
             j = nxt[i]
             if j < 0 or symbols[i] != first or symbols[j] != second:
                 continue  # stale: one side was merged since this pair was pushed
@@ -178,12 +180,12 @@ def _merge(symbols: list[str], ranks: dict[str, int], merges: list[str]) -> list
                 prv[k] = i
                 r = ranks.get(merged + " " + symbols[k])
                 if r is not None:
-                    heappush(heap, (r, i))
+                    heappush(heap, r << shift | i)
             p = prv[i]
             if p >= 0:
                 r = ranks.get(symbols[p] + " " + merged)
                 if r is not None:
-                    heappush(heap, (r, p))
+                    heappush(heap, r << shift | p)
     out = []
     i = 0
     while i >= 0:
