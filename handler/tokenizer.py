@@ -12,6 +12,11 @@ Behaviour inherited from open_clip that callers should know:
 * lone surrogates are turned into U+FFFD by ftfy (no error);
 * only the first ``context_length - 2`` BPE tokens are kept.
 
+Cost: words are encoded only until the context is full, and BPE within a word is O(n log n) (a heap instead
+of open_clip's rescan per merge, which made a 20k-char single word cost ~15 s). A word's first tokens can
+depend on its last characters (``pbwlmayb`` -> ``pb wl may b``, ``pbwlmaya`` -> ``p bw lma ya``), so a long
+word is merged whole rather than cut. The cache has a byte budget and skips words over ``MAX_CACHED_WORD``.
+
 Construction reads only the first ~49k lines of the gzipped merges file (about 10-15 ms).
 """
 
