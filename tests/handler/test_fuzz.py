@@ -206,3 +206,50 @@ def test_search_multipart_fuzz(fuzz_client: Any, image: bytes | None, fields: di
     if files is None and not data:
         data = {"k": "1"}
     check(fuzz_client.post("/search", data=data, files=files), "/search")
+
+
+# -- huge single words (issue 11, item 1) ----------------------------------------------------------------------
+
+
+def _word(alphabet: str, n: int, seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+# many distinct pairs made the old loop quadratic; few (a run of one letter) were cheap even before
+HUGE_WORDS = {
+    "letters": _word("abcdefghijklmnopqrstuvwxyz", 20_000, 1),
+    "repeated": "a" * 20_000,
+    "cjk": _word("".join(map(chr, range(0x4E00, 0x9FFF))), 20_000, 2),
+    "emoji": _word("\U0001f600\U0001f408\U0001f389\U0001f44d\U0001f3fd", 20_000, 3),
+    "over the cap": _word("abcdefghijklmnopqrstuvwxyz", 60_000, 4),
+}
+
+
+def _timed(fn: Any, reps: int) -> tuple[float, Any]:
+    import time
+
+    best, result = float("inf"), None
+    for _ in range(reps):
+        t0 = time.process_time()  # CPU of this process: less sensitive to other load than wall time
+        result = fn()
+        best = min(best, time.process_time() - t0)
+    return best, result
+
+
+@pytest.mark.parametrize("route", ["/search", "/embeddings"])
+@pytest.mark.parametrize("kind", list(HUGE_WORDS))
+def test_huge_single_word_cost_ratio(fuzz_client: Any, route: str, kind: str) -> None:
+    """A huge single-word text costs a bounded multiple of a short one (was O(n^2): 20k chars ~15 s).
+    A ratio to a short request on the same client, not an absolute time."""
+    def send(text: str) -> Any:
+        return post_json(fuzz_client, route, {"text": text} if route == "/search" else {"text": [text]})
+
+    short, r = _timed(lambda: send("a photo of a cat"), reps=5)
+    check(r, route)
+    huge, r = _timed(lambda: send(HUGE_WORDS[kind]), reps=1)
+    check(r, route)
+    assert r.status_code == 200
+    assert huge / max(short, 1e-3) < 300, (huge, short)  # before: ~15-60 s / ~5 ms; after: ~0.1-0.5 s

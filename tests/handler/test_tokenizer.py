@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handler.errors import ArtifactError, InvalidTextError
-from handler.tokenizer import ClipTokenizer
+from handler.tokenizer import MAX_CACHED_WORD, ClipTokenizer
 from tests.handler.tok_corpus import EMOJI, HTML, PUNCT, SPACES, UNICODE, WORDS, corpus
 
 open_clip = pytest.importorskip("open_clip")
@@ -192,6 +193,90 @@ def test_bounded_cache(ref: SimpleTokenizer) -> None:
     texts = [f"word{i} zzz{i * 7}qq" for i in range(300)]
     _assert_same(small(texts), _ref_ids(ref, texts), texts)
     assert len(small._cache) <= 50
+
+
+def test_cache_byte_budget(ref: SimpleTokenizer) -> None:
+    """The cache is bounded in bytes (issue 11, item 2) and never holds long words."""
+    budget = 20_000
+    small = ClipTokenizer(VOCAB, cache_bytes=budget)
+    texts = [f"w{i}x" + "ab" * (i % 40) for i in range(400)]
+    _assert_same(small(texts), _ref_ids(ref, texts), texts)
+    assert 0 < small._cache_bytes <= budget
+    chars = sum(len(k) + len(v) for k, v in small._cache.items())
+    assert 2 * chars <= budget and len(small._cache) > 10
+    long_word = "q" * (MAX_CACHED_WORD + 1)
+    small.bpe(long_word)
+    small.bpe("q" * MAX_CACHED_WORD)
+    assert long_word not in small._cache and "q" * MAX_CACHED_WORD in small._cache
+    assert all(len(k) <= MAX_CACHED_WORD for k in small._cache)
+    assert set(small._cache) >= {"<start_of_text>", "<end_of_text>"}  # special tokens survive a reset
+
+
+def _rand(alphabet: str, n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _cjk(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(n))
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+OVERLONG = {
+    "many short words": "a photo of a cat " * 600,
+    "words then giant": "a photo of " + _rand(LETTERS, 1200, 1),
+    "giant random word": _rand(LETTERS, 1500, 2),
+    "giant repeated": "a" * 3001,
+    "giant two letters": _rand("ab", 2000, 3),
+    "giant upper/lower": _rand("aAbBeE", 1500, 4),
+    "giant CJK": _cjk(600, 5),
+    "giant emoji run": _rand("😀🐈🎉👍🏽❤️", 700, 6),
+    "giant punctuation": _rand("!?.,;:-_()[]{}<>&", 1500, 7),
+    "giant html-ish": "&amp;" * 400 + "cat",
+    "74 words + giant": "cat " * 74 + _rand(LETTERS, 900, 8),
+    "75 words + giant": "cat " * 75 + _rand(LETTERS, 900, 9),
+    "mixed scripts": " ".join(["東京タワー", "café", "😀" * 50, _rand(LETTERS, 300, 10)] * 20),
+}
+
+
+@pytest.mark.parametrize("name", list(OVERLONG))
+def test_overlong_texts_match_open_clip(name: str, tok: ClipTokenizer, ref: SimpleTokenizer) -> None:
+    """Truncated ids of over-long texts (giant single words too) are open_clip's, at several context lengths."""
+    text = OVERLONG[name]
+    full = ref.encode(text)
+    assert tok.encode(text) == full  # the whole encoding, not only the kept part
+    for cl in (2, 5, 77, 128):
+        ours = ClipTokenizer(VOCAB, context_length=cl)
+        ids, flags = ours.tokenize_with_info([text])
+        _assert_same(ids, _ref_ids(ref, [text], cl), [text])
+        assert flags == [len(full) + 2 > cl] == ours.truncated([text])
+        assert ours.encode(text, max_tokens=cl - 1)[: cl - 1] == full[: cl - 1]
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(st.text(alphabet="abeinrst", min_size=1, max_size=400) | st.text(alphabet="aab", min_size=1, max_size=400))
+def test_hypothesis_long_words_bpe(word: str) -> None:
+    """Heap BPE == open_clip's loop on long words over small alphabets (many ties and overlapping pairs)."""
+    assert _OURS.bpe(word) == _REF.bpe(word)
+
+
+def _best_time(fn: object, text: str, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn([text])  # type: ignore[operator]
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def test_giant_word_cost_is_bounded() -> None:
+    """Issue 11, item 1: a giant single word cost O(n^2) (20k chars: ~15-60 s). A ratio, not an absolute time:
+    a 20k-char word (the API's cap) against a short text, both merged from scratch."""
+    tok = ClipTokenizer(VOCAB, cache_size=1)
+    tiny = _best_time(tok, "a photo of a cat", reps=20)
+    giant = _best_time(tok, _rand(LETTERS, 20_000, 13), reps=1)
+    assert giant / max(tiny, 1e-4) < 20_000  # before: ~500,000x; after: ~1,000-3,000x (O(n log n) merges)
 
 
 def _bundle(tmp_path: Path) -> Path:
