@@ -3,12 +3,15 @@
 ``warnings.catch_warnings`` swaps process-global state and is not thread-safe, and the decode runs on a
 thread pool. Instead, while any capture is active, one ``showwarning`` hook is installed (reference
 counted) that hands a warning to the capture of the *thread* that raised it (a thread-local list) and
-passes warnings of other threads on unchanged; an ``always`` filter appended after every existing one
-makes a repeated warning (the same Pillow line, another file) reach the hook each time instead of once.
+passes warnings of other threads on unchanged. A repeated warning (the same Pillow line, another file)
+must reach the hook each time, not once per location: Pillow's UserWarnings get an ``always`` filter in
+front (overriding a "default"/"once" filter, e.g. ``python -W default``), any other warning one appended
+after the existing filters (so an "error" or "ignore" set by the user still applies to those).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ _local = threading.local()
 _lock = threading.Lock()
 _active = 0
 _previous: Any = None
+_PIL_FILTER = ("always", None, UserWarning, re.compile(r"PIL\."), 0)
 _FILTER = ("always", None, Warning, None, 0)
 
 
@@ -42,6 +46,7 @@ def _install() -> None:
         if _active == 0:
             _previous = warnings.showwarning
             warnings.showwarning = _hook
+            warnings.filters.insert(0, _PIL_FILTER)  # type: ignore[attr-defined]
             warnings.filters.append(_FILTER)  # type: ignore[attr-defined]
             warnings._filters_mutated()  # type: ignore[attr-defined]
         _active += 1
@@ -55,9 +60,10 @@ def _uninstall() -> None:
             if warnings.showwarning is _hook:
                 warnings.showwarning = _previous
             _previous = None
-            if _FILTER in warnings.filters:  # type: ignore[attr-defined]
-                warnings.filters.remove(_FILTER)  # type: ignore[attr-defined]
-                warnings._filters_mutated()  # type: ignore[attr-defined]
+            for entry in (_PIL_FILTER, _FILTER):
+                if entry in warnings.filters:  # type: ignore[attr-defined]
+                    warnings.filters.remove(entry)  # type: ignore[attr-defined]
+            warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 @contextmanager
