@@ -491,7 +491,6 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     fields["build"]["prepare_seconds"] = round(time.perf_counter() - t_start, 3)  # all but writing the version
 
     if reuse and prev is not None and _same_as_previous(dest, prev, rows, vectors, errors, fields, opts, log):
-        log.info(f"no changes: {dest.uri} stays at version {prev.version}")
         work.clear_pending()
         pruned = _prune(dest, opts.keep_versions, prev.version, log)
         work.clean()
