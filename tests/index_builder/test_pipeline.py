@@ -95,3 +95,14 @@ def _plain_jpeg(seed: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (16, 16), (0, seed * 10, 0)).save(out, "JPEG")
     return out.getvalue()
+
+
+@pytest.mark.parametrize(("ext", "fmt"), [("avif", "AVIF"), ("ico", "ICO")])
+def test_avif_and_ico_are_indexed(tmp_path: Path, ext: str, fmt: str) -> None:
+    """Issue 11 #15: formats Pillow decodes here were silently ignored by extension."""
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(tmp_path / f"pic.{ext}", fmt)
+    source = FolderSource(tmp_path)
+    [item] = source.list()
+    p = prepare(0, item, source, PRE, lambda sha: None)
+    assert p.error is None and p.pixels is not None and p.pixels.shape == (3, 32, 32)
+    assert (p.width, p.height) == (48, 48)
