@@ -144,9 +144,11 @@ class _Log:
     def warn(self, msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
-    def item_warning(self, item_id: Any, msg: str) -> None:
-        """A warning about one file (named); silenced by --quiet like progress notes."""
-        if not self.quiet:
+    item_warnings_shown = 20
+
+    def item_warning(self, n: int, item_id: Any, msg: str) -> None:
+        """The ``n``-th warning about a file (named); the first 20 are printed; silenced by --quiet."""
+        if not self.quiet and n <= self.item_warnings_shown:
             print(f"warning: {item_id}: {msg}", file=sys.stderr, flush=True)
 
 
@@ -418,7 +420,7 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
             for w in p.warnings or ():
                 item = items[todo[p.position]]
                 item_warnings.append({"id": item.id, "uri": item.uri, "message": w})
-                log.item_warning(item.id, w)
+                log.item_warning(len(item_warnings), item.id, w)
             if p.error is not None:
                 add_error(items[todo[p.position]], *p.error)
                 bar.update(1)
@@ -439,6 +441,8 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         with contextlib.suppress(Exception):
             shards.flush()  # keep what was computed before an error or Ctrl-C (a no-op after success)
     pipeline_seconds = time.perf_counter() - t_embed
+    if len(item_warnings) > log.item_warnings_shown:
+        log.info(f"... and {len(item_warnings) - log.item_warnings_shown} more warning(s) (listed by --json)")
 
     # 5. assemble the version
     rows: list[dict[str, Any]] = []
