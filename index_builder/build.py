@@ -35,13 +35,14 @@ from handler.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     ITEMS_FILE,
+    SCHEMA_VERSION,
     read_manifest,
     read_pointer,
     version_prefix,
 )
 from handler.preprocess import DEFAULT_MAX_PIXELS, ImagePreprocessor
 from handler.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
-from index_builder.pipeline import Prepared, prepared_stream
+from index_builder.pipeline import Prepared, prepared_stream, safe_message
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
@@ -356,7 +357,7 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     todo: list[int] = []
 
     def add_error(item: SourceItem, reason: str, message: str) -> None:
-        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": message})
+        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": safe_message(message)})
 
     for pos, item in enumerate(items):
         if item.error is not None:
@@ -553,6 +554,8 @@ def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]],
     same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
     non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
     m = prev.manifest
+    if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
+        return False
     settings = {"M": opts.M, "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": int(vectors.shape[1]),
                 "count": len(rows), "space": "ip", **fields}
     keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
