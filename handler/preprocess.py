@@ -49,8 +49,10 @@ from typing import Any
 
 import numpy as np
 from PIL import (  # explicit plugin imports: Image.open(formats=...) needs them registered
+    AvifImagePlugin,  # noqa: F401
     BmpImagePlugin,  # noqa: F401
     GifImagePlugin,  # noqa: F401
+    IcoImagePlugin,  # noqa: F401
     Image,
     ImageFile,
     ImageOps,
@@ -77,7 +79,8 @@ __all__ = [
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image
 
 #: Formats ``decode_image`` accepts (multi-picture JPEGs open as "MPO" through the JPEG plugin).
-ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if f in Image.OPEN)
+ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "ICO")
+                        if f in Image.OPEN)
 #: Default pixel limit of ``decode_image`` (width * height from the header, checked before decoding).
 DEFAULT_MAX_PIXELS = 50_000_000
 #: Largest intermediate resize (pixels) done exactly like open_clip; above, only the crop window is resampled.
@@ -100,7 +103,7 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 def _describe(data: Any) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
-        return f"{len(data)}-byte upload"
+        return f"{len(data)} bytes of image data"
     return repr(os.fspath(data)) if isinstance(data, str | os.PathLike) else type(data).__name__
 
 
@@ -125,7 +128,7 @@ def _open(data: ImageInput) -> Image.Image:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {e}") from e
     except UnidentifiedImageError as e:
         raise InvalidImageError(
-            f"not a recognised image ({len(raw)} bytes, starts with {raw[:8]!r}); "
+            f"not a recognised image ({len(raw)} bytes); "  # never quote the content
             f"supported formats: {', '.join(ALLOWED_FORMATS)}"
         ) from e
     except MemoryError as e:

@@ -43,12 +43,15 @@ __all__ = [
     "S3Store",
     "StorageError",
     "Store",
+    "TooLargeError",
     "fetch_dir",
     "file_digest",
     "open_store",
+    "read_capped",
 ]
 
 TMP_PREFIX = ".tmp-"  # temp files of atomic local writes; hidden from listings
+STALE_TMP_SECONDS = 3600.0  # a temp file untouched this long belongs to a killed writer
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
 
@@ -63,6 +66,10 @@ class NotFoundError(StorageError, FileNotFoundError):
     def __init__(self, message: str, uri: str | None = None):
         StorageError.__init__(self, message)
         self.uri = uri
+
+
+class TooLargeError(StorageError):
+    """The object is larger than the ``max_bytes`` the reader allowed (nothing beyond it was read)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,18 @@ def file_digest(path: str | Path) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return h.hexdigest(), size
+
+
+def read_capped(f: Any, max_bytes: int | None, what: str) -> bytes:
+    """Read a binary stream in chunks, raising :class:`TooLargeError` as soon as it exceeds ``max_bytes``."""
+    if max_bytes is None:
+        return bytes(f.read())
+    buf = bytearray()
+    while block := f.read(min(_CHUNK, max_bytes + 1 - len(buf))):
+        buf += block
+        if len(buf) > max_bytes:
+            raise TooLargeError(f"{what} is larger than the limit of {max_bytes} bytes")
+    return bytes(buf)
 
 
 def _check_key(key: str) -> str:
@@ -111,8 +130,9 @@ class Store:
 
     uri: str
 
-    def read_bytes(self, key: str) -> bytes:
-        """The whole object. Missing: :class:`NotFoundError`."""
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The whole object. Missing: :class:`NotFoundError`; larger than ``max_bytes``: :class:`TooLargeError`
+        (read no further than that)."""
         raise NotImplementedError
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -176,10 +196,11 @@ class LocalStore(Store):
         _check_prefix(key)
         return str(self.root / key) + ("/" if key.endswith("/") else "") if key else self.uri
 
-    def read_bytes(self, key: str) -> bytes:
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            with open(path, "rb") as f:
+                return read_capped(f, max_bytes, str(path))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFoundError(f"no such object: {path}", str(path)) from e
         except OSError as e:
@@ -224,7 +245,8 @@ class LocalStore(Store):
         start = self.root / base_rel if base_rel else self.root
         yield from (o for o in self._walk(start, base_rel) if o.key.startswith(prefix))
 
-    def _walk(self, directory: Path, rel: str) -> Iterator[ObjectInfo]:
+    def _walk(self, directory: Path, rel: str, tmp: bool = False) -> Iterator[ObjectInfo]:
+        """Objects under ``directory``; ``tmp``: also the temp files of atomic writes (for deleting)."""
         try:
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
@@ -234,14 +256,14 @@ class LocalStore(Store):
         # Sorting directories as "name/" gives the same order as sorting the full keys (S3 order).
         decorated = []
         for entry in entries:
-            if entry.name.startswith(TMP_PREFIX):
+            if entry.name.startswith(TMP_PREFIX) and not tmp:
                 continue
             is_dir = entry.is_dir(follow_symlinks=True)
             decorated.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
         decorated.sort(key=lambda t: t[0])
         for _, entry, is_dir in decorated:
             if is_dir:
-                yield from self._walk(Path(entry.path), f"{rel}{entry.name}/")
+                yield from self._walk(Path(entry.path), f"{rel}{entry.name}/", tmp)
             elif entry.is_file(follow_symlinks=True):
                 st = entry.stat(follow_symlinks=True)
                 yield ObjectInfo(key=rel + entry.name, size=st.st_size, mtime=st.st_mtime, etag=None)
@@ -259,10 +281,15 @@ class LocalStore(Store):
     def delete_prefix(self, prefix: str, *, page_size: int | None = None) -> int:
         if not prefix:
             raise ValueError("delete_prefix needs a non-empty prefix")
-        keys = [o.key for o in self.list(prefix)]
+        _check_prefix(prefix)
+        base_rel = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        start = self.root / base_rel if base_rel else self.root
+        # temp files of a killed writer under the prefix go too (else their directory is never removed)
+        found = [o.key for o in self._walk(start, base_rel, tmp=True) if o.key.startswith(prefix)]
+        keys = [k for k in found if not k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)]
         dirs = set()
-        for key in keys:
-            path = self._path(key)
+        for key in found:
+            path = self.root / key
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -273,6 +300,22 @@ class LocalStore(Store):
         for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
             self._remove_empty_dirs(d)
         return len(keys)
+
+    def remove_stale_temp(self, max_age: float = STALE_TMP_SECONDS) -> int:
+        """Delete temp files of atomic writes (``.tmp-*``) untouched for ``max_age`` seconds - left by a
+        writer that was killed - outside hidden folders (e.g. a build's ``.work``); returns how many."""
+        import time
+
+        cutoff = time.time() - max_age
+        stale = [o.key for o in self._walk(self.root, "", tmp=True)
+                 if o.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX) and o.mtime < cutoff
+                 and not any(p.startswith(".") for p in o.key.split("/")[:-1])]
+        for key in stale:
+            path = self.root / key
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._remove_empty_dirs(path.parent)
+        return len(stale)
 
     def _remove_empty_dirs(self, directory: Path) -> None:
         while directory != self.root and self.root in directory.parents:
@@ -289,6 +332,7 @@ def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{tmp_prefix}{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -299,6 +343,18 @@ def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-") -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` creates files with. The umask is read from /proc
+    (``os.umask`` can only read it by setting it, process-wide, racing other threads' file creation)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -394,10 +450,13 @@ class S3Store(Store):
         except _aws_errors() as e:
             raise self._error(e, key, action) from e
 
-    def read_bytes(self, key: str) -> bytes:
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return response["Body"].read()
+            with contextlib.closing(response["Body"]) as body:
+                if max_bytes is not None and int(response.get("ContentLength") or 0) > max_bytes:
+                    raise TooLargeError(f"{self.uri_for(key)} is larger than the limit of {max_bytes} bytes")
+                return read_capped(body, max_bytes, self.uri_for(key))
         except _aws_errors() as e:
             raise self._error(e, key, "read") from e
 
@@ -414,6 +473,7 @@ class S3Store(Store):
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{dest.name}.", dir=dest.parent)
+            os.fchmod(fd, _file_mode())
             os.close(fd)
         except OSError as e:
             raise StorageError(f"cannot write {dest}: {e}") from e

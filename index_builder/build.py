@@ -7,7 +7,9 @@
 3. list the source; items whose id, uri, size, mtime (and S3 etag) equal the previous version's row are
    reused without reading them; the others are read and hashed, and a vector is reused when the content
    hash is known (previous version or checkpoint shards), else the image is decoded and embedded;
-4. write the version (index.hnsw, items.jsonl, embeddings.npy, errors.jsonl, manifest.json last), move the
+4. unless ``full``: when the result equals the current version (same rows, vectors, errors and index
+   settings), publish nothing - warm functions keep their index and ``--keep-versions`` keeps history;
+5. write the version (index.hnsw, items.jsonl, embeddings.npy, errors.jsonl, manifest.json last), move the
    pointer, prune old versions, clean the work directory.
 
 Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`index_builder.workdir`).
@@ -29,10 +31,18 @@ from typing import Any
 import numpy as np
 
 from handler.errors import ArtifactError, ConfigError, SearchError
-from handler.index import EMBEDDINGS_FILE, ITEMS_FILE, read_manifest, read_pointer, version_prefix
+from handler.index import (
+    EMBEDDINGS_FILE,
+    ERRORS_FILE,
+    ITEMS_FILE,
+    SCHEMA_VERSION,
+    read_manifest,
+    read_pointer,
+    version_prefix,
+)
 from handler.preprocess import DEFAULT_MAX_PIXELS, ImagePreprocessor
 from handler.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
-from index_builder.pipeline import Prepared, prepared_stream
+from index_builder.pipeline import Prepared, prepared_stream, safe_message
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
@@ -40,6 +50,9 @@ from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_
 __all__ = ["BuildOptions", "BuildResult", "build", "default_workers"]
 
 BACKENDS = ("onnx", "torch")
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # a file over this is not read (a 3 GB file would be, whole)
+# Manifest fields that vary between builds of the same index (the rest must match for "no change").
+_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version")
 
 
 def default_workers() -> int:
@@ -69,6 +82,7 @@ class BuildOptions:
     strict: bool = False
     work_dir: str | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
     quiet: bool = False
     shard_size: int = 1024
     threads: int | None = None
@@ -83,6 +97,9 @@ class BuildOptions:
                 raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
         if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
             raise UsageError(f"--max-pixels {self.max_pixels!r}: must be a positive integer")
+        if self.max_file_bytes is not None and (isinstance(self.max_file_bytes, bool)
+                                                or not isinstance(self.max_file_bytes, int) or self.max_file_bytes < 1):
+            raise UsageError(f"--max-file-bytes {self.max_file_bytes!r}: must be a positive integer")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
         if self.backend not in BACKENDS:
@@ -106,6 +123,9 @@ class BuildResult:
     work_dir: Path
     pruned: list[str]
     previous_version: str | None
+    published: bool = True  # False: nothing changed, ``version`` is the current version, left in place
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # {"id", "uri", "message"} per warning
+    skipped: dict[str, int] = field(default_factory=dict)  # files the source listing passed over, by kind
 
     @property
     def images_per_s(self) -> float:
@@ -124,6 +144,13 @@ class _Log:
 
     def warn(self, msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    item_warnings_shown = 20
+
+    def item_warning(self, n: int, item_id: Any, msg: str) -> None:
+        """The ``n``-th warning about a file (named); the first 20 are printed; silenced by --quiet."""
+        if not self.quiet and n <= self.item_warnings_shown:
+            print(f"warning: {item_id}: {msg}", file=sys.stderr, flush=True)
 
 
 def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
@@ -289,12 +316,15 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
 
     # 3. source listing and reuse plan
     src.warn = log.warn  # type: ignore[method-assign]
+    src.max_bytes = opts.max_file_bytes
     t_list = time.perf_counter()
     try:
         items = src.list()
     except SearchError as e:
         raise BuildError(f"--source {src.uri}: {e.message}") from None
-    log.info(f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s")
+    skipped = dict(sorted(getattr(src, "skipped", {}).items()))
+    log.info(f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s"
+             + (f"; skipped {format_skipped(skipped)}" if skipped else ""))
     if not items and not opts.allow_empty:
         raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(_exts())}); check the path or "
                          "prefix, or pass --allow-empty to publish an empty index")
@@ -321,12 +351,13 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         return hit
 
     errors: list[dict[str, Any]] = []
+    item_warnings: list[dict[str, Any]] = []
     resolved: dict[int, tuple[dict[str, Any], np.ndarray]] = {}  # position in items -> (row, vector)
     how: dict[str, int] = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
     todo: list[int] = []
 
     def add_error(item: SourceItem, reason: str, message: str) -> None:
-        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": message})
+        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": safe_message(message)})
 
     for pos, item in enumerate(items):
         if item.error is not None:
@@ -387,6 +418,10 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     try:
         for p in prepared_stream([items[i] for i in todo], src, preprocessor, known,
                                  workers=opts.workers, ahead=ahead):
+            for w in p.warnings or ():
+                item = items[todo[p.position]]
+                item_warnings.append({"id": item.id, "uri": item.uri, "message": w})
+                log.item_warning(len(item_warnings), item.id, w)
             if p.error is not None:
                 add_error(items[todo[p.position]], *p.error)
                 bar.update(1)
@@ -407,6 +442,8 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         with contextlib.suppress(Exception):
             shards.flush()  # keep what was computed before an error or Ctrl-C (a no-op after success)
     pipeline_seconds = time.perf_counter() - t_embed
+    if len(item_warnings) > log.item_warnings_shown:
+        log.info(f"... and {len(item_warnings) - log.item_warnings_shown} more warning(s) (listed by --json)")
 
     # 5. assemble the version
     rows: list[dict[str, Any]] = []
@@ -437,8 +474,10 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         "changed": sum(1 for r in rows if r["id"] in prev_ids) - how["unchanged"],
         "removed": len(prev_ids - current_ids),
         "errors": len(errors),
+        "warnings": len(item_warnings),
         "listed": len(items),
         "count": len(rows),
+        "skipped": skipped,
     }
     rate = (how["embedded"] / pipeline_seconds) if pipeline_seconds > 0 and how["embedded"] else 0.0
     version = new_version_id()
@@ -455,6 +494,15 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
                   "device": backend.device, "max_pixels": opts.max_pixels, "full": opts.full},
     }
     fields["build"]["prepare_seconds"] = round(time.perf_counter() - t_start, 3)  # all but writing the version
+
+    if reuse and prev is not None and _same_as_previous(dest, prev, rows, vectors, errors, fields, opts, log):
+        work.clear_pending()
+        pruned = _prune(dest, opts.keep_versions, prev.version, log)
+        work.clean()
+        return BuildResult(version=prev.version, manifest=prev.manifest, stats=stats, errors=errors,
+                           seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
+                           pruned=pruned, previous_version=current_version, published=False,
+                           warnings=item_warnings, skipped=skipped)
 
     # 6. publish: every file first, the pointer last, then prune and clean up
     work.write_pending({"dest": dest.uri, "version": version})
@@ -476,15 +524,61 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
             f"{served}. Embeddings are checkpointed in {work.root}; re-run the same command to retry "
             "without embedding again.") from None
     work.clear_pending()
-    pruned: list[str] = []
-    try:
-        pruned = prune(dest, opts.keep_versions)
-    except (SearchError, OSError, ValueError) as e:
-        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
+    pruned = _prune(dest, opts.keep_versions, version, log)
     work.clean()
     return BuildResult(version=version, manifest=manifest, stats=stats, errors=errors,
                        seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
-                       pruned=pruned, previous_version=current_version)
+                       pruned=pruned, previous_version=current_version, warnings=item_warnings, skipped=skipped)
+
+
+def format_skipped(skipped: dict[str, int]) -> str:
+    """``3 .svg, 1 hidden`` - what the listing passed over."""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
+    """Prune old versions and (local DEST) temp files of killed writers; a failure is only a warning."""
+    try:
+        pruned = prune(dest, keep)
+        if isinstance(dest, LocalStore):
+            dest.remove_stale_temp()
+        return pruned
+    except (SearchError, OSError, ValueError) as e:
+        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
+        return []
+
+
+def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]], vectors: np.ndarray,
+                      errors: list[dict[str, Any]], fields: dict[str, Any], opts: BuildOptions, log: _Log) -> bool:
+    """Whether publishing would give the current version again: the same rows, vectors and errors, and the
+    same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
+    non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
+    m = prev.manifest
+    if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
+        return False
+    settings = {"M": opts.M, "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": int(vectors.shape[1]),
+                "count": len(rows), "space": "ip", **fields}
+    keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
+    if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
+        return False
+    if prev.embeddings is None or prev.embeddings.shape != vectors.shape or _jsonable(rows) != prev.items:
+        return False
+    if not np.array_equal(np.asarray(prev.embeddings, dtype=np.float32), vectors):
+        return False
+    try:
+        raw = store.read_bytes(version_prefix(prev.version) + ERRORS_FILE)
+        if hashlib.sha256(raw).hexdigest() != m["files"][ERRORS_FILE]["sha256"]:
+            return False
+        old_errors = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
+        log.warn(f"cannot compare with the errors of version {prev.version} ({e}); publishing a new version")
+        return False
+    return old_errors == _jsonable(errors)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from the index's JSON files (tuples become lists...)."""
+    return json.loads(json.dumps(value, allow_nan=False))
 
 
 def _exts() -> tuple[str, ...]:

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 EPILOG_BUILD = """\
-SRC is a folder (recursive; jpg jpeg png webp gif bmp tif tiff; a sidecar NAME.json beside NAME.jpg becomes
-the item's metadata), an s3://bucket/prefix, or a JSONL manifest of {"id", "uri", ...metadata} lines.
+SRC is a folder (recursive; jpg jpeg png webp gif bmp tif tiff avif ico; a sidecar NAME.json beside NAME.jpg
+becomes the item's metadata; other files and hidden ones are counted as skipped, by extension), an
+s3://bucket/prefix, or a JSONL manifest of {"id", "uri", ...metadata} lines.
 BUNDLE and DEST are local paths or s3:// URIs. When DEST already has an index, the build is incremental:
-unchanged files are not read again, changed and new files are embedded, deleted ones dropped. Embeddings
-are checkpointed in --work-dir, so a killed build resumes where it stopped.
+unchanged files are not read again, changed and new files are embedded, deleted ones dropped; when nothing
+changed, no new version is published (exit 0). Embeddings are checkpointed in --work-dir, so a killed build
+resumes where it stopped.
 """
 
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory (default DEST/.work, or a cache dir keyed by DEST for S3)")
     b.add_argument("--max-pixels", type=_positive, default=None,
                    help="skip images larger than this many pixels (default 50000000)")
+    b.add_argument("--max-file-bytes", type=_positive, default=None,
+                   help="skip files larger than this many bytes without reading them (default 268435456)")
     b.add_argument("--shard-size", type=_positive, default=1024,
                    help="checkpoint every N embedded images (default 1024; also every 60 s)")
     b.add_argument("--allow-empty", action="store_true", help="publish even if no image could be indexed")
@@ -93,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from handler.preprocess import DEFAULT_MAX_PIXELS
-    from index_builder.build import BuildOptions, build
+    from index_builder.build import DEFAULT_MAX_FILE_BYTES, BuildOptions, build, format_skipped
     from index_builder.sources import UsageError
 
     if not args.bundle:
@@ -103,14 +107,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         workers=args.workers, precision=args.precision, backend=args.backend, device=args.device,
         pretrained=args.pretrained, M=args.M, ef_construction=args.ef_construction, ef=args.ef,
         keep_versions=args.keep_versions, strict=args.strict, work_dir=args.work_dir,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, quiet=args.quiet, shard_size=args.shard_size,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,
+        quiet=args.quiet, shard_size=args.shard_size,
         threads=args.threads, allow_empty=args.allow_empty)
     result = build(opts)
     s = result.stats
     if args.json:
-        print(json.dumps({"version": result.version, "out": args.out, "stats": s, "seconds": round(result.seconds, 3),
-                          "images_per_s": round(result.images_per_s, 2), "pruned": result.pruned,
-                          "previous_version": result.previous_version, "errors": result.errors}))
+        print(json.dumps({"version": result.version, "published": result.published, "out": args.out, "stats": s,
+                          "seconds": round(result.seconds, 3), "images_per_s": round(result.images_per_s, 2),
+                          "pruned": result.pruned, "previous_version": result.previous_version,
+                          "errors": result.errors, "warnings": result.warnings, "skipped": result.skipped}))
         return 0
     if not args.quiet:
         for e in result.errors[:20]:
@@ -118,10 +124,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
         if len(result.errors) > 20:
             print(f"... and {len(result.errors) - 20} more (see errors.jsonl of the version)", file=sys.stderr)
     rate = f", {result.images_per_s:.1f} images/s" if s["embedded"] else ""
-    print(f"published version {result.version} to {args.out}: {s['count']} items "
+    skipped = f"; skipped {format_skipped(result.skipped)} (not images)" if result.skipped else ""
+    head = (f"published version {result.version} to {args.out}" if result.published else
+            f"no changes: {args.out} stays at version {result.version}, nothing published")
+    print(f"{head}: {s['count']} items "
           f"(embedded {s['embedded']}, resumed {s['resumed']}, unchanged {s['unchanged']}, reused {s['reused']}, "
           f"added {s['added']}, changed {s['changed']}, removed {s['removed']}, errors {s['errors']}) "
-          f"in {result.seconds:.1f}s{rate}")
+          f"in {result.seconds:.1f}s{rate}{skipped}")
     if result.pruned and not args.quiet:
         print(f"pruned {len(result.pruned)} old version(s): {', '.join(result.pruned)}", file=sys.stderr)
     return 0

@@ -20,7 +20,8 @@ The event may override a few things (unknown keys are refused, so a typo never r
 An EventBridge scheduled event without ``Input`` (it has ``detail-type``) counts as ``{}``. The output
 location cannot be overridden: the function's IAM policy only allows writes under INDEX_URI anyway.
 
-Returns ``{"ok": true, "version": <published version>, "index_uri", "argv", "seconds"}``; a failed build
+Returns ``{"ok": true, "version": <current version>, "index_uri", "argv", "seconds"}`` (a build that finds
+nothing changed publishes nothing: the version is the one already served); a failed build
 raises :class:`RebuildFailed`, so the invocation is reported as an error (metrics, async retries, DLQ).
 """
 

@@ -1,7 +1,10 @@
 """Parallel read + hash + decode + preprocess feeding the encoder in batches, in source order.
 
-``workers`` threads run :func:`prepare` (read the bytes, sha256 them, skip decoding when the content's
-vector is already known, else decode + preprocess with the torch-free :class:`ImagePreprocessor`).
+``workers`` threads run :func:`prepare` (read the bytes - never more than the source's ``max_bytes`` -,
+sha256 them, skip decoding when the content's vector is already known, else decode + preprocess with the
+torch-free :class:`ImagePreprocessor`). Warnings raised while preparing an item (Pillow's "Corrupt EXIF
+data"...) are recorded on that item (:mod:`index_builder.itemwarnings`), not printed anonymously.
+Messages never quote file content (:func:`safe_message`).
 PIL, hashlib and onnxruntime release the GIL, so decoding overlaps inference. At most ``ahead`` items are
 in flight (bounded memory); results are consumed in submission order and batches are formed in that order,
 so the output does not depend on thread timing.
@@ -10,6 +13,7 @@ so the output does not depend on thread timing.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +24,19 @@ import numpy as np
 
 from handler.errors import ImageTooLargeError, InvalidImageError
 from handler.storage import NotFoundError, StorageError
-from index_builder.sources import Source, SourceItem
+from index_builder.itemwarnings import capture_item_warnings
+from index_builder.sources import FileTooLargeError, Source, SourceItem
 from index_builder.workdir import CachedVector
 
-__all__ = ["Prepared", "classify", "prepare", "prepared_stream"]
+__all__ = ["Prepared", "classify", "prepare", "prepared_stream", "safe_message"]
+
+_BYTES_LITERAL = re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def safe_message(message: str) -> str:
+    """A message with any quoted bytes (``b'root:x:0'``, a decoder echoing a file's header) elided: errors
+    and warnings name files, never their content."""
+    return _BYTES_LITERAL.sub("b'...'", message)
 
 
 @dataclass
@@ -40,11 +53,13 @@ class Prepared:
     pixels: np.ndarray | None = None
     cached: CachedVector | None = None
     error: tuple[str, str] | None = None
+    warnings: list[str] | None = None
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """``(reason, message)`` of an image that cannot be indexed. Reasons: ``empty``, ``truncated``,
-    ``not_an_image``, ``corrupt``, ``too_large``, ``unreadable``."""
+    ``not_an_image``, ``corrupt``, ``too_large``, ``unreadable`` (and, set elsewhere, ``file_too_large``,
+    ``outside_root``, ``invalid_key``)."""
     if isinstance(exc, ImageTooLargeError):
         return "too_large", exc.message
     if isinstance(exc, InvalidImageError):
@@ -69,9 +84,32 @@ def prepare(
     preprocessor: Any,
     known: Callable[[str], CachedVector | None],
 ) -> Prepared:
+    with capture_item_warnings() as caught:
+        out = _prepare(position, item, source, preprocessor, known)
+    if caught:
+        out.warnings = [safe_message(w) for w in caught]
+    if out.error is not None:
+        out.error = (out.error[0], safe_message(out.error[1]))
+    return out
+
+
+def _prepare(
+    position: int,
+    item: SourceItem,
+    source: Source,
+    preprocessor: Any,
+    known: Callable[[str], CachedVector | None],
+) -> Prepared:
     out = Prepared(position, item)
+    limit = source.max_bytes
+    if limit is not None and item.size is not None and item.size > limit:  # known from the listing: not read
+        out.error = ("file_too_large", f"{item.size} bytes, over --max-file-bytes {limit}")
+        return out
     try:
         data = source.read(item)
+    except FileTooLargeError:
+        out.error = ("file_too_large", f"over --max-file-bytes {limit}")
+        return out
     except StorageError as e:
         if not isinstance(e, NotFoundError):
             raise  # the storage failed (network, credentials): abort the build rather than skip everything

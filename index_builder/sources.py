@@ -6,8 +6,11 @@ bytes are read while listing, only small JSON sidecars - and reads one item's by
 
 Ids: folder -> path relative to the folder (POSIX); S3 -> key relative to the prefix; JSONL -> the
 line's ``id``. Only image extensions (:data:`IMAGE_EXTENSIONS`) are considered in folders and prefixes;
-names starting with ``.`` (hidden files and folders, temp files, a ``.work`` dir) are skipped.
+names starting with ``.`` (hidden files and folders, temp files, a ``.work`` dir) are skipped. What a
+listing passes over is counted in :attr:`Source.skipped` (by lower-case extension, ``hidden``, ``no
+extension``) so the build can report it. Symlinks in a folder are followed only to files inside the folder.
 Metadata: a JSONL line's fields other than ``id``/``uri``, or a sidecar ``<stem>.json`` next to the image.
+Reads stop at :attr:`Source.max_bytes` (:class:`FileTooLargeError`), so a huge file is never read whole.
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ import os
 import stat
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from handler.storage import S3Store, Store, open_store
+from handler.storage import S3Store, Store, TooLargeError, open_store, read_capped
 
-__all__ = ["IMAGE_EXTENSIONS", "BuildError", "Source", "SourceItem", "open_source"]
+__all__ = ["IMAGE_EXTENSIONS", "BuildError", "FileTooLargeError", "Source", "SourceItem", "open_source"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".ico")
 SIDECAR_SUFFIX = ".json"
+HIDDEN = "hidden"
+NO_EXTENSION = "no extension"
 
 
 class BuildError(Exception):
@@ -58,8 +64,32 @@ class SourceItem:
     key: str | None = None  # the S3 key inside the source's store (S3 sources)
 
 
+class FileTooLargeError(Exception):
+    """An item's file is larger than the source's ``max_bytes``; it was not read (beyond the limit)."""
+
+
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def skip_kind(name: str) -> str:
+    """The bucket a skipped file is counted in: ``hidden``, its lower-case extension, or ``no extension``."""
+    if name.startswith("."):
+        return HIDDEN
+    suffix = PurePosixPath(name).suffix.lower()
+    return suffix if suffix and suffix != "." else NO_EXTENSION
+
+
+def sidecar_name(name: str) -> str:
+    """``a/b.jpg`` -> ``a/b.json`` (plain string edit: keys like ``a//b.jpg`` are not normalised)."""
+    head, _, last = name.rpartition("/")
+    stem = last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
+    return f"{head}/{stem}{SIDECAR_SUFFIX}" if head else stem + SIDECAR_SUFFIX
+
+
+def _bad_key(key: str) -> bool:
+    """An S3 key with an empty, '.' or '..' segment: legal in S3, but not a safe relative path (id, uri)."""
+    return any(p in ("", ".", "..") for p in key.split("/"))
 
 
 def _warn(msg: str) -> None:
@@ -83,12 +113,26 @@ class Source:
 
     uri: str
     warn: Callable[[str], None] = staticmethod(_warn)
+    max_bytes: int | None = None  # read() raises FileTooLargeError beyond this many bytes
+    skipped: Counter[str]  # set by list(): files passed over, by skip_kind
 
     def list(self) -> list[SourceItem]:
         raise NotImplementedError
 
     def read(self, item: SourceItem) -> bytes:
         raise NotImplementedError
+
+
+def _too_large(item: SourceItem, limit: int | None) -> FileTooLargeError:
+    return FileTooLargeError(f"{item.uri} is larger than --max-file-bytes {limit}")
+
+
+def _read_local(path: str, item: SourceItem, limit: int | None) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return read_capped(f, limit, path)
+    except TooLargeError:
+        raise _too_large(item, limit) from None
 
 
 class _Readers:
@@ -104,20 +148,31 @@ class _Readers:
                 self._stores[bucket] = open_store(f"s3://{bucket}")
             return self._stores[bucket]
 
-    def read(self, uri: str) -> bytes:
-        if uri.startswith("s3://"):
-            bucket, _, key = uri[5:].partition("/")
-            return self.store(bucket).read_bytes(key)
-        return Path(uri).read_bytes()
+    def read(self, item: SourceItem, limit: int | None) -> bytes:
+        if item.uri.startswith("s3://"):
+            bucket, _, key = item.uri[5:].partition("/")
+            try:
+                return self.store(bucket).read_bytes(key, max_bytes=limit)
+            except TooLargeError:
+                raise _too_large(item, limit) from None
+        return _read_local(item.uri, item, limit)
 
 
 class FolderSource(Source):
     def __init__(self, root: Path):
         self.root = root.expanduser().absolute()
         self.uri = str(self.root)
+        self.skipped = Counter()
+
+    def _inside(self, path: str) -> bool:
+        """Whether a symlink resolves to a file inside the collection folder (links out are not followed)."""
+        real = os.path.realpath(path)
+        return os.path.commonpath([real, self._real_root]) == self._real_root
 
     def list(self) -> list[SourceItem]:
         items: list[SourceItem] = []
+        self.skipped = Counter()
+        self._real_root = os.path.realpath(self.root)
         self._walk(self.root, "", items)
         items.sort(key=lambda it: str(it.id))
         return items
@@ -131,8 +186,10 @@ class FolderSource(Source):
             self.warn(f"cannot list folder {directory} ({e.strerror or e}); skipped")
             return
         names = {e.name for e in entries}
+        sidecars = {sidecar_name(n) for n in names if is_image_name(n)}
         for entry in entries:
             if entry.name.startswith("."):
+                self.skipped[HIDDEN] += 1
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -142,8 +199,15 @@ class FolderSource(Source):
                 self._walk(Path(entry.path), f"{rel}{entry.name}/", out)
                 continue
             if not is_image_name(entry.name):
+                if entry.name not in sidecars:
+                    self.skipped[skip_kind(entry.name)] += 1
                 continue
             item = SourceItem(id=rel + entry.name, uri=entry.path)
+            if entry.is_symlink() and not self._inside(entry.path):
+                item.error = ("outside_root", f"{entry.path} is a symlink to a file outside {self.root}; "
+                              "not followed")
+                out.append(item)
+                continue
             try:
                 st = os.stat(entry.path)  # follows symlinks: broken links and loops fail here
             except OSError as e:
@@ -163,6 +227,10 @@ class FolderSource(Source):
             sidecar = str(PurePosixPath(entry.name).with_suffix(SIDECAR_SUFFIX))
             if sidecar in names:
                 path = Path(directory) / sidecar
+                if path.is_symlink() and not self._inside(str(path)):
+                    self.warn(f"sidecar {path} is a symlink out of {self.root}; not followed, no metadata")
+                    out.append(item)
+                    continue
                 try:
                     item.metadata = _parse_sidecar(path.read_bytes(), str(path), self.warn)
                 except OSError as e:
@@ -170,7 +238,7 @@ class FolderSource(Source):
             out.append(item)
 
     def read(self, item: SourceItem) -> bytes:
-        return Path(item.uri).read_bytes()
+        return _read_local(item.uri, item, self.max_bytes)
 
 
 def _parallel(fn: Callable[[Any], Any], values: Iterable[Any], workers: int) -> list[Any]:
@@ -186,6 +254,7 @@ class S3Source(Source):
         self.store = store
         self.uri = store.uri
         self.workers = workers
+        self.skipped = Counter()
 
     def list(self) -> list[SourceItem]:
         from handler.storage import NotFoundError
@@ -195,15 +264,31 @@ class S3Source(Source):
         except NotFoundError as e:
             raise BuildError(f"--source {self.uri}: {e}; check the bucket name") from None
         keys = {o.key for o in objects}
+        sidecars = {sidecar_name(k) for k in keys if is_image_name(k)}
+        self.skipped = Counter()
         items: list[SourceItem] = []
         for obj in objects:
-            if any(part.startswith(".") for part in obj.key.split("/")) or not is_image_name(obj.key):
+            name = obj.key.rsplit("/", 1)[-1]
+            if any(part.startswith(".") and part not in (".", "..") for part in obj.key.split("/")):
+                self.skipped[HIDDEN] += 1
+                continue
+            if not is_image_name(name):
+                if obj.key not in sidecars:
+                    self.skipped[skip_kind(name)] += 1
+                continue
+            if _bad_key(obj.key):  # cannot be an id / uri the service resolves: an error, not an abort
+                uri = f"{self.uri}/{obj.key}"
+                items.append(SourceItem(id=obj.key, uri=uri, size=obj.size, mtime=obj.mtime, etag=obj.etag,
+                                        error=("invalid_key", f"{uri}: the key has an empty, '.' or '..' segment; "
+                                               "rename the object to index it")))
                 continue
             items.append(SourceItem(id=obj.key, uri=self.store.uri_for(obj.key), size=obj.size, mtime=obj.mtime,
                                     etag=obj.etag, key=obj.key))
         items.sort(key=lambda it: str(it.id))
 
         def sidecar(item: SourceItem) -> None:
+            if item.error is not None:
+                return
             key = str(PurePosixPath(item.key or "").with_suffix(SIDECAR_SUFFIX))
             if key not in keys:
                 return
@@ -217,7 +302,10 @@ class S3Source(Source):
 
     def read(self, item: SourceItem) -> bytes:
         assert item.key is not None
-        return self.store.read_bytes(item.key)
+        try:
+            return self.store.read_bytes(item.key, max_bytes=self.max_bytes)
+        except TooLargeError:
+            raise _too_large(item, self.max_bytes) from None
 
 
 class JsonlSource(Source):
@@ -228,6 +316,7 @@ class JsonlSource(Source):
         self.uri = uri
         self.workers = workers
         self._readers = _Readers()
+        self.skipped = Counter()
 
     def _load_text(self) -> tuple[str, str]:
         """(text, base for relative uris)."""
@@ -317,7 +406,7 @@ class JsonlSource(Source):
         item.size, item.mtime = int(st.st_size), float(st.st_mtime)
 
     def read(self, item: SourceItem) -> bytes:
-        return self._readers.read(item.uri)
+        return self._readers.read(item, self.max_bytes)
 
 
 def open_source(uri: str, workers: int = 8) -> Source:

@@ -319,3 +319,55 @@ def test_s3_server_restart_keeps_data(s3_server, tmp_path: Path, monkeypatch: py
     finally:
         s3_server.start()
     assert open_store(store.uri).read_bytes("k") == b"v"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_local_writes_get_the_umask_mode_not_0600(tmp_path: Path, umask: int) -> None:
+    """Issue 11 #17: mkstemp's 0600 made a local index unreadable for a service running as another user."""
+    old = os.umask(umask)
+    try:
+        store = open_store(tmp_path / "store")
+        store.write_bytes("versions/v/manifest.json", b"{}")
+        (tmp_path / "f").write_bytes(b"abc")
+        store.upload_file("versions/v/index.hnsw", tmp_path / "f")
+        open_store(tmp_path / "store").download_file("versions/v/index.hnsw", tmp_path / "copy")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "store/versions/v/manifest.json", tmp_path / "store/versions/v/index.hnsw",
+                 tmp_path / "copy"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_read_bytes_max_bytes(store: Store) -> None:
+    from handler.storage import TooLargeError
+
+    store.write_bytes("a.bin", b"x" * 5000)
+    store.write_bytes("empty.bin", b"")
+    assert store.read_bytes("a.bin", max_bytes=5000) == b"x" * 5000
+    assert store.read_bytes("empty.bin", max_bytes=10) == b""
+    with pytest.raises(TooLargeError, match="larger than the limit of 4999 bytes"):
+        store.read_bytes("a.bin", max_bytes=4999)
+    with pytest.raises(NotFoundError):
+        store.read_bytes("missing.bin", max_bytes=10)
+
+
+def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
+    """Issue 11 #17: a writer killed mid-write leaves .tmp-* files that listing hides and pruning never saw."""
+    root = tmp_path / "index"
+    store = open_store(root)
+    store.write_bytes("versions/v1/manifest.json", b"{}")
+    old = [root / ".tmp-CURRENT.abc", root / "versions/v1/.tmp-index.hnsw.x", root / "versions/v2/.tmp-items.y"]
+    fresh = root / "versions/v3/.tmp-index.hnsw.z"  # a build writing right now
+    work = root / ".work/shards-k/.tmp-000001.npz.q"  # a build's own work dir: not the store's business
+    for path in [*old, fresh, work]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    for path in [*old, work]:
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert isinstance(store, LocalStore) and store.remove_stale_temp() == 3
+    assert not any(p.exists() for p in old) and fresh.exists() and work.exists()
+    assert not (root / "versions/v2").exists()  # emptied directories go too
+    # deleting a prefix deletes the temp files under it, whatever their age, and the directory
+    store.delete_prefix("versions/v3/")
+    assert not (root / "versions/v3").exists()
+    assert [o.key for o in store.list()] == ["versions/v1/manifest.json"]

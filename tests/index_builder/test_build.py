@@ -148,12 +148,10 @@ def test_incremental_add_change_delete(demo_bundle: Path, embedder, tmp_path: Pa
     assert cli(*build_args(src, demo_bundle, dest)).rc == 0
     v1 = read_version(dest)
 
-    # unchanged source: nothing is embedded, nothing read (size + mtime match)
+    # unchanged source: nothing is embedded, nothing read (size + mtime match), nothing published
     r = cli(*build_args(src, demo_bundle, dest))
-    assert r.rc == 0 and "embedded 0" in r.out
-    v2 = read_version(dest)
-    assert v2["manifest"]["stats"]["unchanged"] == 60 and v2["manifest"]["previous_version"] == v1["version"]
-    np.testing.assert_array_equal(v2["embeddings"], v1["embeddings"])
+    assert r.rc == 0 and "embedded 0" in r.out and "unchanged 60" in r.out and "no changes" in r.out
+    assert current(dest) == v1["version"]
 
     # add 5 (other classes' pixels), change 2 (different images under the same names), delete 3
     extra = collection(tmp_path / "extra", 7, seed=99)
@@ -313,7 +311,7 @@ def test_info_and_verify(demo_bundle: Path, tmp_path: Path, cli) -> None:
     src, dest = tmp_path / "src", tmp_path / "index"
     collection(src, 12, seed=6)
     assert cli(*build_args(src, demo_bundle, dest)).rc == 0
-    assert cli(*build_args(src, demo_bundle, dest)).rc == 0
+    assert cli(*build_args(src, demo_bundle, dest, "--ef-construction", 100)).rc == 0  # a new setting: new version
     r = cli("info", dest, "--json")
     assert r.rc == 0
     info = r.json()  # exactly one JSON object
@@ -347,8 +345,8 @@ def test_info_and_verify(demo_bundle: Path, tmp_path: Path, cli) -> None:
 def test_keep_versions_prunes_old_versions(demo_bundle: Path, tmp_path: Path, cli) -> None:
     src, dest = tmp_path / "src", tmp_path / "index"
     collection(src, 6, seed=7)
-    for _ in range(4):
-        assert cli(*build_args(src, demo_bundle, dest, "--keep-versions", 2)).rc == 0
+    for i in range(4):  # each with another default ef, so each publishes a version
+        assert cli(*build_args(src, demo_bundle, dest, "--keep-versions", 2, "--ef", 100 + i)).rc == 0
     versions = sorted(p.name for p in (dest / "versions").iterdir())
     assert len(versions) == 2 and versions[-1] == current(dest)
 
@@ -408,3 +406,78 @@ def test_onnx_build_does_not_import_torch(demo_bundle: Path, tmp_path: Path) -> 
     help_proc = subprocess.run(cli_command("build", "--help"), env=subprocess_env(), capture_output=True, text=True,
                                timeout=60)
     assert help_proc.returncode == 0 and "--keep-versions" in help_proc.stdout
+
+
+def test_rebuild_without_changes_publishes_nothing(demo_bundle: Path, tmp_path: Path, cli) -> None:
+    """Issue 11 #14: an unchanged rebuild published a new version (warm functions swapped, --keep-versions
+    pruned real history). Settings that change the index still publish."""
+    src, dest = tmp_path / "src", tmp_path / "index"
+    collection(src, 10, seed=12)
+    assert cli(*build_args(src, demo_bundle, dest, "--keep-versions", 2)).rc == 0
+    v1 = current(dest)
+    assert cli(*build_args(src, demo_bundle, dest, "--keep-versions", 2, "--ef", 64)).rc == 0
+    v2 = current(dest)
+    assert v2 != v1
+    (src / "logo.svg").write_text("<svg/>")  # not an image: reported, changes nothing
+    r = cli("build", "--source", src, "--bundle", demo_bundle, "--out", dest, "--keep-versions", 2, "--ef", 64)
+    assert r.rc == 0, r.err
+    assert f"no changes: {dest} stays at version {v2}, nothing published" in r.out and "unchanged 10" in r.out
+    assert "skipped 1 .svg" in r.out
+    r = cli(*build_args(src, demo_bundle, dest, "--keep-versions", 2, "--ef", 64, "--json"))
+    assert r.rc == 0 and r.json()["published"] is False and r.json()["version"] == v2
+    assert current(dest) == v2 and sorted(p.name for p in (dest / "versions").iterdir()) == [v1, v2]
+    assert not (dest / ".work").exists()
+    # an index-changing option publishes even though no image changed
+    for extra in (["--M", 8], ["--ef-construction", 100], ["--precision", "int8"], ["--full"]):
+        before = current(dest)
+        r = cli(*build_args(src, demo_bundle, dest, "--ef", 64, *extra, "--json"))
+        assert r.rc == 0 and r.json()["published"] is True, (extra, r.err)
+        assert current(dest) != before, extra
+
+
+def test_verify_accepts_duplicate_images(demo_bundle: Path, tmp_path: Path, cli) -> None:
+    """Issue 11 #13: identical images share a vector, so the search may return another copy first;
+    verify said "only 45% of sampled vectors find themselves" on an intact index."""
+    src, dest = tmp_path / "src", tmp_path / "index"
+    paths = collection(src, 12, seed=13)
+    (src / "copies").mkdir()
+    for i in range(40):
+        (src / "copies" / f"copy_{i:02d}.jpg").write_bytes(paths[0].read_bytes())
+    assert cli(*build_args(src, demo_bundle, dest)).rc == 0
+    r = cli("verify", dest)
+    assert r.rc == 0 and "intact" in r.out, r.err
+
+
+def test_unindexable_files_are_reported_by_name_without_content(demo_bundle: Path, tmp_path: Path, cli) -> None:
+    """Issue 11 #4, #15, #16, #20 end to end: a file over --max-file-bytes is not read, skipped files are
+    counted by extension, Pillow warnings name the file (silenced by --quiet), and neither errors.jsonl nor
+    the output quotes file content or follows a symlink out of the folder."""
+    from tests.index_builder.test_pipeline import _jpeg_with_bad_exif
+
+    src, dest = tmp_path / "src", tmp_path / "index"
+    collection(src, 6, seed=14)
+    (src / "huge.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 50_000)
+    (src / "passwd.jpg").symlink_to("/etc/passwd")
+    (src / "text.jpg").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    (src / "exif.jpg").write_bytes(_jpeg_with_bad_exif((10, 200, 10)))
+    for name in ("logo.svg", "b.svg", "photo.heic", "notes.txt", ".DS_Store"):
+        (src / name).write_bytes(b"x")
+    r = cli("build", "--source", src, "--bundle", demo_bundle, "--out", dest, "--max-file-bytes", 40_000)
+    assert r.rc == 0, r.err
+    v = read_version(dest)
+    assert {e["id"]: e["reason"] for e in v["errors"]} == {
+        "huge.jpg": "file_too_large", "passwd.jpg": "outside_root", "text.jpg": "not_an_image"}
+    assert v["manifest"]["count"] == 7
+    skipped = {".svg": 2, ".heic": 1, ".txt": 1, "hidden": 1}
+    assert v["manifest"]["stats"]["skipped"] == skipped and v["manifest"]["stats"]["warnings"] == 1
+    assert "skipped 2 .svg, 1 .heic, 1 .txt, 1 hidden (not images)" in r.out
+    assert "warning: exif.jpg: UserWarning: Tag data larger than file" in r.err
+    raw = (dest / "versions" / v["version"] / "errors.jsonl").read_text()
+    for text in (raw, r.out, r.err):
+        assert "root:x" not in text and "bin/bash" not in text and "upload" not in text
+    r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--full", "--json"))
+    assert r.rc == 0 and "Tag data" not in r.err and "warning" not in r.err  # --quiet
+    out = r.json()
+    assert out["skipped"] == skipped and [(w["id"], w["message"][:11]) for w in out["warnings"]] == [
+        ("exif.jpg", "UserWarning")]
+    assert "root:x" not in r.out
