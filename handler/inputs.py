@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from handler.errors import BadInputError, ImageTooLargeError, InvalidTextError
 
 __all__ = [
@@ -55,7 +57,6 @@ MAX_EMBED_IMAGES = 16
 QUERY_FIELDS = ("text", "image", "embedding", "id")
 SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef")
 _DATA_URI = re.compile(r"^data:([A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)?((?:;[^,;]*)*?);base64,", re.IGNORECASE)
-_B64_JUNK = re.compile(r"[\s]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -141,16 +142,35 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+#: Longest integer literal accepted in JSON (Python's int/str conversion limit; no field needs more).
+MAX_INT_DIGITS = 4300
+
+
 def _reject_constant(name: str) -> Any:
     raise InvalidJSONError(f"invalid JSON: {name} is not a number JSON allows")
 
 
+# The number hooks are Python functions on purpose: besides bounding integer literals, each call lets the
+# interpreter hand the GIL to the event loop, so a body of 100k+ numbers parsed in a worker thread does not
+# freeze the loop for the whole json.loads (the C scanner alone never releases the GIL).
+def _parse_int(literal: str) -> int:
+    digits = len(literal) - (literal[:1] == "-")
+    if digits > MAX_INT_DIGITS:
+        raise InvalidJSONError(f"invalid JSON: an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    return float(literal)
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (no NaN / Infinity)."""
+    """Strict JSON (no NaN / Infinity, integers of at most MAX_INT_DIGITS digits). CPU-bound on big
+    bodies: call it from a worker thread (the app does)."""
     if not body.strip():
         raise InvalidJSONError("empty request body: expected a JSON object")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
     except InvalidJSONError:
         raise
     except UnicodeDecodeError as e:
@@ -159,6 +179,8 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSONError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise InvalidJSONError("invalid JSON: nested too deeply") from None
+    except ValueError as e:  # any other conversion limit of the decoder: bad input, never a 500
+        raise InvalidJSONError(f"invalid JSON: {str(e)[:200]}") from None
 
 
 def _type_name(value: Any) -> str:
@@ -229,7 +251,7 @@ def decode_image_field(value: Any, max_bytes: int, name: str = "image") -> bytes
         text = text[match.end():]
     if len(text) > (max_bytes + 2) // 3 * 4 * 2 + 1024:  # far over the limit even with whitespace: don't scan
         raise ImageTooLargeError(f"'{name}' is over the limit of {max_bytes} bytes")
-    text = _B64_JUNK.sub("", text)
+    text = "".join(text.split())  # drop whitespace (line-wrapped base64): ~20x faster than a regex
     if not text:
         raise InvalidBase64Error(f"'{name}' is empty")
     if len(text) > (max_bytes + 2) // 3 * 4 + 4:
@@ -363,7 +385,7 @@ async def search_from_form(form: Any, max_image_bytes: int) -> SearchRequest:
     value = form[kind]
     if kind == "image":
         if isinstance(value, str):
-            req.image = decode_image_field(value, max_image_bytes)
+            req.image = await run_in_threadpool(decode_image_field, value, max_image_bytes)
         else:
             data = await value.read(max_image_bytes + 1)
             if len(data) > max_image_bytes:

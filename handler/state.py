@@ -68,10 +68,15 @@ class ServiceState:
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- construction ---------------------------------------------------------------------------------------
+    #: API_KEY of a process whose configuration is invalid (no Settings to hold it): still required.
+    fallback_api_key: str | None = field(default=None, repr=False)
+
     @classmethod
-    def failed_config(cls, exc: BaseException) -> ServiceState:
-        """A state for a process whose configuration is invalid: every route but /health answers 503."""
-        state = cls(settings=None, config_problem=_problem("config", exc))
+    def failed_config(cls, exc: BaseException, api_key: str | None = None) -> ServiceState:
+        """A state for a process whose configuration is invalid: every route but /health answers 503.
+        ``api_key`` (the raw API_KEY, if any) still guards the routes and the details of /health."""
+        state = cls(settings=None, config_problem=_problem("config", exc),
+                    fallback_api_key=api_key if api_key and api_key.strip() else None)
         log_event("config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message)
         return state
 
@@ -121,6 +126,10 @@ class ServiceState:
             # a local checkpoint path says nothing to a client: keep its file name only
             return f"{name}/{pretrained.replace(chr(92), '/').rsplit('/', 1)[-1]}"
         return name
+
+    @property
+    def api_key(self) -> str | None:
+        return self.settings.api_key if self.settings is not None else self.fallback_api_key
 
     @property
     def index_configured(self) -> bool:
@@ -225,7 +234,9 @@ class ServiceState:
             self._failed.pop(version, None)
 
     # -- reporting ------------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    def health(self, details: bool = True) -> dict[str, Any]:
+        """The /health body. Without ``details`` (a caller without the API key) problems carry their
+        component and code only: messages may name buckets, paths and configuration values."""
         problems = self.problems()
         out: dict[str, Any] = {
             "status": "ok" if not problems else "unavailable",
@@ -238,7 +249,10 @@ class ServiceState:
                             "version": self.index.version if self.index is not None else None}
         else:
             out["mode"] = "embedding-only"
-        if problems:
+        if problems and details:
             out["problems"] = [p.as_dict() for p in problems]
             out["reason"] = "; ".join(f"{p.component}: {p.code}: {p.message}" for p in problems)
+        elif problems:
+            out["problems"] = [{"component": p.component, "code": p.code} for p in problems]
+            out["reason"] = "; ".join(f"{p.component}: {p.code}" for p in problems)
         return out
