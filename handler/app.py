@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.responses import JSONResponse as _JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -255,6 +256,8 @@ def create_app(state: ServiceState) -> FastAPI:
 
     app = FastAPI(
         default_response_class=JSONResponse,
+        docs_url=None,  # served below from the package's static folder, not a CDN
+        redoc_url=None,  # ReDoc is CDN-only: blank offline, so not offered
         title="CLIP image search",
         version="0.1.0",
         description="Text, image, vector and 'more like this' search over an image collection; CLIP embeddings.",
@@ -339,6 +342,15 @@ def create_app(state: ServiceState) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        base = _base(request)
+        assets = f"{base}/static/swagger-ui"
+        return get_swagger_ui_html(openapi_url=f"{base}{app.openapi_url}", title=f"{app.title} - API",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets}/favicon-32x32.png")
+
     # -- health / info --------------------------------------------------------------------------------------
     @app.get("/health", summary="200 when the model and index are loaded and verified, else 503 with reason "
                                 "codes (the messages need x-api-key when API_KEY is set)")
@@ -374,6 +386,8 @@ def create_app(state: ServiceState) -> FastAPI:
         }
         if state.problems():
             body["problems"] = [p.as_dict() for p in state.problems()]
+        if state.warnings():
+            body["warnings"] = [w.as_dict() for w in state.warnings()]
         if idx is not None:
             m = idx.manifest
             body["index"] = {

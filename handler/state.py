@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handler.errors import SearchError
-from handler.logs import log_event
+from handler.logs import emit_metrics, log_event
 
 if TYPE_CHECKING:
     from handler.config import Settings
@@ -47,6 +47,18 @@ def _problem(component: str, exc: BaseException) -> Problem:
     if isinstance(exc, SearchError):
         return Problem(component, exc.code, exc.message)
     return Problem(component, f"{component}_load_failed", f"{type(exc).__name__}: {exc}")
+
+
+def _precision_mismatch(embedder: Any, index: Any) -> Problem | None:
+    """A warning when queries are encoded at another precision than the index's vectors (served anyway:
+    int8 vs fp32 vectors of one model agree to a cosine of ~0.99, see docs/deploy.md)."""
+    built = index.manifest.get("precision")
+    if not isinstance(built, str) or built == embedder.precision:
+        return None
+    return Problem("index", "precision_mismatch",
+                   f"queries are encoded with the {embedder.precision} model but index version {index.version} "
+                   f"holds {built} vectors: results are close but measurably worse; set PRECISION={built} or "
+                   f"rebuild the index with --precision {embedder.precision}")
 
 
 @dataclass
@@ -145,6 +157,13 @@ class ServiceState:
     def healthy(self) -> bool:
         return not self.problems()
 
+    def warnings(self) -> list[Problem]:
+        """What is served but not as intended (the service stays healthy): today a query precision that
+        differs from the one the index was built with."""
+        idx, emb = self.index, self.embedder
+        mismatch = _precision_mismatch(emb, idx) if emb is not None and idx is not None else None
+        return [mismatch] if mismatch is not None else []
+
     # -- index loading and hot swap -------------------------------------------------------------------------
     def _open_index(self) -> SearchIndex:
         from handler.index import load_index
@@ -181,6 +200,14 @@ class ServiceState:
         self.index = new  # the swap: one reference assignment; running requests hold their own snapshot
         self.index_problem = None
         ms = round((time.perf_counter() - t0) * 1000, 2)
+        assert self.embedder is not None
+        mismatch = _precision_mismatch(self.embedder, new)
+        if mismatch is not None:  # a log line and a CloudWatch metric (alarmable), once per loaded version
+            emit_metrics({"precision_mismatch": (1, "Count")},
+                         {"query_precision": self.embedder.precision,
+                          "index_precision": str(new.manifest.get("precision"))},
+                         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), level="WARNING",
+                         event="precision_mismatch", index_version=new.version, message=mismatch.message)
         if old is None:
             log_event("index_loaded", uri=uri, index_version=new.version, count=new.count, dim=new.dim, load_ms=ms)
         else:
@@ -249,6 +276,10 @@ class ServiceState:
                             "version": self.index.version if self.index is not None else None}
         else:
             out["mode"] = "embedding-only"
+        warnings = self.warnings()
+        if warnings:
+            out["warnings"] = [w.as_dict() if details else {"component": w.component, "code": w.code}
+                               for w in warnings]
         if problems and details:
             out["problems"] = [p.as_dict() for p in problems]
             out["reason"] = "; ".join(f"{p.component}: {p.code}: {p.message}" for p in problems)
