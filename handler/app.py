@@ -182,16 +182,17 @@ class ApiKeyMiddleware:
     """When an API key is configured, every route except the page, its static assets, /health and CORS
     preflights needs a matching ``x-api-key`` header (compared in constant time)."""
 
-    def __init__(self, app: Any, api_key: str):
+    def __init__(self, app: Any, api_key: str, cors: bool = False):
         self.app = app
         self.key = api_key.encode()
+        self.cors = cors  # preflights pass only when CORS is configured (else they cannot succeed anyway)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = _route_path(scope)
-        if path in PUBLIC_PATHS or path.startswith("/static/") or _is_preflight(scope):
+        if path in PUBLIC_PATHS or path.startswith("/static/") or (self.cors and _is_preflight(scope)):
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-api-key")
@@ -561,7 +562,8 @@ def create_app(state: ServiceState) -> FastAPI:
 
     # -- middleware (last added = outermost) ----------------------------------------------------------------
     if state.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=state.api_key)
+        app.add_middleware(ApiKeyMiddleware, api_key=state.api_key,
+                           cors=bool(settings is not None and settings.cors_origins))
     app.add_middleware(RequestLogMiddleware, state=state)
     if settings is not None and settings.cors_origins:
         app.add_middleware(
