@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import JSONResponse as _JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,8 +35,8 @@ from handler.inputs import (
     UnknownItemError,
     UnsupportedMediaTypeError,
 )
-from handler.logs import emit_metrics, log_event
-from handler.media import ImageLocator, ThumbnailCache
+from handler.logs import dumps, emit_metrics, log_event
+from handler.media import ITEM_HEADERS, ImageLocator, ThumbnailCache
 from handler.schemas import (
     ERROR_RESPONSES,
     EmbeddingsJSON,
@@ -65,6 +67,14 @@ class ServiceUnavailableError(SearchError):
         self.code = code
 
 
+class JSONResponse(_JSONResponse):
+    """Starlette's JSONResponse, but a body with lone surrogates (an id or message echoed from a Lambda
+    event or an index) is written with ``\\u`` escapes instead of failing with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -80,6 +90,37 @@ def _route_path(scope: dict[str, Any]) -> str:
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
         return path[len(root):] or "/"
     return path
+
+
+def metric_route(scope: dict[str, Any], path: str, status: int) -> str:
+    """The ``route`` metric dimension, from a fixed set: the matched route template, "/static",
+    "redirect" (e.g. the trailing-slash 307) or "unmatched" - never the request's own path."""
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str) and template:
+        return template
+    if path.startswith("/static/"):
+        return "/static"
+    return "redirect" if 300 <= status < 400 else "unmatched"
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value)
+    return b""
+
+
+def has_api_key(scope: dict[str, Any], api_key: str | None) -> bool:
+    """Whether the request may see details: no API key is configured, or it carries the right one."""
+    return api_key is None or hmac.compare_digest(_header(scope, b"x-api-key"), api_key.encode())
+
+
+def _is_preflight(scope: dict[str, Any]) -> bool:
+    """A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method (browsers send no API key)."""
+    if scope.get("method") != "OPTIONS":
+        return False
+    names = {name.lower() for name, _ in scope.get("headers") or ()}
+    return b"origin" in names and b"access-control-request-method" in names
 
 
 # -- middleware -------------------------------------------------------------------------------------------------
@@ -115,8 +156,7 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or (
-                "/static" if path.startswith("/static/") else path if status < 400 else "unmatched")
+            route = metric_route(scope, path, status)
             latency = round((time.perf_counter() - t0) * 1000, 3)
             cold, self.cold = self.cold, False
             index = self.state.index
@@ -139,26 +179,23 @@ class RequestLogMiddleware:
 
 
 class ApiKeyMiddleware:
-    """When an API key is configured, every route except the page, its static assets and /health needs
-    a matching ``x-api-key`` header (compared in constant time)."""
+    """When an API key is configured, every route except the page, its static assets, /health and CORS
+    preflights needs a matching ``x-api-key`` header (compared in constant time)."""
 
-    def __init__(self, app: Any, api_key: str):
+    def __init__(self, app: Any, api_key: str, cors: bool = False):
         self.app = app
         self.key = api_key.encode()
+        self.cors = cors  # preflights pass only when CORS is configured (else they cannot succeed anyway)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = _route_path(scope)
-        if path in PUBLIC_PATHS or path.startswith("/static/") or scope.get("method") == "OPTIONS":
+        if path in PUBLIC_PATHS or path.startswith("/static/") or (self.cors and _is_preflight(scope)):
             await self.app(scope, receive, send)
             return
-        given = b""
-        for name, value in scope.get("headers") or ():
-            if name.lower() == b"x-api-key":
-                given = value
-                break
+        given = _header(scope, b"x-api-key")
         if not hmac.compare_digest(given, self.key):
             message = "missing x-api-key header" if not given else "invalid API key"
             response = error_response(401, "unauthorized", message)
@@ -219,6 +256,9 @@ def create_app(state: ServiceState) -> FastAPI:
     page_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     app = FastAPI(
+        default_response_class=JSONResponse,
+        docs_url=None,  # served below from the package's static folder, not a CDN
+        redoc_url=None,  # ReDoc is CDN-only: blank offline, so not offered
         title="CLIP image search",
         version="0.1.0",
         description="Text, image, vector and 'more like this' search over an image collection; CLIP embeddings.",
@@ -303,13 +343,27 @@ def create_app(state: ServiceState) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        base = _base(request)
+        assets = f"{base}/static/swagger-ui"
+        return get_swagger_ui_html(openapi_url=f"{base}{app.openapi_url}", title=f"{app.title} - API",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets}/favicon-32x32.png")
+
     # -- health / info --------------------------------------------------------------------------------------
-    @app.get("/health", summary="200 when the model and index are loaded and verified, else 503 with the reason")
-    async def health() -> JSONResponse:
-        body = state.health()
+    @app.get("/health", summary="200 when the model and index are loaded and verified, else 503 with reason "
+                                "codes (the messages need x-api-key when API_KEY is set)")
+    async def health(request: Request) -> JSONResponse:
+        details = has_api_key(request.scope, state.api_key)
+        body = state.health(details=details)
         if body["status"] != "ok":
             problems = state.problems()
-            body["error"] = {"code": problems[0].code, "message": body["reason"]}
+            message = body["reason"] if details else (
+                f"the service is unavailable ({body['reason']}); the details are in the service's logs "
+                "(or send x-api-key)")
+            body["error"] = {"code": problems[0].code, "message": message}
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
@@ -333,6 +387,8 @@ def create_app(state: ServiceState) -> FastAPI:
         }
         if state.problems():
             body["problems"] = [p.as_dict() for p in state.problems()]
+        if state.warnings():
+            body["warnings"] = [w.as_dict() for w in state.warnings()]
         if idx is not None:
             m = idx.manifest
             body["index"] = {
@@ -349,7 +405,8 @@ def create_app(state: ServiceState) -> FastAPI:
         mt = inputs.media_type(request.headers.get("content-type"))
         if mt == "application/json" or mt.endswith("+json"):
             body = await read_body(request, limit)
-            return inputs.search_from_json(inputs.parse_json(body), max_image_bytes)
+            # parsing, validation and base64 decoding are CPU-bound: off the event loop
+            return await run_in_threadpool(lambda: inputs.search_from_json(inputs.parse_json(body), max_image_bytes))
         if mt in ("multipart/form-data", "application/x-www-form-urlencoded"):
             await read_body(request, limit)
             async with request.form(max_files=2, max_fields=16, max_part_size=limit) as form:
@@ -408,7 +465,7 @@ def create_app(state: ServiceState) -> FastAPI:
             image_url, thumb_url = loc.urls(item, base)
             metadata = item.get("metadata")
             results.append({
-                "id": item.get("id"), "uri": item.get("uri"), "score": float(hit.score),
+                "id": item.get("id"), "uri": loc.public_uri(item), "score": float(hit.score),
                 "metadata": metadata if isinstance(metadata, dict) else {},
                 "image_url": image_url, "thumbnail_url": thumb_url,
             })
@@ -462,7 +519,7 @@ def create_app(state: ServiceState) -> FastAPI:
         if not (mt == "application/json" or mt.endswith("+json")):
             raise UnsupportedMediaTypeError(f"unsupported content type {mt or '(none)'!r}: send application/json")
         body = await read_body(request, limit)
-        req = inputs.embeddings_from_json(inputs.parse_json(body), max_image_bytes)
+        req = await run_in_threadpool(lambda: inputs.embeddings_from_json(inputs.parse_json(body), max_image_bytes))
         request.state.log.update(req.log_fields())
         emb = embedder()
         out = await run_in_threadpool(run_embeddings, req, emb)
@@ -486,14 +543,14 @@ def create_app(state: ServiceState) -> FastAPI:
     def item_image(item_id: str, request: Request) -> Response:
         found = local_image(item_id)
         return FileResponse(found.path, media_type=found.media_type,
-                            headers={"cache-control": "public, max-age=3600", "x-content-type-options": "nosniff"})
+                            headers={"cache-control": "public, max-age=3600", **ITEM_HEADERS})
 
     @app.get("/items/{item_id:path}/thumbnail", summary="a small JPEG/PNG of the item's image (cached)",
              response_class=Response, responses={404: {"model": ERROR_RESPONSES[400]["model"]}})
     def item_thumbnail(item_id: str, request: Request) -> Response:
         found = local_image(item_id)
         if request.headers.get("if-none-match") == found.etag:
-            return Response(status_code=304, headers={"etag": found.etag})
+            return Response(status_code=304, headers={"etag": found.etag, **ITEM_HEADERS})
         try:
             data, media = thumbnails.get(found)
         except SearchError as e:
@@ -501,11 +558,12 @@ def create_app(state: ServiceState) -> FastAPI:
         except OSError as e:
             raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.strerror or e})") from None
         return Response(data, media_type=media, headers={
-            "cache-control": "public, max-age=3600", "etag": found.etag, "x-content-type-options": "nosniff"})
+            "cache-control": "public, max-age=3600", "etag": found.etag, **ITEM_HEADERS})
 
     # -- middleware (last added = outermost) ----------------------------------------------------------------
-    if settings is not None and settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    if state.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=state.api_key,
+                           cors=bool(settings is not None and settings.cors_origins))
     app.add_middleware(RequestLogMiddleware, state=state)
     if settings is not None and settings.cors_origins:
         app.add_middleware(

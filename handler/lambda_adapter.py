@@ -1,5 +1,8 @@
 """Mangum, hardened: an event Mangum cannot translate gets a 400 JSON response instead of an exception,
 and API Gateway stage prefixes become the ASGI ``root_path`` (so URLs the app builds keep the stage).
+Every response is JSON with the error shape when the app does not answer itself: lone surrogates in the
+path (legal in the event's JSON, impossible in a real URL) become U+FFFD like uvicorn's decoding would
+make them, and a failure outside the app (Mangum's plain-text 500) becomes ``internal_error``.
 
 Handles API Gateway REST (v1) proxy events, HTTP API (v2, also v1 payloads) events, Lambda Function URL
 events (v2 shape), ALB events; base64 bodies included (binary multipart uploads).
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 from typing import Any
 
 from mangum import Mangum
@@ -16,18 +20,42 @@ from mangum.protocols import HTTPCycle
 
 from handler.logs import log_event
 
-__all__ = ["SafeMangum", "bad_event_response"]
+__all__ = ["SafeMangum", "bad_event_response", "error_event_response"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def error_event_response(status: int, code: str, message: str) -> dict[str, Any]:
+    """An API-Gateway-shaped JSON error response (the common subset of the event shapes)."""
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "multiValueHeaders": {},
+        "body": json.dumps({"error": {"code": code, "message": message}}),
+        "isBase64Encoded": False,
+    }
 
 
 def bad_event_response(message: str) -> dict[str, Any]:
-    """An API-Gateway-shaped 400 response (the event's shape is unknown, so the common subset)."""
-    return {
-        "statusCode": 400,
-        "headers": {"content-type": "application/json"},
-        "multiValueHeaders": {},
-        "body": json.dumps({"error": {"code": "bad_event", "message": message}}),
-        "isBase64Encoded": False,
-    }
+    """A 400 ``bad_event`` response: the event is not an HTTP request Mangum can translate."""
+    return error_event_response(400, "bad_event", message)
+
+
+def _scrub_paths(scope: dict[str, Any]) -> None:
+    """Lone surrogates -> U+FFFD in the scope's path strings (raw_path is bytes: kept valid UTF-8)."""
+    for key in ("path", "root_path"):
+        value = scope.get(key)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            scope[key] = _SURROGATE.sub("\ufffd", value)
+            if key == "path":
+                scope["raw_path"] = None
+
+
+def _is_json(response: dict[str, Any]) -> bool:
+    for name, value in response.get("headers") or ():
+        if bytes(name).lower() == b"content-type":
+            return bytes(value).split(b";")[0].strip().lower() == b"application/json"
+    return False
 
 
 def _stage_root(event: dict[str, Any], scope: dict[str, Any]) -> None:
@@ -76,6 +104,13 @@ class SafeMangum(Mangum):
         except (KeyError, TypeError, AttributeError, ValueError, binascii.Error, UnicodeError) as e:
             log_event("bad_event", "WARNING", reason=f"{type(e).__name__}: {e}"[:300])
             return bad_event_response(f"malformed {type(handler).__name__} event ({type(e).__name__}: {e})"[:500])
+        _scrub_paths(scope)
         _stage_root(event, scope)
-        response = HTTPCycle(scope, body)(self.app)
-        return handler(response)
+        try:
+            response = HTTPCycle(scope, body)(self.app)
+            if response["status"] >= 500 and not _is_json(response):  # Mangum's own text/plain 500
+                raise RuntimeError(f"the app failed outside its error handlers ({response['status']})")
+            return handler(response)
+        except Exception as e:
+            log_event("lambda_error", "ERROR", error=f"{type(e).__name__}: {e}"[:300])
+            return error_event_response(500, "internal_error", "internal error")

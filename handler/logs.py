@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["EMF_NAMESPACE", "JsonFormatter", "configure_logging", "emit", "emit_metrics", "log_event"]
+__all__ = ["EMF_NAMESPACE", "JsonFormatter", "configure_logging", "dumps", "emit", "emit_metrics", "log_event"]
 
 EMF_NAMESPACE = "ClipSearch"
 _lock = threading.Lock()
@@ -33,9 +33,20 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def dumps(record: Any, **kwargs: Any) -> str:
+    """JSON text that is always encodable as UTF-8: lone surrogates (from a Lambda event's JSON, say) are
+    written as ``\\udXXX`` escapes instead of breaking the write."""
+    line = json.dumps(record, default=_default, ensure_ascii=False, **kwargs)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, default=_default, ensure_ascii=True, **kwargs)
+    return line
+
+
 def emit(record: Mapping[str, Any], stream: TextIO | None = None) -> None:
     """Write one JSON object as one line (thread-safe)."""
-    line = json.dumps(record, default=_default, separators=(",", ":"), ensure_ascii=False)
+    line = dumps(record, separators=(",", ":"))
     out = stream or _stream or sys.stdout
     with _lock:
         out.write(line + "\n")
@@ -93,7 +104,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=_default, ensure_ascii=False)
+        return dumps(out)
 
 
 class _StdoutHandler(logging.StreamHandler):

@@ -7,6 +7,10 @@ An item's ``uri`` (``items.jsonl``) is one of
 * a local path (absolute, ``file://``, or relative to the collection root): served by the app under
   ``/items/{id}/image`` and ``/items/{id}/thumbnail``.
 
+Results never show where the collection lives: their ``uri`` is :meth:`ImageLocator.public_uri`, the path
+relative to the index's source (local folder or ``s3://`` prefix; no server path, no bucket name), the
+``http(s)`` URL as is, or null for anything else.
+
 The collection root is ``COLLECTION_ROOT`` when set, else the index manifest's ``source``. A local file is
 served only if it resolves (symlinks included) to a regular file under that root; an absolute ``uri``
 outside the manifest's ``source`` is never served. With ``COLLECTION_ROOT`` set, absolute paths under the
@@ -16,7 +20,6 @@ manifest's ``source`` are re-rooted there (an index built on another machine).
 from __future__ import annotations
 
 import io
-import mimetypes
 import os
 import re
 import stat
@@ -27,16 +30,34 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["ImageLocator", "LocalImage", "ThumbnailCache", "item_id_path"]
+__all__ = ["ITEM_HEADERS", "ImageLocator", "LocalImage", "ThumbnailCache", "item_id_path", "sniff_raster"]
 
 THUMBNAIL_SIZE = 256
 THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
 SERVABLE_CACHE_ENTRIES = 100_000
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-SERVED_TYPES = {
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-    ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
-}
+#: Headers of every item image response: the bytes are the collection's, not the service's; even a
+#: mis-sniffed file can never run script on the service's origin.
+ITEM_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
+SNIFF_BYTES = 16
+
+
+def sniff_raster(head: bytes) -> str | None:
+    """The media type of a raster image from its first bytes (JPEG, PNG, GIF, WebP, BMP, TIFF), else None.
+    The extension is never trusted: an ``.svg`` (or HTML) renamed or replaced after indexing is not served."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:2] == b"BM" and len(head) >= 14:
+        return "image/bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return None
 
 
 def item_id_path(item_id: Any) -> str:
@@ -91,6 +112,12 @@ class ImageLocator:
         self.root = os.path.realpath(root_local) if root_local else None
         if self.root is not None and os.path.isfile(self.root):  # a JSONL manifest source: its folder
             self.root = os.path.dirname(self.root)
+        base = self._source_local
+        self._public_base = os.path.dirname(base) if base is not None and os.path.isfile(base) else base
+        s3_base = self.source.rstrip("/") if self.source and self.source.startswith("s3://") else None
+        if s3_base is not None and s3_base.lower().endswith(".jsonl"):  # a JSONL manifest: its "folder"
+            s3_base = s3_base.rsplit("/", 1)[0]
+        self._s3_prefix = s3_base + "/" if s3_base is not None else None
         self._s3 = None
         self._s3_lock = threading.Lock()
         self._servable_cache: dict[tuple[Any, Any], bool] = {}
@@ -108,6 +135,30 @@ class ImageLocator:
             return None, None
         seg = item_id_path(item["id"])
         return f"{base}/items/{seg}/image", f"{base}/items/{seg}/thumbnail"
+
+    def public_uri(self, item: dict[str, Any]) -> str | None:
+        """The item's ``uri`` as results show it: relative to the index's source (a server path or a bucket
+        name is internal), an ``http(s)`` URL unchanged, else None."""
+        uri = item.get("uri")
+        if not isinstance(uri, str) or not uri or "\x00" in uri:
+            return None
+        if uri.startswith(("http://", "https://")):
+            return uri
+        if uri.startswith("s3://"):
+            prefix = self._s3_prefix
+            if prefix is None or not uri.startswith(prefix):
+                return None
+            return uri[len(prefix):] or None
+        path = _local_path_of(uri)
+        if path is None:
+            return None
+        if not os.path.isabs(path):
+            norm = os.path.normpath(path)
+            return None if norm == ".." or norm.startswith("../") else norm.replace(os.sep, "/")
+        norm = os.path.normpath(path)
+        if self._public_base is None or not _within(norm, self._public_base) or norm == self._public_base:
+            return None
+        return os.path.relpath(norm, self._public_base).replace(os.sep, "/")
 
     def _servable(self, item: dict[str, Any]) -> bool:
         """Cached :meth:`local_file` check for result URLs (the item routes always re-check)."""
@@ -171,17 +222,15 @@ class ImageLocator:
             candidate = os.path.realpath(os.path.join(self.root, path))
         if not _within(candidate, self.root):
             return None
-        media_type = SERVED_TYPES.get(os.path.splitext(candidate)[1].lower())
-        if media_type is None:
-            guessed = mimetypes.guess_type(candidate)[0]
-            if not guessed or not guessed.startswith("image/"):
-                return None
-            media_type = guessed
         try:
             st = os.stat(candidate)
+            if not stat.S_ISREG(st.st_mode):  # before open(): opening a FIFO would block
+                return None
+            with open(candidate, "rb") as f:
+                media_type = sniff_raster(f.read(SNIFF_BYTES))
         except OSError:
             return None
-        if not stat.S_ISREG(st.st_mode) or not os.access(candidate, os.R_OK):
+        if media_type is None:
             return None
         return LocalImage(Path(candidate), media_type, st.st_size, st.st_mtime_ns)
 

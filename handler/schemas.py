@@ -41,7 +41,8 @@ class SearchForm(BaseModel):
 
 class Result(BaseModel):
     id: str | int
-    uri: str | None
+    uri: str | None = Field(description="the image's path relative to the collection (local folder or s3:// "
+                                         "prefix), an http(s) URL as indexed, or null")
     score: float = Field(description="cosine similarity (inner product of L2-normalised embeddings)")
     metadata: dict[str, Any]
     image_url: str | None = Field(description="/items/{id}/image, a presigned S3 URL, or null")

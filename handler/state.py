@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handler.errors import SearchError
-from handler.logs import log_event
+from handler.logs import emit_metrics, log_event
 
 if TYPE_CHECKING:
     from handler.config import Settings
@@ -49,6 +49,18 @@ def _problem(component: str, exc: BaseException) -> Problem:
     return Problem(component, f"{component}_load_failed", f"{type(exc).__name__}: {exc}")
 
 
+def _precision_mismatch(embedder: Any, index: Any) -> Problem | None:
+    """A warning when queries are encoded at another precision than the index's vectors (served anyway:
+    int8 vs fp32 vectors of one model agree to a cosine of ~0.99, see docs/deploy.md)."""
+    built = index.manifest.get("precision")
+    if not isinstance(built, str) or built == embedder.precision:
+        return None
+    return Problem("index", "precision_mismatch",
+                   f"queries are encoded with the {embedder.precision} model but index version {index.version} "
+                   f"holds {built} vectors: results are close but measurably worse; set PRECISION={built} or "
+                   f"rebuild the index with --precision {embedder.precision}")
+
+
 @dataclass
 class ServiceState:
     """Holds the settings, the :class:`Embedder` and the current :class:`SearchIndex` (or the reasons why
@@ -68,10 +80,15 @@ class ServiceState:
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- construction ---------------------------------------------------------------------------------------
+    #: API_KEY of a process whose configuration is invalid (no Settings to hold it): still required.
+    fallback_api_key: str | None = field(default=None, repr=False)
+
     @classmethod
-    def failed_config(cls, exc: BaseException) -> ServiceState:
-        """A state for a process whose configuration is invalid: every route but /health answers 503."""
-        state = cls(settings=None, config_problem=_problem("config", exc))
+    def failed_config(cls, exc: BaseException, api_key: str | None = None) -> ServiceState:
+        """A state for a process whose configuration is invalid: every route but /health answers 503.
+        ``api_key`` (the raw API_KEY, if any) still guards the routes and the details of /health."""
+        state = cls(settings=None, config_problem=_problem("config", exc),
+                    fallback_api_key=api_key if api_key and api_key.strip() else None)
         log_event("config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message)
         return state
 
@@ -123,6 +140,10 @@ class ServiceState:
         return name
 
     @property
+    def api_key(self) -> str | None:
+        return self.settings.api_key if self.settings is not None else self.fallback_api_key
+
+    @property
     def index_configured(self) -> bool:
         return self.settings is not None and self.settings.index_uri is not None
 
@@ -135,6 +156,13 @@ class ServiceState:
 
     def healthy(self) -> bool:
         return not self.problems()
+
+    def warnings(self) -> list[Problem]:
+        """What is served but not as intended (the service stays healthy): today a query precision that
+        differs from the one the index was built with."""
+        idx, emb = self.index, self.embedder
+        mismatch = _precision_mismatch(emb, idx) if emb is not None and idx is not None else None
+        return [mismatch] if mismatch is not None else []
 
     # -- index loading and hot swap -------------------------------------------------------------------------
     def _open_index(self) -> SearchIndex:
@@ -172,6 +200,14 @@ class ServiceState:
         self.index = new  # the swap: one reference assignment; running requests hold their own snapshot
         self.index_problem = None
         ms = round((time.perf_counter() - t0) * 1000, 2)
+        assert self.embedder is not None
+        mismatch = _precision_mismatch(self.embedder, new)
+        if mismatch is not None:  # a log line and a CloudWatch metric (alarmable), once per loaded version
+            emit_metrics({"precision_mismatch": (1, "Count")},
+                         {"query_precision": self.embedder.precision,
+                          "index_precision": str(new.manifest.get("precision"))},
+                         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), level="WARNING",
+                         event="precision_mismatch", index_version=new.version, message=mismatch.message)
         if old is None:
             log_event("index_loaded", uri=uri, index_version=new.version, count=new.count, dim=new.dim, load_ms=ms)
         else:
@@ -225,7 +261,9 @@ class ServiceState:
             self._failed.pop(version, None)
 
     # -- reporting ------------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    def health(self, details: bool = True) -> dict[str, Any]:
+        """The /health body. Without ``details`` (a caller without the API key) problems carry their
+        component and code only: messages may name buckets, paths and configuration values."""
         problems = self.problems()
         out: dict[str, Any] = {
             "status": "ok" if not problems else "unavailable",
@@ -238,7 +276,14 @@ class ServiceState:
                             "version": self.index.version if self.index is not None else None}
         else:
             out["mode"] = "embedding-only"
-        if problems:
+        warnings = self.warnings()
+        if warnings:
+            out["warnings"] = [w.as_dict() if details else {"component": w.component, "code": w.code}
+                               for w in warnings]
+        if problems and details:
             out["problems"] = [p.as_dict() for p in problems]
             out["reason"] = "; ".join(f"{p.component}: {p.code}: {p.message}" for p in problems)
+        elif problems:
+            out["problems"] = [{"component": p.component, "code": p.code} for p in problems]
+            out["reason"] = "; ".join(f"{p.component}: {p.code}" for p in problems)
         return out

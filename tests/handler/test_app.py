@@ -70,7 +70,7 @@ def test_result_shape(demo_client: Any, demo_index: tuple[Path, Path]) -> None:
     assert set(body) == {"results", "query", "model", "index_version", "took_ms"}
     for r in body["results"]:
         assert set(r) == {"id", "uri", "score", "metadata", "image_url", "thumbnail_url"}
-        assert r["uri"].startswith(str(demo_index[1]))
+        assert r["uri"] == r["id"] and not r["uri"].startswith("/")  # relative: no server path (issue 11 #19)
         assert r["image_url"] == f"/items/{r['id']}/image"
         assert r["thumbnail_url"] == f"/items/{r['id']}/thumbnail"
         assert set(r["metadata"]) == {"colour", "shape", "caption"}
@@ -192,7 +192,7 @@ def test_item_image_and_thumbnail(demo_client: Any, demo_index: tuple[Path, Path
     result = _search(demo_client, text="a black star", k=1)["results"][0]
     image = demo_client.get(result["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
-    assert image.content == Path(result["uri"]).read_bytes()
+    assert image.content == (demo_index[1] / result["uri"]).read_bytes()
     thumb = demo_client.get(result["thumbnail_url"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(thumb.content)) as img:

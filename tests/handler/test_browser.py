@@ -226,3 +226,16 @@ def test_api_key_is_sent(browser: Any, demo_bundle: Path, demo_index: tuple[Path
         wait(browser, lambda d: all(r["loaded"] for r in results(d)[:3]))  # thumbnails fetched with the key
         assert not browser.find_element("id", "error").is_displayed()
         browser.execute_script("sessionStorage.clear()")
+
+
+def test_docs_page_renders_offline(browser: Any, site: str) -> None:
+    """/docs (Swagger UI) renders the operations from assets served by the package (issue 11 #24): every
+    resource the page loads comes from the service's own origin."""
+    browser.get(site + "/docs")
+    wait(browser, lambda d: d.execute_script("return document.querySelectorAll('.opblock').length") >= 4)
+    paths = browser.execute_script("""return [...document.querySelectorAll('.opblock-summary-path')].map(
+        e => e.getAttribute('data-path') || e.textContent.replace(/\\u200b/g, ''));""")
+    assert {"/search", "/embeddings", "/health", "/info"} <= set(paths), paths
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(r.startswith(site + "/") for r in resources), resources
+    assert browser.execute_script("return typeof SwaggerUIBundle") == "function"

@@ -253,3 +253,60 @@ def test_huge_single_word_cost_ratio(fuzz_client: Any, route: str, kind: str) ->
     check(r, route)
     assert r.status_code == 200
     assert huge / max(short, 1e-3) < 300, (huge, short)  # before: ~15-60 s / ~5 ms; after: ~0.1-0.5 s
+
+
+# -- issue 11: oversized integers anywhere, surrogate paths through the Lambda entry ---------------------------
+
+#: integer literals past Python's 4300-digit conversion limit (kept as text: int() of them would raise here)
+huge_ints = st.builds(lambda sign, lead, n, digit: f"{sign}{lead}{digit * n}", st.sampled_from(["", "-"]),
+                      st.sampled_from("123456789"), st.integers(4300, 6000), st.sampled_from("0123456789"))
+
+
+@settings(FUZZ, max_examples=150)
+@given(route=st.sampled_from(["/search", "/embeddings"]),
+       field=st.sampled_from(["k", "offset", "ef", "min_score", "embedding", "id", "text", "image", "zz"]),
+       nested=st.booleans(), base=search_bodies(), big=st.data())
+def test_oversized_integers_fuzz(fuzz_client: Any, route: str, field: str, nested: bool, base: dict[str, Any],
+                                 big: Any) -> None:
+    """Integers past Python's 4300-digit conversion limit, in any field (alone or inside a list): 4xx."""
+    literal = big.draw(huge_ints)
+    body = json.dumps({**base, field: "__BIG__"}).replace('"__BIG__"', f"[1, {literal}]" if nested else literal)
+    r = fuzz_client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+    check(r, route)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+EVENT_NAMES = ["health.json", "health-v1.json", "health-function-url.json", "search-text.json",
+               "search-text-v1.json", "search-text-function-url.json"]
+path_chars = st.characters(codec=None, exclude_categories=())  # lone surrogates included
+fuzz_paths = st.lists(st.sampled_from(["health", "items", "search", "static", "image", "thumbnail", "", "..",
+                                       "%2F", "\ud800", "\udfff", "\ud83d", "7"]) | st.text(path_chars, max_size=6),
+                      min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
+
+
+@pytest.fixture(scope="module")
+def fuzz_lambda(fuzz_client: Any) -> Any:
+    from handler.lambda_adapter import SafeMangum
+
+    return SafeMangum(fuzz_client.app)
+
+
+@settings(FUZZ, max_examples=200)
+@given(name=st.sampled_from(EVENT_NAMES), path=fuzz_paths)
+def test_lambda_surrogate_paths_fuzz(fuzz_lambda: Any, name: str, path: str) -> None:
+    """Any path, lone surrogates included, in API Gateway v1 / v2 / Function URL events: a JSON answer."""
+    event = json.loads((Path(__file__).resolve().parents[2] / "events" / name).read_text())
+    if "rawPath" in event:
+        event["rawPath"] = path
+        event["requestContext"]["http"]["path"] = path
+    else:
+        event["path"] = path
+        event["requestContext"]["path"] = "/prod" + path
+    out = fuzz_lambda(event, None)
+    status = out["statusCode"]
+    headers = {k.lower(): v for k, v in (out.get("headers") or {}).items()}
+    assert status < 500, out
+    if status >= 400:
+        assert headers["content-type"].startswith("application/json"), out
+        body = json.loads(base64.b64decode(out["body"]) if out.get("isBase64Encoded") else out["body"])
+        assert set(body) == {"error"} and isinstance(body["error"]["code"], str), body

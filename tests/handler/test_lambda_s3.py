@@ -134,6 +134,7 @@ def test_s3_item_images_get_presigned_urls(s3_server: Any, demo_bundle: Path, de
             url = result["image_url"]
             assert url.startswith(s3_server.endpoint) and "X-Amz-Expires=120" in url
             assert result["thumbnail_url"] == url
+            assert result["uri"] == result["id"]  # the key relative to the source prefix: no bucket name
             with urllib.request.urlopen(url, timeout=10) as resp:  # the presigned URL really works
                 data = resp.read()
             assert data == Path(images_dir / result["id"]).read_bytes()
