@@ -7,6 +7,7 @@ The shell commands of the doc are parsed (fenced ``bash`` blocks, continuation l
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from collections import defaultdict
@@ -45,7 +46,7 @@ def s3_locations(commands: list[list[str]]) -> list[tuple[str, str, str, str]]:
     bundle_dirs = set()  # local directories written by `python -m export --out DIR`
     for tokens in commands:
         text = " ".join(tokens)
-        pairs = list(zip(tokens, tokens[1:], strict=False))
+        pairs = list(itertools.pairwise(tokens))
         if "export" in tokens and "-m" in tokens:
             bundle_dirs.update(value.rstrip("/") for flag, value in pairs if flag == "--out")
         for flag, value in pairs:
