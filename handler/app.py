@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from handler import inputs
+from handler.bundle import RANDOM_INIT_WARNING
 from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError, SearchError
 from handler.inputs import (
     InvalidEmbeddingError,
@@ -331,6 +332,8 @@ def create_app(state: ServiceState) -> FastAPI:
             },
             "timings": state.timings,
         }
+        if body["model"] and body["model"].get("random_init"):
+            body["warnings"] = [RANDOM_INIT_WARNING]
         if state.problems():
             body["problems"] = [p.as_dict() for p in state.problems()]
         if idx is not None:
