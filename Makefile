@@ -17,11 +17,23 @@ EVENT ?= events/search-text.json
 	sam-venv sam-validate footprint browser-deps
 
 help:
-	@echo "make demo    export the demo model, build a demo index, run text and image queries end to end"
-	@echo "make test    set up the virtualenv (if missing) and run the whole test suite"
-	@echo "make serve   run the search app under uvicorn on 127.0.0.1:8000 with the demo bundle and index"
-	@echo "make bench   run all benchmarks and write BENCHMARKS.md"
-	@echo "make lint    ruff"
+	@echo "make setup         create the virtualenv $(VENV) (if missing) and install the development requirements"
+	@echo "make demo          export the demo model, build a demo index, run text and image queries end to end"
+	@echo "make demo-bundle   only export the demo model to $(DEMO)/bundle"
+	@echo "make serve         run the search app under uvicorn on 127.0.0.1:8000 with the demo bundle and index"
+	@echo "                   (runs the demo first only when its bundle or index is missing)"
+	@echo "make invoke        run a Lambda event through the search function (EVENT=$(EVENT))"
+	@echo "make test          set up the virtualenv (if missing) and run the whole test suite"
+	@echo "make lint          ruff"
+	@echo "make bench         run all benchmarks and write BENCHMARKS.md"
+	@echo "make bench-quick   the CI smoke run of the benchmarks ($(ARTIFACTS)/bench-quick/BENCHMARKS.md)"
+	@echo "make bench-encode  only the encoder benchmarks"
+	@echo "make bench-build   only the index rebuild benchmarks"
+	@echo "make footprint     deployment footprint: the Lambda runtime dependencies vs the PyTorch stack"
+	@echo "make sam-venv      install SAM CLI into its own virtualenv $(SAM_VENV)"
+	@echo "make sam-validate  sam validate --lint on template.yaml (offline)"
+	@echo "make browser-deps  headless Chromium + chromedriver for the web-page tests (apt, root)"
+	@echo "make clean         remove $(ARTIFACTS)/ (demo bundle and index, benchmark output)"
 
 $(STAMP): requirements/handler.txt requirements/dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,7 +81,9 @@ demo-bundle: $(DEMO)/bundle/manifest.json
 demo: demo-bundle
 	$(PY) -m demo.run --artifacts $(DEMO)
 
-serve: demo
+# The demo's artifacts are built only when missing: re-running the demo would publish a new index version.
+serve: $(STAMP)
+	@test -f $(DEMO)/bundle/manifest.json -a -f $(DEMO)/index/CURRENT || $(MAKE) demo
 	$(PY) -m handler.serve --bundle $(DEMO)/bundle --index $(DEMO)/index --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)

@@ -76,8 +76,8 @@ def run(ctx: Context) -> Section:
     sec.add("### Bundle size per precision (what MODEL_URI holds for one precision: both towers, vocabulary, "
             "manifest)",
             table(["Model", "precision", "textual", "visual", "total", "vs fp32"], rows, align="llrrrr"),
-            "int8 keeps the text tower's token embedding table (49408 × width) in fp32: dynamic quantization "
-            "quantizes MatMul/Gemm weights only, so the int8 text tower shrinks less than the visual one.")
+            "int8: dynamic quantization of the MatMul/Gemm weights, and 8-bit storage of the text tower's token "
+            "embedding table (49408 × width; Gather), which is most of a small text tower.")
     ratio = handler_b / torch_b
     sec.goals.append(Goal("Handler dependencies vs torch stack", f"≤ {GOAL_RATIO:g} of the torch stack",
                           f"{ratio:.3f} ({mib(handler_b)} vs {mib(torch_b)}); {handler_b / no_cuda:.3f} vs the "

@@ -60,14 +60,18 @@ def print_results(title: str, data: dict[str, Any]) -> None:
         print(f"  {rank:2d}. {hit['score']:.3f}  {hit['id']:<28} {caption}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__)
     p.add_argument("--artifacts", type=Path, default=Path("artifacts/demo"))
     p.add_argument("--count", type=int, default=320, help="images in the demo collection")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--query", default="a red circle")
     p.add_argument("--k", type=int, default=5)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     bundle, images, index = (args.artifacts / name for name in ("bundle", "images", "index"))
     if not (bundle / "manifest.json").is_file():

@@ -122,6 +122,7 @@ def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int)
             "name": loaded.name,
             "pretrained": loaded.pretrained,
             "checkpoint": loaded.checkpoint,
+            "random_init": loaded.pretrained is None and loaded.checkpoint is None,
             "config": loaded.config,
         },
         "model_fingerprint": variants["fp32"]["fingerprint"],

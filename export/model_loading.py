@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
 import os
+import socket
+import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from handler.bundle import sha256_file
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 RANDOM_INIT = "none"  # --pretrained none: random init (tests and speed benchmarks only)
+HUB_PROBE_TIMEOUT_S = 3.0  # one connection attempt before a hub download; unreachable -> offline, fail fast
+ERROR_LINES, ERROR_LINE_CHARS = 12, 400  # how much of a loading error to show
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,58 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, 
     return pretrained, None
 
 
+def error_detail(exc: BaseException) -> str:
+    """The useful part of a loading error: every line (torch's state_dict errors put missing/unexpected keys
+    and size mismatches on the lines after a generic first one), each and their number cut to a readable size."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
+    shown = [line if len(line) <= ERROR_LINE_CHARS else line[:ERROR_LINE_CHARS] + " ..." for line in lines]
+    if len(shown) > ERROR_LINES:
+        shown = [*shown[:ERROR_LINES], f"... ({len(lines) - ERROR_LINES} more lines)"]
+    return "\n  ".join(shown)
+
+
+def _weights_url(name: str, tag: str) -> str | None:
+    """Where open_clip would fetch a pretrained tag from: the Hugging Face hub endpoint, or the tag's URL."""
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    return cfg.get("url") or None
+
+
+def reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connection to the URL's host, bounded by `timeout` including name resolution."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result.append(True)
+        except (OSError, UnicodeError):
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Hugging Face hub offline mode for the block: cached weights load, missing ones fail at once."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def load_model(
     name: str,
     pretrained: str | None,
@@ -105,21 +163,27 @@ def load_model(
         name = registered
     check_model_name(name)
     pretrained_value, checkpoint = _resolve_pretrained(name, pretrained)
+    from_hub = checkpoint is None and pretrained_value is not None
+    hub = _weights_url(name, pretrained_value) if from_hub else None
+    offline = hub is not None and not reachable(hub)
+    if offline:
+        log.warning("the model hub (%s) is unreachable; using the local cache only", hub)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained_value, device=device, weights_only=True
-        )
+        with _hub_offline() if offline and open_clip.pretrained.has_hf_hub() else contextlib.nullcontext():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained_value, device=device, weights_only=True
+            )
     except Exception as exc:  # torch.load and open_clip raise many types for bad weights
-        msg = str(exc)
-        if checkpoint is None and pretrained_value is not None:
+        if from_hub:
+            where = (f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
+                     if offline else "weights are downloaded from the model hub")
             raise ExportError(
-                f"could not load pretrained weights {pretrained_value!r} for {name!r}: {msg.splitlines()[0] if msg else exc!r}. "
-                "Weights are downloaded from the model hub, which may be unreachable here; download the checkpoint "
-                "elsewhere and pass it with --pretrained /path/to/checkpoint."
+                f"could not load pretrained weights {pretrained_value!r} for {name!r}: {where}. Download the "
+                "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  " + error_detail(exc)
             ) from exc
         raise ExportError(
-            f"could not load checkpoint {pretrained_value!r} into {name!r}: {msg.splitlines()[0] if msg else exc!r}. "
-            "Check that the checkpoint matches the architecture (--model / --model-config)."
+            f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint matches the "
+            f"architecture (--model / --model-config):\n  {error_detail(exc)}"
         ) from exc
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)

@@ -27,6 +27,18 @@ IO = {
 }
 
 
+RANDOM_INIT_WARNING = ("the model bundle has random weights (exported with --pretrained none): embeddings and search "
+                       "results are meaningless; export with a pretrained tag or a checkpoint file")
+
+
+def is_random_init(model: dict[str, Any]) -> bool:
+    """A bundle's ``model`` section describes random weights: recorded by the exporter, or (bundles written
+    before ``random_init`` existed) neither a pretrained tag nor a checkpoint."""
+    if "random_init" in model:
+        return bool(model["random_init"])
+    return not model.get("pretrained") and not model.get("checkpoint")
+
+
 def onnx_filename(tower: str, precision: str) -> str:
     """`textual.onnx` for fp32, `textual.int8.onnx` for the others."""
     return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.bundle import MANIFEST, Bundle, read_manifest
+from handler.bundle import MANIFEST, Bundle, is_random_init, read_manifest
 from handler.encoders import Encoder, create_session, default_threads
 from handler.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.preprocess import ImagePreprocessor, decode_image
@@ -95,6 +95,7 @@ class Embedder:
             "name": self.model_name,
             "pretrained": self.bundle.manifest["model"].get("pretrained"),
             "checkpoint": self.bundle.manifest["model"].get("checkpoint"),
+            "random_init": is_random_init(self.bundle.manifest["model"]),
             "model_fingerprint": self.model_fingerprint,
             "precision": self.precision,
             "dim": self.dim,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from handler.bundle import RANDOM_INIT_WARNING
 from handler.errors import SearchError
 from handler.logs import emit_metrics, log_event
 
@@ -158,11 +159,14 @@ class ServiceState:
         return not self.problems()
 
     def warnings(self) -> list[Problem]:
-        """What is served but not as intended (the service stays healthy): today a query precision that
-        differs from the one the index was built with."""
+        """What is served but not as intended (the service stays healthy): a random-init model bundle, and a
+        query precision that differs from the one the index was built with."""
         idx, emb = self.index, self.embedder
+        found = []
+        if emb is not None and emb.info().get("random_init"):
+            found.append(Problem("model", "random_init", RANDOM_INIT_WARNING))
         mismatch = _precision_mismatch(emb, idx) if emb is not None and idx is not None else None
-        return [mismatch] if mismatch is not None else []
+        return [*found, mismatch] if mismatch is not None else found
 
     # -- index loading and hot swap -------------------------------------------------------------------------
     def _open_index(self) -> SearchIndex:

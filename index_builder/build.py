@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.bundle import RANDOM_INIT_WARNING, is_random_init
 from handler.errors import ArtifactError, ConfigError, SearchError
 from handler.index import (
     EMBEDDINGS_FILE,
@@ -275,6 +276,8 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
         raise BuildError(f"--bundle {opts.bundle}: {e.message}") from None
     log.info(f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
              f"{backend.device}), dim {dim}")
+    if is_random_init(backend.manifest["model"]):
+        log.warn(RANDOM_INIT_WARNING)
 
     # 2. the current version of DEST
     prev: _Previous | None = None

@@ -76,7 +76,7 @@ def test_manifest_describes_bundle(tiny_bundle, tiny_checkpoint):
     m = bundle.manifest
     assert m["schema_version"] == 1 and m["kind"] == "clip-onnx-bundle"
     assert m["model"] == {"name": "tiny-clip", "pretrained": None, "checkpoint": m["model"]["checkpoint"],
-                          "config": json.loads(TINY_CONFIG.read_text())}
+                          "random_init": False, "config": json.loads(TINY_CONFIG.read_text())}
     assert m["model"]["checkpoint"]["file"] == tiny_checkpoint.name
     assert m["embed_dim"] == 32
     assert m["text"]["context_length"] == 16
