@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from handler.errors import ImageTooLargeError, InvalidImageError
+from handler.preprocess import image_size
 from handler.storage import NotFoundError, StorageError
 from index_builder.sources import Source, SourceItem
 from index_builder.workdir import CachedVector
@@ -94,7 +95,7 @@ def prepare(
         return out
     try:
         img = preprocessor.load(data)
-        out.width, out.height = img.size
+        out.width, out.height = image_size(img)  # the full size, also when a JPEG was decoded at reduced scale
         out.pixels = preprocessor(img)
     except Exception as e:
         out.error = classify(e)
