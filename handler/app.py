@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from handler import inputs
+from handler.config import DEFAULT_MAX_REQUEST_PIXELS
 from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError, SearchError
 from handler.inputs import (
     InvalidEmbeddingError,
@@ -37,6 +38,7 @@ from handler.inputs import (
 )
 from handler.logs import dumps, emit_metrics, log_event
 from handler.media import ITEM_HEADERS, ImageLocator, ThumbnailCache
+from handler.preprocess import format_background, image_size
 from handler.schemas import (
     ERROR_RESPONSES,
     EmbeddingsJSON,
@@ -250,6 +252,7 @@ def _normalise(values: list[float], dim: int) -> np.ndarray:
 def create_app(state: ServiceState) -> FastAPI:
     settings = state.settings
     max_image_bytes = settings.max_image_bytes if settings else _DEFAULT_MAX_IMAGE_BYTES
+    max_request_pixels = settings.max_request_pixels if settings else DEFAULT_MAX_REQUEST_PIXELS
     limit = inputs.body_limit(max_image_bytes)
     thumbnails = ThumbnailCache(max_pixels=settings.max_image_pixels if settings else None)
     locators: OrderedDict[str, ImageLocator] = OrderedDict()
@@ -434,9 +437,13 @@ def create_app(state: ServiceState) -> FastAPI:
             vec = emb.embed_tokens(ids)[0]
             query.update(text=req.text, truncated=bool(truncated[0] or req.text_precut))
         elif req.type == "image":
-            img = emb.decode(req.image)
-            query.update(bytes=len(req.image or b""), width=img.size[0], height=img.size[1])
-            vec = emb.embed_pixels(emb.preprocessor(img))[0]
+            assert req.image is not None
+            inputs.check_pixel_budget([req.image], max_request_pixels, emb.max_pixels)
+            options = idx.image_options  # prepared like the index's images (background, JPEG draft)
+            img = emb.decode(req.image, options)
+            width, height = image_size(img)
+            query.update(bytes=len(req.image), width=width, height=height)
+            vec = emb.embed_pixels(emb.preprocessor_for(options)(img))[0]
         elif req.type == "embedding":
             assert req.embedding is not None
             vec = _normalise(req.embedding, idx.dim)
@@ -502,7 +509,10 @@ def create_app(state: ServiceState) -> FastAPI:
             out["text_embeddings"] = emb.embed_tokens(ids).tolist()
             out["text_truncated"] = [bool(t or c) for t, c in zip(truncated, req.precut, strict=True)]
         if req.images:
-            pixels = np.stack([emb.preprocess(data) for data in req.images])
+            inputs.check_pixel_budget(req.images, max_request_pixels, emb.max_pixels)
+            idx = state.index  # with an index, images are prepared like its images (comparable vectors)
+            options = idx.image_options if idx is not None else None
+            pixels = np.stack([emb.preprocess(data, options) for data in req.images])
             out["image_embeddings"] = emb.embed_pixels(pixels).tolist()
         return out
 
@@ -528,8 +538,8 @@ def create_app(state: ServiceState) -> FastAPI:
         return JSONResponse(out)
 
     # -- item images ----------------------------------------------------------------------------------------
-    def local_image(item_id: str) -> Any:
-        idx = index()
+    def local_image(item_id: str, idx: Any = None) -> Any:
+        idx = idx or index()
         label = _find_label(idx, item_id)
         if label is None:
             raise UnknownItemError(f"no item with id {item_id[:200]!r} in index version {idx.version}")
@@ -548,17 +558,25 @@ def create_app(state: ServiceState) -> FastAPI:
     @app.get("/items/{item_id:path}/thumbnail", summary="a small JPEG/PNG of the item's image (cached)",
              response_class=Response, responses={404: {"model": ERROR_RESPONSES[400]["model"]}})
     def item_thumbnail(item_id: str, request: Request) -> Response:
-        found = local_image(item_id)
-        if request.headers.get("if-none-match") == found.etag:
-            return Response(status_code=304, headers={"etag": found.etag, **ITEM_HEADERS})
+        idx = index()
+        found = local_image(item_id, idx)
+        background = idx.image_options.background
+        etag = f'{found.etag[:-1]}-{format_background(background).lstrip("#")}"'  # the file and its background
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"etag": etag, **ITEM_HEADERS})
+        # whatever the builder indexed can be shown: its pixel limit when above the service's
+        built = (idx.manifest.get("build") or {}).get("max_pixels")
+        limit = thumbnails.max_pixels
+        if limit is not None and isinstance(built, int) and not isinstance(built, bool):
+            limit = max(limit, built)
         try:
-            data, media = thumbnails.get(found)
+            data, media = thumbnails.get(found, background, limit)
         except SearchError as e:
             raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.message})") from None
         except OSError as e:
             raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.strerror or e})") from None
         return Response(data, media_type=media, headers={
-            "cache-control": "public, max-age=3600", "etag": found.etag, **ITEM_HEADERS})
+            "cache-control": "public, max-age=3600", "etag": etag, **ITEM_HEADERS})
 
     # -- middleware (last added = outermost) ----------------------------------------------------------------
     if state.api_key:

@@ -8,7 +8,10 @@ The deployment template sets exactly these names::
     ORT_THREADS             default    available cores
     PRECISION               fp32       fp32 | fp16 | int8
     MAX_IMAGE_BYTES         4500000    largest accepted image (decoded bytes)
-    MAX_IMAGE_PIXELS        40000000   largest accepted image (width * height, checked before decoding)
+    MAX_IMAGE_PIXELS        50000000   largest accepted image (width * height, checked before decoding);
+                                       the builder's default too, so every indexed image can be queried
+                                       and thumbnailed (handler.preprocess.DEFAULT_MAX_PIXELS)
+    MAX_REQUEST_PIXELS      100000000  width * height summed over the images of one request (413 above)
     CORS_ORIGINS            unset      comma-separated origins ("*" allowed); unset = no CORS headers
     API_KEY                 unset      when set, every route but /health, / and /static/* needs x-api-key
     LOG_LEVEL               INFO       DEBUG | INFO | WARNING | ERROR | CRITICAL
@@ -28,16 +31,20 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from handler.errors import ConfigError
+from handler.preprocess import DEFAULT_MAX_PIXELS
 
-__all__ = ["ENV_VARS", "PRECISIONS", "Settings", "available_cores"]
+__all__ = ["DEFAULT_MAX_REQUEST_PIXELS", "ENV_VARS", "PRECISIONS", "Settings", "available_cores"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_VARS = (
     "MODEL_URI", "INDEX_URI", "ORT_THREADS", "PRECISION", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "CORS_ORIGINS",
     "API_KEY", "LOG_LEVEL", "INDEX_REFRESH_SECONDS", "CACHE_DIR", "COLLECTION_ROOT", "PRESIGN_EXPIRY_SECONDS",
-    "MODEL_ID",
+    "MODEL_ID", "MAX_REQUEST_PIXELS",
 )
+#: Two images at the pixel limit: bounds the decoding work of one request (~3 s of PNG decoding per
+#: 50 MP on one core), whatever the number of images /embeddings accepts.
+DEFAULT_MAX_REQUEST_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
 
 def available_cores() -> int:
@@ -121,7 +128,7 @@ class Settings:
     ort_threads: int = field(default_factory=available_cores)
     precision: str = "fp32"
     max_image_bytes: int = 4_500_000
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     cors_origins: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
@@ -130,6 +137,7 @@ class Settings:
     collection_root: str | None = None
     presign_expiry_seconds: int = 3600
     model_id: str | None = None
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,7 +164,7 @@ class Settings:
             ort_threads=_int(env, "ORT_THREADS", available_cores(), 1, 256),
             precision=precision,
             max_image_bytes=_int(env, "MAX_IMAGE_BYTES", 4_500_000, 1, 1 << 31),
-            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, 1, 1 << 31),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS, 1, 1 << 31),
             cors_origins=_origins(env),
             api_key=api_key or None,
             log_level=log_level,
@@ -165,6 +173,7 @@ class Settings:
             collection_root=collection_root,
             presign_expiry_seconds=_int(env, "PRESIGN_EXPIRY_SECONDS", 3600, 1, 7 * 24 * 3600),
             model_id=_get(env, "MODEL_ID"),
+            max_request_pixels=_int(env, "MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS, 1, 1 << 40),
         )
 
     def with_(self, **changes: Any) -> Settings:

@@ -34,6 +34,12 @@ class ImageTooLargeError(BadInputError):
     status = 413
 
 
+class ImageAspectRatioError(ImageTooLargeError):
+    """An image whose long side is too many times its short side (checked on the header, before decoding)."""
+
+    code = "aspect_ratio_too_large"
+
+
 class InvalidTextError(BadInputError):
     code = "invalid_text"
 

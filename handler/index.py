@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from handler.errors import ArtifactError, BadInputError, ModelMismatchError
+from handler.preprocess import ImageOptions
 from handler.storage import LocalStore, Store, fetch_dir, file_digest, open_store
 
 __all__ = [
@@ -158,6 +159,10 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
     for name in REQUIRED_FILES:
         if name not in files:
             raise ArtifactError(f"{where}: 'files' lacks {name!r}")
+    try:
+        ImageOptions.from_manifest(manifest.get("image_preprocess"))
+    except ArtifactError as e:
+        raise ArtifactError(f"{where}: {e.message}") from None
 
 
 class Hit(NamedTuple):
@@ -212,7 +217,8 @@ class SearchIndex:
 
     Attributes: ``version``, ``manifest``, ``dim``, ``count``, ``items`` (list of dicts, row = label;
     treat as read-only), ``model_fingerprint``, ``ef`` (default query ef), ``files_dir`` (local directory
-    holding the version's files).
+    holding the version's files), ``image_options`` (how the builder prepared images: queries and
+    thumbnails use the same).
     """
 
     def __init__(
@@ -228,6 +234,7 @@ class SearchIndex:
         self.count: int = int(manifest["count"])
         self.model_fingerprint: str = manifest["model_fingerprint"]
         self.ef: int = int(manifest.get("ef", 64))
+        self.image_options: ImageOptions = ImageOptions.from_manifest(manifest.get("image_preprocess"))
         self.items = items
         self.files_dir = files_dir
         self._hnsw = hnsw

@@ -13,13 +13,14 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from handler.errors import BadInputError, ImageTooLargeError, InvalidTextError
+from handler.preprocess import probe_image
 
 __all__ = [
     "EF_MAX",
@@ -32,10 +33,12 @@ __all__ = [
     "EmbeddingsRequest",
     "InvalidRequestError",
     "PayloadTooLargeError",
+    "PixelBudgetError",
     "SearchRequest",
     "UnknownItemError",
     "UnsupportedMediaTypeError",
     "body_limit",
+    "check_pixel_budget",
     "decode_image_field",
     "embeddings_from_json",
     "form_number",
@@ -85,6 +88,10 @@ class UnsupportedMediaTypeError(BadInputError):
 class PayloadTooLargeError(BadInputError):
     code = "payload_too_large"
     status = 413
+
+
+class PixelBudgetError(PayloadTooLargeError):
+    code = "too_many_pixels"
 
 
 class UnknownItemError(BadInputError):
@@ -306,6 +313,26 @@ def _one_query(present: list[str]) -> str:
         raise InvalidRequestError(
             f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})")
     return present[0]
+
+
+def check_pixel_budget(images: Sequence[bytes], budget: int, max_pixels: int | None) -> int:
+    """Check a request's images on their headers before any is decoded: each within the per-image limits
+    (pixels, aspect ratio), and width x height summed within ``budget`` (else 413 ``too_many_pixels``).
+    Returns the sum."""
+    total = 0
+    for i, data in enumerate(images):
+        try:
+            w, h = probe_image(data, max_pixels)
+        except BadInputError as e:
+            if len(images) > 1:
+                raise type(e)(f"image[{i}]: {e.message}") from None
+            raise
+        total += w * h
+    if total > budget:
+        raise PixelBudgetError(
+            f"the request's image(s) have {total} pixels in all (width x height summed), over the limit of "
+            f"{budget} per request; send fewer or smaller images")
+    return total
 
 
 # -- /search ----------------------------------------------------------------------------------------------------

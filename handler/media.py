@@ -236,14 +236,17 @@ class ImageLocator:
 
 
 class ThumbnailCache:
-    """JPEG/PNG thumbnails (longest side ``size``) in a byte-bounded, thread-safe in-memory LRU."""
+    """JPEG/PNG thumbnails (longest side ``size``) in a byte-bounded, thread-safe in-memory LRU.
+
+    Transparent images are composited over ``background`` (the index's, so a thumbnail shows what the
+    model saw; None keeps the alpha channel: a PNG). Large JPEGs are decoded at reduced scale."""
 
     def __init__(self, size: int = THUMBNAIL_SIZE, max_bytes: int = THUMBNAIL_CACHE_BYTES,
                  max_pixels: int | None = None):
         self.size = size
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self._items: OrderedDict[tuple[str, int, int], tuple[bytes, str]] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -252,9 +255,11 @@ class ThumbnailCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, image: LocalImage) -> tuple[bytes, str]:
-        """(thumbnail bytes, media type). Raises InvalidImageError / ImageTooLargeError for bad files."""
-        key = (str(image.path), image.size, image.mtime_ns)
+    def get(self, image: LocalImage, background: tuple[int, int, int] | None = (255, 255, 255),
+            max_pixels: int | None = None) -> tuple[bytes, str]:
+        """(thumbnail bytes, media type). ``max_pixels`` (default: the cache's) is the decoding limit.
+        Raises InvalidImageError / ImageTooLargeError for bad files."""
+        key = (str(image.path), image.size, image.mtime_ns, background)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
@@ -262,7 +267,7 @@ class ThumbnailCache:
                 self.hits += 1
                 return hit
             self.misses += 1
-        value = self._render(image.path)
+        value = self._render(image.path, background, self.max_pixels if max_pixels is None else max_pixels)
         with self._lock:
             if key not in self._items:
                 self._items[key] = value
@@ -272,14 +277,21 @@ class ThumbnailCache:
                 self._bytes -= len(data)
         return value
 
-    def _render(self, path: Path) -> tuple[bytes, str]:
+    def _draft(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """JPEG decode scale: at least twice the thumbnail (as PIL's own ``thumbnail`` drafts)."""
+        scale = 2 * self.size / max(size)
+        return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))) if scale < 1 else None
+
+    def _render(self, path: Path, background: tuple[int, int, int] | None,
+                max_pixels: int | None) -> tuple[bytes, str]:
         from PIL import Image
 
-        from handler.preprocess import decode_image
+        from handler.preprocess import decode_image, flatten
 
         with open(path, "rb") as f:
             data = f.read()
-        img = decode_image(data, self.max_pixels)
+        # no aspect-ratio cap: an indexed file passed the builder's, and a thumbnail never upsamples
+        img = flatten(decode_image(data, max_pixels, max_aspect=None, draft=self._draft), background)
         if img.mode not in ("RGB", "RGBA", "L", "LA"):
             img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
         img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)

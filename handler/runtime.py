@@ -19,12 +19,12 @@ import numpy as np
 from handler.bundle import MANIFEST, Bundle, is_random_init, read_manifest
 from handler.encoders import Encoder, create_session, default_threads
 from handler.errors import ArtifactError, ConfigError, InvalidTextError
-from handler.preprocess import ImagePreprocessor, decode_image
+from handler.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
 from handler.tokenizer import ClipTokenizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 64_000_000
+__all__ = ["DEFAULT_MAX_PIXELS", "Embedder", "fetch_bundle", "load_bundle"]
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -56,7 +56,8 @@ class Embedder:
             bundle.verify([self._paths["textual"].name, text_section["tokenizer"]["vocab_file"]])
         t0 = time.perf_counter()
         self.tokenizer = ClipTokenizer.from_manifest(bundle.path, text_section)
-        self.preprocessor = ImagePreprocessor(bundle.manifest["image"])
+        self.preprocessor = ImagePreprocessor(bundle.manifest["image"], max_pixels=max_pixels)
+        self._preprocessors: dict[ImageOptions, ImagePreprocessor] = {self.preprocessor.options: self.preprocessor}
         self._text = self._load("textual")
         self.timings["text_load_s"] = time.perf_counter() - t0
         self._visual: Encoder | None = None
@@ -140,12 +141,22 @@ class Embedder:
         return self.embed_tokens(self.tokenize(list(texts)))
 
     # -- images ---------------------------------------------------------------------------------------------
-    def decode(self, image: Any):
-        return decode_image(image, self.max_pixels)
+    def preprocessor_for(self, options: ImageOptions | None = None) -> ImagePreprocessor:
+        """The preprocessor for ``options`` (an index's recorded :class:`ImageOptions`; None: the defaults)."""
+        if options is None:
+            return self.preprocessor
+        pre = self._preprocessors.get(options)
+        if pre is None:
+            pre = self._preprocessors.setdefault(options, self.preprocessor.with_options(options))
+        return pre
 
-    def preprocess(self, image: Any) -> np.ndarray:
+    def decode(self, image: Any, options: ImageOptions | None = None):
+        """Decode with the pixel limit (and, for large JPEGs, at the scale the model needs)."""
+        return self.preprocessor_for(options).load(image)
+
+    def preprocess(self, image: Any, options: ImageOptions | None = None) -> np.ndarray:
         """bytes | path | PIL image -> float32 [3, H, W] (decoding, EXIF orientation, resize, crop, normalise)."""
-        return self.preprocessor(self.decode(image))
+        return self.preprocessor_for(options)(image)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels, dtype=np.float32)

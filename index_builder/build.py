@@ -41,7 +41,14 @@ from handler.index import (
     read_pointer,
     version_prefix,
 )
-from handler.preprocess import DEFAULT_MAX_PIXELS, ImagePreprocessor
+from handler.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    WHITE,
+    ImageOptions,
+    ImagePreprocessor,
+    format_background,
+    parse_background,
+)
 from handler.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
 from index_builder.pipeline import Prepared, prepared_stream, safe_message
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
@@ -88,6 +95,8 @@ class BuildOptions:
     shard_size: int = 1024
     threads: int | None = None
     allow_empty: bool = False
+    #: transparent images are composited over this colour (None: alpha dropped, as before it existed)
+    background: tuple[int, int, int] | None = WHITE
 
     def validate(self) -> None:
         for name, low in (("batch_size", 1), ("workers", 1), ("M", 2), ("ef_construction", 1), ("ef", 1),
@@ -101,6 +110,10 @@ class BuildOptions:
         if self.max_file_bytes is not None and (isinstance(self.max_file_bytes, bool)
                                                 or not isinstance(self.max_file_bytes, int) or self.max_file_bytes < 1):
             raise UsageError(f"--max-file-bytes {self.max_file_bytes!r}: must be a positive integer")
+        try:
+            self.background = parse_background(self.background)
+        except ValueError as e:
+            raise UsageError(f"--background: {e}") from None
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
         if self.backend not in BACKENDS:
@@ -271,7 +284,8 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
     backend = _load_backend(opts, cache_dir=None)  # an S3 bundle is cached where the runtime caches it (CACHE_DIR)
     fingerprint, dim = backend.model_fingerprint, backend.dim
     try:
-        preprocessor = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels)
+        preprocessor = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels,
+                                         background=opts.background)
     except SearchError as e:
         raise BuildError(f"--bundle {opts.bundle}: {e.message}") from None
     log.info(f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
@@ -298,9 +312,10 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
             f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
             "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
 
-    work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim),
+    image_preprocess = preprocessor.options.to_manifest()
+    work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess),
                    {"model_fingerprint": fingerprint, "precision": opts.precision, "backend": opts.backend,
-                    "dim": dim, "dest": dest.uri}).open()
+                    "dim": dim, "image_preprocess": image_preprocess, "dest": dest.uri}).open()
     try:
         return _build_locked(opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start,
                              progress)
@@ -339,6 +354,9 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         elif prev.manifest.get("precision", "fp32") != opts.precision:
             log.info(f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
                      "every image is embedded again")
+        elif _previous_options(prev) != preprocessor.options:
+            log.info(f"version {prev.version} prepared images with {_describe_options(_previous_options(prev))}, "
+                     f"this build with {_describe_options(preprocessor.options)}: every image is embedded again")
         else:
             reuse = _load_previous_vectors(dest, prev, work.root, log)
 
@@ -492,6 +510,7 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         "builder": BUILDER,
         "backend": opts.backend,
         "previous_version": current_version,
+        "image_preprocess": preprocessor.options.to_manifest(),
         "build": {"prepare_seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
                   "images_per_s": round(rate, 2), "batch_size": opts.batch_size, "workers": opts.workers,
                   "device": backend.device, "max_pixels": opts.max_pixels, "full": opts.full},
@@ -582,6 +601,19 @@ def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]],
 def _jsonable(value: Any) -> Any:
     """``value`` as it reads back from the index's JSON files (tuples become lists...)."""
     return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _previous_options(prev: _Previous) -> ImageOptions | None:
+    try:
+        return ImageOptions.from_manifest(prev.manifest.get("image_preprocess"))
+    except SearchError:
+        return None  # unreadable: never equal, so nothing is reused
+
+
+def _describe_options(options: ImageOptions | None) -> str:
+    if options is None:
+        return "unknown options"
+    return f"background {format_background(options.background)}, JPEG draft {'on' if options.jpeg_draft else 'off'}"
 
 
 def _exts() -> tuple[str, ...]:

@@ -36,7 +36,17 @@ def _positive(value: str) -> int:
     return n
 
 
+def _background(value: str) -> tuple[int, int, int] | None:
+    from handler.preprocess import parse_background
+
+    try:
+        return parse_background(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from handler.preprocess import DEFAULT_MAX_PIXELS, WHITE
     from index_builder.build import default_workers
 
     p = argparse.ArgumentParser(prog="python -m index_builder",
@@ -73,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--work-dir", metavar="DIR",
                    help="checkpoint directory (default DEST/.work, or a cache dir keyed by DEST for S3)")
     b.add_argument("--max-pixels", type=_positive, default=None,
-                   help="skip images larger than this many pixels (default 50000000)")
+                   help=f"skip images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, the service's "
+                        "MAX_IMAGE_PIXELS default: raise both together)")
+    b.add_argument("--background", type=_background, default=WHITE, metavar="COLOUR",
+                   help="composite transparent images over this colour: white (default), black, #rrggbb, r,g,b, "
+                        "or none (drop alpha, the behaviour of indexes built before this option); recorded in "
+                        "the index, the service prepares queries and thumbnails the same way")
     b.add_argument("--max-file-bytes", type=_positive, default=None,
                    help="skip files larger than this many bytes without reading them (default 268435456)")
     b.add_argument("--shard-size", type=_positive, default=1024,
@@ -109,7 +124,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         keep_versions=args.keep_versions, strict=args.strict, work_dir=args.work_dir,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,
         quiet=args.quiet, shard_size=args.shard_size,
-        threads=args.threads, allow_empty=args.allow_empty)
+        threads=args.threads, allow_empty=args.allow_empty, background=args.background)
     result = build(opts)
     s = result.stats
     if args.json:

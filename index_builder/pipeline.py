@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from handler.errors import ImageTooLargeError, InvalidImageError
+from handler.preprocess import image_size
 from handler.storage import NotFoundError, StorageError
 from index_builder.itemwarnings import capture_item_warnings
 from index_builder.sources import FileTooLargeError, Source, SourceItem
@@ -132,7 +133,7 @@ def _prepare(
         return out
     try:
         img = preprocessor.load(data)
-        out.width, out.height = img.size
+        out.width, out.height = image_size(img)  # the full size, also when a JPEG was decoded at reduced scale
         out.pixels = preprocessor(img)
     except Exception as e:
         out.error = classify(e)

@@ -55,8 +55,14 @@ def default_work_dir(dest_uri: str) -> Path:
     return Path(path).expanduser().absolute() / ".work"
 
 
-def shard_key(model_fingerprint: str, precision: str, backend: str, dim: int) -> str:
-    text = json.dumps([model_fingerprint, precision, backend, int(dim)])
+def shard_key(model_fingerprint: str, precision: str, backend: str, dim: int,
+              image_preprocess: dict[str, Any] | None = None) -> str:
+    """Checkpoints are shared only by builds that compute the same vectors (``image_preprocess``: the
+    index's recorded :class:`handler.preprocess.ImageOptions`)."""
+    parts: list[Any] = [model_fingerprint, precision, backend, int(dim)]
+    if image_preprocess is not None:
+        parts.append(image_preprocess)
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+#: info key of high-bit-depth samples: the 8-bit image they are a version of
+EIGHT_BIT = "eight_bit_version"
 MODES = ("RGB", "RGBA", "LA", "P", "PA", "L", "1", "I", "I;16", "F", "CMYK", "YCbCr")
 
 
@@ -64,14 +66,18 @@ def make_mode(mode: str, w: int, h: int, seed: int = 0) -> Image.Image:
         return rgb.convert("L")
     if mode == "1":
         return rgb.convert("L").convert("1")
-    if mode == "I":
-        return Image.fromarray(rng.integers(-1000, 70000, (h, w), dtype=np.int32), "I")
-    if mode == "I;16":
-        img = Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
-        assert img.mode == "I;16"
+    if mode in ("I", "I;16", "F"):
+        # the high-bit-depth version of an 8-bit picture, kept in info[EIGHT_BIT]: what it must look like
+        gray = rgb.convert("L")
+        g = np.asarray(gray).astype(np.int64)
+        if mode == "F":
+            img = Image.fromarray((g / 255.0).astype(np.float32), "F")
+        else:  # 16-bit levels g * 257 plus noise that rounds away (|r| <= 128)
+            v = np.clip(g * 257 + rng.integers(-128, 129, g.shape), 0, 65535)
+            img = Image.fromarray(v.astype(np.uint16)) if mode == "I;16" else Image.fromarray(v.astype(np.int32), "I")
+        assert img.mode == mode
+        img.info[EIGHT_BIT] = gray
         return img
-    if mode == "F":
-        return Image.fromarray(rng.normal(128, 90, (h, w)).astype(np.float32), "F")
     if mode in ("CMYK", "YCbCr"):
         return rgb.convert(mode)
     raise ValueError(mode)

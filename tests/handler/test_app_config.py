@@ -15,7 +15,8 @@ def test_defaults() -> None:
     s = Settings.from_env({"MODEL_URI": "/opt/model"})
     assert s.model_uri == "/opt/model" and s.index_uri is None
     assert s.ort_threads == available_cores() and s.precision == "fp32"
-    assert s.max_image_bytes == 4_500_000 and s.max_image_pixels == 40_000_000
+    assert s.max_image_bytes == 4_500_000 and s.max_image_pixels == 50_000_000
+    assert s.max_request_pixels == 100_000_000
     assert s.cors_origins == () and s.api_key is None and s.log_level == "INFO"
     assert s.index_refresh_seconds == 60.0 and s.cache_dir == "/tmp/clip-search"
     assert s.collection_root is None and s.presign_expiry_seconds == 3600 and s.model_id is None
@@ -30,9 +31,11 @@ def test_all_variables() -> None:
         "CORS_ORIGINS": "https://a.example, http://localhost:3000/ ,", "API_KEY": "abc-123-XYZ",
         "LOG_LEVEL": "warn", "INDEX_REFRESH_SECONDS": "0", "CACHE_DIR": "/mnt/cache",
         "COLLECTION_ROOT": "/data/images", "PRESIGN_EXPIRY_SECONDS": "600", "MODEL_ID": "ViT-B-32/laion2b",
+        "MAX_REQUEST_PIXELS": "3_000_000",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
+    assert s.max_request_pixels == 3_000_000
     assert (s.index_uri, s.ort_threads, s.precision, s.max_image_bytes) == ("s3://bucket/index", 3, "int8", 1_000_000)
     assert s.cors_origins == ("https://a.example", "http://localhost:3000")
     assert s.api_key == "abc-123-XYZ" and "abc-123" not in repr(s) and "abc-123" not in str(s.public())
@@ -57,6 +60,7 @@ def test_all_variables() -> None:
     ({"MAX_IMAGE_BYTES": "4.5MB"}, "MAX_IMAGE_BYTES='4.5MB'"),
     ({"MAX_IMAGE_BYTES": "-1"}, "MAX_IMAGE_BYTES='-1'"),
     ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS='0'"),
+    ({"MAX_REQUEST_PIXELS": "lots"}, "MAX_REQUEST_PIXELS='lots': must be an integer"),
     ({"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS='example.com'"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
     ({"INDEX_REFRESH_SECONDS": "soon"}, "INDEX_REFRESH_SECONDS='soon'"),

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError
-from handler.preprocess import ALLOWED_FORMATS, ImagePreprocessor, decode_image
+from handler.preprocess import ALLOWED_FORMATS, ImagePreprocessor, decode_image, has_alpha
 from tests.handler.img_samples import (
+    EIGHT_BIT,
     MODES,
     animated_gif,
     encode,
@@ -73,19 +74,23 @@ def assert_close(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
 _CACHE: dict[str, tuple] = {}
 
 
-def _pair(c: dict) -> tuple:
+def _trio(c: dict) -> tuple:
     key = repr(sorted(c.items()))
     if key not in _CACHE:
-        _CACHE[key] = (reference(c), ImagePreprocessor(c))
+        _CACHE[key] = (reference(c), ImagePreprocessor(c), ImagePreprocessor(c, background=None))
     return _CACHE[key]
 
 
 def check(img: Image.Image, c: dict, what: str) -> None:
-    ref_t, ours_t = _pair(c)
+    """Our output == open_clip's, with two deliberate deviations: high bit depth (I;16, I, F) is compared
+    with open_clip on the 8-bit version of the same picture (open_clip clips it to white / black), and
+    transparent images are compared on the ``background=None`` path (open_clip drops alpha; compositing
+    is tested in test_transparency_*)."""
+    ref_t, ours_t, legacy_t = _trio(c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL: "Palette images with Transparency ..." on convert
-        ref = ref_t(img).numpy()
-        ours = ours_t(img)
+        ref = ref_t(img.info.get(EIGHT_BIT, img)).numpy()
+        ours = (legacy_t if has_alpha(img) else ours_t)(img)
     assert_close(ours, ref, what)
 
 
@@ -147,10 +152,11 @@ def test_parity_random_geometry(w: int, h: int, th: int, tw: int, square: bool, 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = reference(c)(img).numpy()
+            ref = reference(c)(img.info.get(EIGHT_BIT, img)).numpy()  # see check()
     except ValueError:  # open_clip's 0-pixel resize on extreme 'longest' aspect ratios
         assume(False)
-    assert_close(ImagePreprocessor(c)(img), ref, f"{mode} {w}x{h} {size} {interp} {rmode} fill={fill}")
+    ours = ImagePreprocessor(c, background=None if has_alpha(img) else (255, 255, 255))(img)
+    assert_close(ours, ref, f"{mode} {w}x{h} {size} {interp} {rmode} fill={fill}")
 
 
 def test_longest_extreme_aspect_clamps_instead_of_crashing() -> None:
@@ -211,7 +217,7 @@ def test_exif_orientation(orientation: int) -> None:
         assert np.array_equal(np.asarray(decoded), np.asarray(ref_img))
         for c in (cfg(224), cfg((96, 64), "bilinear", "longest")):
             ref = reference(c)(ref_img).numpy()
-            assert_close(ImagePreprocessor(c)(data), ref, f"{fmt} orientation {orientation}")
+            assert_close(ImagePreprocessor(c, draft=False)(data), ref, f"{fmt} orientation {orientation}")
 
 
 def test_output_layout_and_batch() -> None:
@@ -395,8 +401,8 @@ def test_fuzzed_bytes_only_raise_our_errors() -> None:
 # ------------------------------------------------------------------------------ draft / region path
 
 def test_draft_mode_close() -> None:
-    exact = ImagePreprocessor(cfg(224))
-    drafted = ImagePreprocessor(cfg(224), draft=True)
+    exact = ImagePreprocessor(cfg(224), draft=False)
+    drafted = ImagePreprocessor(cfg(224))  # the default
     for w, h, orientation in [(3000, 2000, 1), (2000, 3000, 6), (1000, 800, 1)]:
         data = with_orientation(photo_like(w, h, seed=w), orientation)
         a, b = exact(data), drafted(data)
@@ -440,3 +446,155 @@ def test_no_torch_import() -> None:
     root = Path(__file__).resolve().parents[2]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------- aspect ratio, bit depth, transparency
+
+def test_aspect_ratio_cap_checked_before_decoding() -> None:
+    from handler.errors import ImageAspectRatioError
+    from handler.preprocess import MAX_ASPECT_RATIO, probe_image
+
+    # 1 x 40,000,000: under the pixel limit, seconds to decode; refused on the header (the IDAT is garbage,
+    # so decoding would raise InvalidImageError instead)
+    for w, h in [(1, 40_000_000), (40_000_000, 1), (10, 10 * MAX_ASPECT_RATIO + 1)]:
+        with pytest.raises(ImageAspectRatioError, match="long side is over 200 times"):
+            decode_image(png_header_only(w, h))
+        with pytest.raises(ImageAspectRatioError):
+            probe_image(png_header_only(w, h))
+        with pytest.raises(ImageTooLargeError):  # the same family as the pixel limit (413 in the service)
+            ImagePreprocessor(cfg(64))(png_header_only(w, h))
+    assert probe_image(png_header_only(10, 10 * MAX_ASPECT_RATIO)) == (10, 2000)
+    ok = encode(noise_rgb(MAX_ASPECT_RATIO, 1), "PNG")
+    assert decode_image(ok).size == (MAX_ASPECT_RATIO, 1)
+    assert decode_image(encode(noise_rgb(MAX_ASPECT_RATIO + 1, 1), "PNG"), max_aspect=None).size == (201, 1)
+    assert decode_image(noise_rgb(5000, 2)).size == (5000, 2)  # already decoded: not checked again
+
+
+def _gray8(w: int = 120, h: int = 90) -> Image.Image:
+    return photo_like(w, h, seed=4).convert("L")
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff-int32", "tiff-float01", "tiff-float255"])
+def test_high_bit_depth_matches_the_8bit_image(kind: str) -> None:
+    """16-bit PNG / TIFF and float TIFF are scaled to 8 bits (PIL's convert clips them to white/black)."""
+    gray = _gray8()
+    g = np.asarray(gray).astype(np.int64)
+    arr, fmt = {
+        "png16": ((g * 257).astype(np.uint16), "PNG"),
+        "tiff16": ((g * 257).astype(np.uint16), "TIFF"),
+        "tiff-int32": ((g * 257).astype(np.int32), "TIFF"),
+        "tiff-float01": ((g / 255.0).astype(np.float32), "TIFF"),
+        "tiff-float255": (g.astype(np.float32), "TIFF"),
+    }[kind]
+    data = encode(Image.fromarray(arr), fmt)
+    assert Image.open(io.BytesIO(data)).mode in ("I;16", "I", "F")
+    decoded = decode_image(data)
+    assert decoded.mode == "L" and np.array_equal(np.asarray(decoded), np.asarray(gray)), kind
+    for c in (cfg(224), cfg(64, "bilinear", "longest", fill_color=255)):
+        assert np.array_equal(ImagePreprocessor(c)(data), ImagePreprocessor(c)(gray)), kind
+    if kind != "tiff-float255":  # what open_clip alone makes of it: flat white / black, not the picture
+        clipped = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert clipped.std() < 40 and np.asarray(gray).std() > 40
+
+
+def test_high_bit_depth_ranges() -> None:
+    from handler.preprocess import to_8bit
+
+    full16 = Image.fromarray(np.array([[0, 128, 257, 32896, 65535]], dtype=np.uint16))
+    assert np.asarray(to_8bit(full16)).tolist() == [[0, 0, 1, 128, 255]]
+    big_endian = Image.frombytes("I;16B", (3, 1), np.array([0, 32896, 65535], dtype=">u2").tobytes())
+    assert np.asarray(to_8bit(big_endian)).tolist() == [[0, 128, 255]]
+    int32 = Image.fromarray(np.array([[-5, 0, 65535, 100000]], dtype=np.int32), "I")  # clipped to 16 bits
+    assert np.asarray(to_8bit(int32)).tolist() == [[0, 0, 255, 255]]
+    # float outside [0, 255]: stretched from min to max; NaN counts as the minimum
+    wide = Image.fromarray(np.array([[-1.0, 0.0, 1.0, np.nan]], dtype=np.float32), "F")
+    assert np.asarray(to_8bit(wide)).tolist() == [[0, 128, 255, 0]]
+    flat = Image.fromarray(np.full((2, 2), 7e5, dtype=np.float32), "F")
+    assert np.asarray(to_8bit(flat)).tolist() == [[0, 0], [0, 0]]
+    for mode in ("RGB", "L", "P", "RGBA"):
+        img = make_mode(mode, 4, 4)
+        assert to_8bit(img) is img
+    # a 16-bit transparent grey level (PNG tRNS) becomes an alpha channel
+    keyed = Image.fromarray(np.array([[0, 1000, 65535]], dtype=np.uint16))
+    keyed.info["transparency"] = 1000
+    out = to_8bit(keyed)
+    assert out.mode == "LA" and [out.getpixel((x, 0))[1] for x in range(3)] == [255, 0, 255]
+
+
+def _composite(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    rgba = img.convert("RGBA")
+    out = Image.new("RGB", rgba.size, background)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
+def test_transparency_opaque_alpha_changes_nothing() -> None:
+    for w, h in [(300, 200), (50, 70), (640, 480)]:
+        rgb = make_mode("RGB", w, h, seed=w)
+        rgba = rgb.copy()
+        rgba.putalpha(255)
+        for c in (cfg(224), cfg(64, "bilinear", "longest", fill_color=9), cfg((96, 64), "bicubic", "squash")):
+            assert np.array_equal(ImagePreprocessor(c)(rgba), ImagePreprocessor(c)(rgb)), (w, h, c)
+
+
+def test_transparency_composited_over_the_background() -> None:
+    # RGBA / LA: like open_clip on the image composited first (resizing premultiplied and compositing
+    # commute up to rounding; random per-pixel alpha is the worst case)
+    for mode in ("RGBA", "LA"):
+        for w, h in [(300, 200), (64, 64), (130, 333)]:
+            img = make_mode(mode, w, h, seed=w)
+            for c in (cfg(224), cfg(64, "bilinear", "longest"), cfg((96, 64), "bicubic", "squash")):
+                ours = ImagePreprocessor(c)(img)
+                ref = reference(c)(_composite(img)).numpy()
+                cos = float((ours * ref).sum() / np.linalg.norm(ours) / np.linalg.norm(ref))
+                assert float(np.abs(ours - ref).mean()) < 0.02 and cos > 0.999, (mode, w, h, c)
+    # palette transparency: P is resized with NEAREST, which commutes exactly with compositing
+    for w, h in [(300, 200), (50, 30)]:
+        img = make_mode("PA", w, h, seed=w)
+        for rmode in ("shortest", "longest", "squash"):
+            ours = ImagePreprocessor(cfg(64, "bicubic", rmode))(img)
+            assert np.array_equal(ours, ImagePreprocessor(cfg(64, "nearest", rmode))(_composite(img))), rmode
+    # fully transparent: exactly the background colour; black and white backgrounds differ
+    clear = Image.new("RGBA", (80, 60), (10, 200, 30, 0))
+    for bg in ((255, 255, 255), (0, 0, 0), (12, 34, 56)):
+        out = ImagePreprocessor(cfg(32), background=bg)(clear)
+        expected = ImagePreprocessor(cfg(32))(Image.new("RGB", (80, 60), bg))
+        assert np.array_equal(out, expected), bg
+    # background=None: open_clip's behaviour (alpha dropped; black once premultiplied resizing touched it)
+    assert np.array_equal(ImagePreprocessor(cfg(32), background=None)(clear),
+                          ImagePreprocessor(cfg(32))(Image.new("RGB", (80, 60), (0, 0, 0))))
+
+
+def test_background_parsing_and_options() -> None:
+    from handler.preprocess import LEGACY_OPTIONS, ImageOptions, parse_background
+
+    assert parse_background("white") == parse_background("#FFF") == parse_background("255, 255,255") == (255,) * 3
+    assert parse_background("#102030") == (16, 32, 48) and parse_background([1, 2, 3]) == (1, 2, 3)
+    assert parse_background("none") is None and parse_background(None) is None
+    for bad in ("purple", "#12345", "1,2", "1,2,256", [1, 2, True], 7):
+        with pytest.raises(ValueError):
+            parse_background(bad)
+    with pytest.raises(ArtifactError):
+        ImagePreprocessor(cfg(), background="chartreuse")  # type: ignore[arg-type]
+    opts = ImageOptions()
+    assert opts.to_manifest() == {"background": "#ffffff", "jpeg_draft": True}
+    assert ImageOptions.from_manifest(opts.to_manifest()) == opts
+    assert ImageOptions.from_manifest(None) == LEGACY_OPTIONS == ImageOptions(None, False)
+    assert ImageOptions.from_manifest({"background": "none", "jpeg_draft": False}) == LEGACY_OPTIONS
+    for bad in ({"background": "#fff"}, {"background": "mauve", "jpeg_draft": True}, "white"):
+        with pytest.raises(ArtifactError, match="image_preprocess"):
+            ImageOptions.from_manifest(bad)
+    pp = ImagePreprocessor(cfg())
+    assert pp.options == opts and pp.with_options(opts) is pp
+    legacy = pp.with_options(LEGACY_OPTIONS)
+    assert legacy.options == LEGACY_OPTIONS and pp.options == opts and legacy.size == pp.size
+
+
+def test_draft_keeps_the_full_size() -> None:
+    from handler.preprocess import image_size
+
+    data = encode(photo_like(3000, 2000, seed=1), "JPEG", quality=85)
+    loaded = ImagePreprocessor(cfg(224)).load(data)
+    assert loaded.size == (750, 500) and image_size(loaded) == (3000, 2000)
+    exact = ImagePreprocessor(cfg(224), draft=False).load(data)
+    assert exact.size == image_size(exact) == (3000, 2000)
