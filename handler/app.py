@@ -381,7 +381,8 @@ def create_app(state: ServiceState) -> FastAPI:
             "parameters": {
                 "k_default": inputs.K_DEFAULT, "k_max": inputs.K_MAX, "offset_max": inputs.OFFSET_MAX,
                 "ef_max": inputs.EF_MAX, "max_text_chars": inputs.MAX_TEXT_CHARS,
-                "max_embed_texts": inputs.MAX_EMBED_TEXTS, "max_embed_images": inputs.MAX_EMBED_IMAGES,
+                "max_embed_texts": inputs.MAX_EMBED_TEXTS,
+                "max_request_text_chars": inputs.MAX_REQUEST_TEXT_CHARS, "max_embed_images": inputs.MAX_EMBED_IMAGES,
                 "max_body_bytes": limit,
                 **({k: v for k, v in settings.public().items() if k not in ("model_uri", "index_uri", "cache_dir")}
                    if settings else {}),

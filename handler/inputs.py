@@ -28,6 +28,7 @@ __all__ = [
     "K_MAX",
     "MAX_EMBED_IMAGES",
     "MAX_EMBED_TEXTS",
+    "MAX_REQUEST_TEXT_CHARS",
     "MAX_TEXT_CHARS",
     "OFFSET_MAX",
     "EmbeddingsRequest",
@@ -35,6 +36,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PixelBudgetError",
     "SearchRequest",
+    "TextBudgetError",
     "UnknownItemError",
     "UnsupportedMediaTypeError",
     "body_limit",
@@ -57,6 +59,9 @@ EF_MAX = 4096
 #: context_length - 2 tokens anyway); such a query is reported as truncated.
 MAX_TEXT_CHARS = 20_000
 MAX_EMBED_TEXTS = 64
+#: Characters summed over one request's texts (after each is cut to MAX_TEXT_CHARS): bounds tokenizer work per
+#: request (a 20k-character single word costs ~60-250 ms of BPE; 64 of them would be seconds).
+MAX_REQUEST_TEXT_CHARS = 100_000
 MAX_EMBED_IMAGES = 16
 QUERY_FIELDS = ("text", "image", "embedding", "id")
 SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef")
@@ -92,6 +97,10 @@ class PayloadTooLargeError(BadInputError):
 
 class PixelBudgetError(PayloadTooLargeError):
     code = "too_many_pixels"
+
+
+class TextBudgetError(PayloadTooLargeError):
+    code = "too_much_text"
 
 
 class UnknownItemError(BadInputError):
@@ -460,6 +469,9 @@ def embeddings_from_json(obj: Any, max_image_bytes: int) -> EmbeddingsRequest:
             text, cut = _text(t, f"text[{i}]" if isinstance(obj["text"], list) else "text")
             req.texts.append(text)
             req.precut.append(cut)
+        if sum(map(len, req.texts)) > MAX_REQUEST_TEXT_CHARS:
+            raise TextBudgetError(f"the texts of one request may hold at most {MAX_REQUEST_TEXT_CHARS} characters "
+                                  f"together (each is cut at {MAX_TEXT_CHARS}); send them in several requests")
     if obj.get("image") is not None:
         images, many = _as_list(obj["image"], "image", MAX_EMBED_IMAGES)
         req.images = [decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")

@@ -382,3 +382,14 @@ def test_docs_page_uses_only_packaged_assets(demo_client: Any) -> None:
     js = demo_client.get("/static/swagger-ui/swagger-ui-bundle.js")
     assert js.headers["content-type"].startswith("text/javascript") and b"SwaggerUIBundle" in js.content
     assert demo_client.get("/redoc").status_code == 404  # CDN-only page: not offered
+
+
+def test_text_budget_per_request(demo_client: Any) -> None:
+    """64 texts at the per-text cap would be ~1.3M characters of BPE in one request: capped in total (issue 11 #1)."""
+    from handler.inputs import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS
+
+    n = MAX_REQUEST_TEXT_CHARS // MAX_TEXT_CHARS
+    r = demo_client.post("/embeddings", json={"text": ["word " * (MAX_TEXT_CHARS // 5)] * (n + 1)})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_much_text", r.text
+    r = demo_client.post("/embeddings", json={"text": ["a cat"] * 64})
+    assert r.status_code == 200 and len(r.json()["text_embeddings"]) == 64
