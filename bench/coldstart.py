@@ -3,8 +3,15 @@
 * ours: ``handler.lambda_function.lambda_handler`` (import = Lambda init: settings, bundle, index) invoked
   with an API Gateway v2 ``POST /search`` event holding a text query; MODEL_URI / INDEX_URI point to a
   local ViT-B-32 bundle and a 300-vector index (local directories: no S3 download in these numbers);
-* baseline B: ``python -m uvicorn bench.baseline_api:app`` (open_clip in torch behind FastAPI), polled
-  with ``POST /embeddings`` {"text": ...} until the first 200.
+* baseline B: ``python -m uvicorn bench.baseline_api:app`` (open_clip in torch behind FastAPI, loading the
+  same checkpoint file the bundle was exported from with ``create_model_and_transforms(pretrained=path)``,
+  as an OpenCLIP API does after its download), polled with ``POST /embeddings`` {"text": ...} until the
+  first 200.
+
+Ours runs as shipped (MODEL_VERIFY=off as for a baked bundle, the model loading while the web stack imports,
+the visual session created in the background) and with each idea taken back: MODEL_VERIFY=sha256,
+sequential loading, no background visual session. Right after the first text answer each process answers
+an image query: its latency shows whether the visual tower's load is still on the request path.
 
 Time is wall clock from just before the process is spawned to the answer (interpreter start-up, imports
 and model loading included). Peak memory is the process's VmHWM (/proc/PID/status) right after it
@@ -41,7 +48,7 @@ from bench.common import (
 MARK = "@@BENCH@@"
 QUERY = "a red circle"
 GOAL_SPEEDUP = 8.0
-GOAL_MEMORY = 0.5
+GOAL_MEMORY = 0.25
 
 CHILD = r"""
 import time
@@ -49,22 +56,36 @@ t_start = time.time()
 import json, os, sys
 from pathlib import Path
 event = json.loads(Path(sys.argv[1]).read_text())
-if os.environ.get("BENCH_SKIP_VERIFY") == "1":  # the proposal: no sha256 of a bundle baked into the image
-    import functools
+image_event = json.loads(Path(sys.argv[2]).read_text())
+if os.environ.get("BENCH_SEQUENTIAL") == "1":  # idea taken back: load the model after the web stack imports
+    import handler.state
+    handler.state.ServiceState.start = lambda self: self
+if os.environ.get("BENCH_NO_BG_VISUAL") == "1":  # idea taken back: visual session on the first image query
     import handler.runtime as rt
-    rt.load_bundle = functools.partial(rt.load_bundle, verify=False)
+    _real = rt.load_bundle
+    def _lazy(*a, **k):
+        k["background_visual"] = False
+        return _real(*a, **k)
+    rt.load_bundle = _lazy
 import handler.lambda_function as lf
 t_init = time.time()
 resp = lf.lambda_handler(event, None)
 t_answer = time.time()
+def mem():
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmHWM", "VmRSS"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+status = mem()
+image_resp = lf.lambda_handler(image_event, None)
+t_image = time.time()
+status["VmHWM_after_image"] = mem()["VmHWM"]
 body = json.loads(resp.get("body") or "{}")
-status = {}
-for line in Path("/proc/self/status").read_text().splitlines():
-    k, _, v = line.partition(":")
-    if k in ("VmHWM", "VmRSS"):
-        status[k] = int(v.split()[0]) * 1024
-print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer": t_answer,
+print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer": t_answer, "t_image": t_image,
       "status_code": resp.get("statusCode"), "results": len(body.get("results") or []),
+      "image_status": image_resp.get("statusCode"),
       "error": body.get("error"), "init_ms": lf.INIT_MS, "timings": lf.state.timings, **status}), flush=True)
 """
 
@@ -102,24 +123,51 @@ def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:
     return out
 
 
-def ours_once(bundle: Path, index: Path, ctx: Context, precision: str, skip_verify: bool = False) -> dict[str, Any]:
+# Variants of our cold start: what ships, then each idea taken back (environment of the child process).
+SHIPPED = {"MODEL_VERIFY": "off"}
+VARIANTS = {
+    "shipped": ("as shipped: MODEL_VERIFY=off (baked bundle), load || imports, visual in background", SHIPPED),
+    "verify": ("with MODEL_VERIFY=sha256 (sha256 of the bundle's files at every start)",
+               {**SHIPPED, "MODEL_VERIFY": "sha256"}),
+    "sequential": ("with the model loaded after the imports (no thread)", {**SHIPPED, "BENCH_SEQUENTIAL": "1"}),
+    "lazy-visual": ("with the visual session created by the first image query",
+                    {**SHIPPED, "BENCH_NO_BG_VISUAL": "1"}),
+}
+
+
+def _png(size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def ours_once(bundle: Path, index: Path, ctx: Context, precision: str, variant: str = "shipped") -> dict[str, Any]:
+    import base64
+
     scratch = ctx.scratch("coldstart-child")
-    event = scratch / "event.json"
+    event, image_event = scratch / "event.json", scratch / "image-event.json"
     event.write_text(json.dumps(api_event({"text": QUERY, "k": 5})))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL_", "INDEX_"))}
+    image_event.write_text(json.dumps(api_event({"image": base64.b64encode(_png()).decode(), "k": 5})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL_", "INDEX_", "BENCH_"))}
     env.update(MODEL_URI=str(bundle), INDEX_URI=str(index), CACHE_DIR=str(scratch / "cache"), LOG_LEVEL="WARNING",
-               ORT_THREADS=str(ctx.threads), PRECISION=precision, PYTHONPATH=str(REPO),
-               BENCH_SKIP_VERIFY="1" if skip_verify else "0")
+               ORT_THREADS=str(ctx.threads), PRECISION=precision, PYTHONPATH=str(REPO), **VARIANTS[variant][1])
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(event)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(event), str(image_event)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"lambda cold start child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     r = json.loads(line[len(MARK):])
     if r["status_code"] != 200 or not r["results"]:
         raise RuntimeError(f"lambda answered {r['status_code']} with {r['results']} results: {r.get('error')}")
+    if r["image_status"] != 200:
+        raise RuntimeError(f"lambda answered the image query with {r['image_status']}")
     return {"seconds": r["t_answer"] - t0, "to_import_done": r["t_init"] - t0, "interpreter": r["t_start"] - t0,
+            "image_query": r["t_image"] - r["t_answer"], "peak_rss_after_image": r["VmHWM_after_image"],
             "first_invoke": r["t_answer"] - r["t_init"], "peak_rss": r["VmHWM"], "rss": r["VmRSS"],
             "init_ms": r["init_ms"], "timings": r["timings"]}
 
@@ -160,7 +208,13 @@ def baseline_once(ctx: Context, ckpt: Path, config: Path | None) -> dict[str, An
                 if resp.status_code != 200 or not resp.json().get("text_embeddings"):
                     raise RuntimeError(f"baseline B answered {resp.status_code}: {resp.text[:300]}")
                 break
-        status = _proc_status(proc.pid)
+            status = _proc_status(proc.pid)
+            import base64
+
+            resp = client.post(url, json={"image": base64.b64encode(_png()).decode()})
+            t2 = time.time()
+            if resp.status_code != 200:
+                raise RuntimeError(f"baseline B answered the image with {resp.status_code}: {resp.text[:300]}")
     finally:
         proc.terminate()
         try:
@@ -168,7 +222,7 @@ def baseline_once(ctx: Context, ckpt: Path, config: Path | None) -> dict[str, An
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    return {"seconds": t1 - t0, "peak_rss": status.get("VmHWM"), "rss": status.get("VmRSS")}
+    return {"seconds": t1 - t0, "peak_rss": status.get("VmHWM"), "rss": status.get("VmRSS"), "image_query": t2 - t1}
 
 
 def _proc_status(pid: int) -> dict[str, int]:
@@ -187,16 +241,19 @@ def run(ctx: Context) -> Section:
     config = model_config_file(ctx)
     index = build_index(ctx, bundle)
     repeats = 1 if ctx.quick else 3
-    ours: dict[str, list[dict[str, Any]]] = {"fp32": [], "int8": [], "fp32 no-verify": []}
+    keys = [(p, v) for p in ("fp32", "int8") for v in VARIANTS]
+    ours: dict[str, list[dict[str, Any]]] = {f"{p} {v}": [] for p, v in keys}
     base: list[dict[str, Any]] = []
     # warm the page cache and the bytecode caches once, untimed, so every timed repeat sees the same state
     ours_once(bundle, index, ctx, "fp32")
+    ours_once(bundle, index, ctx, "int8")
     baseline_once(ctx, ckpt, config)
-    for i in range(repeats):
-        for precision in ours:
-            r = ours_once(bundle, index, ctx, precision.split()[0], skip_verify="no-verify" in precision)
-            ours[precision].append(r)
-            ctx.log(f"ours {precision} #{i + 1}: {r['seconds']:.2f}s, peak {r['peak_rss'] / 2**20:.0f} MiB")
+    for i in range(repeats):  # interleaved: load from other processes hits every variant alike
+        for precision, variant in keys:
+            r = ours_once(bundle, index, ctx, precision, variant)
+            ours[f"{precision} {variant}"].append(r)
+            ctx.log(f"ours {precision} {variant} #{i + 1}: {r['seconds']:.2f}s, peak {r['peak_rss'] / 2**20:.0f} "
+                    f"MiB, then image query {r['image_query'] * 1e3:.0f} ms")
         r = baseline_once(ctx, ckpt, config)
         base.append(r)
         ctx.log(f"baseline B #{i + 1}: {r['seconds']:.2f}s, peak {r['peak_rss'] / 2**20:.0f} MiB")
@@ -206,49 +263,60 @@ def run(ctx: Context) -> Section:
 
     b_s, b_m = med(base, "seconds"), med(base, "peak_rss")
     rows = []
-    for precision, rs in ours.items():
+    for key, rs in ours.items():
+        precision, variant = key.split()
         t = rs[0]["timings"]
-        label = (f"ours: lambda_handler, ONNX {precision}" if "no-verify" not in precision else
-                 "**proposal**: ours fp32 without the sha256 check of a local bundle")
+        label = f"ours ONNX {precision}: {VARIANTS[variant][0]}"
+        if variant == "shipped":
+            label = f"**{label}**"
         rows.append([label, f"{med(rs, 'seconds'):.2f} s",
                      f"{b_s / med(rs, 'seconds'):.1f}x", mib(med(rs, "peak_rss")),
-                     f"{med(rs, 'peak_rss') / b_m:.2f}",
+                     f"{med(rs, 'peak_rss') / b_m:.2f}", f"{med(rs, 'image_query') * 1e3:.0f} ms",
                      f"interpreter {med(rs, 'interpreter'):.2f} s · import+init {med(rs, 'to_import_done'):.2f} s "
                      f"(model {fmt(t.get('model_load_ms', float('nan')) / 1e3)} s, index "
                      f"{fmt(t.get('index_load_ms', float('nan')) / 1e3)} s) · first invoke "
                      f"{med(rs, 'first_invoke') * 1e3:.0f} ms"])
-    rows.append(["baseline B: open_clip torch + FastAPI (uvicorn)", f"{b_s:.2f} s", "1.00x", mib(b_m), "1.00",
+    rows.append(["baseline B: open_clip torch + FastAPI (uvicorn), checkpoint loaded from a local file",
+                 f"{b_s:.2f} s", "1.00x", mib(b_m), "1.00", f"{med(base, 'image_query') * 1e3:.0f} ms",
                  "until the first 200 from POST /embeddings"])
     parts = breakdown(bundle, index, ctx)
     sec.add(
-        f"{ctx.model_name} (random init), {ctx.threads} threads; median of {repeats} cold starts each (after "
-        "one untimed start of each, so the page cache is warm for both); ours answers `POST /search` with "
+        f"{ctx.model_name} (random-init weights saved as a checkpoint file: the bundle is exported from it and "
+        f"baseline B loads it with `create_model_and_transforms(pretrained=path)`), {ctx.threads} threads; "
+        f"median of {repeats} cold starts each, interleaved (after one untimed start of each, so the page "
+        "cache is warm for both); ours answers `POST /search` with "
         f"`{{\"text\": \"{QUERY}\", \"k\": 5}}` over a 300-vector index, baseline B answers `POST /embeddings` "
-        f"with the same text. Local files, no S3. Peak memory = VmHWM of the process after the answer.",
-        table(["Process", "start → first answer", "faster than B", "peak RSS", "memory vs B", "breakdown"],
-              rows, align="lrrrrl"),
+        "with the same text. Local files, no S3. Peak memory = VmHWM of the process after the text answer. "
+        "'then image query' = the latency of an image query sent right after the first text answer (ours: "
+        "`POST /search` with a 64×64 PNG; B: `POST /embeddings`).",
+        table(["Process", "start → first answer", "faster than B", "peak RSS", "memory vs B", "then image query",
+               "breakdown"], rows, align="lrrrrrl"),
         "Where ours spends its start-up (each step timed on its own, warm page cache, median of "
         f"{parts['repeats']}):",
         table(["Step", "time"], [[k, f"{v * 1e3:.0f} ms"] for k, v in parts["steps"].items()]),
         "Heaviest top-level imports (`python -X importtime`, cumulative; the flag adds overhead): "
         + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts["imports"].items()) + ".",
     )
-    s32 = b_s / med(ours["fp32"], "seconds")
-    m32 = med(ours["fp32"], "peak_rss") / b_m
-    ok = s32 >= GOAL_SPEEDUP and m32 <= GOAL_MEMORY
+    s32 = b_s / med(ours["fp32 shipped"], "seconds")
+    m32 = med(ours["fp32 shipped"], "peak_rss") / b_m
+    s8 = b_s / med(ours["int8 shipped"], "seconds")
+    m8 = med(ours["int8 shipped"], "peak_rss") / b_m
+    ok = min(s32, s8) >= GOAL_SPEEDUP and max(m32, m8) <= GOAL_MEMORY
     why = []
-    if s32 < GOAL_SPEEDUP:
+    if min(s32, s8) < GOAL_SPEEDUP:
         st = parts["steps"]
         pick = {k.split(" (")[0].split(" of ")[0]: v for k, v in st.items()}
-        why.append(f"speed short by {GOAL_SPEEDUP / s32:.1f}x: ours is bounded by fixed costs — "
-                   + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in pick.items())
-                   + f"; skipping the sha256 check of a local bundle gives {b_s / med(ours['fp32 no-verify'], 'seconds'):.1f}x")
-    if m32 > GOAL_MEMORY:
-        why.append(f"memory {m32:.2f} of B's > {GOAL_MEMORY}")
-    s8 = b_s / med(ours["int8"], "seconds")
-    sec.goals.append(Goal("Cold start vs baseline B", f"≥ {GOAL_SPEEDUP:.0f}x faster, ≤ {GOAL_MEMORY} of its peak "
-                          "memory", f"{s32:.1f}x faster, {m32:.2f} of the memory (fp32); int8: {s8:.1f}x, "
-                          f"{med(ours['int8'], 'peak_rss') / b_m:.2f}", ok, "; ".join(why)))
+        why.append(f"speed short by {GOAL_SPEEDUP / min(s32, s8):.1f}x: ours is bounded by fixed costs — "
+                   + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in pick.items()))
+    if max(m32, m8) > GOAL_MEMORY:
+        why.append(f"memory {max(m32, m8):.2f} of B's > {GOAL_MEMORY}")
+    img = {p: med(ours[f"{p} shipped"], "image_query") for p in ("fp32", "int8")}
+    lazy = {p: med(ours[f"{p} lazy-visual"], "image_query") for p in ("fp32", "int8")}
+    sec.goals.append(Goal("Cold start vs baseline B (as shipped)", f"≥ {GOAL_SPEEDUP:.0f}x faster, ≤ {GOAL_MEMORY} "
+                          "of its peak memory", f"{s32:.1f}x faster, {m32:.2f} of the memory (fp32); int8: "
+                          f"{s8:.1f}x, {m8:.2f}; first image query right after: {img['fp32'] * 1e3:.0f} / "
+                          f"{img['int8'] * 1e3:.0f} ms (visual loaded on the request: {lazy['fp32'] * 1e3:.0f} / "
+                          f"{lazy['int8'] * 1e3:.0f} ms)", ok, "; ".join(why)))
     sec.plots.append(_plot(ctx, ours, base))
     sec.data.update({"ours": ours, "baseline_b": base, "threads": ctx.threads, "breakdown": parts})
     return sec
@@ -338,14 +406,15 @@ def _plot(ctx: Context, ours: dict[str, list[dict[str, Any]]], base: list[dict[s
     secs.append(statistics.median(r["seconds"] for r in base))
     mem = [statistics.median(r["peak_rss"] for r in rs) / 2**20 for rs in ours.values()]
     mem.append(statistics.median(r["peak_rss"] for r in base) / 2**20)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
-    colors = [*["tab:blue", "tab:cyan", "tab:green", "tab:purple"][:len(labels) - 1], "tab:red"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5))
+    colors = [*("tab:blue" if p.startswith("fp32") else "tab:green" for p in ours), "tab:red"]
     for ax, vals, title, unit in ((a1, secs, "start → first answer", "s"), (a2, mem, "peak RSS", "MiB")):
         bars = ax.bar(labels, vals, color=colors)
         for b, v in zip(bars, vals, strict=True):
             ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.2f}" if unit == "s" else f"{v:.0f}", ha="center",
                     va="bottom", fontsize=8)
         ax.set_title(f"{title} ({unit})")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     fig.suptitle(f"Cold start, {ctx.model_name}, {ctx.threads} threads")
     fig.tight_layout()
     name = "coldstart.png"

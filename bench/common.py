@@ -381,8 +381,9 @@ def random_checkpoint(ctx: Context, name: str | None = None, seed: int = 0) -> P
 
 def export_bundle(ctx: Context, *, precisions: Sequence[str] = ("fp32", "fp16", "int8"),
                   model: str | None = None, config: Path | None = None, checkpoint: Path | None = None,
-                  tag: str | None = None) -> Path:
+                  tag: str | None = None, extra_args: Sequence[str] = ()) -> Path:
     """Export a bundle with the project's exporter (`python -m export`), cached by inputs and exporter code.
+    ``extra_args`` go to the exporter as they are (e.g. ``--fixed-length-text``).
 
     Default: the benchmark architecture (ViT-B-32, or the tiny model with --quick), random init (seed 0).
     """
@@ -394,14 +395,14 @@ def export_bundle(ctx: Context, *, precisions: Sequence[str] = ("fp32", "fp16", 
     # Always all three precisions: one cached bundle serves every measure (the variants are small to make).
     precisions = ["fp32", "fp16", "int8"]
     key = hashlib.sha256(json.dumps(
-        [model, str(config), _file_key(checkpoint), precisions, code_hash("export", "handler/bundle.py",
+        [model, str(config), _file_key(checkpoint), precisions, *extra_args, code_hash("export", "handler/bundle.py",
                                                                          "handler/encoders.py")]
     ).encode()).hexdigest()[:12]
     out = ctx.cache / "bundles" / f"{tag or model}-{key}"
     if (out / "manifest.json").is_file():
         return out
     cmd = [sys.executable, "-m", "export", "--model", model, "--pretrained", str(checkpoint), "--out", str(out),
-           "--precision", *precisions, "--force", "--quiet"]
+           "--precision", *precisions, "--force", "--quiet", *extra_args]
     if config is not None:
         cmd[3:5] = ["--model-config", str(config)]
     ctx.log(f"  exporting {tag or model} bundle ({' '.join(precisions)}) ...")

@@ -15,6 +15,7 @@ from typing import Any
 import open_clip
 
 from export import onnx_export, parity
+from export.attention import variable_length_problem
 from export.model_loading import ExportError, LoadedModel, image_section, tokenizer_section
 from handler.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
 
@@ -60,12 +61,13 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset: int, force: bool) -> dict[str, Any]:
+def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset: int, force: bool,
+                 variable_length: bool = True) -> dict[str, Any]:
     out = Path(out)
     prepare_output(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _build(loaded, tmp, precisions=precisions, opset=opset)
+        manifest = _build(loaded, tmp, precisions=precisions, opset=opset, variable_length=variable_length)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -73,21 +75,30 @@ def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset
     return manifest
 
 
-def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int) -> dict[str, Any]:
+def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int,
+           variable_length: bool = True) -> dict[str, Any]:
     text = tokenizer_section(loaded)
     image = image_section(loaded)
+    # Variable-length text (the runtime drops the padding after the EOT token) wherever that is exact.
+    problem = variable_length_problem(loaded.model) if variable_length else "exported with --fixed-length-text"
+    text["variable_length"] = problem is None
+    if problem is not None:
+        text["variable_length_reason"] = problem
+        log.info("text graph: fixed length %d (%s)", text["context_length"], problem)
     log.info("exporting %s (fp32, opset %d)", loaded.name, opset)
     fp32 = onnx_export.export_towers(loaded.model, text["context_length"], image["size"], tmp,
-                                     opset=opset, device=loaded.device)
+                                     opset=opset, device=loaded.device, variable_length=text["variable_length"])
     shutil.copyfile(open_clip.tokenizer.default_bpe(), tmp / text["tokenizer"]["vocab_file"])
 
     log.info("measuring PyTorch vs ONNX parity")
-    parity_result = parity.measure_parity(loaded, fp32)
+    parity_result = parity.measure_parity(loaded, fp32, trim_padding=text["variable_length"],
+                                          pad_id=int(text["tokenizer"].get("pad_token_id") or 0))
     if not parity_result["passed"]:
         raise ExportError(
             f"parity check failed: max-abs text {parity_result['text_max_abs']:.2e}, image "
-            f"{parity_result['image_max_abs']:.2e} exceed {parity.FP32_MAX_ABS:.0e}; the ONNX graph does not "
-            "reproduce the PyTorch model (try another --opset)"
+            f"{parity_result['image_max_abs']:.2e} (limit {parity.FP32_MAX_ABS:.0e}), trimmed vs untrimmed text "
+            f"{parity_result.get('trimmed_vs_untrimmed_max_abs', 0.0):.2e} (limit {parity.TRIM_MAX_ABS:.0e}); "
+            "the ONNX graph does not reproduce the PyTorch model (try another --opset, or --fixed-length-text)"
         )
 
     files = {name: file_entry(tmp / name) for name in (p.name for p in fp32.values())}

@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.attention import VariableLengthTextTower, export_attention, variable_length_problem
 from handler.bundle import IO
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class VisualTower(torch.nn.Module):
         return self.model.encode_image(pixel_values, normalize=True)
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Path, opset: int) -> None:
+def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Path, opset: int,
+            input_axes: dict[int, str] | None = None) -> None:
     names = IO[tower]
     in_name, out_name = names["input"]["name"], names["output"]["name"]
     # The fused MHA fast path has no ONNX symbolic; the plain path exports to standard ops.
@@ -54,7 +56,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Pat
             str(out),
             input_names=[in_name],
             output_names=[out_name],
-            dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
+            dynamic_axes={in_name: input_axes or {0: "batch"}, out_name: {0: "batch"}},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,  # the dynamo exporter rejected an output name colliding with an internal one
@@ -63,18 +65,30 @@ def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Pat
 
 
 def export_towers(model: torch.nn.Module, context_length: int, image_size: list[int], out_dir: Path,
-                  *, opset: int = DEFAULT_OPSET, device: str = "cpu") -> dict[str, Path]:
-    """Writes textual.onnx and visual.onnx (fp32) into out_dir."""
+                  *, opset: int = DEFAULT_OPSET, device: str = "cpu",
+                  variable_length: bool = True) -> dict[str, Path]:
+    """Writes textual.onnx and visual.onnx (fp32) into out_dir, with export-friendly attention (ExportMHA).
+
+    With ``variable_length`` (and when :func:`variable_length_problem` finds none) the text graph takes any
+    sequence length up to context_length (dynamic axis 1, "sequence"); otherwise always context_length."""
     model = model.float().eval()
-    text_example = torch.zeros((2, context_length), dtype=torch.int64, device=device)
+    variable = variable_length and variable_length_problem(model) is None
+    # A variable-length graph is traced with a short example, so no length can be baked in as a constant.
+    text_example = torch.zeros((2, min(9, context_length) if variable else context_length), dtype=torch.int64,
+                               device=device)
     text_example[:, 0] = 49406
     text_example[:, 1] = 49407
     image_example = torch.zeros((2, 3, *image_size), dtype=torch.float32, device=device)
     paths = {"textual": out_dir / "textual.onnx", "visual": out_dir / "visual.onnx"}
     # Wrappers must be in eval mode too: the exporter restores the wrapper's mode on the whole module tree
     # afterwards, and a wrapper left in train mode would switch BatchNorm (ResNet towers) to batch statistics.
-    _export(TextTower(model).eval(), text_example, "textual", paths["textual"], opset)
-    _export(VisualTower(model).eval(), image_example, "visual", paths["visual"], opset)
+    with export_attention(model):
+        if variable:
+            _export(VariableLengthTextTower(model).eval(), text_example, "textual", paths["textual"], opset,
+                    {0: "batch", 1: "sequence"})
+        else:
+            _export(TextTower(model).eval(), text_example, "textual", paths["textual"], opset)
+        _export(VisualTower(model).eval(), image_example, "visual", paths["visual"], opset)
     if model.training:  # pragma: no cover - defensive
         raise RuntimeError("the model left export in training mode")
     return paths

@@ -12,8 +12,11 @@ from PIL import Image, ImageDraw
 
 from handler.bundle import IO
 from handler.encoders import create_session
+from handler.encoders import trim_padding as runtime_trim
 
 FP32_MAX_ABS = 1e-5
+# A variable-length text graph on ids trimmed like the runtime trims them vs the same graph untrimmed.
+TRIM_MAX_ABS = 1e-6
 # Minimum accuracy of a precision variant against fp32 on the fixed query set; export fails below.
 VARIANT_THRESHOLDS = {
     "fp16": {"cosine_min": 0.995, "top10_overlap": 0.8},
@@ -92,20 +95,36 @@ def torch_embeddings(loaded: Any, ids: torch.Tensor, pixels: torch.Tensor) -> tu
     return t, v
 
 
-def measure_parity(loaded: Any, paths: dict[str, Path], batch_sizes: tuple[int, ...] = (1, 3)) -> dict[str, Any]:
-    """fp32 ONNX vs PyTorch on the fixed texts and images, at each batch size."""
+def measure_parity(loaded: Any, paths: dict[str, Path], batch_sizes: tuple[int, ...] = (1, 3),
+                   trim_padding: bool = False, pad_id: int = 0) -> dict[str, Any]:
+    """fp32 ONNX vs PyTorch on the fixed texts and images, at each batch size.
+
+    With ``trim_padding`` (a variable-length text graph) the text graph also runs on ids trimmed like the
+    runtime trims them (each batch to its longest text): trimmed and untrimmed must both be within
+    FP32_MAX_ABS of PyTorch, and within TRIM_MAX_ABS of each other."""
     ids, pixels = torch_inputs(loaded, PARITY_TEXTS, parity_images())
     ref_t, ref_v = torch_embeddings(loaded, ids, pixels)
     text_sess, vis_sess = session(paths["textual"]), session(paths["visual"])
     ids_np, pix_np = ids.numpy().astype(np.int64), pixels.numpy().astype(np.float32)
+    in_name = IO["textual"]["input"]["name"]
     per_batch = {}
-    worst_t = worst_v = 0.0
+    worst_t = worst_v = worst_trim = 0.0
     for bs in batch_sizes:
-        dt = float(np.abs(run_onnx(text_sess, "textual", ids_np, bs) - ref_t).max())
+        full = run_onnx(text_sess, "textual", ids_np, bs)
+        dt = float(np.abs(full - ref_t).max())
+        row: dict[str, float] = {}
+        if trim_padding:
+            # the runtime's own trimming, on each batch
+            trimmed = np.concatenate([text_sess.run(None, {in_name: runtime_trim(ids_np[i:i + bs], pad_id)})[0]
+                                      for i in range(0, len(ids_np), bs)]).astype(np.float32)
+            row["text_trimmed_max_abs"] = float(np.abs(trimmed - ref_t).max())
+            row["trimmed_vs_untrimmed_max_abs"] = float(np.abs(trimmed - full).max())
+            dt = max(dt, row["text_trimmed_max_abs"])
+            worst_trim = max(worst_trim, row["trimmed_vs_untrimmed_max_abs"])
         dv = float(np.abs(run_onnx(vis_sess, "visual", pix_np, bs) - ref_v).max())
-        per_batch[str(bs)] = {"text_max_abs": dt, "image_max_abs": dv}
+        per_batch[str(bs)] = {"text_max_abs": dt, "image_max_abs": dv, **row}
         worst_t, worst_v = max(worst_t, dt), max(worst_v, dv)
-    return {
+    result = {
         "device": loaded.device,
         "threshold": FP32_MAX_ABS,
         "text_max_abs": worst_t,
@@ -115,6 +134,10 @@ def measure_parity(loaded: Any, paths: dict[str, Path], batch_sizes: tuple[int, 
         "n_images": len(pixels),
         "passed": worst_t <= FP32_MAX_ABS and worst_v <= FP32_MAX_ABS,
     }
+    if trim_padding:
+        result.update(trimmed=True, trim_threshold=TRIM_MAX_ABS, trimmed_vs_untrimmed_max_abs=worst_trim)
+        result["passed"] = result["passed"] and worst_trim <= TRIM_MAX_ABS
+    return result
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

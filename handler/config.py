@@ -20,6 +20,9 @@ The deployment template sets exactly these names::
     COLLECTION_ROOT         unset      where the collection's images are (overrides the index manifest's source)
     PRESIGN_EXPIRY_SECONDS  3600       lifetime of presigned URLs for s3:// item images
     MODEL_ID                unset      model name reported in responses (default: bundle name/pretrained)
+    MODEL_VERIFY            sha256     sha256 | off: checksum a local bundle's files at start; ``off`` suits a
+                                       bundle baked into an immutable image and verified when the image was
+                                       built. Bundles fetched from S3 are always checked.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_VARS = (
     "MODEL_URI", "INDEX_URI", "ORT_THREADS", "PRECISION", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "CORS_ORIGINS",
     "API_KEY", "LOG_LEVEL", "INDEX_REFRESH_SECONDS", "CACHE_DIR", "COLLECTION_ROOT", "PRESIGN_EXPIRY_SECONDS",
-    "MODEL_ID", "MAX_REQUEST_PIXELS",
+    "MODEL_ID", "MAX_REQUEST_PIXELS", "MODEL_VERIFY",
 )
 #: Two images at the pixel limit: bounds the decoding work of one request (~3 s of PNG decoding per
 #: 50 MP on one core), whatever the number of images /embeddings accepts.
 DEFAULT_MAX_REQUEST_PIXELS = 2 * DEFAULT_MAX_PIXELS
+MODEL_VERIFY_MODES = ("sha256", "off")
 
 
 def available_cores() -> int:
@@ -138,6 +142,7 @@ class Settings:
     presign_expiry_seconds: int = 3600
     model_id: str | None = None
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    model_verify: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +160,9 @@ class Settings:
         if api_key and (api_key != api_key.strip() or not api_key.isprintable()):
             raise ConfigError("API_KEY is invalid: it has leading/trailing whitespace or control characters, "
                               "which an x-api-key header can never match (value not shown)")
+        model_verify = (_get(env, "MODEL_VERIFY") or "sha256").lower()
+        if model_verify not in MODEL_VERIFY_MODES:
+            raise ConfigError(f"MODEL_VERIFY={env.get('MODEL_VERIFY')!r}: must be one of {', '.join(MODEL_VERIFY_MODES)}")
         collection_root = _get(env, "COLLECTION_ROOT")
         if collection_root is not None:
             _uri(env, "COLLECTION_ROOT", required=False)
@@ -174,6 +182,7 @@ class Settings:
             presign_expiry_seconds=_int(env, "PRESIGN_EXPIRY_SECONDS", 3600, 1, 7 * 24 * 3600),
             model_id=_get(env, "MODEL_ID"),
             max_request_pixels=_int(env, "MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS, 1, 1 << 40),
+            model_verify=model_verify == "sha256",
         )
 
     def with_(self, **changes: Any) -> Settings:

@@ -33,20 +33,34 @@ def create_session(path: str | Path, precision: str = "fp32", threads: int | Non
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-class Encoder:
-    """One tower: batched inference returning float32, L2-normalised rows."""
+def trim_padding(ids: np.ndarray, pad_id: int = 0) -> np.ndarray:
+    """Drop the trailing columns that are ``pad_id`` in every row (at least one column is kept).
 
-    def __init__(self, session: ort.InferenceSession, tower: str, batch_size: int):
+    For a causal text tower pooled at the EOT token (a bundle with ``text.variable_length``) these are the
+    positions after the EOT token of the longest text: they cannot change any row's embedding."""
+    used = np.flatnonzero((ids != pad_id).any(axis=0))
+    return ids[:, : int(used[-1]) + 1 if used.size else 1]
+
+
+class Encoder:
+    """One tower: batched inference returning float32, L2-normalised rows.
+
+    ``trim_pad_id`` (variable-length text graphs only): each batch is trimmed with :func:`trim_padding`."""
+
+    def __init__(self, session: ort.InferenceSession, tower: str, batch_size: int, trim_pad_id: int | None = None):
         self.session = session
         self.input_name = IO[tower]["input"]["name"]
         self.output_name = IO[tower]["output"]["name"]
         self.batch_size = batch_size
+        self.trim_pad_id = trim_pad_id
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.trim_pad_id is not None:
+            x = trim_padding(x, self.trim_pad_id)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        outs = [
-            self.session.run([self.output_name], {self.input_name: x[i:i + self.batch_size]})[0]
-            for i in range(0, len(x), self.batch_size)
-        ]
+        outs = [self._run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         out = np.concatenate(outs).astype(np.float32, copy=False)
         # The graph normalises already; renormalising absorbs fp16/int8 rounding (no-op at fp32 precision).
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -5,6 +5,10 @@ The bundle (``MODEL_URI``) and the index (``INDEX_URI``) are loaded once per con
 invalid configuration, a missing or corrupt artifact or a model/index fingerprint mismatch is logged and
 reported by ``GET /health`` (503) so the function still answers. Warm containers pick up new index
 versions (see :mod:`handler.state`).
+
+Cold start: the light modules come first, then the bundle starts loading in a thread (numpy, onnxruntime,
+the text session) while this thread imports the web stack (FastAPI, Mangum); the visual session follows in
+the background once the text tower is ready (``handler.runtime``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,8 @@ import time
 
 _T0 = time.perf_counter()
 
-from handler.app import create_app  # noqa: E402
 from handler.config import Settings  # noqa: E402
 from handler.errors import ConfigError  # noqa: E402
-from handler.lambda_adapter import SafeMangum  # noqa: E402
 from handler.logs import configure_logging, emit_metrics  # noqa: E402
 from handler.state import ServiceState  # noqa: E402
 
@@ -35,12 +37,20 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
         state = ServiceState.failed_config(e, api_key=(os.environ if environ is None else environ).get("API_KEY"))
     else:
         configure_logging(settings.log_level, loggers=("handler", "mangum") if _ON_LAMBDA else ())
-        state = ServiceState(settings).load()
+        state = ServiceState(settings).start()  # the model loads in a thread while the web stack imports
+    global _T_IMPORTS
+    from handler.app import create_app
+    from handler.lambda_adapter import SafeMangum  # noqa: F401 - imported here to overlap with the load
+
+    _T_IMPORTS = time.perf_counter()
+    state.load()
     return state, create_app(state)
 
 
-_T_IMPORTS = time.perf_counter()
+_T_IMPORTS = _T0
 state, app = build()
+from handler.lambda_adapter import SafeMangum  # noqa: E402
+
 lambda_handler = SafeMangum(app, lifespan="off")
 
 INIT_MS = round((time.perf_counter() - _T0) * 1000, 2)

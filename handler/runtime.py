@@ -41,6 +41,7 @@ class Embedder:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         verify: bool = True,
         lazy_visual: bool = True,
+        background_visual: bool = False,
     ):
         self.bundle = bundle
         self.precision = precision
@@ -58,12 +59,19 @@ class Embedder:
         self.tokenizer = ClipTokenizer.from_manifest(bundle.path, text_section)
         self.preprocessor = ImagePreprocessor(bundle.manifest["image"], max_pixels=max_pixels)
         self._preprocessors: dict[ImageOptions, ImagePreprocessor] = {self.preprocessor.options: self.preprocessor}
+        # A variable-length text graph (docs/formats.md): each batch runs only up to its longest text's EOT.
+        self.variable_length = bool(text_section.get("variable_length"))
+        self._pad_id = int(text_section["tokenizer"].get("pad_token_id") or 0)
         self._text = self._load("textual")
         self.timings["text_load_s"] = time.perf_counter() - t0
         self._visual: Encoder | None = None
         self._visual_lock = threading.Lock()
+        self.visual_ready = threading.Event()  # set once the visual session exists (loaded or preloaded)
+        self.visual_error: BaseException | None = None  # why a background load failed (retried on use)
         if not lazy_visual:
             self._visual_encoder()
+        elif background_visual:
+            threading.Thread(target=self._preload_visual, name="visual-session", daemon=True).start()
 
     # -- metadata -------------------------------------------------------------------------------------------
     @property
@@ -108,9 +116,12 @@ class Embedder:
     # -- sessions -------------------------------------------------------------------------------------------
     def _load(self, tower: str) -> Encoder:
         path = self._paths[tower]
-        return Encoder(create_session(path, self.precision, self.threads), tower, self.batch_size)
+        trim = self._pad_id if tower == "textual" and self.variable_length else None
+        return Encoder(create_session(path, self.precision, self.threads), tower, self.batch_size, trim_pad_id=trim)
 
     def _visual_encoder(self) -> Encoder:
+        """The visual session, created once (thread-safe): a caller arriving while the background load runs
+        waits for it instead of loading a second copy."""
         if self._visual is None:
             with self._visual_lock:
                 if self._visual is None:
@@ -119,7 +130,15 @@ class Embedder:
                         self.bundle.verify([self._paths["visual"].name])
                     self._visual = self._load("visual")
                     self.timings["visual_load_s"] = time.perf_counter() - t0
+                    self.visual_ready.set()
         return self._visual
+
+    def _preload_visual(self) -> None:
+        try:
+            self._visual_encoder()
+        except Exception as e:  # reported by the first image query, which tries again
+            self.visual_error = e
+            log.warning("background load of the visual tower failed: %s: %s", type(e).__name__, e)
 
     # -- text -----------------------------------------------------------------------------------------------
     def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
@@ -207,12 +226,16 @@ def load_bundle(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     verify: bool = True,
     lazy_visual: bool = True,
+    background_visual: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> Embedder:
     """Load a model bundle (local directory or s3:// prefix, cached locally) and return its Embedder.
 
-    Checksums of the files in use are verified (visual lazily, on the first image); the text session loads
-    first so a text query's cold start does not pay for the vision tower.
+    Checksums of the files in use are verified (visual lazily, on the first image) unless ``verify`` is
+    False for a local bundle (one checked when its immutable image was built); files fetched from S3 are
+    always checked. The text session loads first so a text query's cold start does not pay for the vision
+    tower; ``background_visual`` then creates the visual session in a thread right away, so the first image
+    query does not pay for it either (unless it arrives before that finishes, and then only the rest).
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads={threads}: must be >= 1")
@@ -226,4 +249,4 @@ def load_bundle(
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
     bundle = read_manifest(path)
     return Embedder(bundle, precision=precision, threads=threads, batch_size=batch_size, max_pixels=max_pixels,
-                    verify=verify, lazy_visual=lazy_visual)
+                    verify=verify, lazy_visual=lazy_visual, background_visual=background_visual)

@@ -79,6 +79,7 @@ class ServiceState:
     _last_check: float = field(default=0.0, repr=False)
     _failed: dict[str, float] = field(default_factory=dict, repr=False)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _model_thread: threading.Thread | None = field(default=None, repr=False)
 
     # -- construction ---------------------------------------------------------------------------------------
     #: API_KEY of a process whose configuration is invalid (no Settings to hold it): still required.
@@ -93,27 +94,25 @@ class ServiceState:
         log_event("config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message)
         return state
 
+    def start(self) -> ServiceState:
+        """Begin loading the model bundle in a thread, so the caller can import the web stack meanwhile;
+        :meth:`load` waits for it. Never raises; returns self."""
+        if self.settings is not None and self._model_thread is None:
+            self._model_thread = threading.Thread(target=self._load_model, name="model-load", daemon=True)
+            self._model_thread.start()
+        return self
+
     def load(self) -> ServiceState:
-        """Load the bundle, then the index (if configured). Never raises; returns self."""
+        """Load the bundle (or wait for :meth:`start`'s thread), then the index (if configured). Never raises;
+        returns self."""
         if self.settings is None:
             return self
         s = self.settings
-        t0 = time.perf_counter()
-        try:
-            from handler.runtime import load_bundle
-
-            self.embedder = load_bundle(s.model_uri, precision=s.precision, threads=s.ort_threads,
-                                        max_pixels=s.max_image_pixels, cache_dir=s.cache_dir)
-            self.model_problem = None
-        except Exception as e:  # any failure is reported by /health, never raised at import
-            self.model_problem = _problem("model", e)
-            log_event("model_load_failed", "ERROR", uri=s.model_uri, code=self.model_problem.code,
-                      message=self.model_problem.message)
-        self.timings["model_load_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        if self.embedder is not None:
-            log_event("model_loaded", uri=s.model_uri, model=self.model_id, precision=s.precision,
-                      fingerprint=self.embedder.model_fingerprint, dim=self.embedder.dim,
-                      load_ms=self.timings["model_load_ms"])
+        if self._model_thread is not None:
+            self._model_thread.join()
+            self._model_thread = None
+        else:
+            self._load_model()
         if s.index_uri is not None and self.embedder is None:
             self.index_problem = Problem("index", "model_unavailable",
                                          "index not loaded: it cannot be verified without the model bundle")
@@ -124,6 +123,28 @@ class ServiceState:
         self._last_check = time.monotonic()
         self.loaded_at = time.time()
         return self
+
+    def _load_model(self) -> None:
+        assert self.settings is not None
+        s = self.settings
+        t0 = time.perf_counter()
+        try:
+            from handler.runtime import load_bundle
+
+            # The visual session is created in a background thread once the text tower is ready.
+            self.embedder = load_bundle(s.model_uri, precision=s.precision, threads=s.ort_threads,
+                                        max_pixels=s.max_image_pixels, cache_dir=s.cache_dir,
+                                        verify=s.model_verify, background_visual=True)
+            self.model_problem = None
+        except Exception as e:  # any failure is reported by /health, never raised at import
+            self.model_problem = _problem("model", e)
+            log_event("model_load_failed", "ERROR", uri=s.model_uri, code=self.model_problem.code,
+                      message=self.model_problem.message)
+        self.timings["model_load_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        if self.embedder is not None:
+            log_event("model_loaded", uri=s.model_uri, model=self.model_id, precision=s.precision,
+                      fingerprint=self.embedder.model_fingerprint, dim=self.embedder.dim,
+                      load_ms=self.timings["model_load_ms"])
 
     # -- properties -----------------------------------------------------------------------------------------
     @property

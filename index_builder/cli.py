@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["build_parser", "main"]
 
@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"decode/preprocess threads (default {default_workers()})")
     b.add_argument("--threads", type=_positive, default=None,
                    help="onnxruntime intra-op threads (default: all cores)")
-    b.add_argument("--precision", default="fp32", help="bundle precision variant: fp32, fp16 or int8 (default fp32)")
+    b.add_argument("--precision", default=None,
+                   help="bundle precision variant: fp32, fp16 or int8 (default: env PRECISION, the variable the "
+                        "search service reads, so the index is embedded like its queries; else fp32)")
     b.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
                    help="onnx (the bundle, default) or torch (open_clip, e.g. for a GPU rebuild)")
     b.add_argument("--device", default="cpu", help="torch backend device: cpu or cuda (default cpu)")
@@ -110,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_precision(environ: Mapping[str, str] | None = None) -> str:
+    """The service's ``PRECISION`` (its env variable) when set, else fp32: an index built for an int8 service
+    is embedded with the int8 towers that will encode its queries (and int8 rebuilds are ~3x faster)."""
+    from handler.bundle import PRECISIONS
+    from index_builder.sources import UsageError
+
+    raw = (os.environ if environ is None else environ).get("PRECISION", "").strip()
+    if raw and raw.lower() not in PRECISIONS:
+        raise UsageError(f"PRECISION={raw!r}: must be one of {', '.join(PRECISIONS)} (or pass --precision)")
+    return raw.lower() or "fp32"
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from handler.preprocess import DEFAULT_MAX_PIXELS
     from index_builder.build import DEFAULT_MAX_FILE_BYTES, BuildOptions, build, format_skipped
@@ -117,9 +131,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     if not args.bundle:
         raise UsageError("--bundle is required (or set BUNDLE_URI): the model bundle directory or s3:// prefix")
+    precision = args.precision or default_precision()
     opts = BuildOptions(
         source=args.source, bundle=args.bundle, out=args.out, full=args.full, batch_size=args.batch_size,
-        workers=args.workers, precision=args.precision, backend=args.backend, device=args.device,
+        workers=args.workers, precision=precision, backend=args.backend, device=args.device,
         pretrained=args.pretrained, M=args.M, ef_construction=args.ef_construction, ef=args.ef,
         keep_versions=args.keep_versions, strict=args.strict, work_dir=args.work_dir,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,

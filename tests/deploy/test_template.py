@@ -200,7 +200,8 @@ def test_template_defaults_pass_the_service_validation(template: dict[str, Any])
     assert deployed.with_(ort_threads=1) == defaults.with_(ort_threads=1)
     baked, _ = invoke.template_environment(TEMPLATE, "SearchFunction",
                                            {"ArtifactBucket": "example-bucket", "BakedModel": "true"})
-    assert baked["MODEL_URI"] == "/opt/model"
+    assert baked["MODEL_URI"] == "/opt/model" and baked["MODEL_VERIFY"] == "off"
+    assert resolved["MODEL_VERIFY"] == "sha256"  # S3 bundles: always verified anyway
     # Every precision the template allows is one the service accepts.
     from handler.config import PRECISIONS
 
@@ -390,6 +391,10 @@ def test_handler_dockerfile() -> None:
     assert ("CMD", '["handler.lambda_function.lambda_handler"]') in runtime
     baked = [(i, r) for s, i, r in instructions if s == "baked"]
     assert ("ENV", "MODEL_URI=/opt/model") in baked
+    # A baked bundle is verified once at image build, so cold starts may skip the sha256 (MODEL_VERIFY=off).
+    assert ("ENV", "MODEL_VERIFY=off") in baked
+    assert any(i == "RUN" and "read_manifest('/opt/model').verify()" in r for i, r in baked)
+    assert any(i == "RUN" and "compileall" in r for i, r in runtime), "no .pyc: Lambda's /var/task is read-only"
     text = (ROOT / "handler" / "Dockerfile").read_text()
     assert not re.search(r"^[^#]*\b(torch|open_clip)\b", text, re.M)
 

@@ -237,5 +237,97 @@ def test_cuda_export_parity(tiny_checkpoint, tmp_path):
 
 def test_onnx_batch_axis_is_dynamic(tiny_bundle):
     sess = ort.InferenceSession(str(tiny_bundle / "textual.onnx"), providers=["CPUExecutionProvider"])
-    assert sess.get_inputs()[0].shape[0] == "batch" and sess.get_inputs()[0].shape[1] == 16
+    assert sess.get_inputs()[0].shape == ["batch", "sequence"]
     assert sess.get_outputs()[0].shape == ["batch", 32]
+    sess = ort.InferenceSession(str(tiny_bundle / "visual.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == ["batch", 3, 32, 32]
+
+
+def _tiny_torch(checkpoint):
+    open_clip.add_model_config(TINY_CONFIG)
+    return open_clip.create_model("tiny-clip", pretrained=str(checkpoint)).eval(), open_clip.get_tokenizer("tiny-clip")
+
+
+def test_text_graph_takes_any_length_and_trimming_is_exact(tiny_bundle, tiny_checkpoint):
+    """CLIP's text tower is causal and pools at EOT: the bundle says so, the graph takes any length up to
+    context_length, and trimmed ids give the torch numbers and the untrimmed ONNX numbers."""
+    manifest = read_manifest(tiny_bundle).manifest
+    assert manifest["text"]["variable_length"] is True and "variable_length_reason" not in manifest["text"]
+    p = manifest["parity"]
+    assert p["trimmed"] and p["passed"] and p["trimmed_vs_untrimmed_max_abs"] <= parity.TRIM_MAX_ABS == 1e-6
+    assert all(b["text_trimmed_max_abs"] <= 1e-5 for b in p["batch_sizes"].values())
+    model, tokenizer = _tiny_torch(tiny_checkpoint)
+    texts = ["", "a cat", "a photo of a red circle on a white", "x " * 40]
+    ids = tokenizer(texts)
+    with torch.no_grad():
+        ref = model.encode_text(ids, normalize=True).numpy()
+    sess = _ort(tiny_bundle / "textual.onnx")
+    full = sess.run(None, {"input_ids": ids.numpy()})[0]
+    for i in range(len(texts)):  # each text alone, trimmed to its own tokens
+        row = ids.numpy()[i:i + 1]
+        n = int(np.flatnonzero(row[0])[-1]) + 1
+        got = sess.run(None, {"input_ids": row[:, :n]})[0]
+        assert np.abs(got - ref[i:i + 1]).max() <= 1e-5 and np.abs(got - full[i:i + 1]).max() <= 1e-6
+    for precision in ("fp16", "int8"):  # variants derived from the fp32 graph keep the dynamic axis
+        sess = _ort(tiny_bundle / onnx_filename("textual", precision), precision)
+        short, whole = (sess.run(None, {"input_ids": ids.numpy()[1:2, :n]})[0][0] for n in (4, 16))
+        assert float(short @ whole / np.linalg.norm(short) / np.linalg.norm(whole)) > 0.99
+
+
+@pytest.mark.parametrize(("text_cfg", "reason"), [
+    ({"no_causal_mask": True}, "not causal"),
+    ({"pool_type": "first"}, "pools with 'first'"),
+])
+def test_towers_where_trimming_is_invalid_keep_fixed_length(text_cfg, reason, tmp_path):
+    """A non-causal or non-EOT-pooled text tower keeps context_length columns and says why."""
+    cfg = json.loads(TINY_CONFIG.read_text())
+    cfg["text_cfg"].update(text_cfg)
+    config = tmp_path / "tiny-fixed.json"
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "bundle"
+    assert main(["--model-config", str(config), "--pretrained", "none", "--out", str(out), "--quiet"]) == 0
+    text = read_manifest(out).manifest["text"]
+    assert text["variable_length"] is False and reason in text["variable_length_reason"]
+    sess = _ort(out / "textual.onnx")
+    assert sess.get_inputs()[0].shape == ["batch", 16]
+    assert "trimmed" not in read_manifest(out).manifest["parity"]
+
+
+def test_trimmed_vs_untrimmed_mismatch_fails_export(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """The exporter runs the runtime's own trimming; if trimming changed a result, export fails."""
+    monkeypatch.setattr(parity, "runtime_trim", lambda ids, pad_id: ids[:, : max(1, ids.shape[1] // 2)])
+    out = tmp_path / "bundle"
+    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out)]) == 1
+    assert "trimmed vs untrimmed text" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_fixed_length_text_option(tiny_checkpoint, tmp_path):
+    out = tmp_path / "fixed"
+    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out),
+                 "--fixed-length-text", "--quiet"]) == 0
+    text = read_manifest(out).manifest["text"]
+    assert text["variable_length"] is False and "--fixed-length-text" in text["variable_length_reason"]
+    assert _ort(out / "textual.onnx").get_inputs()[0].shape == ["batch", 16]
+    _check_parity_against_torch(out, "tiny-clip", tiny_checkpoint)
+
+
+def test_export_attention_matches_multihead_attention():
+    """ExportMHA is nn.MultiheadAttention's maths (self-attention, float and bool masks); anything else is
+    delegated to the wrapped module; the swap is undone on exit."""
+    from export.attention import ExportMHA, export_attention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    x, other = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    wrapped = ExportMHA(mha)
+    with torch.no_grad():
+        for mask in (None, causal, causal.isinf()):
+            torch.testing.assert_close(wrapped(x, x, x, attn_mask=mask)[0], mha(x, x, x, attn_mask=mask)[0])
+        torch.testing.assert_close(wrapped(x, other, other)[0], mha(x, other, other)[0])  # cross-attention
+    holder = torch.nn.Module()
+    holder.attn = mha
+    with export_attention(holder) as n:
+        assert n == 1 and isinstance(holder.attn, ExportMHA)
+    assert holder.attn is mha

@@ -32,6 +32,7 @@ def test_all_variables() -> None:
         "LOG_LEVEL": "warn", "INDEX_REFRESH_SECONDS": "0", "CACHE_DIR": "/mnt/cache",
         "COLLECTION_ROOT": "/data/images", "PRESIGN_EXPIRY_SECONDS": "600", "MODEL_ID": "ViT-B-32/laion2b",
         "MAX_REQUEST_PIXELS": "3_000_000",
+        "MODEL_VERIFY": "OFF",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -42,6 +43,7 @@ def test_all_variables() -> None:
     assert s.public()["api_key_required"] is True
     assert s.log_level == "WARNING" and s.index_refresh_seconds == 0.0 and s.cache_dir == "/mnt/cache"
     assert s.collection_root == "/data/images" and s.presign_expiry_seconds == 600 and s.model_id == "ViT-B-32/laion2b"
+    assert s.model_verify is False and Settings.from_env({"MODEL_URI": "m"}).model_verify is True
     # blank values mean "unset"
     blank = Settings.from_env({"MODEL_URI": "m", **{k: "" for k in ENV_VARS if k != "MODEL_URI"}})
     assert blank == Settings.from_env({"MODEL_URI": "m"})
@@ -57,6 +59,7 @@ def test_all_variables() -> None:
     ({"ORT_THREADS": "two"}, "ORT_THREADS='two': must be an integer"),
     ({"ORT_THREADS": "0"}, "ORT_THREADS='0'"),
     ({"PRECISION": "fp64"}, "PRECISION='fp64': must be one of fp32, fp16, int8"),
+    ({"MODEL_VERIFY": "size"}, "MODEL_VERIFY='size': must be one of sha256, off"),
     ({"MAX_IMAGE_BYTES": "4.5MB"}, "MAX_IMAGE_BYTES='4.5MB'"),
     ({"MAX_IMAGE_BYTES": "-1"}, "MAX_IMAGE_BYTES='-1'"),
     ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS='0'"),

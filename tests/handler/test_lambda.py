@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -279,3 +280,30 @@ def test_lambda_function_imports_no_training_stack(demo_bundle: Path, demo_index
     assert res.returncode == 0, res.stderr[-2000:]
     bad, _ = res.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert bad == "[]", res.stdout  # local artifacts: not even boto3
+
+
+def test_cold_start_creates_the_visual_session_in_the_background(demo_bundle: Path, demo_index: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    """The text tower is ready at import; the visual session follows in a thread without any image query,
+    so the first image query does not load it on the request path."""
+    with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], CACHE_DIR=tmp_path) as module:
+        emb = module.state.embedder
+        assert emb.visual_ready.wait(60) and emb.visual_loaded
+        loaded_in = emb.timings["visual_load_s"]
+        status, _, body = invoke(module, load_event("search-image.json"))
+        assert status == 200 and body["results"]
+        assert emb.timings["visual_load_s"] == loaded_in  # not loaded again by the request
+
+
+def test_model_verify_off_skips_the_checksums_of_a_local_bundle(demo_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(demo_bundle, tmp_path / "bundle"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for entry in manifest["files"].values():
+        entry["sha256"] = "0" * 64  # what a corrupt file would look like to the check
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with lambda_module(MODEL_URI=copy, CACHE_DIR=tmp_path) as module:
+        status, _, body = invoke(module, load_event("health.json"))
+        assert status == 503 and "sha256" in body["reason"]
+    with lambda_module(MODEL_URI=copy, CACHE_DIR=tmp_path, MODEL_VERIFY="off") as module:
+        assert invoke(module, load_event("health.json"))[0] == 200
+        assert invoke(module, load_event("embeddings.json"))[0] == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -195,3 +196,100 @@ def test_no_torch_imports_in_handler_sources():
                           if n.split(".")[0] in {"torch", "torchvision", "open_clip", "export", "index_builder"}]
     assert offenders == [], "handler/ must not import torch, open_clip, export or index_builder"
 
+
+
+class _SpySession:
+    """Records the input shapes the text encoder passes to onnxruntime."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def run(self, outputs, feeds):
+        self.shapes.append(next(iter(feeds.values())).shape)
+        return self.session.run(outputs, feeds)
+
+
+def test_variable_length_bundle_runs_each_batch_up_to_its_longest_text(tiny_bundle):
+    emb = load_bundle(tiny_bundle, batch_size=2)
+    assert emb.variable_length
+    texts = ["a cat", "a b", "a photo of a red circle on white", "x"]
+    ids = emb.tokenize(texts)
+    full = emb._text.session.run(None, {"input_ids": ids})[0]
+    spy = emb._text.session = _SpySession(emb._text.session)
+    got = emb.embed_texts(texts)
+    longest = [int(np.flatnonzero(ids[i:i + 2].any(axis=0))[-1]) + 1 for i in (0, 2)]
+    assert spy.shapes == [(2, longest[0]), (2, longest[1])] and longest[0] < 16
+    assert np.abs(got - full).max() <= 1e-6
+
+
+def test_bundle_without_the_flag_keeps_fixed_length(tiny_checkpoint, tmp_path):
+    """An older bundle (no text.variable_length; its graph takes exactly context_length) keeps working."""
+    import json
+
+    from tests.bundle_fixtures import TINY_CONFIG, export_bundle
+
+    old = export_bundle(tmp_path / "old", "--model-config", str(TINY_CONFIG), "--pretrained",
+                        str(tiny_checkpoint), "--fixed-length-text")
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("variable_length", "variable_length_reason"):
+        manifest["text"].pop(key)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    emb = load_bundle(old)
+    assert not emb.variable_length
+    spy = emb._text.session = _SpySession(emb._text.session)
+    assert emb.embed_texts(["a cat", ""]).shape == (2, 32)
+    assert spy.shapes == [(2, 16)]
+
+
+def test_visual_session_is_created_in_the_background(tiny_bundle):
+    """After the text tower is ready the visual session loads in a thread, without any image query."""
+    emb = load_bundle(tiny_bundle, background_visual=True)
+    assert emb.visual_ready.wait(60) and emb.visual_loaded and emb.visual_error is None
+    assert "visual_load_s" in emb.timings
+    assert emb.embed_images([Image.new("RGB", (8, 8))]).shape == (1, 32)
+    lazy = load_bundle(tiny_bundle)
+    assert not lazy.visual_ready.wait(0.2) and not lazy.visual_loaded
+
+
+def test_background_visual_failure_is_reported_by_the_image_query(tiny_bundle, tmp_path):
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    (copy / "visual.onnx").write_bytes(b"corrupt")
+    emb = load_bundle(copy, background_visual=True, verify=False)
+    for _ in range(600):
+        if emb.visual_error is not None:
+            break
+        emb.visual_ready.wait(0.1)
+    assert emb.visual_error is not None and not emb.visual_loaded
+    assert emb.embed_texts(["ok"]).shape == (1, 32)
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type; the point is it is raised
+        emb.embed_images([Image.new("RGB", (8, 8))])
+
+
+def test_verify_false_skips_checksums_of_a_local_bundle(tiny_bundle, tmp_path):
+    """MODEL_VERIFY=off: a local bundle (verified when its image was built) is not hashed at start."""
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    vocab = next(copy.glob("*.txt.gz"))
+    entry = json.loads((copy / "manifest.json").read_text())["files"][vocab.name]
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"][vocab.name] = {**entry, "sha256": "0" * 64}  # a checksum that can never match
+    manifest["files"]["textual.onnx"]["sha256"] = "0" * 64
+    manifest["files"]["visual.onnx"]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_bundle(copy)
+    emb = load_bundle(copy, verify=False)
+    assert emb.embed_texts(["ok"]).shape == (1, 32)
+    assert emb.embed_images([Image.new("RGB", (8, 8))]).shape == (1, 32)
+
+
+@pytest.mark.s3
+def test_s3_download_is_verified_even_with_verify_false(tiny_bundle, s3_server, tmp_path):
+    bucket = s3_server.make_bucket()
+    client = s3_server.client()
+    for f in tiny_bundle.iterdir():
+        data = f.read_bytes()
+        if f.name == "textual.onnx":  # same size, one byte flipped: only the sha256 can tell
+            data = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
+        client.put_object(Bucket=bucket, Key=f"m/{f.name}", Body=data)
+    with pytest.raises(ArtifactError, match=r"textual\.onnx.*sha256"):
+        load_bundle(f"s3://{bucket}/m", verify=False, cache_dir=tmp_path / "cache")

@@ -481,3 +481,21 @@ def test_unindexable_files_are_reported_by_name_without_content(demo_bundle: Pat
     assert out["skipped"] == skipped and [(w["id"], w["message"][:11]) for w in out["warnings"]] == [
         ("exif.jpg", "UserWarning")]
     assert "root:x" not in r.out
+
+
+def test_precision_defaults_to_the_services_precision(demo_bundle: Path, tmp_path: Path, cli,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --precision the builder embeds with the service's PRECISION (int8 service -> int8 index)."""
+    src = tmp_path / "src"
+    collection(src, 4, seed=3)
+    monkeypatch.setenv("PRECISION", "INT8")
+    assert cli(*build_args(src, demo_bundle, tmp_path / "a")).rc == 0
+    assert read_version(tmp_path / "a")["manifest"]["precision"] == "int8"
+    assert cli(*build_args(src, demo_bundle, tmp_path / "b", "--precision", "fp32")).rc == 0  # the flag wins
+    assert read_version(tmp_path / "b")["manifest"]["precision"] == "fp32"
+    monkeypatch.setenv("PRECISION", "fp64")
+    r = cli(*build_args(src, demo_bundle, tmp_path / "c"))
+    assert r.rc != 0 and "PRECISION='fp64'" in r.err and "Traceback" not in r.err
+    monkeypatch.delenv("PRECISION")
+    assert cli(*build_args(src, demo_bundle, tmp_path / "d")).rc == 0
+    assert read_version(tmp_path / "d")["manifest"]["precision"] == "fp32"
