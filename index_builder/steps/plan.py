@@ -16,7 +16,14 @@ from dataclasses import asdict
 from typing import Any
 
 from handler.errors import ConfigError, SearchError
-from handler.index import EMBEDDINGS_FILE, ITEMS_FILE, read_manifest, read_pointer, version_prefix
+from handler.index import (
+    EMBEDDINGS_FILE,
+    ERRORS_FILE,
+    ITEMS_FILE,
+    read_manifest,
+    read_pointer,
+    version_prefix,
+)
 from handler.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.lock import BuildLock
@@ -50,6 +57,26 @@ def _previous_items(store: Store, version: str, manifest: dict[str, Any]) -> lis
     if hashlib.sha256(raw).hexdigest() != files[ITEMS_FILE]["sha256"]:
         return None
     return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
+def _previous_errors(store: Store, version: str, manifest: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """The previous version's error rows by id (only rows that carry the file's size/mtime can be trusted)."""
+    entry = (manifest.get("files") or {}).get(ERRORS_FILE)
+    if not entry:
+        return {}
+    raw = store.read_bytes(version_prefix(version) + ERRORS_FILE)
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        return {}
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return {r["id"]: r for r in rows if isinstance(r, dict) and "id" in r}
+
+
+def _same_file_failed(item: SourceItem, err: dict[str, Any] | None) -> bool:
+    """The item failed in the previous version and is the very same file (not re-read, not retried)."""
+    if err is None or item.size is None or err.get("size") is None or err.get("reason") == "not_embedded":
+        return False
+    return (err.get("uri"), err.get("size"), err.get("mtime"), err.get("etag")) == (
+        item.uri, item.size, item.mtime, item.etag)
 
 
 def _item_json(item: SourceItem) -> dict[str, Any]:
@@ -143,9 +170,11 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         raise BuildError(f"--source {src.uri} has no images; check the path or prefix, or pass --allow-empty")
 
     prev_items: list[dict[str, Any]] | None = None
+    prev_errors: dict[Any, dict[str, Any]] = {}
     if manifest and not opts.full and manifest.get("precision", "fp32") == opts.precision:
         try:
             prev_items = _previous_items(dest, current or "", manifest)
+            prev_errors = _previous_errors(dest, current or "", manifest)
         except (SearchError, ValueError) as e:
             log.warn(f"cannot reuse the vectors of version {current} ({e}); every image is embedded again")
     by_id = {row["id"]: label for label, row in enumerate(prev_items or []) if isinstance(row, dict) and "id" in row}
@@ -157,9 +186,13 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         entry = {**_item_json(item), "metadata": item.metadata}
         label = by_id.get(item.id)
         row = prev_items[label] if prev_items is not None and label is not None else None
-        if item.error is not None:
-            entry.update(state="error", error=list(item.error))
-            same_rows = False
+        if item.error is not None or _same_file_failed(item, prev_errors.get(item.id)):
+            err = list(item.error) if item.error is not None else [prev_errors[item.id]["reason"],
+                                                                     prev_errors[item.id]["message"]]
+            entry.update(state="error", error=err)
+            was = prev_errors.get(item.id)
+            if was is None or [was.get("reason"), was.get("message")] != err:
+                same_rows = False
         elif row is not None and _unchanged_row(item, row) and (
                 opts.max_pixels is None or row.get("width") is None or row.get("height") is None
                 or row["width"] * row["height"] <= opts.max_pixels):
@@ -180,11 +213,14 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
               "removed": len(set(by_id) - {i.id for i in items}) if prev_items is not None else None}
     summary: dict[str, Any] = {"run_id": run_id, "index_uri": dest.uri, "todo": len(todo), "counts": counts}
 
-    if same_rows and prev_items is not None and reused == len(prev_items) and not errors:
+    if same_rows and prev_items is not None and reused == len(prev_items) and errors == len(prev_errors):
+        dest.delete_prefix(work.OUT)  # outputs of an interrupted run that published before it died
         lock.release(run_id)
         log.info(f"{dest.uri}: no changes since version {current}; nothing to do")
         return {**summary, "changed": False, "version": current, "batch_items": 0, "items": None}
 
+    if parallel:  # local pool: smaller chunks for small runs, so that every worker gets several
+        chunk_items = min(chunk_items, max(1, math.ceil(len(todo) / (4 * parallel))))
     n = batch_items or batch_items_for(len(todo), rate=rate, budget_s=budget_s, chunk=chunk_items, workers=parallel)
     run_opts = {k: v for k, v in asdict(opts).items() if k in RUN_OPTIONS}
     run_opts["source"] = src.uri

@@ -110,7 +110,7 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
         item = SourceItem(id=e["id"], uri=e["uri"], size=e.get("size"), mtime=e.get("mtime"), etag=e.get("etag"),
                           metadata=e.get("metadata") or {}, key=e.get("key"))
         if e["state"] == "error":
-            listing_errors.append({"id": item.id, "uri": item.uri, "reason": e["error"][0], "message": e["error"][1]})
+            listing_errors.append(_error_row(item, *e["error"]))
             continue
         if e["state"] == "reuse":
             assert prev is not None and prev.embeddings is not None
@@ -121,18 +121,18 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
             continue
         out = outputs.get(work.item_sig(e))
         if out is None:
-            embed_errors.append({"id": item.id, "uri": item.uri, "reason": "not_embedded",
-                                 "message": "its batch failed in this run; the next build embeds it"})
+            embed_errors.append(_error_row(item, "not_embedded", "its batch failed in this run; the next build "
+                                           "embeds it"))
             continue
         r, vec = out
         if "error" in r:
-            embed_errors.append({"id": item.id, "uri": item.uri, "reason": r["error"][0], "message": r["error"][1]})
+            embed_errors.append(_error_row(item, *r["error"]))
             continue
         if r.get("previous"):
             cached = prev.cached(r["sha256"]) if prev is not None else None
             if cached is None:
-                embed_errors.append({"id": item.id, "uri": item.uri, "reason": "not_embedded",
-                                     "message": "its previous vector is gone; the next build embeds it"})
+                embed_errors.append(_error_row(item, "not_embedded", "its previous vector is gone; the next build "
+                                               "embeds it"))
                 continue
             vec = cached.vector
             how["unchanged"] += 1
@@ -171,6 +171,15 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     pruned = _finish(store, run_id, opts["keep_versions"], log)
     return {"version": run_id, "published": True, "already": False, "stats": stats, "pruned": pruned,
             "errors": errors, "seconds": round(time.perf_counter() - t0, 3), "manifest": manifest}
+
+
+def _error_row(item: SourceItem, reason: str, message: str) -> dict[str, Any]:
+    """An errors.jsonl row; size/mtime/etag let the next plan skip the same broken file without reading it."""
+    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "reason": reason, "message": message,
+                           "size": item.size, "mtime": item.mtime}
+    if item.etag is not None:
+        row["etag"] = item.etag
+    return row
 
 
 def _prev_ids(store: Store, plan: dict[str, Any]) -> set[Any]:
