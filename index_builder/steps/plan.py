@@ -40,12 +40,21 @@ RUN_OPTIONS = ("source", "bundle", "precision", "backend", "device", "pretrained
                "M", "ef_construction", "ef", "keep_versions", "strict", "allow_empty", "full", "threads", "workers")
 
 
-def batch_items_for(todo: int, *, rate: float, budget_s: float, chunk: int, workers: int | None = None) -> int:
-    """Images per batch: what one worker embeds in ``budget_s`` at ``rate`` images/s, and (when
-    ``workers`` is given) small enough for ~4 batches per worker; a multiple of ``chunk``."""
+MAX_BATCH_BYTES = 245_760  # template.yaml ItemBatcher.MaxInputBytesPerBatch (Step Functions allows 256 KiB)
+
+
+def batch_items_for(todo: int, *, rate: float, budget_s: float, chunk: int, workers: int | None = None,
+                    max_items: int | None = None) -> int:
+    """Images per batch: what one worker embeds in ``budget_s`` at ``rate`` images/s, at most ``max_items``
+    (what fits the batch byte limit), and (when ``workers`` is given) small enough for ~4 batches per
+    worker; a multiple of ``chunk``."""
     n = max(1, int(rate * budget_s))
     if workers:
         n = min(n, math.ceil(max(1, todo) / (4 * workers)))
+    if max_items:
+        n = min(n, max_items)
+        if n >= chunk:
+            return n // chunk * chunk
     return max(chunk, math.ceil(n / chunk) * chunk)
 
 
@@ -221,7 +230,9 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
 
     if parallel:  # local pool: smaller chunks for small runs, so that every worker gets several
         chunk_items = min(chunk_items, max(1, math.ceil(len(todo) / (4 * parallel))))
-    n = batch_items or batch_items_for(len(todo), rate=rate, budget_s=budget_s, chunk=chunk_items, workers=parallel)
+    widest = max((len(work.dumps(t)) + 1 for t in todo), default=1)
+    n = batch_items or batch_items_for(len(todo), rate=rate, budget_s=budget_s, chunk=chunk_items, workers=parallel,
+                                       max_items=max(1, (MAX_BATCH_BYTES - 1024) // widest))
     run_opts = {k: v for k, v in asdict(opts).items() if k in RUN_OPTIONS}
     run_opts["source"] = src.uri
     info = {"run_id": run_id, "version": run_id, "options": run_opts, "model_fingerprint": fingerprint, "dim": dim,
