@@ -43,11 +43,14 @@ def _finish(store: Store, run_id: str, keep: int, log: _Log) -> list[str]:
 
 
 def _outputs(store: Store, model_key: str) -> dict[str, tuple[dict[str, Any], np.ndarray | None]]:
+    """Every chunk output of the model, by item signature (fetched on 16 threads: many small objects)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [o.key for o in store.list(work.out_prefix(model_key)) if o.key.endswith(".npz")]
     found: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
-    for obj in store.list(work.out_prefix(model_key)):
-        if not obj.key.endswith(".npz"):
-            continue
-        rows, vectors = work.read_chunk(store.read_bytes(obj.key))
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gather") as ex:
+        chunks = list(ex.map(lambda key: work.read_chunk(store.read_bytes(key)), keys))
+    for rows, vectors in chunks:
         for row in rows:
             vec = vectors[row["vec"]] if "vec" in row else None
             found[row["sig"]] = (row, vec)
