@@ -142,3 +142,28 @@ def test_gpu_embed_worker(cli: Any, coll: Path, demo_bundle: Path, tmp_path: Pat
     a, b = read_version(gpu), read_version(onnx)
     assert [i["id"] for i in a["items"]] == [i["id"] for i in b["items"]]
     np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=2e-3)
+
+
+def test_metadata_change_alone_publishes_without_embedding(cli: Any, coll: Path, demo_bundle: Path,
+                                                           tmp_path: Path) -> None:
+    import json
+
+    dest = tmp_path / "idx"
+    assert cli(*build_args(coll, demo_bundle, dest, "--parallel", "2")).rc == 0
+    sidecar = sorted(coll.rglob("*.json"))[0]
+    sidecar.write_text(json.dumps({"caption": "changed"}))
+    r = cli(*build_args(coll, demo_bundle, dest, "--parallel", "2", "--json"))
+    assert r.rc == 0 and r.json()["published"] is True
+    assert r.json()["stats"]["embedded"] == 0 and r.json()["stats"]["unchanged"] == 24
+    rows = {row["uri"]: row for row in read_version(dest)["items"]}
+    assert rows[str(sidecar.with_suffix(".jpg"))]["metadata"] == {"caption": "changed"}
+
+
+def test_batches_fit_the_item_batcher_byte_limit() -> None:
+    from index_builder.steps.plan import batch_items_for
+
+    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64) == 12_032  # 600 s of work, chunk multiple
+    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64, max_items=1290) == 1280
+    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64, workers=2, max_items=1290) == 1216
+    assert batch_items_for(100, rate=20, budget_s=600, chunk=4, workers=2) == 16  # ~4 batches per worker
+    assert batch_items_for(100, rate=20, budget_s=600, chunk=64, max_items=10) == 64  # never below one chunk
