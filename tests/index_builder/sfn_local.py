@@ -84,6 +84,7 @@ class LocalStateMachine:
             self.functions["${" + name + "}"] = value["Fn::GetAtt"][0]
         self.calls: list[tuple[str, Any]] = []
         self.failures: list[Failed] = []
+        self.plan_outputs: dict[str, Any] = {}  # run id -> the Plan state's output (for a redrive)
 
     def handler(self, logical_id: str) -> tuple[Callable[..., Any], dict[str, str]]:
         fn = self.template["Resources"][logical_id]
@@ -100,7 +101,10 @@ class LocalStateMachine:
             try:
                 with _environ(env):
                     self.calls.append((state_name, data))
-                    return json.loads(json.dumps(fn(json.loads(json.dumps(data)), self.context(state_name))))
+                    result = json.loads(json.dumps(fn(json.loads(json.dumps(data)), self.context(state_name))))
+                    if isinstance(result, dict) and "run_id" in result:
+                        self.plan_outputs[result["run_id"]] = result
+                    return result
             except Exception as e:  # Lambda reports the exception's class name as the error
                 error = type(e).__name__
                 for i, retrier in enumerate(state.get("Retry", [])):

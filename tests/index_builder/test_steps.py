@@ -244,3 +244,46 @@ def test_embed_handler_refuses_other_shapes() -> None:
         embed_handler({"Items": [], "BatchInput": {}})
     with pytest.raises(RebuildFailed, match="plan summary"):
         publish_handler({"Items": []})
+
+
+def test_redrive_after_a_failed_batch(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fails after its retries fails the Map (threshold 0); redriving the execution re-runs the
+    Map and Publish with the same plan: the finished batches are found, the run publishes once."""
+    from index_builder.steps import embed as embed_mod
+
+    real = embed_mod._embed_chunk
+    broken = {"on": True, "calls": 0}
+    victim = sorted(p.relative_to(stack["coll"]).as_posix() for p in stack["coll"].rglob("*.jpg"))[-1]
+
+    def flaky(items: list[dict[str, Any]], *a: Any) -> Any:
+        if broken["on"] and any(i["id"] == victim for i in items):
+            broken["calls"] += 1
+            raise OSError("the source is unreachable from this worker")
+        return real(items, *a)
+
+    monkeypatch.setattr(embed_mod, "_embed_chunk", flaky)
+    sm = _machine(stack)
+    with pytest.raises(Failed, match="ExceedToleratedFailureThreshold"):
+        sm.run({})
+    assert broken["calls"] == 4, "tried once plus the 3 retries of the States.ALL retrier"
+    assert [name for name, _ in sm.calls].count("Plan") == 1
+    store = open_store(stack["index"])
+    assert read_pointer(store) is None and store.exists(LOCK_KEY)
+    done_before = len(list(store.list(work.OUT)))
+
+    # redrive: Step Functions re-runs the failed Map (only failed batches would run; running all is a
+    # superset, and the finished ones find their chunks) and then Publish, with the states' saved input
+    broken["on"] = False
+    summary = sm.calls[0][1]  # Plan's input; its output is what the Map got:
+    plan_out = json.loads(json.dumps(_last_plan_output(sm)))
+    sm._map(sm.definition["States"]["Embed"], plan_out)
+    out = sm._task("Publish", sm.definition["States"]["Publish"], plan_out)
+    assert summary == {} and out["published"] is True and out["stats"]["count"] == 30
+    assert out["version"] == plan_out["run_id"] and read_pointer(store)["version"] == out["version"]
+    assert done_before >= 1 and not store.exists(LOCK_KEY)
+
+
+def _last_plan_output(sm: LocalStateMachine) -> dict[str, Any]:
+    batch = next(ev for name, ev in sm.calls if name == "EmbedBatch")
+    run_id = batch["BatchInput"]["run_id"]
+    return sm.plan_outputs[run_id]
