@@ -27,17 +27,27 @@ def _upload(s3: Any, bucket: str, local: Path, prefix: str) -> None:
             s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
 
 
+@pytest.fixture(scope="module")
+def bucket(s3_server: Any, demo_bundle: Path) -> str:
+    """One bucket per module with the demo bundle at the template's default ModelPrefix."""
+    name = s3_server.make_bucket()
+    _upload(s3_server.client(), name, demo_bundle, "models/clip")
+    return name
+
+
 @pytest.fixture
-def stack(s3_server: Any, demo_bundle: Path, tmp_path: Path) -> dict[str, Any]:
-    """A bucket with the demo bundle and a 30-image collection, laid out like the template's defaults."""
+def stack(s3_server: Any, bucket: str, tmp_path: Path) -> dict[str, Any]:
+    """A 30-image collection and an empty index under a prefix of their own (template parameters)."""
+    import uuid
+
     s3 = s3_server.client()
-    bucket = s3_server.make_bucket()
+    prefix = uuid.uuid4().hex[:8]
     coll = tmp_path / "coll"
     collection(coll, 30, size=48)
-    _upload(s3, bucket, demo_bundle, "models/clip")
-    _upload(s3, bucket, coll, "collection")
-    return {"s3": s3, "bucket": bucket, "coll": coll, "index": f"s3://{bucket}/indexes/clip",
-            "params": {"ArtifactBucket": bucket}}
+    _upload(s3, bucket, coll, f"{prefix}/collection")
+    return {"s3": s3, "bucket": bucket, "coll": coll, "prefix": prefix, "index": f"s3://{bucket}/{prefix}/indexes/clip",
+            "params": {"ArtifactBucket": bucket, "SourcePrefix": f"{prefix}/collection",
+                       "IndexPrefix": f"{prefix}/indexes/clip"}}
 
 
 class Deadline:
@@ -93,7 +103,7 @@ def test_state_machine_from_template_builds_in_order(stack: dict[str, Any]) -> N
     victim = sorted(p for p in stack["coll"].rglob("*.jpg"))[0]
     rel = victim.relative_to(stack["coll"]).as_posix()
     other = sorted(p for p in stack["coll"].rglob("*.jpg"))[1]
-    stack["s3"].upload_file(str(other), stack["bucket"], f"collection/{rel}")
+    stack["s3"].upload_file(str(other), stack["bucket"], f"{stack['prefix']}/collection/{rel}")
     third = _machine(stack).run({})
     assert third["stats"]["embedded"] == 1 and third["stats"]["unchanged"] == 29
     v = read_version(stack["index"])
