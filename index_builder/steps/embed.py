@@ -71,13 +71,30 @@ def _source(uri: str, workers: int) -> Source:
     return _cache[key]
 
 
+def _known(store: Store, run_id: str, plan: dict[str, Any]) -> work.Known | None:
+    key = f"known:{store.uri}:{run_id}"
+    if key not in _cache:
+        _cache[key] = work.Known(store.read_bytes(work.known_key(run_id))) if plan.get("known") else None
+    return _cache[key]
+
+
 def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: ImagePreprocessor,
-                 opts: BuildOptions) -> tuple[list[dict[str, Any]], np.ndarray]:
+                 opts: BuildOptions, previous: work.Known | None = None) -> tuple[list[dict[str, Any]], np.ndarray]:
+    # content the previous version holds (this id's old bytes, or a renamed/copied file): publish takes its
+    # vector, nothing to embed
     known: dict[str, CachedVector] = {}
     for it in items:
         prev = it.get("prev")
-        if prev:  # same bytes as the previous version's row: publish takes its vector, nothing to embed
+        if prev:
             known[prev["sha256"]] = CachedVector(np.zeros(0, np.float32), prev["width"], prev["height"])
+
+    def lookup(sha: str) -> CachedVector | None:
+        hit = known.get(sha)
+        if hit is None and previous is not None:
+            wh = previous.get(sha)
+            hit = CachedVector(np.zeros(0, np.float32), *wh) if wh else None
+        return hit
+
     sources = [SourceItem(id=it["id"], uri=it["uri"], size=it.get("size"), mtime=it.get("mtime"),
                           etag=it.get("etag"), key=it.get("key")) for it in items]
     rows: list[dict[str, Any]] = []
@@ -92,7 +109,7 @@ def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: Im
                 vectors.append(vec)
             pending.clear()
 
-    stream = prepared_stream(sources, src, pre, known.get, workers=max(1, opts.workers),
+    stream = prepared_stream(sources, src, pre, lookup, workers=max(1, opts.workers),
                              ahead=max(2 * opts.batch_size, 4 * opts.workers))
     for p, it in zip(stream, items, strict=True):
         row: dict[str, Any] = {"sig": work.item_sig(it), "sha256": p.sha256, "size": p.size, "width": p.width,
@@ -144,7 +161,7 @@ def embed_batch(store: Store, run_id: str, items: list[dict[str, Any]], *,
             if backend.model_fingerprint != plan["model_fingerprint"] or backend.dim != plan["dim"]:
                 raise BuildError(f"--bundle {opts.bundle} is model {backend.model_fingerprint}, but run {run_id} "
                                  f"was planned for {plan['model_fingerprint']}")
-        rows, vectors = _embed_chunk(part, src, backend, pre, opts)
+        rows, vectors = _embed_chunk(part, src, backend, pre, opts, _known(store, run_id, plan))
         work.write_chunk(store, key, rows, vectors)
         stats["embedded"] += sum(1 for r in rows if "vec" in r)
         stats["errors"] += sum(1 for r in rows if "error" in r)

@@ -238,6 +238,8 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
     info = {"run_id": run_id, "version": run_id, "options": run_opts, "model_fingerprint": fingerprint, "dim": dim,
             "model_key": model_key, "previous": pointer, "counts": counts, "batch_items": n,
             "chunk_items": chunk_items, "created": time.time(), "plan_seconds": round(time.perf_counter() - t0, 3)}
+    known = bool(todo) and prev_items is not None and work.write_known(dest, work.known_key(run_id), prev_items)
+    info["known"] = known
     dest.write_bytes(work.listing_key(run_id), b"".join(work.dumps(e) + b"\n" for e in listing))
     dest.write_bytes(work.items_key(run_id), work.dumps(todo))
     dest.write_bytes(work.plan_key(run_id), work.dumps(info))  # last: a plan without it is incomplete

@@ -138,7 +138,9 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
                                                "embeds it"))
                 continue
             vec = cached.vector
-            how["unchanged"] += 1
+            label = prev.rows.get(item.id) if prev is not None else None
+            same = label is not None and prev is not None and prev.items[label].get("sha256") == r["sha256"]
+            how["unchanged" if same else "reused"] += 1  # reused: a renamed or copied file
         else:
             how["embedded"] += 1
         assert vec is not None

@@ -167,3 +167,22 @@ def test_batches_fit_the_item_batcher_byte_limit() -> None:
     assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64, workers=2, max_items=1290) == 1216
     assert batch_items_for(100, rate=20, budget_s=600, chunk=4, workers=2) == 16  # ~4 batches per worker
     assert batch_items_for(100, rate=20, budget_s=600, chunk=64, max_items=10) == 64  # never below one chunk
+
+
+def test_renamed_file_reuses_its_vector(cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path) -> None:
+    """Like the serial build: a moved file is found by its content hash, not embedded again."""
+    from tests.index_builder.conftest import vectors_by_id
+
+    dest = tmp_path / "idx"
+    assert cli(*build_args(coll, demo_bundle, dest, "--parallel", "2")).rc == 0
+    before = vectors_by_id(read_version(dest))
+    old = sorted(p for p in coll.rglob("*.jpg") if p.name != "broken.jpg")[0]
+    old_id = old.relative_to(coll).as_posix()
+    (coll / "moved").mkdir()
+    old.rename(coll / "moved" / "renamed.jpg")
+    r = cli(*build_args(coll, demo_bundle, dest, "--parallel", "2", "--json"))
+    assert r.rc == 0, r.err
+    s = r.json()["stats"]
+    assert (s["embedded"], s["reused"], s["added"], s["removed"]) == (0, 1, 1, 1)
+    after = vectors_by_id(read_version(dest))
+    np.testing.assert_array_equal(after["moved/renamed.jpg"], before[old_id])
