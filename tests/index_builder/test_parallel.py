@@ -127,16 +127,18 @@ def test_sigkill_then_rerun_completes(where: str, coll: Path, demo_bundle: Path,
     assert first >= 1
 
 
-def test_gpu_embed_worker(cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path) -> None:
-    """--backend torch --device cuda in the parallel workers; vectors close to the ONNX fp32 build."""
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_embed_worker(device: str, cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path) -> None:
+    """--backend torch --device cuda (the GPU path; cpu checks the same plumbing here) in the parallel
+    workers; vectors close to the ONNX fp32 build."""
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     import demo
 
     onnx, gpu = tmp_path / "onnx", tmp_path / "gpu"
     assert cli(*build_args(coll, demo_bundle, onnx)).rc == 0
-    r = cli(*build_args(coll, demo_bundle, gpu, "--parallel", "2", "--backend", "torch", "--device", "cuda",
+    r = cli(*build_args(coll, demo_bundle, gpu, "--parallel", "2", "--backend", "torch", "--device", device,
                         "--pretrained", demo.CHECKPOINT_PATH))
     assert r.rc == 0, r.err
     a, b = read_version(gpu), read_version(onnx)
