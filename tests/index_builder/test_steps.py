@@ -298,3 +298,30 @@ def _last_plan_output(sm: LocalStateMachine) -> dict[str, Any]:
     batch = next(ev for name, ev in sm.calls if name == "EmbedBatch")
     run_id = batch["BatchInput"]["run_id"]
     return sm.plan_outputs[run_id]
+
+
+def test_tolerated_failures_publish_the_rest_and_list_them(stack: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within RebuildToleratedFailurePercentage the run publishes; the failed batch's images are errors
+    (not_embedded) and the next run embeds them."""
+    from index_builder.steps import embed as embed_mod
+
+    real = embed_mod._embed_chunk
+    victim = sorted(p.relative_to(stack["coll"]).as_posix() for p in stack["coll"].rglob("*.jpg"))[-1]
+    broken = {"on": True}
+
+    def flaky(items: list[dict[str, Any]], *a: Any) -> Any:
+        if broken["on"] and any(i["id"] == victim for i in items):
+            raise OSError("the source is unreachable from this worker")
+        return real(items, *a)
+
+    monkeypatch.setattr(embed_mod, "_embed_chunk", flaky)
+    env = {"PlanFunction": {**SMALL["PlanFunction"], "TOLERATED_FAILURE_PERCENTAGE": "50"}}
+    out = LocalStateMachine(stack["params"], stack["s3"], env_overrides=env).run({})
+    lost = 30 - out["stats"]["count"]
+    assert out["published"] is True and 1 <= lost <= 12 and out["errors"] == lost
+    errors = read_version(stack["index"])["errors"]
+    assert {e["reason"] for e in errors} == {"not_embedded"} and victim in {e["id"] for e in errors}
+    broken["on"] = False
+    again = _machine(stack).run({})
+    assert again["stats"]["count"] == 30 and again["stats"]["embedded"] == lost
