@@ -5,6 +5,10 @@ JPEG) it runs ``index_builder.build.build`` into a fresh index (end to end: read
 preprocess on worker threads overlapping ONNX inference; 'total' adds listing, HNSW and writing the
 version), ``embed_pixels`` on pre-decoded arrays (pure encode, the ceiling), and baseline A's loop
 (open_clip torch with its own transform, one image at a time, embeddings as SQLite blobs).
+
+Then the step-wise build (plan -> embed workers -> publish, what the Step Functions job runs) with 1 and 2
+local worker processes (:func:`parallel_scaling`), and from the per-vCPU rate a projection of a 1M-image
+first build on Lambda (:func:`lambda_projection`) - arithmetic on the measured rate, not a measurement.
 """
 
 from __future__ import annotations
@@ -25,6 +29,57 @@ from bench.common import (
 
 GOAL_VS_A = 3.0
 GOAL_VS_ENCODE = 0.85
+# public AWS prices (us-east-1, x86): Lambda per GB-s and per request, Step Functions Standard per transition
+LAMBDA_GB_S = 0.0000166667
+LAMBDA_REQUEST = 0.20 / 1e6
+SFN_TRANSITION = 0.025 / 1000
+LAMBDA_MB_PER_VCPU = 1769  # Lambda allots CPU in proportion to memory: 1769 MB = 1 vCPU
+
+
+def parallel_scaling(bundle: Any, n: int, precision: str, processes: tuple[int, ...], scratch: Any,
+                     threads: int) -> dict[int, dict[str, float]]:
+    """images/s of ``build --parallel P`` (plan + embed workers + publish) on ``n`` demo images, per P.
+    'embed' = the worker phase (process start and encoder load included), 'total' = the whole call."""
+    from pathlib import Path
+
+    from demo.shapes import write_collection
+    from index_builder.build import BuildOptions
+    from index_builder.parallel import build_parallel
+
+    src = Path(scratch) / "images"
+    write_collection(src, n, seed=0, size=128, fmt="jpg")
+    out: dict[int, dict[str, float]] = {}
+    for p in processes:
+        opts = BuildOptions(source=str(src), bundle=str(bundle), out=str(Path(scratch) / f"index-{p}"),
+                            precision=precision, quiet=True, workers=max(1, threads // p))
+        r = build_parallel(opts, p)
+        out[p] = {"embed": n / r["embed_seconds"], "total": n / r["seconds"], "embed_seconds": r["embed_seconds"],
+                  "seconds": r["seconds"]}
+    return out
+
+
+def lambda_projection(per_vcpu: float, *, images: int = 1_000_000, memory_mb: int = 3008,
+                      workers: tuple[int, ...] = (10, 100, 500), budget_s: float = 600.0) -> list[dict[str, Any]]:
+    """A 1M-image first build on Lambda from a measured per-vCPU rate: per worker count, the embed phase's
+    wall time, Lambda GB-s and the cost at the public price (embed functions + Step Functions transitions;
+    plan and publish, i.e. listing and the HNSW build, not included)."""
+    vcpus = memory_mb / LAMBDA_MB_PER_VCPU
+    rate = per_vcpu * vcpus  # images/s of one worker
+    from index_builder.steps.plan import MAX_BATCH_BYTES
+
+    # ~600 s of work, but at most what fits Step Functions' batch byte limit (~190 bytes per S3 item)
+    batch = max(1, min(int(rate * budget_s), (MAX_BATCH_BYTES - 1024) // 190))
+    batches = -(-images // batch)
+    worker_seconds = images / rate
+    gb_s = worker_seconds * memory_mb / 1024
+    rows = []
+    for w in workers:
+        rounds = -(-batches // w)
+        wall = rounds * batch / rate
+        cost = gb_s * LAMBDA_GB_S + batches * LAMBDA_REQUEST + (4 * batches + 10) * SFN_TRANSITION
+        rows.append({"workers": w, "worker_rate": rate, "batch_images": batch, "batches": batches,
+                     "wall_s": wall, "gb_s": gb_s, "cost_usd": cost})
+    return rows
 
 
 def _run(ctx: Context, bundle: Any, ckpt: Any, n: int, loop_n: int, precision: str) -> dict[str, Any]:
@@ -105,7 +160,50 @@ def run(ctx: Context) -> Section:
                           f"~{_bound(main):.0%} of pure encode"))
     sec.plots.append(_plot(ctx, results))
     sec.data["results"] = results
+    _scaling_section(ctx, sec, big)
     return sec
+
+
+def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
+    n = 48 if ctx.quick else 600
+    scaling: dict[str, dict[int, dict[str, float]]] = {}
+    for precision in ("fp32", "int8"):
+        ctx.log(f"step-wise build, {precision}: {n} images with 1 and 2 worker processes ...")
+        scaling[precision] = parallel_scaling(bundle, n, precision, (1, 2), ctx.scratch(f"parallel-{precision}"),
+                                              ctx.threads)
+    rows = []
+    for precision, res in scaling.items():
+        one, two = res[1], res[2]
+        rows.append([f"{ctx.model_name} {precision}", f"{one['embed']:.1f}", f"{two['embed']:.1f}",
+                     f"{two['embed'] / one['embed'] / 2:.0%}", f"{one['total']:.1f}", f"{two['total']:.1f}",
+                     f"{one['embed'] / ctx.threads:.1f}"])
+    per_vcpu = scaling["fp32"][1]["embed"] / ctx.threads
+    proj = lambda_projection(per_vcpu)
+    prow = [[str(r["workers"]), f"{r['worker_rate']:.1f}", str(r["batch_images"]), str(r["batches"]),
+             f"{r['wall_s'] / 60:.0f} min", f"{r['gb_s'] / 1e3:.0f}k", f"${r['cost_usd']:.2f}"] for r in proj]
+    per_vcpu8 = scaling["int8"][1]["embed"] / ctx.threads
+    cost8 = lambda_projection(per_vcpu8)[0]["cost_usd"]
+    sec.add(
+        f"**Step-wise build** (`index_builder build --parallel P`: plan, P embed worker processes, publish - the "
+        f"steps the Step Functions job runs) on {n} demo images, {ctx.threads} CPUs, each worker given "
+        f"{ctx.threads}/P cores. Images/s:",
+        table(["Model", "embed phase, 1 worker", "2 workers", "scaling efficiency", "total, 1 worker",
+               "2 workers", "per vCPU (1 worker)"], rows),
+        "Scaling efficiency = rate(2) / (2 x rate(1)); on a 2-core machine the two workers share the same "
+        "cores, so this shows the overhead of splitting (process start, encoder load per worker, chunk "
+        "outputs), not more hardware.",
+        f"**Projection, not a measurement:** a first build of 1M images on Lambda at 3008 MB "
+        f"({3008 / LAMBDA_MB_PER_VCPU:.2f} vCPU per worker) from the fp32 per-vCPU rate above "
+        f"({per_vcpu:.1f} images/s/vCPU), batches of ~600 s of work or the ItemBatcher byte limit; embed phase only (listing and the HNSW "
+        f"build of 1M vectors in Publish come on top), at ${LAMBDA_GB_S * 1e6:.2f} per 1M GB-s, "
+        f"${LAMBDA_REQUEST * 1e6:.2f} per 1M requests and ${SFN_TRANSITION * 1e3:.3f} per 1k state transitions:",
+        table(["MaxConcurrency", "images/s per worker", "images per batch", "batches", "wall time", "GB-s",
+               "cost"], prow),
+        f"int8 ({per_vcpu8:.1f} images/s/vCPU) would cost ${cost8:.2f}. Lambda's per-vCPU speed is not "
+        "this machine's; measure one EmbedFunction batch and set `EmbedRate` accordingly.",
+    )
+    sec.data["parallel_scaling"] = scaling
+    sec.data["lambda_projection"] = proj
 
 
 def _why_vs_a(ctx: Context, main: dict[str, float], int8: dict[str, float]) -> str:

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--allow-empty", action="store_true", help="publish even if no image could be indexed")
     b.add_argument("--quiet", action="store_true", help="no progress bar or notes; errors and the result line only")
     b.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    b.add_argument("--parallel", type=_positive, default=None, metavar="N",
+                   help="plan -> N embed worker processes -> publish: the Step Functions job on this machine "
+                        "(work area and lock in DEST/.rebuild/; rerun the same command after a crash)")
 
     i = sub.add_parser("info", help="show the published version", description="Show what DEST publishes.")
     i.add_argument("dest", metavar="DEST")
@@ -140,6 +143,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,
         quiet=args.quiet, shard_size=args.shard_size,
         threads=args.threads, allow_empty=args.allow_empty, background=args.background)
+    if args.parallel:
+        return _print_parallel(args, opts)
     result = build(opts)
     s = result.stats
     if args.json:
@@ -163,6 +168,24 @@ def _cmd_build(args: argparse.Namespace) -> int:
           f"in {result.seconds:.1f}s{rate}{skipped}")
     if result.pruned and not args.quiet:
         print(f"pruned {len(result.pruned)} old version(s): {', '.join(result.pruned)}", file=sys.stderr)
+    return 0
+
+
+def _print_parallel(args: argparse.Namespace, opts: object) -> int:
+    from index_builder.parallel import build_parallel
+
+    r = build_parallel(opts, args.parallel)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps({k: r.get(k) for k in ("version", "published", "stats", "pruned", "errors", "seconds")}
+                         | {"out": args.out}))
+    elif not r["published"]:
+        print(f"nothing to do: {args.out} is up to date (version {r['version']})")
+    else:
+        s = r["stats"]
+        print(f"published version {r['version']} to {args.out}: {s.get('count')} items (embedded "
+              f"{s.get('embedded')}, unchanged {s.get('unchanged')}, added {s.get('added')}, changed "
+              f"{s.get('changed')}, removed {s.get('removed')}, errors {s.get('errors')}) in {r['seconds']:.1f}s "
+              f"with {args.parallel} worker process(es)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Lambda entry point of the index rebuild job (template.yaml: RebuildFunction).
+"""Single-invocation Lambda entry point of the rebuild (the image's default command; the deployed stack runs
+the steps of :mod:`index_builder.sfn_handlers` instead, see template.yaml: RebuildStateMachine).
 
 ``handler(event, context)`` maps an event to the argument list of ``python -m index_builder build`` and
 runs the CLI's ``main(argv)`` in-process, so the job is exactly the CLI (no dependency on the builder's

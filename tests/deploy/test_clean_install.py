@@ -201,10 +201,18 @@ def job_root(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
-    """``index_builder.lambda_job.handler(event)`` in the clean venv; returns its result."""
+    """The rebuild state machine's steps in the clean venv: ``plan_handler(event)``, ``embed_handler`` over
+    the whole todo list as one ItemBatcher batch, ``publish_handler(plan)``; returns a summary."""
     code = ("import sys, json; sys.path.insert(1, 'site-extra')\n"
-            "from index_builder.lambda_job import handler\n"
-            f"result = handler({json.dumps(event)!r}, None)\n"
+            "from handler.storage import open_store\n"
+            "from index_builder.sfn_handlers import embed_handler, plan_handler, publish_handler\n"
+            "from index_builder.steps import work\n"
+            f"plan = plan_handler({json.dumps(event)!r}, None)\n"
+            "store = open_store(plan['index_uri'])\n"
+            "items = json.loads(store.read_bytes(work.items_key(plan['run_id'])))\n"
+            "embed_handler({'Items': items, 'BatchInput': {'run_id': plan['run_id']}}, None)\n"
+            "out = publish_handler(plan, None)\n"
+            "result = {'ok': out['published'], 'version': out['version'], 'index_uri': plan['index_uri']}\n"
             "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n")
     run = subprocess.run([str(venv.python), "-E", "-s", "-c", code], cwd=root, env=env, capture_output=True,
                          text=True, timeout=600)
@@ -283,7 +291,7 @@ def test_deployed_configuration_against_s3(clean_venv: CleanVenv, task_root: Pat
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
     before = keys()
-    job_env, unresolved = invoke.template_environment(function="RebuildFunction",
+    job_env, unresolved = invoke.template_environment(function="PlanFunction",
                                                       overrides={"ArtifactBucket": bucket})
     assert not unresolved
     assert job_env["INDEX_URI"] == f"s3://{bucket}/indexes/clip"

@@ -109,18 +109,23 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+REBUILD_FUNCTIONS = ("PlanFunction", "EmbedFunction", "PublishFunction")
+INDEX_ARN = "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${IndexPrefix}/"
+
+
 def test_translated_roles_scope_writes_to_the_index_prefix(translated: dict[str, Any]) -> None:
     resources = translated["Resources"]
-    rebuild_writes = [s for s in _statements(resources["RebuildFunctionRole"])
-                      if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))]
-    assert rebuild_writes, "the rebuild job must be able to write the index"
-    for statement in rebuild_writes:
-        for resource in _as_list(statement["Resource"]):
-            assert resource == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${IndexPrefix}/*"}, statement
+    for role in [f"{name}Role" for name in REBUILD_FUNCTIONS] + ["RebuildStateMachineRole"]:
+        writes = [s for s in _statements(resources[role])
+                  if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))]
+        assert writes, f"{role} must be able to write its part of the index prefix"
+        for statement in writes:
+            for resource in _as_list(statement["Resource"]):
+                assert resource["Fn::Sub"].startswith(INDEX_ARN), (role, statement)
     search_writes = [s for s in _statements(resources["SearchFunctionRole"])
                      if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))]
     assert search_writes == [], "the search function only reads"
-    for name in ("SearchFunctionRole", "RebuildFunctionRole"):
+    for name in ("SearchFunctionRole", *(f"{n}Role" for n in REBUILD_FUNCTIONS)):
         assert resources[name]["Properties"]["ManagedPolicyArns"] == [
             "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
 
@@ -137,8 +142,9 @@ def test_translated_api_routes_and_schedule(translated: dict[str, Any]) -> None:
     assert len(rules) == 1
     assert rules[0]["Properties"]["State"] == {"Fn::If": ["ScheduleEnabled", "ENABLED", "DISABLED"]}
     assert json.loads(rules[0]["Properties"]["Targets"][0]["Input"]) == {"full": False}
+    assert rules[0]["Properties"]["Targets"][0]["Arn"] == {"Ref": "RebuildStateMachine"}
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"}
-    assert set(functions) == {"SearchFunction", "RebuildFunction"}
+    assert set(functions) == {"SearchFunction", *REBUILD_FUNCTIONS}
     for function in functions.values():
         assert function["Properties"]["PackageType"] == "Image"
         assert function["Properties"]["Architectures"] == ["x86_64"]
@@ -241,32 +247,45 @@ def test_function_url_is_conditional_and_public_with_both_permissions(template: 
     assert template["Outputs"]["FunctionUrl"]["Condition"] == "HasFunctionUrl"
 
 
-def test_rebuild_job(template: dict[str, Any]) -> None:
-    fn = _function(template, "RebuildFunction")
-    props = fn["Properties"]
-    assert props["PackageType"] == "Image" and props["Architectures"] == ["x86_64"]
-    assert fn["Metadata"]["Dockerfile"] == "index_builder/Dockerfile"
-    assert props["ImageConfig"]["Command"] == ["index_builder.lambda_job.handler"]
-    assert props["ReservedConcurrentExecutions"] == 1
-    assert props["Timeout"] == 900
-    schedule = [e for e in props["Events"].values() if e["Type"] == "Schedule"]
-    assert len(schedule) == 1
-    assert schedule[0]["Properties"]["State"] == {"Fn::If": ["ScheduleEnabled", "ENABLED", "DISABLED"]}
-    env, unresolved = invoke.template_environment(TEMPLATE, "RebuildFunction", {"ArtifactBucket": "b"})
+def test_rebuild_state_machine(template: dict[str, Any]) -> None:
+    """Plan, embed and publish functions from the one builder image; a Distributed Map between them."""
+    import importlib
+
+    for name in REBUILD_FUNCTIONS:
+        fn = _function(template, name)
+        props = fn["Properties"]
+        assert props["PackageType"] == "Image" and props["Architectures"] == ["x86_64"]
+        assert fn["Metadata"]["Dockerfile"] == "index_builder/Dockerfile" and fn["Metadata"]["DockerTag"] == "rebuild"
+        module, _, attr = props["ImageConfig"]["Command"][0].rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attr))
+        assert props["Timeout"] == 900
+        assert "Events" not in props, "the state machine is what the schedule starts"
+    env, unresolved = invoke.template_environment(TEMPLATE, "PlanFunction", {"ArtifactBucket": "b"})
     assert unresolved == {}
     assert env["INDEX_URI"] == "s3://b/indexes/clip" and env["MODEL_URI"] == "s3://b/models/clip"
     assert env["SOURCE_URI"] == "s3://b/collection"
-    assert env["XDG_CACHE_HOME"].startswith("/tmp/") and env["CACHE_DIR"].startswith("/tmp/")
-    # the job's argv under this environment
-    from index_builder.lambda_job import build_argv
-
-    assert build_argv({}, env) == ["build", "--source", "s3://b/collection", "--bundle", "s3://b/models/clip",
-                                   "--out", "s3://b/indexes/clip", "--precision", "fp32", "--keep-versions", "3"]
+    sm = template["Resources"]["RebuildStateMachine"]
+    assert sm["Type"] == "AWS::Serverless::StateMachine" and sm["Properties"]["Type"] == "STANDARD"
+    states = sm["Properties"]["Definition"]["States"]
+    embed = states["Embed"]
+    assert embed["Type"] == "Map" and embed["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert embed["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert embed["ItemBatcher"]["MaxItemsPerBatchPath"] == "$.batch_items"
+    assert embed["MaxConcurrencyPath"] and embed["ToleratedFailurePercentagePath"]
+    retry = embed["ItemProcessor"]["States"]["EmbedBatch"]["Retry"]
+    assert retry[0]["ErrorEquals"] == ["BatchIncomplete"] and retry[1]["BackoffRate"] > 1
+    schedule = [e for e in sm["Properties"]["Events"].values() if e["Type"] == "Schedule"]
+    assert len(schedule) == 1
+    assert schedule[0]["Properties"]["State"] == {"Fn::If": ["ScheduleEnabled", "ENABLED", "DISABLED"]}
+    # the map's concurrency and failure threshold are stack parameters, passed through the plan's output
+    plan_env = invoke.template_environment(TEMPLATE, "PlanFunction", {"ArtifactBucket": "b",
+                                                                       "RebuildMaxConcurrency": "7"})[0]
+    assert plan_env["MAX_CONCURRENCY"] == "7" and plan_env["TOLERATED_FAILURE_PERCENTAGE"] == "0"
 
 
 def test_write_access_only_under_the_index_prefix(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
-        if resource["Type"] != "AWS::Serverless::Function":
+        if resource["Type"] not in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine"):
             continue
         writes = []
         for policy in resource["Properties"].get("Policies", []):
@@ -280,16 +299,21 @@ def test_write_access_only_under_the_index_prefix(template: dict[str, Any]) -> N
                     writes.append(statement)
         if name == "SearchFunction":
             assert writes == []
-        else:
-            assert len(writes) == 1
-            resources = _as_list(writes[0]["Resource"])
-            assert resources == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${IndexPrefix}/*"}]
+            continue
+        assert len(writes) == 1, name
+        resources = _as_list(writes[0]["Resource"])
+        assert len(resources) == 1 and resources[0]["Fn::Sub"].startswith(INDEX_ARN), (name, resources)
+        if name in ("PlanFunction", "PublishFunction"):
+            assert resources == [{"Fn::Sub": INDEX_ARN + "*"}]
             assert set(writes[0]["Action"]) == {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+        else:  # the embed workers and the Map's ItemReader/ResultWriter: only the work area, no deletes
+            assert resources[0]["Fn::Sub"].startswith(INDEX_ARN + ".rebuild/")
+            assert "s3:DeleteObject" not in writes[0]["Action"]
 
 
 def test_outputs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
-    assert {"ApiEndpoint", "FunctionUrl", "SearchFunctionName", "RebuildFunctionName"} <= set(outputs)
+    assert {"ApiEndpoint", "FunctionUrl", "SearchFunctionName", "RebuildStateMachineArn"} <= set(outputs)
     assert "${SearchApi}" in outputs["ApiEndpoint"]["Value"]["Fn::Sub"]
 
 
