@@ -51,7 +51,7 @@ from pathlib import Path
 event = json.loads(Path(sys.argv[1]).read_text())
 if os.environ.get("BENCH_SKIP_VERIFY") == "1":  # the proposal: no sha256 of a bundle baked into the image
     import functools
-    import handler.runtime as rt
+    import handler.core.runtime as rt
     rt.load_bundle = functools.partial(rt.load_bundle, verify=False)
 import handler.lambda_function as lf
 t_init = time.time()
@@ -87,7 +87,7 @@ def api_event(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:
-    from handler.bundle import read_manifest
+    from handler.core.bundle import read_manifest
     from index_builder.publish import publish, write_version
 
     manifest = read_manifest(bundle).manifest
@@ -258,17 +258,17 @@ BREAKDOWN = r"""
 import time
 t0 = time.perf_counter()
 import handler.lambda_function  # noqa: F401  (MODEL_URI unset: imports only, the load fails fast)
-import handler.runtime, handler.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
+import handler.core.runtime, handler.core.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
 print(time.perf_counter() - t0)
 """
 
 
 def breakdown(bundle: Path, index: Path, ctx: Context) -> dict[str, Any]:
     """The pieces of our cold start, each timed alone: imports, checksums, text session, tokenizer, index."""
-    from handler.bundle import read_manifest, sha256_file
-    from handler.encoders import create_session
-    from handler.index import load_index
-    from handler.tokenizer import ClipTokenizer
+    from handler.core.bundle import read_manifest, sha256_file
+    from handler.core.encoders import create_session
+    from handler.core.index import load_index
+    from handler.core.tokenizer import ClipTokenizer
 
     repeats = 1 if ctx.quick else 3
     b = read_manifest(bundle)

@@ -1,7 +1,7 @@
 """Encode latency: torch eager vs the ONNX runtime (fp32 / fp16 / int8), against this machine's matmul rate.
 
 Rows of the main table are what ships: open_clip in torch (the baselines' encoder) and the bundle as
-exported, run through ``handler.runtime.load_bundle`` (the runtime's own session options). The tuning
+exported, run through ``handler.core.runtime.load_bundle`` (the runtime's own session options). The tuning
 table measures alternatives in the same run: graph optimisation levels, onnxruntime's transformer
 optimizer, a pre-optimised model file, one intra-op thread, int8 per-tensor, and the proposal in
 ``bench/proposals/fast_export.py`` (export-friendly attention + variable-length text).
@@ -226,7 +226,7 @@ def run(ctx: Context) -> Section:
 
     from bench.proposals import fast_export
     from export import parity as export_parity
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     plan = Plan(ctx.quick)
     threads = ctx.threads
@@ -669,7 +669,7 @@ def _preprocess_timing(bundle: Path, oc_preprocess: Any, plan: Plan, ctx: Contex
 
     from PIL import Image
 
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     rng = np.random.default_rng(1)
     arr = (rng.random((480, 640, 3)) * 255).astype(np.uint8)

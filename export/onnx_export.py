@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from handler.bundle import IO
+from handler.core.bundle import IO
 
 log = logging.getLogger(__name__)
 

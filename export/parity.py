@@ -10,8 +10,8 @@ import onnxruntime as ort
 import torch
 from PIL import Image, ImageDraw
 
-from handler.bundle import IO
-from handler.encoders import create_session
+from handler.core.bundle import IO
+from handler.core.encoders import create_session
 
 FP32_MAX_ABS = 1e-5
 # Minimum accuracy of a precision variant against fp32 on the fixed query set; export fails below.

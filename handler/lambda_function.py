@@ -16,7 +16,7 @@ _T0 = time.perf_counter()
 
 from handler.app import create_app  # noqa: E402
 from handler.config import Settings  # noqa: E402
-from handler.errors import ConfigError  # noqa: E402
+from handler.core.errors import ConfigError  # noqa: E402
 from handler.lambda_adapter import SafeMangum  # noqa: E402
 from handler.logs import configure_logging, emit_metrics  # noqa: E402
 from handler.state import ServiceState  # noqa: E402
