@@ -30,7 +30,7 @@ def precision_at_k(q: np.ndarray, g: np.ndarray, q_labels: list, g_labels: list,
 
 def evaluate(bundle: Any, precisions: list[str], texts: list[str], t_labels: list, images: list,
              i_labels: list, q_images: list, ctx: Context) -> dict[str, Any]:
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     emb = {}
     for p in precisions:

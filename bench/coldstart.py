@@ -61,7 +61,7 @@ if os.environ.get("BENCH_SEQUENTIAL") == "1":  # idea taken back: load the model
     import handler.state
     handler.state.ServiceState.start = lambda self: self
 if os.environ.get("BENCH_NO_BG_VISUAL") == "1":  # idea taken back: visual session on the first image query
-    import handler.runtime as rt
+    import handler.core.runtime as rt
     _real = rt.load_bundle
     def _lazy(*a, **k):
         k["background_visual"] = False
@@ -108,7 +108,7 @@ def api_event(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:
-    from handler.bundle import read_manifest
+    from handler.core.bundle import read_manifest
     from index_builder.publish import publish, write_version
 
     manifest = read_manifest(bundle).manifest
@@ -326,17 +326,17 @@ BREAKDOWN = r"""
 import time
 t0 = time.perf_counter()
 import handler.lambda_function  # noqa: F401  (MODEL_URI unset: imports only, the load fails fast)
-import handler.runtime, handler.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
+import handler.core.runtime, handler.core.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
 print(time.perf_counter() - t0)
 """
 
 
 def breakdown(bundle: Path, index: Path, ctx: Context) -> dict[str, Any]:
     """The pieces of our cold start, each timed alone: imports, checksums, text session, tokenizer, index."""
-    from handler.bundle import read_manifest, sha256_file
-    from handler.encoders import create_session
-    from handler.index import load_index
-    from handler.tokenizer import ClipTokenizer
+    from handler.core.bundle import read_manifest, sha256_file
+    from handler.core.encoders import create_session
+    from handler.core.index import load_index
+    from handler.core.tokenizer import ClipTokenizer
 
     repeats = 1 if ctx.quick else 3
     b = read_manifest(bundle)

@@ -395,8 +395,8 @@ def export_bundle(ctx: Context, *, precisions: Sequence[str] = ("fp32", "fp16", 
     # Always all three precisions: one cached bundle serves every measure (the variants are small to make).
     precisions = ["fp32", "fp16", "int8"]
     key = hashlib.sha256(json.dumps(
-        [model, str(config), _file_key(checkpoint), precisions, *extra_args, code_hash("export", "handler/bundle.py",
-                                                                         "handler/encoders.py")]
+        [model, str(config), _file_key(checkpoint), precisions, *extra_args, code_hash("export", "handler/core/bundle.py",
+                                                                         "handler/core/encoders.py")]
     ).encode()).hexdigest()[:12]
     out = ctx.cache / "bundles" / f"{tag or model}-{key}"
     if (out / "manifest.json").is_file():

@@ -2,7 +2,7 @@
 
 Rows of the main table are what ships: open_clip in torch (the baselines' encoder) and the bundle as
 exported (variable-length text: each batch runs up to its longest text's EOT token), run through
-``handler.runtime.load_bundle`` (the runtime's own session options), plus the same bundle exported with
+``handler.core.runtime.load_bundle`` (the runtime's own session options), plus the same bundle exported with
 ``--fixed-length-text`` (every text runs all context_length positions, as before). Text latency is
 measured by query length (short, 20 tokens, context_length). The tuning table measures alternatives in the
 same run: graph optimisation levels, onnxruntime's transformer optimizer, a pre-optimised model file, one
@@ -244,8 +244,8 @@ def run(ctx: Context) -> Section:
     import torch
 
     from export import parity as export_parity
-    from handler.encoders import trim_padding
-    from handler.runtime import load_bundle
+    from handler.core.encoders import trim_padding
+    from handler.core.runtime import load_bundle
 
     plan = Plan(ctx.quick)
     threads = ctx.threads
@@ -707,7 +707,7 @@ def _preprocess_timing(bundle: Path, oc_preprocess: Any, plan: Plan, ctx: Contex
 
     from PIL import Image
 
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     rng = np.random.default_rng(1)
     arr = (rng.random((480, 640, 3)) * 255).astype(np.uint8)

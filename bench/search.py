@@ -1,4 +1,4 @@
-"""Search: latency and recall@10 of the HNSW index (through handler.index.SearchIndex) at several ef,
+"""Search: latency and recall@10 of the HNSW index (through handler.core.index.SearchIndex) at several ef,
 against exact search in numpy and baseline A (SQLite blobs + full numpy scan), plus build time and memory.
 
 Data: 512-d L2-normalised vectors around 1000 Gaussian clusters on the sphere (queries drawn from the
@@ -117,11 +117,11 @@ def build_hnsw(data: np.ndarray, threads: int, deadline: float | None = None) ->
 
 def cold_load(scratch: Path, data: np.ndarray) -> dict[str, float]:
     """What loading this index costs a cold process: hnswlib reading index.hnsw, and the sha256 that
-    handler.index.load_index(verify=True) computes over a local version's files (index.hnsw and
+    handler.core.index.load_index(verify=True) computes over a local version's files (index.hnsw and
     embeddings.npy, the two big ones), timed on the files themselves."""
     import hnswlib
 
-    from handler.bundle import sha256_file
+    from handler.core.bundle import sha256_file
 
     np.save(scratch / "embeddings.npy", data, allow_pickle=False)
     t0 = time.perf_counter()
@@ -138,7 +138,7 @@ def cold_load(scratch: Path, data: np.ndarray) -> dict[str, float]:
 
 
 def search_index(index: Any, n: int, dim: int, ef: int) -> Any:
-    from handler.index import SearchIndex
+    from handler.core.index import SearchIndex
 
     manifest = {"version": "bench", "dim": dim, "count": n, "model_fingerprint": "sha256:bench", "ef": ef}
     return SearchIndex(manifest, index, [{"id": i} for i in range(n)])
@@ -254,7 +254,7 @@ def demo_dataset(ctx: Context, n: int, n_img_queries: int) -> tuple[np.ndarray, 
     """Image embeddings of ``n`` demo images (demo model, ONNX fp32 runtime) and queries: every class
     caption in 5 phrasings (text -> image) plus held-out images (image -> image)."""
     from demo.shapes import CLASSES, sample
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     bundle, trained = demo_bundle(ctx, precisions=("fp32",))
     cache = ctx.cache / f"demo-embeddings-{bundle.name}-{n}-{n_img_queries}.npz"
@@ -370,7 +370,7 @@ def run(ctx: Context) -> Section:
         f"of the unit centre); {nq} queries from the same distribution (not in the index); ground truth = "
         f"exact inner-product top-{K}. HNSW: hnswlib as the index builder builds it (space ip, M={M}, "
         f"ef_construction={EF_CONSTRUCTION}; the builder's default is 200, see the build table), queried "
-        "through `handler.index.SearchIndex.search` one query per call on one thread (what the service does); "
+        "through `handler.core.index.SearchIndex.search` one query per call on one thread (what the service does); "
         "'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query loads every "
         "blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query vector is given "
         "(embedding excluded everywhere).",

@@ -17,7 +17,7 @@ import open_clip
 from export import onnx_export, parity
 from export.attention import variable_length_problem
 from export.model_loading import ExportError, LoadedModel, image_section, tokenizer_section
-from handler.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
+from handler.core.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
 
 log = logging.getLogger(__name__)
 

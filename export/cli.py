@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from handler.bundle import PRECISIONS
+from handler.core.bundle import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

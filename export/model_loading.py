@@ -17,7 +17,7 @@ from typing import Any
 import open_clip
 import torch
 
-from handler.bundle import sha256_file
+from handler.core.bundle import sha256_file
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"

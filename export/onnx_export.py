@@ -12,7 +12,7 @@ import onnx
 import torch
 
 from export.attention import VariableLengthTextTower, export_attention, variable_length_problem
-from handler.bundle import IO
+from handler.core.bundle import IO
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import torch
 from PIL import Image, ImageDraw
 
-from handler.bundle import IO
-from handler.encoders import create_session
-from handler.encoders import trim_padding as runtime_trim
+from handler.core.bundle import IO
+from handler.core.encoders import create_session
+from handler.core.encoders import trim_padding as runtime_trim
 
 FP32_MAX_ABS = 1e-5
 # A variable-length text graph on ids trimmed like the runtime trims them vs the same graph untrimmed.

@@ -28,7 +28,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from handler import inputs
 from handler.config import DEFAULT_MAX_REQUEST_PIXELS
-from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError, SearchError
+from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageError, SearchError
+from handler.core.preprocess import format_background, image_size
 from handler.inputs import (
     InvalidEmbeddingError,
     PayloadTooLargeError,
@@ -38,7 +39,6 @@ from handler.inputs import (
 )
 from handler.logs import dumps, emit_metrics, log_event
 from handler.media import ITEM_HEADERS, ImageLocator, ThumbnailCache
-from handler.preprocess import format_background, image_size
 from handler.schemas import (
     ERROR_RESPONSES,
     EmbeddingsJSON,

@@ -10,7 +10,7 @@ The deployment template sets exactly these names::
     MAX_IMAGE_BYTES         4500000    largest accepted image (decoded bytes)
     MAX_IMAGE_PIXELS        50000000   largest accepted image (width * height, checked before decoding);
                                        the builder's default too, so every indexed image can be queried
-                                       and thumbnailed (handler.preprocess.DEFAULT_MAX_PIXELS)
+                                       and thumbnailed (handler.core.preprocess.DEFAULT_MAX_PIXELS)
     MAX_REQUEST_PIXELS      100000000  width * height summed over the images of one request (413 above)
     CORS_ORIGINS            unset      comma-separated origins ("*" allowed); unset = no CORS headers
     API_KEY                 unset      when set, every route but /health, / and /static/* needs x-api-key
@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from handler.errors import ConfigError
-from handler.preprocess import DEFAULT_MAX_PIXELS
+from handler.core.errors import ConfigError
+from handler.core.preprocess import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_REQUEST_PIXELS", "ENV_VARS", "PRECISIONS", "Settings", "available_cores"]
 
@@ -101,7 +101,9 @@ def _uri(env: Mapping[str, str], name: str, required: bool) -> str | None:
         if required:
             raise ConfigError(f"{name} is not set: give the model bundle's directory or s3://bucket/prefix")
         return None
-    from handler.storage import open_store  # validates the scheme / bucket; lazily, boto3 is not imported
+    from handler.core.storage import (
+        open_store,  # validates the scheme / bucket; lazily, boto3 is not imported
+    )
 
     try:
         open_store(raw)

@@ -1,7 +1,7 @@
 """Request bodies -> validated queries: JSON and multipart parsing, base64 images, limits.
 
 Validation is explicit (no type coercion: ``"k": "5"`` or ``"k": true`` are rejected) so that every bad
-input maps to a 4xx with a precise message. Raised errors are :class:`handler.errors.BadInputError`
+input maps to a 4xx with a precise message. Raised errors are :class:`handler.core.errors.BadInputError`
 subclasses; the app renders them as ``{"error": {"code", "message"}}`` with their ``status``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from handler.errors import BadInputError, ImageTooLargeError, InvalidTextError
-from handler.preprocess import probe_image
+from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
+from handler.core.preprocess import probe_image
 
 __all__ = [
     "EF_MAX",

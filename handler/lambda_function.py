@@ -8,7 +8,7 @@ versions (see :mod:`handler.state`).
 
 Cold start: the light modules come first, then the bundle starts loading in a thread (numpy, onnxruntime,
 the text session) while this thread imports the web stack (FastAPI, Mangum); the visual session follows in
-the background once the text tower is ready (``handler.runtime``).
+the background once the text tower is ready (``handler.core.runtime``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 _T0 = time.perf_counter()
 
 from handler.config import Settings  # noqa: E402
-from handler.errors import ConfigError  # noqa: E402
+from handler.core.errors import ConfigError  # noqa: E402
 from handler.logs import configure_logging, emit_metrics  # noqa: E402
 from handler.state import ServiceState  # noqa: E402
 

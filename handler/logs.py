@@ -92,7 +92,7 @@ def _now() -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """``logging`` records as the same JSON lines (for library loggers such as ``handler.index``)."""
+    """``logging`` records as the same JSON lines (for library loggers such as ``handler.core.index``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

@@ -189,7 +189,7 @@ class ImageLocator:
 
     def _s3_client(self) -> Any:
         """A client for signing only (no request is sent): SigV4, the function's region, the S3 endpoint
-        override of handler.storage (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when set."""
+        override of handler.core.storage (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when set."""
         if self._s3 is None:
             with self._s3_lock:
                 if self._s3 is None:
@@ -286,7 +286,7 @@ class ThumbnailCache:
                 max_pixels: int | None) -> tuple[bytes, str]:
         from PIL import Image
 
-        from handler.preprocess import decode_image, flatten
+        from handler.core.preprocess import decode_image, flatten
 
         with open(path, "rb") as f:
             data = f.read()

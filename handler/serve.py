@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from handler.config import Settings
-from handler.errors import ConfigError
+from handler.core.errors import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from handler.bundle import RANDOM_INIT_WARNING
-from handler.errors import SearchError
+from handler.core.bundle import RANDOM_INIT_WARNING
+from handler.core.errors import SearchError
 from handler.logs import emit_metrics, log_event
 
 if TYPE_CHECKING:
     from handler.config import Settings
-    from handler.index import SearchIndex
-    from handler.runtime import Embedder
+    from handler.core.index import SearchIndex
+    from handler.core.runtime import Embedder
 
 __all__ = ["FAILED_RETRY_SECONDS", "Problem", "ServiceState"]
 
@@ -129,7 +129,7 @@ class ServiceState:
         s = self.settings
         t0 = time.perf_counter()
         try:
-            from handler.runtime import load_bundle
+            from handler.core.runtime import load_bundle
 
             # The visual session is created in a background thread once the text tower is ready.
             self.embedder = load_bundle(s.model_uri, precision=s.precision, threads=s.ort_threads,
@@ -191,7 +191,7 @@ class ServiceState:
 
     # -- index loading and hot swap -------------------------------------------------------------------------
     def _open_index(self) -> SearchIndex:
-        from handler.index import load_index
+        from handler.core.index import load_index
 
         assert self.settings is not None and self.settings.index_uri is not None
         assert self.embedder is not None
@@ -200,7 +200,7 @@ class ServiceState:
 
     def _load_index(self, version: str | None = None) -> bool:
         """Load the version the pointer names and swap it in; False (old index kept) on failure."""
-        from handler.index import read_pointer
+        from handler.core.index import read_pointer
 
         assert self.settings is not None
         uri = self.settings.index_uri
@@ -271,7 +271,7 @@ class ServiceState:
             self._refresh_lock.release()
 
     def _refresh(self) -> None:
-        from handler.index import check_for_update
+        from handler.core.index import check_for_update
 
         assert self.settings is not None
         current = self.index.version if self.index is not None else None

@@ -23,9 +23,9 @@ __all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
 
 def read_bundle_manifest(bundle: str) -> dict[str, Any]:
     """The bundle's manifest.json (local directory or s3:// prefix), without loading any model."""
-    from handler.bundle import read_manifest
-    from handler.errors import SearchError
-    from handler.storage import open_store
+    from handler.core.bundle import read_manifest
+    from handler.core.errors import SearchError
+    from handler.core.storage import open_store
 
     try:
         if bundle.startswith("s3://"):
@@ -44,12 +44,12 @@ def read_bundle_manifest(bundle: str) -> dict[str, Any]:
 
 
 def _visual_session(path: Path, precision: str, threads: int | None) -> Any:
-    """Like :func:`handler.encoders.create_session`, but onnxruntime's intra-op threads do not spin-wait
+    """Like :func:`handler.core.encoders.create_session`, but onnxruntime's intra-op threads do not spin-wait
     between calls: in the builder the decode workers need those cores (measured: up to ~1.5x end to end
     on 2 CPUs)."""
     import onnxruntime as ort
 
-    from handler.encoders import default_threads
+    from handler.core.encoders import default_threads
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
@@ -70,9 +70,9 @@ class OnnxBackend:
 
     def __init__(self, bundle: str, *, precision: str = "fp32", threads: int | None = None, batch_size: int = 32,
                  cache_dir: str | None = None, spinning: bool = False):
-        from handler.encoders import Encoder
-        from handler.errors import SearchError
-        from handler.runtime import load_bundle
+        from handler.core.encoders import Encoder
+        from handler.core.errors import SearchError
+        from handler.core.runtime import load_bundle
 
         try:
             self.embedder = load_bundle(bundle, precision=precision, threads=threads, batch_size=batch_size,

@@ -94,8 +94,8 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
     (use 3 on a busy machine); the torch loop runs once. ``runtime_encode`` adds ``pure_encode_runtime``."""
     import demo
     from demo.shapes import write_collection
-    from handler.preprocess import ImagePreprocessor
-    from handler.runtime import load_bundle
+    from handler.core.preprocess import ImagePreprocessor
+    from handler.core.runtime import load_bundle
     from index_builder.backends import OnnxBackend, read_bundle_manifest
     from index_builder.build import BuildOptions, build, default_workers
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from handler.bundle import RANDOM_INIT_WARNING, is_random_init
-from handler.errors import ArtifactError, ConfigError, SearchError
-from handler.index import (
+from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
+from handler.core.errors import ArtifactError, ConfigError, SearchError
+from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     ITEMS_FILE,
@@ -41,7 +41,7 @@ from handler.index import (
     read_pointer,
     version_prefix,
 )
-from handler.preprocess import (
+from handler.core.preprocess import (
     DEFAULT_MAX_PIXELS,
     WHITE,
     ImageOptions,
@@ -49,7 +49,7 @@ from handler.preprocess import (
     format_background,
     parse_background,
 )
-from handler.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
+from handler.core.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
 from index_builder.pipeline import Prepared, prepared_stream, safe_message
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source

@@ -37,7 +37,7 @@ def _positive(value: str) -> int:
 
 
 def _background(value: str) -> tuple[int, int, int] | None:
-    from handler.preprocess import parse_background
+    from handler.core.preprocess import parse_background
 
     try:
         return parse_background(value)
@@ -46,7 +46,7 @@ def _background(value: str) -> tuple[int, int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from handler.preprocess import DEFAULT_MAX_PIXELS, WHITE
+    from handler.core.preprocess import DEFAULT_MAX_PIXELS, WHITE
     from index_builder.build import default_workers
 
     p = argparse.ArgumentParser(prog="python -m index_builder",
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def default_precision(environ: Mapping[str, str] | None = None) -> str:
     """The service's ``PRECISION`` (its env variable) when set, else fp32: an index built for an int8 service
     is embedded with the int8 towers that will encode its queries (and int8 rebuilds are ~3x faster)."""
-    from handler.bundle import PRECISIONS
+    from handler.core.bundle import PRECISIONS
     from index_builder.sources import UsageError
 
     raw = (os.environ if environ is None else environ).get("PRECISION", "").strip()
@@ -128,7 +128,7 @@ def default_precision(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from handler.preprocess import DEFAULT_MAX_PIXELS
+    from handler.core.preprocess import DEFAULT_MAX_PIXELS
     from index_builder.build import DEFAULT_MAX_FILE_BYTES, BuildOptions, build, format_skipped
     from index_builder.sources import UsageError
 
@@ -216,7 +216,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from handler.errors import SearchError
+    from handler.core.errors import SearchError
     from index_builder.sources import BuildError
 
     try:

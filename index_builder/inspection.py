@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from handler.errors import ConfigError, SearchError
-from handler.index import (
+from handler.core.errors import ConfigError, SearchError
+from handler.core.index import (
     EMBEDDINGS_FILE,
     HNSW_FILE,
     ITEMS_FILE,
@@ -20,7 +20,7 @@ from handler.index import (
     read_pointer,
     version_prefix,
 )
-from handler.storage import LocalStore, Store, file_digest, open_store
+from handler.core.storage import LocalStore, Store, file_digest, open_store
 from index_builder.publish import list_versions
 from index_builder.sources import BuildError, UsageError
 
@@ -203,7 +203,7 @@ def _check_consistency(manifest: dict[str, Any], local: dict[str, Path], store: 
                 notes.append(f"{where}: float32 ({count}, {dim}), unit norm")
     if HNSW_FILE in local:
         where = store.uri_for(prefix + HNSW_FILE)
-        from handler.index import _load_hnsw  # the reader's own header + load checks
+        from handler.core.index import _load_hnsw  # the reader's own header + load checks
 
         try:
             index = _load_hnsw(local[HNSW_FILE], dim, count, where)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from handler.storage import LocalStore, S3Store, StorageError, Store
+from handler.core.storage import LocalStore, S3Store, StorageError, Store
 from index_builder.sources import BuildError
 
 __all__ = ["LOCK_KEY", "BuildLock", "BuildLocked", "LockInfo"]

@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from handler.errors import ConfigError
-from handler.storage import Store, open_store
+from handler.core.errors import ConfigError
+from handler.core.storage import Store, open_store
 from index_builder.build import BuildOptions
 from index_builder.sources import UsageError
 from index_builder.steps import embed_batch, plan, publish_run, work

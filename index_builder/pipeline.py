@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from handler.errors import ImageTooLargeError, InvalidImageError
-from handler.preprocess import image_size
-from handler.storage import NotFoundError, StorageError
+from handler.core.errors import ImageTooLargeError, InvalidImageError
+from handler.core.preprocess import image_size
+from handler.core.storage import NotFoundError, StorageError
 from index_builder.itemwarnings import capture_item_warnings
 from index_builder.sources import FileTooLargeError, Source, SourceItem
 from index_builder.workdir import CachedVector

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from handler.errors import ArtifactError
-from handler.index import (
+from handler.core.errors import ArtifactError
+from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     HNSW_FILE,
@@ -36,7 +36,7 @@ from handler.index import (
     valid_version_id,
     version_prefix,
 )
-from handler.storage import Store, file_digest, open_store
+from handler.core.storage import Store, file_digest, open_store
 
 __all__ = ["BUILDER", "list_versions", "new_version_id", "prune", "publish", "write_version"]
 

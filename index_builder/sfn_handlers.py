@@ -30,8 +30,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from handler.preprocess import DEFAULT_MAX_PIXELS
-from handler.storage import open_store
+from handler.core.preprocess import DEFAULT_MAX_PIXELS
+from handler.core.storage import open_store
 from index_builder.build import BuildOptions
 from index_builder.lambda_job import RebuildFailed, normalise_event
 from index_builder.steps import embed_batch, plan, publish_run

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from handler.storage import S3Store, Store, TooLargeError, open_store, read_capped
+from handler.core.storage import S3Store, Store, TooLargeError, open_store, read_capped
 
 __all__ = ["IMAGE_EXTENSIONS", "BuildError", "FileTooLargeError", "Source", "SourceItem", "open_source"]
 
@@ -257,7 +257,7 @@ class S3Source(Source):
         self.skipped = Counter()
 
     def list(self) -> list[SourceItem]:
-        from handler.storage import NotFoundError
+        from handler.core.storage import NotFoundError
 
         try:
             objects = list(self.store.list(""))
@@ -381,8 +381,8 @@ class JsonlSource(Source):
     def _stat(self, item: SourceItem) -> None:
         if item.uri.startswith("s3://"):
             bucket, _, key = item.uri[5:].partition("/")
-            from handler.errors import ConfigError
-            from handler.storage import NotFoundError
+            from handler.core.errors import ConfigError
+            from handler.core.storage import NotFoundError
 
             try:
                 store = self._readers.store(bucket)
@@ -411,7 +411,7 @@ class JsonlSource(Source):
 
 def open_source(uri: str, workers: int = 8) -> Source:
     """A folder, ``s3://bucket/prefix`` (a key ending in ``.jsonl`` is a manifest) or a ``.jsonl`` file."""
-    from handler.errors import ConfigError
+    from handler.core.errors import ConfigError
 
     if not isinstance(uri, str) or not uri.strip():
         raise UsageError("--source is empty: pass a folder, an s3://bucket/prefix or a JSONL manifest")

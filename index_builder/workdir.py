@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.storage import atomic_write
+from handler.core.storage import atomic_write
 from index_builder.sources import BuildError
 
 __all__ = ["CachedVector", "ShardWriter", "WorkDir", "default_work_dir"]
@@ -58,7 +58,7 @@ def default_work_dir(dest_uri: str) -> Path:
 def shard_key(model_fingerprint: str, precision: str, backend: str, dim: int,
               image_preprocess: dict[str, Any] | None = None) -> str:
     """Checkpoints are shared only by builds that compute the same vectors (``image_preprocess``: the
-    index's recorded :class:`handler.preprocess.ImageOptions`)."""
+    index's recorded :class:`handler.core.preprocess.ImageOptions`)."""
     parts: list[Any] = [model_fingerprint, precision, backend, int(dim)]
     if image_preprocess is not None:
         parts.append(image_preprocess)

@@ -19,8 +19,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.shapes import sample
-from handler.preprocess import ImagePreprocessor
-from handler.runtime import load_bundle
+from handler.core.preprocess import ImagePreprocessor
+from handler.core.runtime import load_bundle
 from tests.handler.img_samples import photo_like
 
 SIZES = [(1600, 1200), (3000, 2000), (4000, 3000), (6000, 4000), (2000, 3000)]

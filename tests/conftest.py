@@ -193,7 +193,7 @@ class SeaweedS3:
         return name
 
     def env(self) -> dict[str, str]:
-        """The environment variables that point boto3 (and handler.storage) at this server."""
+        """The environment variables that point boto3 (and handler.core.storage) at this server."""
         return {
             "AWS_ENDPOINT_URL_S3": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,

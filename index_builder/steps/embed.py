@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from handler.preprocess import ImagePreprocessor
-from handler.storage import Store
+from handler.core.preprocess import ImagePreprocessor
+from handler.core.storage import Store
 from index_builder.build import BuildOptions, _load_backend
 from index_builder.pipeline import prepared_stream
 from index_builder.sources import BuildError, Source, SourceItem, open_source

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from handler.errors import ConfigError, SearchError
-from handler.index import (
+from handler.core.errors import ConfigError, SearchError
+from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     ITEMS_FILE,
@@ -24,7 +24,7 @@ from handler.index import (
     read_pointer,
     version_prefix,
 )
-from handler.storage import S3Store, Store, open_store
+from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.lock import BuildLock
 from index_builder.publish import new_version_id

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from handler.errors import SearchError
-from handler.index import MANIFEST, read_manifest, read_pointer, version_prefix
-from handler.storage import Store
+from handler.core.errors import SearchError
+from handler.core.index import MANIFEST, read_manifest, read_pointer, version_prefix
+from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
 from index_builder.lock import BuildLock, BuildLocked
 from index_builder.publish import prune, publish, write_version

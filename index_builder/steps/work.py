@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.storage import Store
+from handler.core.storage import Store
 from index_builder.lock import WORK_PREFIX
 
 RUNS = WORK_PREFIX + "runs/"

@@ -204,7 +204,7 @@ def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, A
     """The rebuild state machine's steps in the clean venv: ``plan_handler(event)``, ``embed_handler`` over
     the whole todo list as one ItemBatcher batch, ``publish_handler(plan)``; returns a summary."""
     code = ("import sys, json; sys.path.insert(1, 'site-extra')\n"
-            "from handler.storage import open_store\n"
+            "from handler.core.storage import open_store\n"
             "from index_builder.sfn_handlers import embed_handler, plan_handler, publish_handler\n"
             "from index_builder.steps import work\n"
             f"plan = plan_handler({json.dumps(event)!r}, None)\n"

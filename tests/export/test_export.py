@@ -14,8 +14,8 @@ from PIL import Image
 
 from export import parity
 from export.cli import build_parser, main
-from handler.bundle import fingerprint, onnx_filename, read_manifest, sha256_file
-from handler.errors import ArtifactError
+from handler.core.bundle import fingerprint, onnx_filename, read_manifest, sha256_file
+from handler.core.errors import ArtifactError
 from tests.bundle_fixtures import TINY_CONFIG
 
 TEXTS = ["a photo of a dog", "", "ünïcödé 漢字 🙂", "word " * 100]
@@ -33,7 +33,7 @@ def _images(n: int, seed: int = 123) -> list[Image.Image]:
 
 
 def _ort(path, precision="fp32"):
-    from handler.encoders import create_session
+    from handler.core.encoders import create_session
 
     return create_session(path, precision)
 

@@ -12,7 +12,7 @@ import pytest
 
 from export import model_loading
 from export.cli import main
-from handler.bundle import RANDOM_INIT_WARNING, is_random_init
+from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
 from index_builder.cli import main as index_builder
 from tests.bundle_fixtures import TINY_CONFIG, export_bundle
 from tests.handler.conftest import make_client, make_settings

@@ -57,7 +57,7 @@ def write_index(index_dir: Path | str, embedder: Any, items: list[dict[str, Any]
 
 @pytest.fixture(scope="session")
 def demo_embedder(demo_bundle: Path) -> Any:
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     return load_bundle(demo_bundle, threads=2)
 

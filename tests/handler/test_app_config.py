@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handler.config import ENV_VARS, Settings, available_cores
-from handler.errors import ConfigError
+from handler.core.errors import ConfigError
 
 
 def test_defaults() -> None:

@@ -32,7 +32,7 @@ def fuzz_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from fastapi.testclient import TestClient
 
     from handler.app import create_app
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
     from handler.state import ServiceState
     from tests.handler.conftest import make_settings, write_index
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from handler.storage import open_store
+from handler.core.storage import open_store
 from index_builder.publish import publish, write_version
 from tests.handler.conftest import collection_items, write_index
 from tests.handler.test_app_swap import corrupt, events, versioned

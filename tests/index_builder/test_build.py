@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from demo.shapes import CLASSES
-from handler.index import load_index
-from handler.runtime import load_bundle
+from handler.core.index import load_index
+from handler.core.runtime import load_bundle
 from index_builder.build import BuildOptions
 from tests.conftest import normalized_vectors
 from tests.index_builder.conftest import (

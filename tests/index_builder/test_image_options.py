@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from handler.preprocess import DEFAULT_MAX_PIXELS, LEGACY_OPTIONS
+from handler.core.preprocess import DEFAULT_MAX_PIXELS, LEGACY_OPTIONS
 from tests.handler.conftest import make_client, make_settings, write_index
 from tests.index_builder.conftest import build_args, read_version, vectors_by_id
 
@@ -87,8 +87,8 @@ def _icons(folder: Path) -> dict[str, bytes]:
 
 def test_transparent_icons_distinct_and_same_vector_in_builder_and_service(demo_bundle: Path, tmp_path: Path,
                                                                            cli) -> None:
-    from handler.preprocess import ImagePreprocessor
-    from handler.runtime import load_bundle
+    from handler.core.preprocess import ImagePreprocessor
+    from handler.core.runtime import load_bundle
 
     files = _icons(tmp_path / "icons")
     dest = tmp_path / "index"
@@ -135,7 +135,7 @@ def test_index_without_image_record_served_as_before_and_rebuilt_with_background
     full size); the next build re-embeds everything with the new default instead of reusing vectors."""
     import hashlib
 
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     files = _icons(tmp_path / "icons")
     emb = load_bundle(demo_bundle, threads=2)
@@ -166,7 +166,7 @@ def test_index_without_image_record_served_as_before_and_rebuilt_with_background
 
 @pytest.mark.parametrize("background", ["black", "#336699", "none"])
 def test_background_option_recorded_and_followed(demo_bundle: Path, tmp_path: Path, cli, background: str) -> None:
-    from handler.preprocess import ImageOptions, parse_background
+    from handler.core.preprocess import ImageOptions, parse_background
 
     files = _icons(tmp_path / "icons")
     dest = tmp_path / "index"
@@ -179,7 +179,7 @@ def test_background_option_recorded_and_followed(demo_bundle: Path, tmp_path: Pa
     r = _post_image(client, files["ring.png"], k=1)
     assert r.status_code == 200 and r.json()["results"][0]["score"] > 0.99999
     # the recorded colour is the one used: a white-background vector of the same file differs
-    from handler.runtime import load_bundle
+    from handler.core.runtime import load_bundle
 
     white = load_bundle(demo_bundle, threads=2).embed_images([files["ring.png"]])[0]
     assert float(white @ vectors_by_id(version)["ring.png"]) < 0.9999

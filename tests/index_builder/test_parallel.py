@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.storage import open_store
+from handler.core.storage import open_store
 from tests.index_builder.conftest import (
     ROOT,
     build_args,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from handler.preprocess import ImagePreprocessor
+from handler.core.preprocess import ImagePreprocessor
 from index_builder.pipeline import prepare, prepared_stream, safe_message
 from index_builder.sources import FolderSource, SourceItem
 

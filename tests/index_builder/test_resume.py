@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handler.index import load_index
+from handler.core.index import load_index
 from index_builder.workdir import CachedVector, ShardWriter, WorkDir, shard_key
 from tests.index_builder.conftest import (
     build_args,
@@ -142,7 +142,7 @@ def test_shard_writer_flushes_on_time(tmp_path: Path) -> None:
 def test_source_storage_failure_aborts_and_keeps_checkpoints(demo_bundle: Path, tmp_path: Path, cli) -> None:
     """A storage failure while reading the source (not a missing object) aborts the build instead of
     publishing an index with a hole; what was embedded is checkpointed and the re-run resumes."""
-    from handler.storage import StorageError
+    from handler.core.storage import StorageError
     from index_builder.build import BuildOptions, build
     from index_builder.sources import BuildError, FolderSource
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import index_builder.build as build_module
-from handler.index import load_index
-from handler.storage import ObjectInfo, Store, open_store
+from handler.core.index import load_index
+from handler.core.storage import ObjectInfo, Store, open_store
 from index_builder.publish import list_versions
 from index_builder.workdir import default_work_dir
 from tests.index_builder.conftest import build_args, collection, current, ids_of, read_version

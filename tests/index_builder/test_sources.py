@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.storage import ObjectInfo, S3Store
+from handler.core.storage import ObjectInfo, S3Store
 from index_builder.sources import FileTooLargeError, FolderSource, S3Source, open_source
 
 

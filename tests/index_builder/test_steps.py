@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.index import load_index, read_pointer
-from handler.storage import open_store
+from handler.core.index import load_index, read_pointer
+from handler.core.storage import open_store
 from index_builder.lock import LOCK_KEY, BuildLock, BuildLocked
 from index_builder.steps import BatchIncomplete, embed_batch, publish_run, work
 from tests.index_builder.conftest import collection, read_version, vectors_by_id
@@ -236,7 +236,7 @@ def test_local_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     import sys
 
     store = open_store(tmp_path / "idx")
-    code = ("import sys; from handler.storage import open_store; from index_builder.lock import BuildLock; "
+    code = ("import sys; from handler.core.storage import open_store; from index_builder.lock import BuildLock; "
             f"BuildLock(open_store({str(tmp_path / 'idx')!r})).acquire('dead-run')")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
     taken = BuildLock(store).acquire("new-run")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handler.errors import ArtifactError, ConfigError
+from handler.core.errors import ArtifactError, ConfigError
 
 SCHEMA_VERSION = 1
 KIND = "clip-onnx-bundle"

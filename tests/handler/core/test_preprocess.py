@@ -1,4 +1,4 @@
-"""handler.preprocess: parity with open_clip's eval transform, decoding of every format, hostile input."""
+"""handler.core.preprocess: parity with open_clip's eval transform, decoding of every format, hostile input."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from handler.errors import ArtifactError, ImageTooLargeError, InvalidImageError
-from handler.preprocess import ALLOWED_FORMATS, ImagePreprocessor, decode_image, has_alpha
+from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageError
+from handler.core.preprocess import ALLOWED_FORMATS, ImagePreprocessor, decode_image, has_alpha
 from tests.handler.img_samples import (
     EIGHT_BIT,
     MODES,
@@ -440,10 +440,10 @@ def test_preprocess_speed() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = ("import sys, handler.tokenizer, handler.preprocess; "
+    code = ("import sys, handler.core.tokenizer, handler.core.preprocess; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -451,8 +451,8 @@ def test_no_torch_import() -> None:
 # ----------------------------------------------------------------- aspect ratio, bit depth, transparency
 
 def test_aspect_ratio_cap_checked_before_decoding() -> None:
-    from handler.errors import ImageAspectRatioError
-    from handler.preprocess import MAX_ASPECT_RATIO, probe_image
+    from handler.core.errors import ImageAspectRatioError
+    from handler.core.preprocess import MAX_ASPECT_RATIO, probe_image
 
     # 1 x 40,000,000: under the pixel limit, seconds to decode; refused on the header (the IDAT is garbage,
     # so decoding would raise InvalidImageError instead)
@@ -498,7 +498,7 @@ def test_high_bit_depth_matches_the_8bit_image(kind: str) -> None:
 
 
 def test_high_bit_depth_ranges() -> None:
-    from handler.preprocess import to_8bit
+    from handler.core.preprocess import to_8bit
 
     full16 = Image.fromarray(np.array([[0, 128, 257, 32896, 65535]], dtype=np.uint16))
     assert np.asarray(to_8bit(full16)).tolist() == [[0, 0, 1, 128, 255]]
@@ -566,7 +566,7 @@ def test_transparency_composited_over_the_background() -> None:
 
 
 def test_background_parsing_and_options() -> None:
-    from handler.preprocess import LEGACY_OPTIONS, ImageOptions, parse_background
+    from handler.core.preprocess import LEGACY_OPTIONS, ImageOptions, parse_background
 
     assert parse_background("white") == parse_background("#FFF") == parse_background("255, 255,255") == (255,) * 3
     assert parse_background("#102030") == (16, 32, 48) and parse_background([1, 2, 3]) == (1, 2, 3)
@@ -591,7 +591,7 @@ def test_background_parsing_and_options() -> None:
 
 
 def test_draft_keeps_the_full_size() -> None:
-    from handler.preprocess import image_size
+    from handler.core.preprocess import image_size
 
     data = encode(photo_like(3000, 2000, seed=1), "JPEG", quality=85)
     loaded = ImagePreprocessor(cfg(224)).load(data)

@@ -4,13 +4,13 @@ Accepted URIs: ``/abs/path``, ``relative/path`` (resolved against the working di
 ``file:///abs/path`` and ``s3://bucket[/prefix]``. Keys are relative POSIX paths inside the store
 (``versions/abc/manifest.json``); ``..``, empty segments and absolute keys are rejected.
 
-Errors (all subclasses of :class:`handler.errors.ArtifactError`, so the service maps them to 503):
+Errors (all subclasses of :class:`handler.core.errors.ArtifactError`, so the service maps them to 503):
 
 * :class:`NotFoundError` - the object does not exist. It is *also* a :class:`FileNotFoundError`, so
   ``except FileNotFoundError`` and ``except ArtifactError`` both catch it, for local and S3 stores alike.
 * :class:`StorageError` - any other backend failure (permissions, network, S3 error codes), chained to
   the original exception.
-* A malformed URI raises :class:`handler.errors.ConfigError` naming the value.
+* A malformed URI raises :class:`handler.core.errors.ConfigError` naming the value.
 
 S3 is reached with boto3, imported lazily on first use of an ``s3://`` store. Configuration comes from the
 standard environment: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (custom endpoint, path-style
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from handler.errors import ArtifactError, ConfigError
+from handler.core.errors import ArtifactError, ConfigError
 
 __all__ = [
     "LocalStore",

@@ -1,4 +1,4 @@
-"""Parity of handler.tokenizer.ClipTokenizer with open_clip's SimpleTokenizer (ids must be identical)."""
+"""Parity of handler.core.tokenizer.ClipTokenizer with open_clip's SimpleTokenizer (ids must be identical)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handler.errors import ArtifactError, InvalidTextError
-from handler.tokenizer import MAX_CACHED_WORD, ClipTokenizer
+from handler.core.errors import ArtifactError, InvalidTextError
+from handler.core.tokenizer import MAX_CACHED_WORD, ClipTokenizer
 from tests.handler.tok_corpus import EMOJI, HTML, PUNCT, SPACES, UNICODE, WORDS, corpus
 
 open_clip = pytest.importorskip("open_clip")
@@ -346,9 +346,9 @@ def test_construction_is_fast() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = ("import sys, handler.tokenizer; "
+    code = ("import sys, handler.core.tokenizer; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -79,7 +79,7 @@ from PIL import (  # explicit plugin imports: Image.open(formats=...) needs them
     WebPImagePlugin,  # noqa: F401
 )
 
-from handler.errors import ArtifactError, ImageAspectRatioError, ImageTooLargeError, InvalidImageError
+from handler.core.errors import ArtifactError, ImageAspectRatioError, ImageTooLargeError, InvalidImageError
 
 __all__ = [
     "ALLOWED_FORMATS",

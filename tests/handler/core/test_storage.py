@@ -1,4 +1,4 @@
-"""handler.storage on local directories and on a real S3 server (SeaweedFS)."""
+"""handler.core.storage on local directories and on a real S3 server (SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from handler.errors import ArtifactError, ConfigError
-from handler.storage import (
+from handler.core.errors import ArtifactError, ConfigError
+from handler.core.storage import (
     LocalStore,
     NotFoundError,
     ObjectInfo,
@@ -23,7 +23,7 @@ from handler.storage import (
     open_store,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -200,7 +200,7 @@ def test_fetch_dir_local_is_not_copied(tmp_path: Path) -> None:
 def test_default_region_and_lazy_boto3(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "import handler.storage as s, handler.index\n"
+        "import handler.core.storage as s, handler.core.index\n"
         "st = s.open_store(sys.argv[1]); st.write_bytes('a', b'1'); list(st.list()); st.read_bytes('a')\n"
         "bad = [m for m in ('boto3', 'botocore', 'torch', 'torchvision', 'open_clip') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -339,7 +339,7 @@ def test_local_writes_get_the_umask_mode_not_0600(tmp_path: Path, umask: int) ->
 
 
 def test_read_bytes_max_bytes(store: Store) -> None:
-    from handler.storage import TooLargeError
+    from handler.core.storage import TooLargeError
 
     store.write_bytes("a.bin", b"x" * 5000)
     store.write_bytes("empty.bin", b"")

@@ -37,7 +37,7 @@ import ftfy
 import numpy as np
 import regex as re
 
-from handler.errors import ArtifactError, InvalidTextError
+from handler.core.errors import ArtifactError, InvalidTextError
 
 __all__ = [
     "CLEAN_MODES",

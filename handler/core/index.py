@@ -1,7 +1,7 @@
 """Read side of the index format (docs/formats.md, "Index"): pointer, manifest checks, HNSW search.
 
 Torch-free: hnswlib + numpy + json. Works on local directories and S3 prefixes through
-:mod:`handler.storage`; S3 objects are cached in a local directory (``/tmp`` on Lambda).
+:mod:`handler.core.storage`; S3 objects are cached in a local directory (``/tmp`` on Lambda).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from handler.errors import ArtifactError, BadInputError, ModelMismatchError
-from handler.preprocess import ImageOptions
-from handler.storage import LocalStore, Store, fetch_dir, file_digest, open_store
+from handler.core.errors import ArtifactError, BadInputError, ModelMismatchError
+from handler.core.preprocess import ImageOptions
+from handler.core.storage import LocalStore, Store, fetch_dir, file_digest, open_store
 
 __all__ = [
     "INDEX_FILES",

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from handler.bundle import MANIFEST, Bundle, is_random_init, read_manifest
-from handler.encoders import Encoder, create_session, default_threads
-from handler.errors import ArtifactError, ConfigError, InvalidTextError
-from handler.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
-from handler.tokenizer import ClipTokenizer
+from handler.core.bundle import MANIFEST, Bundle, is_random_init, read_manifest
+from handler.core.encoders import Encoder, create_session, default_threads
+from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
+from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
+from handler.core.tokenizer import ClipTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) 
     """Copy the files of one precision of a remote bundle into a local cache (checksums verified)."""
     import hashlib
 
-    from handler.storage import fetch_dir, open_store
+    from handler.core.storage import fetch_dir, open_store
 
     store = open_store(uri)
     local = Path(cache_dir or default_cache_dir()) / "bundles" / hashlib.sha256(uri.encode()).hexdigest()[:16]

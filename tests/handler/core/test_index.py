@@ -1,4 +1,4 @@
-"""handler.index: pointer, manifest checks, loading (local and S3) and search semantics."""
+"""handler.core.index: pointer, manifest checks, loading (local and S3) and search semantics."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.errors import ArtifactError, BadInputError, ModelMismatchError
-from handler.index import (
+from handler.core.errors import ArtifactError, BadInputError, ModelMismatchError
+from handler.core.index import (
     Hit,
     SearchIndex,
     check_for_update,
@@ -21,7 +21,7 @@ from handler.index import (
     read_pointer,
     version_prefix,
 )
-from handler.storage import S3Store, Store, open_store
+from handler.core.storage import S3Store, Store, open_store
 from index_builder.publish import publish, write_version
 from tests.conftest import normalized_vectors
 
@@ -284,7 +284,7 @@ def test_round_trip_s3_with_cache(s3_server, tmp_path: Path, vectors: np.ndarray
 
 
 def test_ef_gate_never_changes_ef_under_a_running_search() -> None:
-    from handler.index import _EfGate
+    from handler.core.index import _EfGate
 
     class FakeIndex:
         def __init__(self) -> None:

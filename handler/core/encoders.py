@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from handler.bundle import IO
+from handler.core.bundle import IO
 
 
 def default_threads() -> int:

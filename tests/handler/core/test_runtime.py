@@ -1,4 +1,4 @@
-"""handler.runtime: the torch-free embedder reproduces PyTorch open_clip end to end."""
+"""handler.core.runtime: the torch-free embedder reproduces PyTorch open_clip end to end."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 import demo
-from handler.errors import ArtifactError, ConfigError, ImageTooLargeError, InvalidImageError
-from handler.runtime import load_bundle
+from handler.core.errors import ArtifactError, ConfigError, ImageTooLargeError, InvalidImageError
+from handler.core.runtime import load_bundle
 
-HANDLER = Path(__file__).resolve().parents[2] / "handler"
+HANDLER = Path(__file__).resolve().parents[3] / "handler"
 TEXTS = ["a red circle", "", "a photo of a 猫 🐈 &amp; friends", "over-long " * 80, "  Mixed\tCASE  "]
 
 
@@ -173,7 +173,7 @@ def test_load_bundle_from_s3_with_local_cache(tiny_bundle, s3_server, tmp_path):
 
 def test_runtime_is_torch_free_in_a_fresh_interpreter():
     code = (
-        "import sys, handler.runtime, handler.index, handler.storage, handler.tokenizer, handler.preprocess\n"
+        "import sys, handler.core.runtime, handler.core.index, handler.core.storage, handler.core.tokenizer, handler.core.preprocess\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'open_clip'})\n"
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
@@ -193,8 +193,25 @@ def test_no_torch_imports_in_handler_sources():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names
-                          if n.split(".")[0] in {"torch", "torchvision", "open_clip", "export", "index_builder"}]
-    assert offenders == [], "handler/ must not import torch, open_clip, export or index_builder"
+                          if n.split(".")[0] in {"torch", "torchvision", "open_clip", "transformers", "export", "index_builder"}]
+    assert offenders == [], "handler/ must not import torch, open_clip, transformers, export or index_builder"
+
+
+def test_core_imports_nothing_from_the_service():
+    """The picture is one-way: core <- export, index_builder, service; the core never imports the service."""
+    import ast
+
+    offenders = []
+    for path in (HANDLER / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "handler"]
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.startswith("handler") and not n.startswith("handler.core")]
+    assert offenders == [], offenders
 
 
 
