@@ -50,7 +50,7 @@ from handler.core.preprocess import (
     parse_background,
 )
 from handler.core.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
-from index_builder.pipeline import Prepared, prepared_stream, safe_message
+from index_builder.pipeline import Prepared, error_row, prepared_stream
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
@@ -378,7 +378,7 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     todo: list[int] = []
 
     def add_error(item: SourceItem, reason: str, message: str) -> None:
-        errors.append({"id": item.id, "uri": item.uri, "reason": reason, "message": safe_message(message)})
+        errors.append(error_row(item, reason, message))
 
     for pos, item in enumerate(items):
         if item.error is not None:
@@ -513,7 +513,8 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         "image_preprocess": preprocessor.options.to_manifest(),
         "build": {"prepare_seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
                   "images_per_s": round(rate, 2), "batch_size": opts.batch_size, "workers": opts.workers,
-                  "device": backend.device, "max_pixels": opts.max_pixels, "full": opts.full},
+                  "device": backend.device, "max_pixels": opts.max_pixels, "max_file_bytes": opts.max_file_bytes,
+                  "full": opts.full},
     }
     fields["build"]["prepare_seconds"] = round(time.perf_counter() - t_start, 3)  # all but writing the version
 

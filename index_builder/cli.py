@@ -172,20 +172,30 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _print_parallel(args: argparse.Namespace, opts: object) -> int:
+    from index_builder.build import format_skipped
     from index_builder.parallel import build_parallel
 
     r = build_parallel(opts, args.parallel)  # type: ignore[arg-type]
+    keys = ("version", "published", "stats", "pruned", "errors", "warnings", "skipped", "seconds")
     if args.json:
-        print(json.dumps({k: r.get(k) for k in ("version", "published", "stats", "pruned", "errors", "seconds")}
-                         | {"out": args.out}))
-    elif not r["published"]:
-        print(f"nothing to do: {args.out} is up to date (version {r['version']})")
-    else:
-        s = r["stats"]
-        print(f"published version {r['version']} to {args.out}: {s.get('count')} items (embedded "
-              f"{s.get('embedded')}, unchanged {s.get('unchanged')}, added {s.get('added')}, changed "
-              f"{s.get('changed')}, removed {s.get('removed')}, errors {s.get('errors')}) in {r['seconds']:.1f}s "
-              f"with {args.parallel} worker process(es)")
+        print(json.dumps({k: r.get(k) for k in keys} | {"out": args.out}))
+        return 0
+    skipped = f"; skipped {format_skipped(r['skipped'])} (not images)" if r.get("skipped") else ""
+    if not r["published"]:
+        print(f"nothing to do: {args.out} is up to date (version {r['version']}){skipped}")
+        return 0
+    if not args.quiet:
+        for w in r.get("warnings", [])[:20]:
+            print(f"warning: {w['id']}: {w['message']}", file=sys.stderr)
+        for e in r["errors"][:20]:
+            print(f"skipped {e['id']}: {e['reason']}: {e['message']}", file=sys.stderr)
+        if len(r["errors"]) > 20:
+            print(f"... and {len(r['errors']) - 20} more (see errors.jsonl of the version)", file=sys.stderr)
+    s = r["stats"]
+    print(f"published version {r['version']} to {args.out}: {s.get('count')} items (embedded "
+          f"{s.get('embedded')}, unchanged {s.get('unchanged')}, added {s.get('added')}, changed "
+          f"{s.get('changed')}, removed {s.get('removed')}, errors {s.get('errors')}) in {r['seconds']:.1f}s "
+          f"with {args.parallel} worker process(es){skipped}")
     return 0
 
 

@@ -57,8 +57,10 @@ def build_parallel(opts: BuildOptions, processes: int, *, store: Store | None = 
     summary = plan(opts, store=dest, batch_items=batch_items, parallel=processes)
     run_id = summary["run_id"]
     if not summary["changed"]:
-        return {"version": summary["version"], "published": False, "stats": {}, "errors": [], "pruned": [],
-                "seconds": time.perf_counter() - t0, "embed_seconds": 0.0, "summary": summary}
+        stats = summary.get("stats") or {}
+        return {"version": summary["version"], "published": False, "stats": stats, "errors": [], "pruned": [],
+                "warnings": [], "skipped": stats.get("skipped", {}), "seconds": time.perf_counter() - t0,
+                "embed_seconds": 0.0, "summary": summary}
     todo = work.read_json(dest, work.items_key(run_id))
     n = summary["batch_items"]
     batches = [todo[i:i + n] for i in range(0, len(todo), n)]

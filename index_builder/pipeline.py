@@ -29,7 +29,7 @@ from index_builder.itemwarnings import capture_item_warnings
 from index_builder.sources import FileTooLargeError, Source, SourceItem
 from index_builder.workdir import CachedVector
 
-__all__ = ["Prepared", "classify", "prepare", "prepared_stream", "safe_message"]
+__all__ = ["Prepared", "classify", "error_row", "prepare", "prepared_stream", "safe_message"]
 
 _BYTES_LITERAL = re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
@@ -38,6 +38,16 @@ def safe_message(message: str) -> str:
     """A message with any quoted bytes (``b'root:x:0'``, a decoder echoing a file's header) elided: errors
     and warnings name files, never their content."""
     return _BYTES_LITERAL.sub("b'...'", message)
+
+
+def error_row(item: SourceItem, reason: str, message: str) -> dict[str, Any]:
+    """An ``errors.jsonl`` row (serial and step-wise builds alike); size/mtime/etag let the next step-wise
+    plan skip the same unchanged broken file without reading it."""
+    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "reason": reason, "message": safe_message(message),
+                           "size": item.size, "mtime": item.mtime}
+    if item.etag is not None:
+        row["etag"] = item.etag
+    return row
 
 
 @dataclass

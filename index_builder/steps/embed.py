@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.core.preprocess import ImagePreprocessor
+from handler.core.preprocess import ImageOptions, ImagePreprocessor
 from handler.core.storage import Store
 from index_builder.build import BuildOptions, _load_backend
 from index_builder.pipeline import prepared_stream
@@ -56,19 +56,29 @@ def _options(plan: dict[str, Any], overrides: dict[str, Any]) -> BuildOptions:
     return BuildOptions(out="", **o)
 
 
-def _encoder(opts: BuildOptions) -> tuple[Any, ImagePreprocessor]:
+def _encoder(opts: BuildOptions, options: ImageOptions) -> tuple[Any, ImagePreprocessor]:
+    """The encoder (loaded once per process) and the run's image preparation (the plan's options)."""
     key = f"enc:{opts.bundle}:{opts.precision}:{opts.backend}:{opts.device}:{opts.pretrained}:{opts.threads}"
     if key not in _cache:
-        backend = _load_backend(opts, cache_dir=None)
-        _cache[key] = (backend, ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels))
-    return _cache[key]
+        _cache[key] = _load_backend(opts, cache_dir=None)
+    backend = _cache[key]
+    pre = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels, background=options.background,
+                            draft=options.jpeg_draft)
+    return backend, pre
 
 
-def _source(uri: str, workers: int) -> Source:
+def _run_image_options(plan: dict[str, Any]) -> ImageOptions:
+    """The image options every worker of the run applies (pinned by the plan; default for older plans)."""
+    return ImageOptions.from_manifest(plan["image_preprocess"]) if "image_preprocess" in plan else ImageOptions()
+
+
+def _source(uri: str, workers: int, max_bytes: int | None) -> Source:
     key = f"src:{uri}"
     if key not in _cache:
         _cache[key] = open_source(uri, workers=workers)
-    return _cache[key]
+    src: Source = _cache[key]
+    src.max_bytes = max_bytes  # the run's --max-file-bytes: a larger file is not read
+    return src
 
 
 def _known(store: Store, run_id: str, plan: dict[str, Any]) -> work.Known | None:
@@ -115,6 +125,8 @@ def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: Im
         row: dict[str, Any] = {"sig": work.item_sig(it), "sha256": p.sha256, "size": p.size, "width": p.width,
                                "height": p.height}
         rows.append(row)
+        if p.warnings:
+            row["warnings"] = list(p.warnings)
         if p.error is not None:
             row["error"] = list(p.error)
         elif p.cached is not None:
@@ -156,8 +168,8 @@ def embed_batch(store: Store, run_id: str, items: list[dict[str, Any]], *,
                                   "of the batch written; the retry continues from there")
         t_chunk = time.perf_counter()
         if backend is None:
-            backend, pre = _encoder(opts)
-            src = _source(opts.source, max(4, opts.workers))
+            backend, pre = _encoder(opts, _run_image_options(plan))
+            src = _source(opts.source, max(4, opts.workers), opts.max_file_bytes)
             if backend.model_fingerprint != plan["model_fingerprint"] or backend.dim != plan["dim"]:
                 raise BuildError(f"--bundle {opts.bundle} is model {backend.model_fingerprint}, but run {run_id} "
                                  f"was planned for {plan['model_fingerprint']}")

@@ -20,15 +20,17 @@ from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     ITEMS_FILE,
+    SCHEMA_VERSION,
     read_manifest,
     read_pointer,
     version_prefix,
 )
+from handler.core.preprocess import ImageOptions, format_background
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.lock import BuildLock
 from index_builder.publish import new_version_id
-from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
+from index_builder.sources import IMAGE_EXTENSIONS, BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.steps import work
 from index_builder.workdir import shard_key
 
@@ -36,8 +38,12 @@ __all__ = ["DEFAULT_CHUNK_ITEMS", "batch_items_for", "plan"]
 
 DEFAULT_CHUNK_ITEMS = 64  # images per checkpointed output object (also the batch size granule)
 # options a run's embed and publish steps use (the plan pins them, so every worker embeds alike)
-RUN_OPTIONS = ("source", "bundle", "precision", "backend", "device", "pretrained", "max_pixels", "batch_size",
-               "M", "ef_construction", "ef", "keep_versions", "strict", "allow_empty", "full", "threads", "workers")
+# (the image options - background, JPEG draft - are pinned as the plan's ``image_preprocess``)
+RUN_OPTIONS = ("source", "bundle", "precision", "backend", "device", "pretrained", "max_pixels", "max_file_bytes",
+               "batch_size", "M", "ef_construction", "ef", "keep_versions", "strict", "allow_empty", "full", "threads",
+               "workers")
+# manifest fields that vary between builds of the same index (as index_builder.build compares them)
+_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version", "schema_version", "kind")
 
 
 MAX_BATCH_BYTES = 245_760  # template.yaml ItemBatcher.MaxInputBytesPerBatch (Step Functions allows 256 KiB)
@@ -86,6 +92,28 @@ def _same_file_failed(item: SourceItem, err: dict[str, Any] | None) -> bool:
         return False
     return (err.get("uri"), err.get("size"), err.get("mtime"), err.get("etag")) == (
         item.uri, item.size, item.mtime, item.etag)
+
+
+def _previous_options(manifest: dict[str, Any]) -> ImageOptions | None:
+    try:
+        return ImageOptions.from_manifest(manifest.get("image_preprocess"))
+    except SearchError:
+        return None  # unreadable: never equal, so nothing is reused
+
+
+def _same_limits(manifest: dict[str, Any], opts: BuildOptions) -> bool:
+    """The previous version was built with the same pixel and file size limits (its errors still hold)."""
+    build = manifest.get("build") or {}
+    return build.get("max_pixels") == opts.max_pixels and build.get("max_file_bytes") == opts.max_file_bytes
+
+
+def _same_settings(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Every non-volatile manifest field (model, precision, source, image options, HNSW settings...) would
+    be written again unchanged (the serial build's "no change" rule)."""
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return False
+    keys = (set(settings) | set(manifest)) - set(_VOLATILE)
+    return all(json.loads(json.dumps(settings.get(k))) == manifest.get(k) for k in keys)
 
 
 def _item_json(item: SourceItem) -> dict[str, Any]:
@@ -166,26 +194,40 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
             f"--out {dest.uri} holds version {current} built with model {manifest['model_fingerprint']}, "
             f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
             "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
-    model_key = shard_key(fingerprint, opts.precision, opts.backend, dim)
+    options = ImageOptions(background=opts.background)  # as the serial build's ImagePreprocessor (JPEG draft on)
+    image_preprocess = options.to_manifest()
+    model_key = shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess)
     for obj in list(dest.list(work.OUT)):  # outputs of another model / precision / backend are useless now
         if not obj.key.startswith(work.out_prefix(model_key)):
             dest.delete(obj.key)
 
+    src.warn = log.warn  # type: ignore[method-assign]
+    src.max_bytes = opts.max_file_bytes
     try:
         items = src.list()
     except SearchError as e:
         raise BuildError(f"--source {src.uri}: {e.message}") from None
+    skipped = dict(sorted(getattr(src, "skipped", {}).items()))
     if not items and not opts.allow_empty:
-        raise BuildError(f"--source {src.uri} has no images; check the path or prefix, or pass --allow-empty")
+        raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); check the "
+                         "path or prefix, or pass --allow-empty to publish an empty index")
 
     prev_items: list[dict[str, Any]] | None = None
     prev_errors: dict[Any, dict[str, Any]] = {}
     if manifest and not opts.full and manifest.get("precision", "fp32") == opts.precision:
-        try:
-            prev_items = _previous_items(dest, current or "", manifest)
-            prev_errors = _previous_errors(dest, current or "", manifest)
-        except (SearchError, ValueError) as e:
-            log.warn(f"cannot reuse the vectors of version {current} ({e}); every image is embedded again")
+        was = _previous_options(manifest)
+        if was != options:
+            described = (f"background {format_background(was.background)}, JPEG draft {'on' if was.jpeg_draft else 'off'}"
+                         if was else "unknown options")
+            log.info(f"version {current} prepared images with {described}, this build with background "
+                     f"{image_preprocess['background']}: every image is embedded again")
+        else:
+            try:
+                prev_items = _previous_items(dest, current or "", manifest)
+                # the previous errors of unchanged files hold only under the same limits
+                prev_errors = _previous_errors(dest, current or "", manifest) if _same_limits(manifest, opts) else {}
+            except (SearchError, ValueError) as e:
+                log.warn(f"cannot reuse the vectors of version {current} ({e}); every image is embedded again")
     by_id = {row["id"]: label for label, row in enumerate(prev_items or []) if isinstance(row, dict) and "id" in row}
 
     listing: list[dict[str, Any]] = []
@@ -199,6 +241,8 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
             err = list(item.error) if item.error is not None else [prev_errors[item.id]["reason"],
                                                                      prev_errors[item.id]["message"]]
             entry.update(state="error", error=err)
+            if item.error is None:
+                entry["carried"] = True  # publish lists it with the errors found while embedding (serial order)
             was = prev_errors.get(item.id)
             if was is None or [was.get("reason"), was.get("message")] != err:
                 same_rows = False
@@ -222,11 +266,19 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
               "removed": len(set(by_id) - {i.id for i in items}) if prev_items is not None else None}
     summary: dict[str, Any] = {"run_id": run_id, "index_uri": dest.uri, "todo": len(todo), "counts": counts}
 
-    if same_rows and prev_items is not None and reused == len(prev_items) and errors == len(prev_errors):
+    settings = {"model_fingerprint": fingerprint, "precision": opts.precision, "source": src.uri,
+                "backend": opts.backend, "image_preprocess": image_preprocess, "M": opts.M,
+                "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": dim, "count": reused, "space": "ip"}
+    labels = [e["label"] for e in listing if e["state"] == "reuse"]
+    if (same_rows and prev_items is not None and labels == list(range(len(prev_items)))
+            and errors == len(prev_errors) and manifest is not None and _same_settings(manifest, settings)):
         dest.delete_prefix(work.OUT)  # outputs of an interrupted run that published before it died
         lock.release(run_id)
         log.info(f"{dest.uri}: no changes since version {current}; nothing to do")
-        return {**summary, "changed": False, "version": current, "batch_items": 0, "items": None}
+        stats = {"embedded": 0, "resumed": 0, "unchanged": reused, "reused": 0, "added": 0, "changed": 0,
+                 "removed": 0, "errors": errors, "warnings": 0, "listed": len(items), "count": reused,
+                 "skipped": skipped}
+        return {**summary, "changed": False, "version": current, "batch_items": 0, "items": None, "stats": stats}
 
     if parallel:  # local pool: smaller chunks for small runs, so that every worker gets several
         chunk_items = min(chunk_items, max(1, math.ceil(len(todo) / (4 * parallel))))
@@ -236,7 +288,7 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
     run_opts = {k: v for k, v in asdict(opts).items() if k in RUN_OPTIONS}
     run_opts["source"] = src.uri
     info = {"run_id": run_id, "version": run_id, "options": run_opts, "model_fingerprint": fingerprint, "dim": dim,
-            "model_key": model_key, "previous": pointer, "counts": counts, "batch_items": n,
+            "model_key": model_key, "image_preprocess": image_preprocess, "skipped": skipped, "previous": pointer, "counts": counts, "batch_items": n,
             "chunk_items": chunk_items, "created": time.time(), "plan_seconds": round(time.perf_counter() - t0, 3)}
     known = bool(todo) and prev_items is not None and work.write_known(dest, work.known_key(run_id), prev_items)
     info["known"] = known

@@ -23,6 +23,7 @@ from handler.core.index import MANIFEST, read_manifest, read_pointer, version_pr
 from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
 from index_builder.lock import BuildLock, BuildLocked
+from index_builder.pipeline import error_row
 from index_builder.publish import prune, publish, write_version
 from index_builder.sources import BuildError, SourceItem
 from index_builder.steps import work
@@ -108,12 +109,13 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     vecs: list[np.ndarray] = []
     listing_errors: list[dict[str, Any]] = []
     embed_errors: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []  # {"id", "uri", "message"} per warning, in source order
     how = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
     for e in listing:
         item = SourceItem(id=e["id"], uri=e["uri"], size=e.get("size"), mtime=e.get("mtime"), etag=e.get("etag"),
                           metadata=e.get("metadata") or {}, key=e.get("key"))
-        if e["state"] == "error":
-            listing_errors.append(_error_row(item, *e["error"]))
+        if e["state"] == "error":  # carried: the same file failed in the previous version (not read again)
+            (embed_errors if e.get("carried") else listing_errors).append(error_row(item, *e["error"]))
             continue
         if e["state"] == "reuse":
             assert prev is not None and prev.embeddings is not None
@@ -124,17 +126,18 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
             continue
         out = outputs.get(work.item_sig(e))
         if out is None:
-            embed_errors.append(_error_row(item, "not_embedded", "its batch failed in this run; the next build "
+            embed_errors.append(error_row(item, "not_embedded", "its batch failed in this run; the next build "
                                            "embeds it"))
             continue
         r, vec = out
+        warnings += [{"id": item.id, "uri": item.uri, "message": w} for w in r.get("warnings") or ()]
         if "error" in r:
-            embed_errors.append(_error_row(item, *r["error"]))
+            embed_errors.append(error_row(item, *r["error"]))
             continue
         if r.get("previous"):
             cached = prev.cached(r["sha256"]) if prev is not None else None
             if cached is None:
-                embed_errors.append(_error_row(item, "not_embedded", "its previous vector is gone; the next build "
+                embed_errors.append(error_row(item, "not_embedded", "its previous vector is gone; the next build "
                                                "embeds it"))
                 continue
             vec = cached.vector
@@ -149,21 +152,27 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     errors = listing_errors + embed_errors
     if opts.get("strict") and errors:
         shown = "\n".join(f"  {e['id']}: {e['reason']}: {e['message']}" for e in errors[:20])
-        raise BuildError(f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}")
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise BuildError(f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
+                         f"(computed embeddings are kept in {store.uri_for(work.OUT)}; fix or remove the files and "
+                         "re-run)")
     if not rows and not opts.get("allow_empty"):
-        raise BuildError(f"none of the {len(listing)} image(s) could be indexed ({len(errors)} error(s)); "
-                         "nothing was published")
+        first = f", first: {errors[0]['id']}: {errors[0]['message']}" if errors else ""
+        raise BuildError(f"none of the {len(listing)} image(s) of {opts['source']} could be indexed ({len(errors)} "
+                         f"error(s){first}); nothing was published")
     vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
     ids = {r["id"] for r in rows}
     prev_ids = set(prev.rows) if prev is not None else _prev_ids(store, plan)
     stats = {**how, "added": len(ids - prev_ids), "changed": sum(1 for r in rows if r["id"] in prev_ids)
-             - how["unchanged"], "removed": len(prev_ids - ids), "errors": len(errors), "listed": len(listing),
-             "count": len(rows)}
+             - how["unchanged"], "removed": len(prev_ids - ids), "errors": len(errors), "warnings": len(warnings),
+             "listed": len(listing), "count": len(rows), "skipped": plan.get("skipped", {})}
     fields = {"model_fingerprint": plan["model_fingerprint"], "precision": opts["precision"],
               "source": opts["source"], "stats": stats, "builder": BUILDER, "backend": opts["backend"],
               "previous_version": plan["previous"]["version"] if plan["previous"] else None,
+              "image_preprocess": plan.get("image_preprocess"),
               "build": {"steps": True, "batch_items": plan["batch_items"], "batch_size": opts["batch_size"],
-                        "max_pixels": opts["max_pixels"], "full": opts["full"]}}
+                        "max_pixels": opts["max_pixels"], "max_file_bytes": opts.get("max_file_bytes"),
+                        "full": opts["full"]}}
     prefix = version_prefix(run_id)
     if store.exists(prefix + MANIFEST) or any(True for _ in store.list(prefix)):
         store.delete_prefix(prefix)  # a publish killed before the pointer moved: never current, rewrite it
@@ -175,16 +184,8 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     publish(store, run_id, manifest)
     pruned = _finish(store, run_id, opts["keep_versions"], log)
     return {"version": run_id, "published": True, "already": False, "stats": stats, "pruned": pruned,
-            "errors": errors, "seconds": round(time.perf_counter() - t0, 3), "manifest": manifest}
-
-
-def _error_row(item: SourceItem, reason: str, message: str) -> dict[str, Any]:
-    """An errors.jsonl row; size/mtime/etag let the next plan skip the same broken file without reading it."""
-    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "reason": reason, "message": message,
-                           "size": item.size, "mtime": item.mtime}
-    if item.etag is not None:
-        row["etag"] = item.etag
-    return row
+            "errors": errors, "warnings": warnings, "skipped": stats["skipped"],
+            "seconds": round(time.perf_counter() - t0, 3), "manifest": manifest}
 
 
 def _prev_ids(store: Store, plan: dict[str, Any]) -> set[Any]:
