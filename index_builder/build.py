@@ -313,14 +313,25 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
             "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
 
     image_preprocess = preprocessor.options.to_manifest()
-    work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess),
-                   {"model_fingerprint": fingerprint, "precision": opts.precision, "backend": opts.backend,
-                    "dim": dim, "image_preprocess": image_preprocess, "dest": dest.uri}).open()
-    try:
-        return _build_locked(opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start,
-                             progress)
-    finally:
-        work.close()
+    with _index_lock(dest, current_version, log):  # one build at a time per index, serial or step-wise
+        work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess),
+                       {"model_fingerprint": fingerprint, "precision": opts.precision, "backend": opts.backend,
+                        "dim": dim, "image_preprocess": image_preprocess, "dest": dest.uri}).open()
+        try:
+            return _build_locked(opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start,
+                                 progress)
+        finally:
+            work.close()
+
+
+def _index_lock(dest: Store, current_version: str | None, log: _Log) -> Any:
+    """DEST's ``.rebuild/LOCK`` (:mod:`index_builder.lock`), shared with the step-wise build; a stale lock of a
+    dead step-wise run is taken over and what that run left is removed."""
+    from index_builder.lock import holding_lock
+    from index_builder.steps.plan import _forget_run
+
+    return holding_lock(dest, new_version_id(), kind="serial",
+                        forget=lambda stale: _forget_run(dest, stale, current_version, log))
 
 
 def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, preprocessor: ImagePreprocessor,

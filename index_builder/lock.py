@@ -21,13 +21,14 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from handler.core.storage import LocalStore, S3Store, StorageError, Store
 from index_builder.sources import BuildError
 
-__all__ = ["LOCK_KEY", "BuildLock", "BuildLocked", "LockInfo"]
+__all__ = ["LOCK_KEY", "BuildLock", "BuildLocked", "LockInfo", "holding_lock"]
 
 WORK_PREFIX = ".rebuild/"
 LOCK_KEY = WORK_PREFIX + "LOCK"
@@ -215,3 +216,19 @@ class BuildLock:
                     raise self.store._error(e, LOCK_KEY, "delete") from e
             return
         self.store.delete(LOCK_KEY)
+
+
+@contextlib.contextmanager
+def holding_lock(store: Store, run_id: str, *, forget: Callable[[dict[str, Any]], None] | None = None,
+                 ttl: float = 6 * 3600, **extra: Any) -> Iterator[BuildLock]:
+    """Hold the index's lock for the block (the serial build: one build at a time, serial or step-wise).
+    Raises :class:`BuildLocked` before the block when another live build holds it; ``forget(data)`` cleans up
+    after the dead holder of a stale lock that was taken over."""
+    lock = BuildLock(store, ttl=ttl)
+    stale = lock.acquire(run_id, **extra)
+    try:
+        if stale is not None and forget is not None:
+            forget(stale.data)
+        yield lock
+    finally:
+        lock.release(run_id)
