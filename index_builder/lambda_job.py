@@ -45,6 +45,7 @@ EVENT_KEYS: dict[str, tuple[str, type]] = {
     "precision": ("--precision", str),
     "keep_versions": ("--keep-versions", int),
     "strict": ("--strict", bool),
+    "background": ("--background", str),  # transparent images composited over it (white, black, #rrggbb, none)
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -118,6 +119,8 @@ def build_argv(event: Any, environ: Mapping[str, str] | None = None) -> list[str
                     raise RebuildFailed(f"{env_name}={raw!r}: must be a positive integer")
         if value is not None:
             argv += [EVENT_KEYS[key][0], str(value)]
+    if ev.get("background"):
+        argv += ["--background", ev["background"]]
     for key in ("full", "strict"):
         if ev.get(key):
             argv.append(EVENT_KEYS[key][0])

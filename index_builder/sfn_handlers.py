@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from handler.core.preprocess import DEFAULT_MAX_PIXELS
+from handler.core.preprocess import DEFAULT_MAX_PIXELS, parse_background
 from handler.core.storage import open_store
 from index_builder.build import BuildOptions
 from index_builder.lambda_job import RebuildFailed, normalise_event
@@ -70,6 +70,11 @@ def plan_options(event: Any) -> BuildOptions:
                         max_pixels=DEFAULT_MAX_PIXELS, quiet=True)
     if ev.get("workers"):
         opts.workers = ev["workers"]
+    if ev.get("background"):  # transparent images composited over it; recorded in the plan for every worker
+        try:
+            opts.background = parse_background(ev["background"])
+        except ValueError as e:
+            raise RebuildFailed(f"event['background']: {e}") from None
     return opts
 
 
