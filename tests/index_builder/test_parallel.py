@@ -22,6 +22,7 @@ from tests.index_builder.conftest import (
     collection,
     read_version,
     subprocess_env,
+    vectors_by_id,
 )
 
 
@@ -188,3 +189,96 @@ def test_renamed_file_reuses_its_vector(cli: Any, coll: Path, demo_bundle: Path,
     assert (s["embedded"], s["reused"], s["added"], s["removed"]) == (0, 1, 1, 1)
     after = vectors_by_id(read_version(dest))
     np.testing.assert_array_equal(after["moved/renamed.jpg"], before[old_id])
+
+
+def _mixed_collection(src: Path) -> None:
+    """The issue 11 cases: a transparent PNG, a file over --max-file-bytes, a skipped .svg, a Pillow warning,
+    a symlink out of the folder."""
+    from PIL import Image, ImageDraw
+
+    from tests.index_builder.test_pipeline import _jpeg_with_bad_exif
+
+    collection(src, 8, size=48)
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(icon).ellipse((8, 8, 56, 56), fill=(0, 0, 0, 255))
+    icon.save(src / "icon.png")
+    (src / "huge.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 50_000)
+    (src / "exif.jpg").write_bytes(_jpeg_with_bad_exif((10, 200, 10)))
+    (src / "logo.svg").write_text("<svg/>")
+    (src / "passwd.jpg").symlink_to("/etc/passwd")
+
+
+MIXED = ("--max-file-bytes", 40_000, "--background", "#336699")
+
+
+def test_parallel_equals_serial_with_image_options_and_limits(cli: Any, demo_bundle: Path, tmp_path: Path) -> None:
+    """The step-wise build applies the run's --background and --max-file-bytes in every worker and writes the
+    serial build's manifest: image_preprocess, stats (skipped, warnings), build limits, errors, vectors."""
+    src, serial, par = tmp_path / "src", tmp_path / "serial", tmp_path / "par"
+    _mixed_collection(src)
+    assert cli(*build_args(src, demo_bundle, serial, *MIXED)).rc == 0
+    r = cli(*build_args(src, demo_bundle, par, *MIXED, "--parallel", "2", "--json"))
+    assert r.rc == 0, r.err
+    a, b = read_version(par), read_version(serial)
+    _same_index(a, b)
+    assert a["errors"] == b["errors"]  # the same rows, in the same order
+    assert {e["id"]: e["reason"] for e in a["errors"]} == {"huge.jpg": "file_too_large",
+                                                          "passwd.jpg": "outside_root"}
+    assert a["manifest"]["image_preprocess"] == b["manifest"]["image_preprocess"] == {
+        "background": "#336699", "jpeg_draft": True}
+    assert a["manifest"]["stats"] == b["manifest"]["stats"]
+    assert a["manifest"]["stats"]["skipped"] == {".svg": 1} and a["manifest"]["stats"]["warnings"] == 1
+    for key in ("max_pixels", "max_file_bytes"):
+        assert a["manifest"]["build"][key] == b["manifest"]["build"][key]
+    assert a["manifest"]["build"]["max_file_bytes"] == 40_000
+    out = r.json()
+    assert out["skipped"] == {".svg": 1} and [w["id"] for w in out["warnings"]] == ["exif.jpg"]
+    # the background was applied: a white-background vector of the transparent icon differs
+    white = tmp_path / "white"
+    assert cli(*build_args(src, demo_bundle, white, "--max-file-bytes", 40_000)).rc == 0
+    icon = vectors_by_id(read_version(white))["icon.png"]
+    assert float(icon @ vectors_by_id(a)["icon.png"]) < 0.9999
+
+
+def test_no_change_and_reuse_agree_with_serial(cli: Any, demo_bundle: Path, tmp_path: Path) -> None:
+    """After a serial build the step-wise build finds nothing to do (the same rule, the same errors); other
+    image options re-embed every image; an index setting (--ef) alone publishes, as in the serial build."""
+    src, dest = tmp_path / "src", tmp_path / "idx"
+    _mixed_collection(src)
+    assert cli(*build_args(src, demo_bundle, dest, *MIXED)).rc == 0
+    first = _versions(dest)
+    r = cli(*build_args(src, demo_bundle, dest, *MIXED, "--parallel", "2"))
+    assert r.rc == 0 and "nothing to do" in r.out, r.err
+    assert _versions(dest) == first
+
+    r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--parallel", "2", "--json"))
+    assert r.rc == 0 and r.json()["published"] is True, r.err
+    s = r.json()["stats"]
+    assert s["embedded"] == s["count"] == 10 and s["unchanged"] == 0, s  # white background: no vector reused
+    assert read_version(dest)["manifest"]["image_preprocess"]["background"] == "#ffffff"
+
+    r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--ef", 64, "--parallel", "2", "--json"))
+    assert r.rc == 0 and r.json()["published"] is True and r.json()["stats"]["embedded"] == 0, r.err
+    assert read_version(dest)["manifest"]["ef"] == 64
+    r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--ef", 64, "--json"))
+    assert r.rc == 0 and r.json()["published"] is False, "serial agrees: nothing changed"
+
+
+def test_serial_build_while_the_lock_is_held_exits_clearly(cli: Any, coll: Path, demo_bundle: Path,
+                                                           tmp_path: Path) -> None:
+    """The serial build takes the step-wise build's .rebuild/LOCK: the two never run on one index at once."""
+    from index_builder.lock import BuildLock
+
+    dest = tmp_path / "idx"
+    assert cli(*build_args(coll, demo_bundle, dest)).rc == 0
+    before = _versions(dest)
+    lock = BuildLock(open_store(dest))
+    lock.acquire("step-wise-run")  # a live holder (this process)
+    (coll / "new.jpg").write_bytes((coll / "img_00000.jpg").read_bytes())
+    r = cli(*build_args(coll, demo_bundle, dest))
+    assert r.rc == 1 and "another build" in r.err and "nothing was changed" in r.err, r.err
+    assert _versions(dest) == before and lock.held_by("step-wise-run")
+    lock.release("step-wise-run")
+    r = cli(*build_args(coll, demo_bundle, dest, "--json"))
+    assert r.rc == 0 and r.json()["published"] is True
+    assert not (dest / ".rebuild").exists(), "the serial build released its lock"
