@@ -325,3 +325,45 @@ def test_tolerated_failures_publish_the_rest_and_list_them(stack: dict[str, Any]
     broken["on"] = False
     again = _machine(stack).run({})
     assert again["stats"]["count"] == 30 and again["stats"]["embedded"] == lost
+
+
+def test_background_in_the_execution_input(stack: dict[str, Any], demo_bundle: Path, tmp_path: Path) -> None:
+    """``{"background": "black"}`` reaches every embed worker through the plan: the transparent icon gets the
+    serial build's vector, the manifest records it; a later default run re-embeds every image (white)."""
+    from PIL import Image, ImageDraw
+
+    from index_builder.build import BuildOptions, build
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(icon).ellipse((8, 8, 56, 56), fill=(0, 0, 0, 255))
+    icon.save(stack["coll"] / "icon.png")
+    stack["s3"].upload_file(str(stack["coll"] / "icon.png"), stack["bucket"], f"{stack['prefix']}/collection/icon.png")
+
+    out = LocalStateMachine(stack["params"], stack["s3"]).run({"background": "black"})
+    assert out["published"] is True and out["stats"]["count"] == 31
+    v = read_version(stack["index"])
+    assert v["manifest"]["image_preprocess"] == {"background": "#000000", "jpeg_draft": True}
+    serial = tmp_path / "serial"
+    build(BuildOptions(source=str(stack["coll"]), bundle=str(demo_bundle), out=str(serial), quiet=True,
+                       background=(0, 0, 0)))
+    expected = vectors_by_id(read_version(serial))
+    np.testing.assert_allclose(vectors_by_id(v)["icon.png"], expected["icon.png"], atol=1e-6, rtol=0)
+
+    again = LocalStateMachine(stack["params"], stack["s3"]).run({})
+    assert again["stats"]["embedded"] == 31 and again["stats"]["unchanged"] == 0
+    assert read_version(stack["index"])["manifest"]["image_preprocess"]["background"] == "#ffffff"
+
+
+def test_plan_event_background_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from index_builder.lambda_job import RebuildFailed, build_argv
+    from index_builder.sfn_handlers import plan_options
+
+    env = {"SOURCE_URI": "s3://b/c", "MODEL_URI": "s3://b/m", "INDEX_URI": "s3://b/i"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert plan_options({"background": "#336699"}).background == (0x33, 0x66, 0x99)
+    assert plan_options({"background": "none"}).background is None
+    assert plan_options({}).background == (255, 255, 255)
+    with pytest.raises(RebuildFailed, match="background"):
+        plan_options({"background": "mauve"})
+    assert build_argv({"background": "black"}, env)[-2:] == ["--background", "black"]
