@@ -176,9 +176,11 @@ def _print_parallel(args: argparse.Namespace, opts: object) -> int:
     from index_builder.parallel import build_parallel
 
     r = build_parallel(opts, args.parallel)  # type: ignore[arg-type]
-    keys = ("version", "published", "stats", "pruned", "errors", "warnings", "skipped", "seconds")
-    if args.json:
-        print(json.dumps({k: r.get(k) for k in keys} | {"out": args.out}))
+    keys = ("version", "published", "stats", "pruned", "previous_version", "errors", "warnings", "skipped", "seconds")
+    if args.json:  # the serial build's keys
+        embedded, seconds = (r.get("stats") or {}).get("embedded", 0), r.get("embed_seconds") or 0.0
+        rate = round(embedded / seconds, 2) if embedded and seconds > 0 else 0.0
+        print(json.dumps({k: r.get(k) for k in keys} | {"out": args.out, "images_per_s": rate}))
         return 0
     skipped = f"; skipped {format_skipped(r['skipped'])} (not images)" if r.get("skipped") else ""
     if not r["published"]:

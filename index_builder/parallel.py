@@ -59,7 +59,7 @@ def build_parallel(opts: BuildOptions, processes: int, *, store: Store | None = 
     if not summary["changed"]:
         stats = summary.get("stats") or {}
         return {"version": summary["version"], "published": False, "stats": stats, "errors": [], "pruned": [],
-                "warnings": [], "skipped": stats.get("skipped", {}), "seconds": time.perf_counter() - t0,
+                "warnings": [], "skipped": stats.get("skipped", {}), "previous_version": summary["version"], "seconds": time.perf_counter() - t0,
                 "embed_seconds": 0.0, "summary": summary}
     todo = work.read_json(dest, work.items_key(run_id))
     n = summary["batch_items"]

@@ -185,6 +185,7 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     pruned = _finish(store, run_id, opts["keep_versions"], log)
     return {"version": run_id, "published": True, "already": False, "stats": stats, "pruned": pruned,
             "errors": errors, "warnings": warnings, "skipped": stats["skipped"],
+            "previous_version": fields["previous_version"],
             "seconds": round(time.perf_counter() - t0, 3), "manifest": manifest}
 
 

@@ -233,6 +233,8 @@ def test_parallel_equals_serial_with_image_options_and_limits(cli: Any, demo_bun
     assert a["manifest"]["build"]["max_file_bytes"] == 40_000
     out = r.json()
     assert out["skipped"] == {".svg": 1} and [w["id"] for w in out["warnings"]] == ["exif.jpg"]
+    serial_out = cli(*build_args(src, demo_bundle, tmp_path / "serial2", *MIXED, "--json")).json()
+    assert set(out) == set(serial_out) and out["warnings"] == serial_out["warnings"]
     # the background was applied: a white-background vector of the transparent icon differs
     white = tmp_path / "white"
     assert cli(*build_args(src, demo_bundle, white, "--max-file-bytes", 40_000)).rc == 0
