@@ -330,7 +330,7 @@ def _index_lock(dest: Store, current_version: str | None, log: _Log) -> Any:
     from index_builder.lock import holding_lock
     from index_builder.steps.plan import _forget_run
 
-    return holding_lock(dest, new_version_id(), kind="serial",
+    return holding_lock(dest, new_version_id(), kind="serial", warn=log.warn,
                         forget=lambda stale: _forget_run(dest, stale, current_version, log))
 
 

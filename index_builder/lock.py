@@ -220,10 +220,16 @@ class BuildLock:
 
 @contextlib.contextmanager
 def holding_lock(store: Store, run_id: str, *, forget: Callable[[dict[str, Any]], None] | None = None,
-                 ttl: float = 6 * 3600, **extra: Any) -> Iterator[BuildLock]:
+                 warn: Callable[[str], None] | None = None, ttl: float = 6 * 3600,
+                 **extra: Any) -> Iterator[BuildLock | None]:
     """Hold the index's lock for the block (the serial build: one build at a time, serial or step-wise).
     Raises :class:`BuildLocked` before the block when another live build holds it; ``forget(data)`` cleans up
-    after the dead holder of a stale lock that was taken over."""
+    after the dead holder of a stale lock that was taken over. A release that fails (the store went down) is
+    only a warning: the lock expires, or is taken over once this process has exited. A store that is neither
+    S3 nor local (a wrapper without conditional writes) is not locked."""
+    if not isinstance(store, (S3Store, LocalStore)):
+        yield None
+        return
     lock = BuildLock(store, ttl=ttl)
     stale = lock.acquire(run_id, **extra)
     try:
@@ -231,4 +237,9 @@ def holding_lock(store: Store, run_id: str, *, forget: Callable[[dict[str, Any]]
             forget(stale.data)
         yield lock
     finally:
-        lock.release(run_id)
+        try:
+            lock.release(run_id)
+        except (StorageError, OSError) as e:
+            if warn is not None:
+                warn(f"could not release the build lock {store.uri_for(LOCK_KEY)} ({e}); the next build takes it "
+                     "over once this process has exited (same host) or the lock has expired")
