@@ -131,7 +131,7 @@ def _hardened(base: type[Any]) -> type[Any]:
 
 
 _ERRORS = (KeyError, TypeError, AttributeError, ValueError, binascii.Error, UnicodeError)
-#: Mangum's handlers in its own inference order, hardened; they come first in ``custom_handlers``.
+#: Mangum's handlers in its own inference order, hardened; given as ``custom_handlers`` they come first.
 SAFE_HANDLERS = [_hardened(cls) for cls in HANDLERS]
 
 
@@ -142,7 +142,7 @@ class SafeMangum(Mangum):
 
     def __init__(self, app: Any, **kwargs: Any):
         kwargs.setdefault("lifespan", "off")
-        kwargs["custom_handlers"] = [*SAFE_HANDLERS, *(kwargs.get("custom_handlers") or ())]
+        kwargs["custom_handlers"] = [*(kwargs.get("custom_handlers") or ()), *SAFE_HANDLERS]  # a caller's first, as Mangum
         super().__init__(app, **kwargs)
 
     def infer(self, event: Any, context: Any) -> Any:
