@@ -100,7 +100,10 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _Environ(settings_cls)  # no .env files, no secrets dir: the environment only
 
     @field_validator("model_uri", "index_uri", "collection_root", mode="after")
@@ -143,9 +146,10 @@ class Settings(BaseSettings):
         the first bad one."""
         env = os.environ if environ is None else environ
         api_key = env.get("API_KEY")  # not stripped: surrounding whitespace is an error, not tolerated
+        given: dict[str, Any] = {"api_key": api_key} if api_key else {}
         try:
             with _reading(env):
-                return cls(**({"api_key": api_key} if api_key else {}))
+                return cls(**given)
         except ValidationError as e:
             raise ConfigError(_message(e, env)) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ __all__ = ["ApiKeyMiddleware", "IndexRefreshMiddleware", "RequestLogMiddleware",
            "metric_route"]
 
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 def metric_route(scope: Scope, path: str, status: int) -> str:

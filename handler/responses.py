@@ -3,6 +3,7 @@ status; bad input never yields a 5xx."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,7 +42,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def route_path(scope: dict[str, Any]) -> str:
+def route_path(scope: MutableMapping[str, Any]) -> str:
     """The request path below the app's ``root_path`` (an API Gateway stage)."""
     path: str = scope.get("path", "")
     root = scope.get("root_path") or ""

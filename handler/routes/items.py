@@ -3,7 +3,7 @@ thumbnail (see :mod:`handler.media` for which files are served)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
@@ -22,7 +22,7 @@ __all__ = ["router"]
 router = APIRouter()
 IndexDep = Annotated[SearchIndex, Depends(get_index)]
 ServiceDep = Annotated[Service, Depends(get_service)]
-_NOT_FOUND = {404: {"model": ERROR_RESPONSES[400]["model"]}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ERROR_RESPONSES[400]["model"]}}
 
 
 def local_image(item_id: str, idx: SearchIndex, service: Service) -> LocalImage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,14 +20,16 @@ __all__ = ["STATIC_DIR", "router"]
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter()
 ServiceDep = Annotated[Service, Depends(get_service)]
-_PAGE: list[str] = []
+
+
+@functools.cache
+def _page_html() -> str:
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
 
 @router.get("/", include_in_schema=False)
 async def page(request: Request) -> HTMLResponse:
-    if not _PAGE:
-        _PAGE.append((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
-    html = _PAGE[0].replace("<head>", f'<head>\n<base href="{base_path(request)}/">', 1)
+    html = _page_html().replace("<head>", f'<head>\n<base href="{base_path(request)}/">', 1)
     return HTMLResponse(html, headers={"cache-control": "no-cache"})
 
 
