@@ -1,8 +1,8 @@
-"""Request bodies -> validated queries: JSON and multipart parsing, base64 images, limits.
+"""The pieces request validation is built from: limits, error classes, strict JSON parsing, base64 images,
+text cleaning, form fields, the per-request pixel budget, and the validated request objects.
 
-Validation is explicit (no type coercion: ``"k": "5"`` or ``"k": true`` are rejected) so that every bad
-input maps to a 4xx with a precise message. Raised errors are :class:`handler.core.errors.BadInputError`
-subclasses; the app renders them as ``{"error": {"code", "message"}}`` with their ``status``.
+The models of :mod:`handler.schemas` validate (and document) each body with these; raised errors are
+:class:`handler.core.errors.BadInputError` subclasses, rendered as ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
 from handler.core.preprocess import probe_image
@@ -40,15 +38,15 @@ __all__ = [
     "UnknownItemError",
     "UnsupportedMediaTypeError",
     "body_limit",
+    "check_embedding",
     "check_pixel_budget",
+    "clean_text",
     "decode_image_field",
-    "embeddings_from_json",
     "form_number",
     "media_type",
+    "numbers",
     "parse_json",
-    "search_from_form",
-    "search_from_json",
-    "search_params",
+    "read_form",
 ]
 
 K_DEFAULT = 10
@@ -64,7 +62,6 @@ MAX_EMBED_TEXTS = 64
 MAX_REQUEST_TEXT_CHARS = 100_000
 MAX_EMBED_IMAGES = 16
 QUERY_FIELDS = ("text", "image", "embedding", "id")
-SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef")
 _DATA_URI = re.compile(r"^data:([A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)?((?:;[^,;]*)*?);base64,", re.IGNORECASE)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -200,52 +197,26 @@ def parse_json(body: bytes) -> Any:
                                f"{sys.get_int_max_str_digits()} digits)") from None
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
             dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _int_field(obj: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = obj.get(name)
-    if value is None:
-        return default
-    if not _is_int(value):
-        raise InvalidRequestError(f"'{name}' must be an integer between {low} and {high}, got {_type_name(value)}")
-    if not low <= value <= high:
-        raise InvalidRequestError(f"'{name}' must be between {low} and {high}, got {value}")
-    return int(value)
-
-
-def _score_field(obj: Mapping[str, Any]) -> float | None:
-    value = obj.get("min_score")
-    if value is None:
-        return None
-    if not _is_number(value) or not math.isfinite(float(value)):
-        raise InvalidRequestError(f"'min_score' must be a finite number, got {_type_name(value)}")
-    if not -1.0 <= float(value) <= 1.0:
-        raise InvalidRequestError(f"'min_score' must be between -1 and 1 (cosine similarity), got {value}")
-    return float(value)
-
-
-def _scrub(value: str) -> str:
+def scrub(value: str) -> str:
     """Lone surrogates (valid JSON escapes, not encodable as UTF-8) -> U+FFFD, as ftfy would."""
     return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
 
 
-def _text(value: Any, name: str = "text") -> tuple[str, bool]:
+def clean_text(value: Any, name: str = "text") -> tuple[str, bool]:
     if not isinstance(value, str):
-        raise InvalidRequestError(f"'{name}' must be a string, got {_type_name(value)}")
-    value = _scrub(value)
+        raise InvalidRequestError(f"'{name}' must be a string, got {type_name(value)}")
+    value = scrub(value)
     if "\x00" in value:
         raise InvalidTextError(f"'{name}' contains a NUL character")
     if not value.strip():
@@ -259,7 +230,7 @@ def decode_image_field(value: Any, max_bytes: int, name: str = "image") -> bytes
     """A base64 string (optionally a ``data:<type>;base64,`` URI, whitespace and URL-safe alphabet
     tolerated, padding optional) -> bytes, at most ``max_bytes``."""
     if not isinstance(value, str):
-        raise InvalidRequestError(f"'{name}' must be a base64 string, got {_type_name(value)}")
+        raise InvalidRequestError(f"'{name}' must be a base64 string, got {type_name(value)}")
     text = value
     if text[:5].lower() == "data:":
         match = _DATA_URI.match(text)
@@ -287,43 +258,6 @@ def decode_image_field(value: Any, max_bytes: int, name: str = "image") -> bytes
     return data
 
 
-def _item_id(value: Any) -> str | int:
-    if isinstance(value, str):
-        if not value or len(value) > 1024:
-            raise InvalidRequestError("'id' must be a non-empty string of at most 1024 characters")
-        return _scrub(value)
-    if _is_int(value):
-        return int(value)
-    raise InvalidRequestError(f"'id' must be a string or an integer, got {_type_name(value)}")
-
-
-def _embedding(value: Any) -> list[float]:
-    if not isinstance(value, list):
-        raise InvalidRequestError(f"'embedding' must be an array of numbers, got {_type_name(value)}")
-    if not value:
-        raise InvalidEmbeddingError("'embedding' is empty")
-    if len(value) > 65536:
-        raise InvalidEmbeddingError(f"'embedding' has {len(value)} values; far more than any model's dimension")
-    for i, x in enumerate(value):
-        if not _is_number(x):
-            raise InvalidRequestError(f"'embedding'[{i}] must be a number, got {_type_name(x)}")
-    try:
-        floats = [float(x) for x in value]
-    except OverflowError:
-        raise InvalidEmbeddingError("'embedding' holds an integer too large for a float") from None
-    if not all(math.isfinite(x) for x in floats):
-        raise InvalidEmbeddingError("'embedding' holds a non-finite value")
-    return floats
-
-
-def _one_query(present: list[str]) -> str:
-    if len(present) != 1:
-        what = "none" if not present else " and ".join(f"'{p}'" for p in present)
-        raise InvalidRequestError(
-            f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})")
-    return present[0]
-
-
 def check_pixel_budget(images: Sequence[bytes], budget: int, max_pixels: int | None) -> int:
     """Check a request's images on their headers before any is decoded: each within the per-image limits
     (pixels, aspect ratio), and width x height summed within ``budget`` (else 413 ``too_many_pixels``).
@@ -344,40 +278,28 @@ def check_pixel_budget(images: Sequence[bytes], budget: int, max_pixels: int | N
     return total
 
 
-# -- /search ----------------------------------------------------------------------------------------------------
-
-
-def search_params(obj: Mapping[str, Any], req: SearchRequest) -> SearchRequest:
-    req.k = _int_field(obj, "k", K_DEFAULT, 1, K_MAX) or K_DEFAULT
-    req.offset = _int_field(obj, "offset", 0, 0, OFFSET_MAX) or 0
-    req.min_score = _score_field(obj)
-    req.ef = _int_field(obj, "ef", None, 1, EF_MAX)
-    return req
-
-
-def search_from_json(obj: Any, max_image_bytes: int) -> SearchRequest:
-    if not isinstance(obj, dict):
-        raise InvalidRequestError(f"the request body must be a JSON object, got {_type_name(obj)}")
-    unknown = sorted(k for k in obj if k not in SEARCH_FIELDS)
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: {', '.join(SEARCH_FIELDS)}")
-    kind = _one_query([f for f in QUERY_FIELDS if obj.get(f) is not None])
-    req = SearchRequest(type=kind)
-    search_params(obj, req)  # cheap checks before decoding an image
-    value = obj[kind]
-    if kind == "text":
-        req.text, req.text_precut = _text(value)
-    elif kind == "image":
-        req.image = decode_image_field(value, max_image_bytes)
-    elif kind == "embedding":
-        req.embedding = _embedding(value)
-    else:
-        req.item_id = _item_id(value)
-    return req
+def check_embedding(value: Any) -> list[float]:
+    """A query vector: a non-empty array of at most 65536 finite numbers (booleans are not numbers)."""
+    if not isinstance(value, list):
+        raise InvalidRequestError(f"'embedding' must be an array of numbers, got {type_name(value)}")
+    if not value:
+        raise InvalidEmbeddingError("'embedding' is empty")
+    if len(value) > 65536:
+        raise InvalidEmbeddingError(f"'embedding' has {len(value)} values; far more than any model's dimension")
+    for i, x in enumerate(value):
+        if not _is_number(x):
+            raise InvalidRequestError(f"'embedding'[{i}] must be a number, got {type_name(x)}")
+    try:
+        floats = [float(x) for x in value]
+    except OverflowError:
+        raise InvalidEmbeddingError("'embedding' holds an integer too large for a float") from None
+    if not all(math.isfinite(x) for x in floats):
+        raise InvalidEmbeddingError("'embedding' holds a non-finite value")
+    return floats
 
 
 def form_number(raw: Any, name: str, kind: type) -> Any:
+    """A numeric form field or query parameter -> int / float (None when blank)."""
     if not isinstance(raw, str):
         raise InvalidRequestError(f"'{name}' must be a plain form field, not a file")
     raw = raw.strip()
@@ -393,10 +315,20 @@ def form_number(raw: Any, name: str, kind: type) -> Any:
     return value
 
 
-async def search_from_form(form: Any, max_image_bytes: int) -> SearchRequest:
-    """``multipart/form-data`` or ``application/x-www-form-urlencoded``: an ``image`` file (or base64
-    string) or a ``text`` / ``id`` field, plus the numeric parameters as fields."""
-    allowed = ("text", "image", "id", "k", "offset", "min_score", "ef")
+NUMBER_FIELDS = {"k": int, "offset": int, "ef": int, "min_score": float}
+
+
+def numbers(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric parameters among form fields / query parameters, converted (blank ones dropped)."""
+    out = {n: form_number(fields[n], n, kind) for n, kind in NUMBER_FIELDS.items() if n in fields}
+    return {n: v for n, v in out.items() if v is not None}
+
+
+async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
+    """``multipart/form-data`` / ``application/x-www-form-urlencoded`` -> the fields of a search: numbers
+    converted, an uploaded ``image`` file read (bytes), empty fields (and a browser's empty file input)
+    dropped. Unknown or repeated fields are refused here: a form's keys are not JSON's."""
+    allowed = ("text", "image", "id", *NUMBER_FIELDS)
     keys = list(form.keys())
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
@@ -405,75 +337,22 @@ async def search_from_form(form: Any, max_image_bytes: int) -> SearchRequest:
     for name in set(keys):
         if len(form.getlist(name)) > 1:
             raise InvalidRequestError(f"form field '{name}' given more than once")
-    values: dict[str, Any] = {}
-    for name, kind in (("k", int), ("offset", int), ("ef", int), ("min_score", float)):
-        if name in form:
-            values[name] = form_number(form[name], name, kind)
-    present = []
+    out: dict[str, Any] = numbers(form)
     for name in ("text", "image", "id"):
         value = form.get(name)
         if value is None or (isinstance(value, str) and value == ""):
             continue
-        if not isinstance(value, str) and getattr(value, "filename", None) == "" and not getattr(value, "size", 1):
-            continue  # an empty file input submitted by a browser form
-        present.append(name)
-    kind = _one_query(present)
-    req = search_params(values, SearchRequest(type=kind))
-    value = form[kind]
-    if kind == "image":
         if isinstance(value, str):
-            req.image = await run_in_threadpool(decode_image_field, value, max_image_bytes)
-        else:
-            data = await value.read(max_image_bytes + 1)
-            if len(data) > max_image_bytes:
-                raise ImageTooLargeError(f"'image' is over the limit of {max_image_bytes} bytes")
-            if not data:
-                raise BadInputError("'image' file is empty")
-            req.image = data
-    elif not isinstance(value, str):
-        raise InvalidRequestError(f"'{kind}' must be a plain form field, not a file")
-    elif kind == "text":
-        req.text, req.text_precut = _text(value)
-    else:
-        req.item_id = _item_id(value.strip())
-    return req
-
-
-# -- /embeddings ------------------------------------------------------------------------------------------------
-
-
-def _as_list(value: Any, name: str, limit: int) -> tuple[list[Any], bool]:
-    if isinstance(value, list):
-        if not value:
-            raise InvalidRequestError(f"'{name}' is an empty list")
-        if len(value) > limit:
-            raise InvalidRequestError(f"'{name}' holds {len(value)} values; at most {limit} per request")
-        return value, True
-    return [value], False
-
-
-def embeddings_from_json(obj: Any, max_image_bytes: int) -> EmbeddingsRequest:
-    if not isinstance(obj, dict):
-        raise InvalidRequestError(f"the request body must be a JSON object, got {_type_name(obj)}")
-    unknown = sorted(k for k in obj if k not in ("text", "image"))
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: 'text', 'image'")
-    if obj.get("text") is None and obj.get("image") is None:
-        raise InvalidRequestError("give 'text' and/or 'image' (each a single value or a list)")
-    req = EmbeddingsRequest()
-    if obj.get("text") is not None:
-        texts, _ = _as_list(obj["text"], "text", MAX_EMBED_TEXTS)
-        req.texts = []
-        for i, t in enumerate(texts):
-            text, cut = _text(t, f"text[{i}]" if isinstance(obj["text"], list) else "text")
-            req.texts.append(text)
-            req.precut.append(cut)
-        if sum(map(len, req.texts)) > MAX_REQUEST_TEXT_CHARS:
-            raise TextBudgetError(f"the texts of one request may hold at most {MAX_REQUEST_TEXT_CHARS} characters "
-                                  f"together (each is cut at {MAX_TEXT_CHARS}); send them in several requests")
-    if obj.get("image") is not None:
-        images, many = _as_list(obj["image"], "image", MAX_EMBED_IMAGES)
-        req.images = [decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
-                      for i, v in enumerate(images)]
-    return req
+            out[name] = value.strip() if name == "id" else value
+            continue
+        if getattr(value, "filename", None) == "" and not getattr(value, "size", 1):
+            continue  # an empty file input submitted by a browser form
+        if name != "image":
+            raise InvalidRequestError(f"'{name}' must be a plain form field, not a file")
+        data = await value.read(max_image_bytes + 1)
+        if len(data) > max_image_bytes:
+            raise ImageTooLargeError(f"'image' is over the limit of {max_image_bytes} bytes")
+        if not data:
+            raise BadInputError("'image' file is empty")
+        out[name] = data
+    return out

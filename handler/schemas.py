@@ -1,42 +1,189 @@
-"""Pydantic models of the HTTP API, used for the OpenAPI document (``/docs``) only.
+"""Pydantic models of the HTTP API: the one validation of request bodies and the OpenAPI document.
 
-Bodies are validated by :mod:`handler.inputs` (strict, no coercion); responses are built as plain dicts.
-Keep both in step with docs/api.md.
+Requests are strict (no coercion: ``"k": "5"`` or ``"k": true`` are refused; unknown fields too). Checks
+with their own error code (``invalid_text``, ``invalid_base64``, ``invalid_embedding``, ``image_too_large``)
+raise :mod:`handler.inputs` errors from the validators; any other problem is a pydantic error that
+:func:`validate` turns into ``invalid_request`` with a message naming the field. Base64 images are decoded
+after every cheap check has passed (``query()`` / ``request()`` of a validated model).
+Responses are built as plain dicts; their models document them. Keep both in step with docs/api.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from handler.inputs import EF_MAX, K_DEFAULT, K_MAX, MAX_EMBED_IMAGES, MAX_EMBED_TEXTS, OFFSET_MAX
+from handler import inputs
+from handler.inputs import (
+    EF_MAX,
+    K_DEFAULT,
+    K_MAX,
+    MAX_EMBED_IMAGES,
+    MAX_EMBED_TEXTS,
+    MAX_REQUEST_TEXT_CHARS,
+    MAX_TEXT_CHARS,
+    OFFSET_MAX,
+    QUERY_FIELDS,
+    EmbeddingsRequest,
+    InvalidRequestError,
+    SearchRequest,
+    TextBudgetError,
+    type_name,
+)
+
+__all__ = ["ERROR_RESPONSES", "EmbeddingsJSON", "SearchForm", "SearchJSON", "request_body", "validate"]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
-class SearchJSON(BaseModel):
+def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
+    """Lone surrogates (valid JSON escapes, not UTF-8) -> U+FFFD in string values and lists of strings:
+    pydantic refuses them as strings, the old validator (and ftfy) replace them."""
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return inputs.scrub(value)
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            return [inputs.scrub(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    return {k: fix(v) for k, v in data.items()}
+_Id = Annotated[str, Field(min_length=1, max_length=1024)] | int
+
+
+class _Search(BaseModel):
+    """The parameters every /search body takes, and the checks of its query (exactly one kind)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    k: int = Field(K_DEFAULT, ge=1, le=K_MAX, description="how many results")
+    offset: int = Field(0, ge=0, le=OFFSET_MAX, description="skip this many results (paging)")
+    min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this (cosine)")
+    ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"the request body must be a JSON object, got {type_name(data)}")
+        present = [f for f in QUERY_FIELDS if data.get(f) is not None]
+        if len(present) != 1 and not set(data) - set(cls.model_fields):  # unknown fields: pydantic's message
+            what = "none" if not present else " and ".join(f"'{p}'" for p in present)
+            raise InvalidRequestError(f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})")
+        return _scrubbed(data)
+
+    def query(self, max_image_bytes: int) -> SearchRequest:
+        """The validated request; the image decoded (base64) or checked (bytes) against ``max_image_bytes``."""
+        fields = self.model_dump(exclude_none=True)
+        kind = next(f for f in QUERY_FIELDS if f in fields)
+        req = SearchRequest(type=kind, k=self.k, offset=self.offset, min_score=self.min_score, ef=self.ef)
+        value = getattr(self, kind)
+        if kind == "text":
+            req.text, req.text_precut = inputs.clean_text(value)
+        elif kind == "image":
+            req.image = value if isinstance(value, bytes) else inputs.decode_image_field(value, max_image_bytes)
+        elif kind == "embedding":
+            req.embedding = value
+        else:
+            req.item_id = value
+        return req
+
+
+class SearchJSON(_Search):
     """Exactly one of ``text``, ``image``, ``embedding``, ``id``."""
 
-    model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, description="free-text query (truncated to the model's context like CLIP)")
     image: str | None = Field(None, description="base64 image, optionally as a data: URI")
     embedding: list[float] | None = Field(None, description="a query vector of the index's dimension")
-    id: str | int | None = Field(None, description="an item id: 'more like this' (the item itself is excluded)")
-    k: int = Field(K_DEFAULT, ge=1, le=K_MAX)
-    offset: int = Field(0, ge=0, le=OFFSET_MAX, description="skip this many results (paging)")
-    min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this")
-    ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
+    id: _Id | None = Field(None, description="an item id: 'more like this' (the item itself is excluded)")
+
+    @field_validator("embedding", mode="before")
+    @classmethod
+    def _embedding(cls, value: Any) -> Any:
+        return None if value is None else inputs.check_embedding(value)
 
 
-class SearchForm(BaseModel):
-    """multipart/form-data: an ``image`` file, or a ``text`` / ``id`` field; parameters as fields."""
+class SearchForm(_Search):
+    """multipart/form-data: an ``image`` file (or base64 text), or a ``text`` / ``id`` field; parameters as
+    fields (also the query parameters of a raw ``image/*`` body)."""
 
-    image: bytes | None = Field(None, json_schema_extra={"format": "binary"})
+    image: bytes | str | None = Field(None, json_schema_extra={"format": "binary"})
     text: str | None = None
-    id: str | None = None
-    k: int = Field(K_DEFAULT, ge=1, le=K_MAX)
-    offset: int = Field(0, ge=0, le=OFFSET_MAX)
-    min_score: float | None = None
-    ef: int | None = None
+    id: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+
+
+class EmbeddingsJSON(BaseModel):
+    """``text`` and/or ``image``: each a single value or a list."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    text: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_TEXTS)] | None = Field(
+        None, description=f"one text or a list (at most {MAX_EMBED_TEXTS})")
+    image: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_IMAGES)] | None = Field(
+        None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _some(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"the request body must be a JSON object, got {type_name(data)}")
+        if data.get("text") is None and data.get("image") is None and not set(data) - set(cls.model_fields):
+            raise InvalidRequestError("give 'text' and/or 'image' (each a single value or a list)")
+        return _scrubbed(data)
+
+    def request(self, max_image_bytes: int) -> EmbeddingsRequest:
+        req = EmbeddingsRequest()
+        if self.text is not None:
+            many = isinstance(self.text, list)
+            req.texts = []
+            for i, t in enumerate(self.text if many else [self.text]):
+                text, cut = inputs.clean_text(t, f"text[{i}]" if many else "text")
+                req.texts.append(text)
+                req.precut.append(cut)
+            if sum(map(len, req.texts)) > MAX_REQUEST_TEXT_CHARS:
+                raise TextBudgetError(
+                    f"the texts of one request may hold at most {MAX_REQUEST_TEXT_CHARS} characters together "
+                    f"(each is cut at {MAX_TEXT_CHARS}); send them in several requests")
+        if self.image is not None:
+            many = isinstance(self.image, list)
+            req.images = [inputs.decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
+                          for i, v in enumerate(self.image if many else [self.image])]
+        return req
+
+
+def validate(model: type[_M], data: Any) -> _M:
+    """``model.model_validate(data)``; a pydantic error becomes :class:`InvalidRequestError` naming the field
+    (the validators' own errors, with their codes, pass through)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidRequestError(_describe(e, model)) from None
+
+
+def _describe(error: ValidationError, model: type[BaseModel]) -> str:
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    loc = first["loc"]
+    name = str(loc[0]) if loc else "body"
+    if first["type"] == "extra_forbidden":
+        unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+        return (f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; "
+                f"allowed: {', '.join(model.model_fields)}")
+    same = [e for e in errors if e["loc"][:1] == loc[:1]]
+    specific = [e for e in same if not e["type"].endswith("_type")]
+    if len(same) > 1 and not specific:  # a union: every alternative has another type
+        wanted = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same)
+        return f"'{name}' should be {' or '.join(wanted)}, got {type_name(first['input'])}"
+    first = (specific or same)[0]
+    where = f"'{name}'" + "".join(f"[{p}]" for p in first["loc"][1:] if isinstance(p, int))
+    value = first["input"]
+    got = repr(value)[:40] if isinstance(value, (int, float)) and not isinstance(value, bool) else type_name(value)
+    return f"{where}: {first['msg']}, got {got}"
 
 
 class Result(BaseModel):
@@ -56,12 +203,6 @@ class SearchResponse(BaseModel):
     model: str
     index_version: str
     took_ms: float
-
-
-class EmbeddingsJSON(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str | list[str] | None = Field(None, description=f"one text or a list (at most {MAX_EMBED_TEXTS})")
-    image: str | list[str] | None = Field(None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})")
 
 
 class EmbeddingsResponse(BaseModel):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from handler.config import ENV_VARS, Settings, available_cores
 from handler.core.errors import ConfigError
@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert s.cors_origins == () and s.api_key is None and s.log_level == "INFO"
     assert s.index_refresh_seconds == 60.0 and s.cache_dir == "/tmp/clip-search"
     assert s.collection_root is None and s.presign_expiry_seconds == 3600 and s.model_id is None
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):  # immutable (a frozen pydantic model)
         s.precision = "int8"  # type: ignore[misc]
 
 
@@ -99,3 +99,19 @@ def test_serve_refuses_bad_configuration(tmp_path: Path, capsys: pytest.CaptureF
     assert serve.main(["--bundle", str(tmp_path / "missing"), "--index", str(tmp_path / "no-index")]) == 2
     err = capsys.readouterr().err
     assert "model: artifact_error" in err and "manifest.json not found" in err
+
+
+def test_one_declaration_per_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each variable is one Settings field (name, type, bounds, description); ENV_VARS derives from them and
+    from_env() without a mapping reads os.environ (and never a .env file)."""
+    assert tuple(name.upper() for name in Settings.model_fields) == ENV_VARS
+    assert all(info.description for info in Settings.model_fields.values())
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL_URI", " /opt/model ")
+    monkeypatch.setenv("ORT_THREADS", "7")
+    s = Settings.from_env()
+    assert (s.model_uri, s.ort_threads) == ("/opt/model", 7)
+    assert Settings.from_env({"MODEL_URI": "m"}).ort_threads == available_cores()  # the mapping, not os.environ
+    with pytest.raises(ValidationError):  # with_() validates too
+        s.with_(ort_threads=1000)

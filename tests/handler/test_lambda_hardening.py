@@ -84,3 +84,52 @@ def test_surrogate_path_with_the_lambda_log_setup(demo_bundle: Any, demo_index: 
     assert "Logging error" not in captured.err, captured.err[-2000:]
     mangum = [json.loads(x) for x in captured.out.splitlines() if '"logger": "mangum' in x]
     assert len(mangum) == 3 and all(m["message"].endswith(" 404") for m in mangum)
+
+
+def test_safe_mangum_uses_mangums_extension_points() -> None:
+    """SafeMangum does not re-implement Mangum.__call__: its event handlers are Mangum's own (subclassed,
+    same inference order, via custom_handlers), a caller's custom handlers still apply, and __call__
+    delegates to Mangum's."""
+    from mangum import Mangum
+    from mangum.adapter import HANDLERS
+
+    from handler.lambda_adapter import SAFE_HANDLERS, SafeMangum
+
+    assert [cls.__mro__[1] for cls in SAFE_HANDLERS] == HANDLERS
+    calls: list[str] = []
+
+    class Spy(Mangum):
+        def __call__(self, event: Any, context: Any) -> dict[str, Any]:
+            calls.append("mangum")
+            return super().__call__(event, context)
+
+    class Safe(SafeMangum, Spy):
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"application/json"]]})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+
+    out = Safe(app)(load_event("health.json"), None)
+    assert out["statusCode"] == 200 and json.loads(out["body"]) == {"ok": True} and calls == ["mangum"]
+
+    class Custom:  # a caller's handler for a custom event shape keeps working
+        @classmethod
+        def infer(cls, event: Any, context: Any, config: Any) -> bool:
+            return "custom" in event
+
+        def __init__(self, event: Any, context: Any, config: Any) -> None:
+            self.event = event
+
+        scope = property(lambda self: {"type": "http", "method": "GET", "path": "/", "headers": [],
+                                       "query_string": b"", "http_version": "1.1", "scheme": "https",
+                                       "server": None, "client": None, "root_path": "", "raw_path": None,
+                                       "aws.event": self.event, "aws.context": None})
+        body = b""
+
+        def __call__(self, response: Any) -> dict[str, Any]:
+            return {"custom": response["status"]}
+
+    assert SafeMangum(app, custom_handlers=[Custom])({"custom": 1}, None) == {"custom": 200}
+    bad = SafeMangum(app)({"custom": 1}, None)
+    assert bad["statusCode"] == 400 and json.loads(bad["body"])["error"]["code"] == "bad_event"

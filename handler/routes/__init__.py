@@ -1,0 +1,1 @@
+"""The service's routers: meta (page, docs, health, info), search, embeddings, items."""
