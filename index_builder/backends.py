@@ -26,15 +26,17 @@ def read_bundle_manifest(bundle: str) -> dict[str, Any]:
     from handler.core.bundle import read_manifest
     from handler.core.errors import SearchError
     from handler.core.storage import open_store
+    from handler.core.uri import parse_uri
 
     try:
-        if bundle.startswith("s3://"):
-            raw = open_store(bundle).read_bytes("manifest.json")
+        loc = parse_uri(bundle)
+        if loc.is_s3:
+            raw = open_store(str(loc)).read_bytes("manifest.json")
             manifest = json.loads(raw)
             if not isinstance(manifest, dict) or "model_fingerprint" not in manifest:
                 raise BuildError(f"--bundle {bundle}: manifest.json is not a model bundle manifest")
             return manifest
-        return read_manifest(Path(bundle[7:] if bundle.startswith("file://") else bundle)).manifest
+        return read_manifest(loc.local_path()).manifest
     except FileNotFoundError:
         raise BuildError(f"--bundle {bundle}: no manifest.json there; export a bundle with `python -m export`") from None
     except SearchError as e:

@@ -21,6 +21,7 @@ from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
 from handler.core.tokenizer import ClipTokenizer
+from handler.core.uri import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +219,12 @@ def load_bundle(
         raise ConfigError(f"threads={threads}: must be >= 1")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
-    uri = str(path_or_uri)
-    if uri.startswith("s3://"):
+    loc = parse_uri(path_or_uri)
+    if loc.is_s3:
         # fetch_bundle verified every file it cached against the manifest: no second hashing pass.
-        path, verify = fetch_bundle(uri, cache_dir, precision), False
+        path, verify = fetch_bundle(str(loc), cache_dir, precision), False
     else:
-        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        path = loc.local_path()
     bundle = read_manifest(path)
     return Embedder(bundle, precision=precision, threads=threads, batch_size=batch_size, max_pixels=max_pixels,
                     verify=verify, lazy_visual=lazy_visual)

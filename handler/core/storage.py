@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -32,9 +31,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from handler.core.errors import ArtifactError, ConfigError
+from handler.core.uri import check_key, parse_uri
 
 __all__ = [
     "LocalStore",
@@ -52,7 +51,6 @@ __all__ = [
 
 TMP_PREFIX = ".tmp-"  # temp files of atomic local writes; hidden from listings
 STALE_TMP_SECONDS = 3600.0  # a temp file untouched this long belongs to a killed writer
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
 
 
@@ -106,15 +104,7 @@ def read_capped(f: Any, max_bytes: int | None, what: str) -> bytes:
     return bytes(buf)
 
 
-def _check_key(key: str) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"invalid storage key {key!r}: must be a non-empty string")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise ValueError(f"invalid storage key {key!r}: must be a relative POSIX path")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"invalid storage key {key!r}: empty, '.' or '..' segment")
-    return key
+_check_key = check_key
 
 
 def _check_prefix(prefix: str) -> str:
@@ -547,42 +537,8 @@ class S3Store(Store):
 
 def open_store(uri: str | os.PathLike[str]) -> Store:
     """A :class:`Store` for a local directory (path or ``file://`` URI) or an ``s3://bucket/prefix``."""
-    if isinstance(uri, os.PathLike):
-        uri = os.fspath(uri)
-    if not isinstance(uri, str) or not uri.strip():
-        raise ConfigError(f"invalid storage URI {uri!r}: empty")
-    if "\x00" in uri:
-        raise ConfigError(f"invalid storage URI {uri!r}: NUL byte")
-    scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", uri)
-    if scheme_match is None:
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", uri):  # "s3:/bucket", "gs:x": a mistyped URI, not a path
-            raise ConfigError(f"invalid storage URI {uri!r}: unsupported scheme (use a path, file:// or s3://)")
-        return LocalStore(uri)
-    scheme = scheme_match.group(1).lower()
-    parts = urlsplit(uri)
-    if parts.query or parts.fragment:
-        raise ConfigError(f"invalid storage URI {uri!r}: query strings and fragments are not allowed")
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"invalid storage URI {uri!r}: file:// URIs must name a local absolute path")
-        path = unquote(parts.path)
-        if not path.startswith("/"):
-            raise ConfigError(f"invalid storage URI {uri!r}: file:// URIs must name an absolute path")
-        return LocalStore(path)
-    if scheme == "s3":
-        bucket = parts.netloc
-        if not bucket:
-            raise ConfigError(f"invalid storage URI {uri!r}: no bucket (expected s3://bucket/prefix)")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise ConfigError(f"invalid storage URI {uri!r}: {bucket!r} is not a valid bucket name")
-        prefix = parts.path.strip("/")
-        if prefix:
-            try:
-                _check_key(prefix)
-            except ValueError as e:
-                raise ConfigError(f"invalid storage URI {uri!r}: bad prefix ({e})") from None
-        return S3Store(bucket, prefix)
-    raise ConfigError(f"invalid storage URI {uri!r}: unsupported scheme {scheme!r} (use a path, file:// or s3://)")
+    loc = parse_uri(uri)
+    return S3Store(loc.bucket, loc.key) if loc.is_s3 else LocalStore(loc.path)
 
 
 def fetch_dir(
