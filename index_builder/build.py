@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -54,6 +55,8 @@ from index_builder.pipeline import Prepared, prepared_stream, safe_message
 from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
+
+log = logging.getLogger("index_builder")
 
 __all__ = ["BuildOptions", "BuildResult", "build", "default_workers"]
 
@@ -149,22 +152,24 @@ class BuildResult:
 
 
 class _Log:
+    """The build's progress on the ``index_builder`` logger: info silenced by --quiet, warnings always."""
+
     def __init__(self, quiet: bool):
         self.quiet = quiet
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
+            log.info(msg)
 
     def warn(self, msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
+        log.warning(msg)
 
     item_warnings_shown = 20
 
     def item_warning(self, n: int, item_id: Any, msg: str) -> None:
-        """The ``n``-th warning about a file (named); the first 20 are printed; silenced by --quiet."""
+        """The ``n``-th warning about a file (named); the first 20 are logged; silenced by --quiet."""
         if not self.quiet and n <= self.item_warnings_shown:
-            print(f"warning: {item_id}: {msg}", file=sys.stderr, flush=True)
+            log.warning(f"{item_id}: {msg}")
 
 
 def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:

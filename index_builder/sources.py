@@ -16,9 +16,9 @@ Reads stop at :attr:`Source.max_bytes` (:class:`FileTooLargeError`), so a huge f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -95,7 +95,7 @@ def _bad_key(key: str) -> bool:
 
 
 def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    logging.getLogger("index_builder.sources").warning(msg)
 
 
 def _parse_sidecar(raw: bytes, where: str, warn: Callable[[str], None]) -> dict[str, Any]:
