@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ConfigError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS
 
@@ -49,10 +50,7 @@ DEFAULT_MAX_REQUEST_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
 def available_cores() -> int:
     """CPU cores this process may use (the affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

@@ -193,19 +193,14 @@ class ImageLocator:
             return None
 
     def _s3_client(self) -> Any:
-        """A client for signing only (no request is sent): SigV4, the function's region, the S3 endpoint
-        override of handler.core.storage (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when set."""
+        """The storage layer's client (SigV4, region and endpoint from the environment), used for signing
+        only: no request is sent."""
         if self._s3 is None:
             with self._s3_lock:
                 if self._s3 is None:
-                    import boto3
-                    from botocore.config import Config
+                    from handler.core.storage import s3_client
 
-                    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-                    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-                    config = Config(signature_version="s3v4", region_name=region,
-                                    s3={"addressing_style": "path"} if endpoint else None)
-                    self._s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+                    self._s3 = s3_client()
         return self._s3
 
     # -- local files ----------------------------------------------------------------------------------------

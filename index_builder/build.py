@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ArtifactError, ConfigError, SearchError
 from handler.core.index import (
     EMBEDDINGS_FILE,
@@ -67,11 +67,7 @@ _VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previ
 
 
 def default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return max(2, min(8, cores))
+    return max(2, min(8, usable_cpus()))
 
 
 @dataclass

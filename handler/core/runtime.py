@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.core.bundle import MANIFEST, Bundle, is_random_init, read_manifest
+from handler.core.bundle import MANIFEST, Bundle, is_random_init, parse_manifest, read_manifest
 from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
@@ -188,8 +188,9 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) 
     store = open_store(uri)
     local = Path(cache_dir or default_cache_dir()) / "bundles" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
-    (local / MANIFEST).write_bytes(store.read_bytes(MANIFEST))
-    bundle = read_manifest(local)  # validates kind, schema version and required fields
+    raw = store.read_bytes(MANIFEST)
+    bundle = Bundle(path=local, manifest=parse_manifest(raw, store.uri_for(MANIFEST)))
+    (local / MANIFEST).write_bytes(raw)
     names = [bundle.onnx_path(t, precision).name for t in ("textual", "visual")]
     names.append(bundle.manifest["text"]["tokenizer"]["vocab_file"])
     missing = [n for n in names if n not in bundle.manifest["files"]]

@@ -22,7 +22,6 @@ addressing), credentials through the normal boto3 chain, region ``AWS_REGION`` /
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.core.errors import ArtifactError, ConfigError
+from handler.core.hashing import file_digest
 from handler.core.uri import check_key, parse_uri
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "file_digest",
     "open_store",
     "read_capped",
+    "s3_client",
 ]
 
 TMP_PREFIX = ".tmp-"  # temp files of atomic local writes; hidden from listings
@@ -79,17 +80,6 @@ class ObjectInfo:
     size: int
     mtime: float
     etag: str | None = None
-
-
-def file_digest(path: str | Path) -> tuple[str, int]:
-    """``(sha256 hex, size in bytes)`` of a local file, streamed."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
 
 
 def read_capped(f: Any, max_bytes: int | None, what: str) -> bytes:
@@ -360,8 +350,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _s3_client() -> Any:
-    """A boto3 S3 client configured from the standard environment (boto3 imported here, lazily)."""
+def s3_client() -> Any:
+    """The one boto3 S3 client factory, configured from the standard environment (boto3 imported here,
+    lazily); SigV4, so it also signs presigned URLs (handler.media)."""
     import boto3
     from botocore.config import Config
 
@@ -377,6 +368,7 @@ def _s3_client() -> Any:
         connect_timeout=5,
         read_timeout=60,
         s3={"addressing_style": "path"} if endpoint else None,
+        signature_version="s3v4",
     )
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint, config=config)
@@ -413,7 +405,7 @@ class S3Store(Store):
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = _s3_client()
+                    self._client = s3_client()
         return self._client
 
     def _key(self, key: str) -> str:
