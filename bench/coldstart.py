@@ -44,6 +44,7 @@ from bench.common import (
     random_checkpoint,
     table,
 )
+from events.builders import http_api
 
 MARK = "@@BENCH@@"
 QUERY = "a red circle"
@@ -92,19 +93,7 @@ print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer"
 
 def api_event(body: dict[str, Any]) -> dict[str, Any]:
     """An API Gateway HTTP API (payload v2) event for POST /search with a JSON body."""
-    raw = json.dumps(body)
-    return {
-        "version": "2.0", "routeKey": "$default", "rawPath": "/search", "rawQueryString": "",
-        "headers": {"accept": "application/json", "content-type": "application/json",
-                    "content-length": str(len(raw)), "host": "bench.execute-api.us-east-1.amazonaws.com"},
-        "requestContext": {"accountId": "123456789012", "apiId": "bench", "domainName":
-                           "bench.execute-api.us-east-1.amazonaws.com", "domainPrefix": "bench",
-                           "http": {"method": "POST", "path": "/search", "protocol": "HTTP/1.1",
-                                    "sourceIp": "127.0.0.1", "userAgent": "bench"},
-                           "requestId": "bench", "routeKey": "$default", "stage": "$default",
-                           "time": "23/Nov/2026:12:00:00 +0000", "timeEpoch": 1795435200000},
-        "body": raw, "isBase64Encoded": False,
-    }
+    return http_api("POST", "/search", json.dumps(body), "application/json")
 
 
 def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:

@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from handler.core.cpus import usable_cpus
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_WORK = BENCH_DIR / "out"  # gitignored: caches (bundles, checkpoints, images) and scratch
@@ -41,12 +43,7 @@ QUICK_MODEL_NAME = "bench-tiny-clip"
 FULL_MODEL_NAME = "ViT-B-32"
 
 
-def cpu_count() -> int:
-    """Cores this process may use (what the runtime's default_threads() uses too)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+cpu_count = usable_cpus  # cores this process may use (what the runtime's default_threads() uses too)
 
 
 # -- settings shared by all measures -----------------------------------------------------------------------

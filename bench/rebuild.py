@@ -1,6 +1,6 @@
 """Rebuild throughput: images/s of the index builder end to end vs pure encode vs baseline A's loop.
 
-Calls ``index_builder.bench.run`` (the index-builder's own measurement): on ``n`` demo images (128 px
+Calls ``bench.rebuild_run.run`` (the index-builder's own measurement): on ``n`` demo images (128 px
 JPEG) it runs ``index_builder.build.build`` into a fresh index (end to end: read, hash, decode and
 preprocess on worker threads overlapping ONNX inference; 'total' adds listing, HNSW and writing the
 version), ``embed_pixels`` on pre-decoded arrays (pure encode, the ceiling), and baseline A's loop
@@ -83,7 +83,7 @@ def lambda_projection(per_vcpu: float, *, images: int = 1_000_000, memory_mb: in
 
 
 def _run(ctx: Context, bundle: Any, ckpt: Any, n: int, loop_n: int, precision: str) -> dict[str, Any]:
-    from index_builder.bench import run as bench_build
+    from bench.rebuild_run import run as bench_build
 
     scratch = ctx.scratch("rebuild")
     return bench_build(n, bundle=str(bundle), pretrained=str(ckpt), size=128, torch_loop=loop_n > 0,
@@ -130,7 +130,7 @@ def run(ctx: Context) -> Section:
                      f"({r['end_to_end_pipeline'] / r['pure_encode'] * 100:.0f}%)", f"{_bound(r):.0%}"])
     first = next(iter(results.values()))
     sec.add(
-        f"Measured by `index_builder.bench.run` on demo images (128 px JPEG, demo.shapes seed 0), batch "
+        f"Measured by `bench.rebuild_run.run` on demo images (128 px JPEG, demo.shapes seed 0), batch "
         f"{first['batch_size']}, {first['workers']} decode workers, {first['cpus']} CPUs; baseline A's loop on "
         f"the first {loop_n} ({ctx.model_name}) / {n_demo // 2} (demo model) of them (one image at a time, so "
         "its rate does not depend on the count); int8 = the index builder with `precision=int8` (the "

@@ -19,27 +19,13 @@ from typing import Any
 import numpy as np
 
 from demo import shapes
+from events.builders import http_api
 
 
 def http_api_event(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """An API Gateway HTTP API (v2) proxy event, as API Gateway sends it to the function."""
-    now = time.time()
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "demo.local", "user-agent": "make-demo"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "demo", "domainName": "demo.local", "domainPrefix": "demo",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": "make-demo"},
-            "requestId": f"demo-{now}", "routeKey": "$default", "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)), "timeEpoch": int(now * 1000),
-        },
-        "body": json.dumps(body) if body is not None else None,
-        "isBase64Encoded": False,
-    }
+    return http_api(method, path, json.dumps(body) if body is not None else None,
+                    "application/json" if body is not None else None, headers={"user-agent": "make-demo"})
 
 
 def invoke(handler: Any, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

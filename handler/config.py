@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ConfigError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS
 
@@ -34,10 +35,7 @@ _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("handler_config_envi
 
 def available_cores() -> int:
     """CPU cores this process may use (the affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 class _Environ(PydanticBaseSettingsSource):

@@ -28,7 +28,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
+
+from handler.core.errors import ConfigError
+from handler.core.uri import is_s3, parse_uri
 
 __all__ = ["ITEM_HEADERS", "ImageLocator", "LocalImage", "ThumbnailCache", "item_id_path", "sniff_raster"]
 
@@ -81,14 +84,13 @@ class LocalImage:
 
 def _local_path_of(value: str) -> str | None:
     """A local filesystem path for a path / ``file://`` string, or None (s3, http, other schemes)."""
-    if value.startswith("file://"):
-        parts = urlsplit(value)
-        if parts.netloc not in ("", "localhost"):
-            return None
-        return unquote(parts.path)
-    if _SCHEME.match(value):
+    if not _SCHEME.match(value):
+        return value
+    try:
+        loc = parse_uri(value, check_s3_key=False)
+    except ConfigError:
         return None
-    return value
+    return None if loc.is_s3 else loc.path
 
 
 def _within(path: str, root: str) -> bool:
@@ -114,7 +116,7 @@ class ImageLocator:
             self.root = os.path.dirname(self.root)
         base = self._source_local
         self._public_base = os.path.dirname(base) if base is not None and os.path.isfile(base) else base
-        s3_base = self.source.rstrip("/") if self.source and self.source.startswith("s3://") else None
+        s3_base = self.source.rstrip("/") if self.source and is_s3(self.source) else None
         if s3_base is not None and s3_base.lower().endswith(".jsonl"):  # a JSONL manifest: its "folder"
             s3_base = s3_base.rsplit("/", 1)[0]
         self._s3_prefix = s3_base + "/" if s3_base is not None else None
@@ -126,7 +128,7 @@ class ImageLocator:
     def urls(self, item: dict[str, Any], base: str = "") -> tuple[str | None, str | None]:
         """(image_url, thumbnail_url) for a search result."""
         uri = item.get("uri")
-        if isinstance(uri, str) and uri.startswith("s3://"):
+        if isinstance(uri, str) and is_s3(uri):
             url = self.presign(uri)
             return url, url
         if isinstance(uri, str) and uri.startswith(("http://", "https://")):
@@ -144,7 +146,7 @@ class ImageLocator:
             return None
         if uri.startswith(("http://", "https://")):
             return uri
-        if uri.startswith("s3://"):
+        if is_s3(uri):
             prefix = self._s3_prefix
             if prefix is None or not uri.startswith(prefix):
                 return None
@@ -177,9 +179,12 @@ class ImageLocator:
         return ok
 
     def presign(self, uri: str) -> str | None:
-        parts = urlsplit(uri)
-        bucket, key = parts.netloc, parts.path.lstrip("/")
-        if not bucket or not key:
+        try:
+            loc = parse_uri(uri, check_s3_key=False)
+        except ConfigError:
+            return None
+        bucket, key = loc.bucket, loc.key
+        if not loc.is_s3 or not key:
             return None
         try:
             return self._s3_client().generate_presigned_url(
@@ -188,19 +193,14 @@ class ImageLocator:
             return None
 
     def _s3_client(self) -> Any:
-        """A client for signing only (no request is sent): SigV4, the function's region, the S3 endpoint
-        override of handler.core.storage (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when set."""
+        """The storage layer's client (SigV4, region and endpoint from the environment), used for signing
+        only: no request is sent."""
         if self._s3 is None:
             with self._s3_lock:
                 if self._s3 is None:
-                    import boto3
-                    from botocore.config import Config
+                    from handler.core.storage import s3_client
 
-                    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-                    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-                    config = Config(signature_version="s3v4", region_name=region,
-                                    s3={"addressing_style": "path"} if endpoint else None)
-                    self._s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+                    self._s3 = s3_client()
         return self._s3
 
     # -- local files ----------------------------------------------------------------------------------------

@@ -4,14 +4,14 @@
     python -m index_builder build ... --parallel N     # plan -> N embed worker processes -> publish
     python -m index_builder info DEST [--json]
     python -m index_builder verify DEST [--bundle BUNDLE]
-    python -m index_builder.bench --n 1000                                    # throughput benchmark
 
 Modules: :mod:`~index_builder.cli` (argument parsing, exit codes), :mod:`~index_builder.build` (the job),
 :mod:`~index_builder.sources` (folder / S3 prefix / JSONL listing and reading), :mod:`~index_builder.pipeline`
 (parallel read + hash + decode feeding the encoder), :mod:`~index_builder.backends` (ONNX / torch encoders),
 :mod:`~index_builder.workdir` (lock, checkpoint shards), :mod:`~index_builder.publish` (versions, pointer,
-pruning), :mod:`~index_builder.inspection` (info, verify), :mod:`~index_builder.bench`; the step-wise build:
+pruning), :mod:`~index_builder.inspection` (info, verify); the step-wise build:
 :mod:`~index_builder.steps` (plan, embed one batch, publish), :mod:`~index_builder.lock` (one build per index,
 S3 conditional writes), :mod:`~index_builder.parallel` (local process pool), :mod:`~index_builder.sfn_handlers`
-(the Step Functions Lambda handlers).
+(the Step Functions Lambda handlers). The throughput benchmark is ``bench.rebuild_run`` (not shipped in the
+rebuild image).
 """

@@ -7,7 +7,6 @@ both backends see identical pixels) and return L2-normalised float32 ``[n, dim]`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.core.hashing import sha256_file
 from index_builder.sources import BuildError, UsageError
 
 __all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
@@ -23,44 +23,13 @@ __all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
 
 def read_bundle_manifest(bundle: str) -> dict[str, Any]:
     """The bundle's manifest.json (local directory or s3:// prefix), without loading any model."""
-    from handler.core.bundle import read_manifest
+    from handler.core.bundle import load_manifest
     from handler.core.errors import SearchError
-    from handler.core.storage import open_store
 
     try:
-        if bundle.startswith("s3://"):
-            raw = open_store(bundle).read_bytes("manifest.json")
-            manifest = json.loads(raw)
-            if not isinstance(manifest, dict) or "model_fingerprint" not in manifest:
-                raise BuildError(f"--bundle {bundle}: manifest.json is not a model bundle manifest")
-            return manifest
-        return read_manifest(Path(bundle[7:] if bundle.startswith("file://") else bundle)).manifest
-    except FileNotFoundError:
-        raise BuildError(f"--bundle {bundle}: no manifest.json there; export a bundle with `python -m export`") from None
+        return load_manifest(bundle)
     except SearchError as e:
         raise BuildError(f"--bundle {bundle}: {e.message}") from None
-    except ValueError as e:
-        raise BuildError(f"--bundle {bundle}: manifest.json is not valid JSON ({e})") from None
-
-
-def _visual_session(path: Path, precision: str, threads: int | None) -> Any:
-    """Like :func:`handler.core.encoders.create_session`, but onnxruntime's intra-op threads do not spin-wait
-    between calls: in the builder the decode workers need those cores (measured: up to ~1.5x end to end
-    on 2 CPUs)."""
-    import onnxruntime as ort
-
-    from handler.core.encoders import default_threads
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = (  # same levels as the runtime (fp16 graphs crash at level 3 on CPU)
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if precision == "fp16"
-        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxBackend:
@@ -70,7 +39,7 @@ class OnnxBackend:
 
     def __init__(self, bundle: str, *, precision: str = "fp32", threads: int | None = None, batch_size: int = 32,
                  cache_dir: str | None = None, spinning: bool = False):
-        from handler.core.encoders import Encoder
+        from handler.core.encoders import Encoder, create_session
         from handler.core.errors import SearchError
         from handler.core.runtime import load_bundle
 
@@ -82,7 +51,9 @@ class OnnxBackend:
                 path = b.onnx_path("visual", precision)
                 if self.embedder.verify:
                     b.verify([path.name])
-                self._encoder = Encoder(_visual_session(path, precision, threads), "visual", batch_size)
+                # no spin-waiting: the decode workers need those cores (measured: up to ~1.5x end to end on 2 CPUs)
+                session = create_session(path, precision, threads, spinning=False)
+                self._encoder = Encoder(session, "visual", batch_size)
         except SearchError as e:
             raise BuildError(f"--bundle {bundle}: {e.message}") from None
         self.spinning = spinning
@@ -105,14 +76,6 @@ class OnnxBackend:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), np.float32)
         return self._encoder(pixels)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TorchBackend:
@@ -146,7 +109,7 @@ class TorchBackend:
                     f"--pretrained {pretrained}: the bundle was exported from pretrained tag "
                     f"{model.get('pretrained')!r}, not a checkpoint file, so the file cannot be verified; "
                     f"pass --pretrained {model.get('pretrained')} or use --backend onnx")
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != checkpoint["sha256"]:
                 raise BuildError(
                     f"--pretrained {pretrained}: sha256 {digest} differs from the checkpoint the bundle was "

@@ -13,158 +13,58 @@
    pointer, prune old versions, clean the work directory.
 
 Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`index_builder.workdir`).
+Options and progress output: :mod:`index_builder.options`; DEST's previous versions: :mod:`index_builder.previous`.
+Size note: ~360 lines because ``_build_locked`` is the job's steps 2-5 in order, kept together to be read as one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
-from handler.core.errors import ArtifactError, ConfigError, SearchError
+from handler.core.errors import ConfigError, SearchError
 from handler.core.index import (
-    EMBEDDINGS_FILE,
-    ERRORS_FILE,
-    ITEMS_FILE,
-    SCHEMA_VERSION,
     read_manifest,
     read_pointer,
-    version_prefix,
 )
-from handler.core.preprocess import (
-    DEFAULT_MAX_PIXELS,
-    WHITE,
-    ImageOptions,
-    ImagePreprocessor,
-    format_background,
-    parse_background,
+from handler.core.preprocess import ImagePreprocessor
+from handler.core.storage import StorageError, Store, open_store
+from index_builder.options import (
+    BACKENDS,
+    DEFAULT_MAX_FILE_BYTES,
+    BuildOptions,
+    BuildResult,
+    _exts,
+    _Log,
+    _progress_bar,
+    default_workers,
+    format_skipped,
 )
-from handler.core.storage import LocalStore, StorageError, Store, fetch_dir, file_digest, open_store
 from index_builder.pipeline import Prepared, error_row, prepared_stream
-from index_builder.publish import BUILDER, new_version_id, prune, publish, write_version
+from index_builder.previous import (
+    _cleanup_pending,
+    _describe_options,
+    _item_row,
+    _load_previous_vectors,
+    _Previous,
+    _previous_ids,
+    _previous_options,
+    _prune,
+    _same_as_previous,
+    _unchanged_row,
+)
+from index_builder.publish import BUILDER, new_version_id, publish, write_version
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
-from index_builder.workdir import PREVIOUS, CachedVector, WorkDir, default_work_dir, shard_key
+from index_builder.workdir import CachedVector, WorkDir, default_work_dir, shard_key
 
-__all__ = ["BuildOptions", "BuildResult", "build", "default_workers"]
-
-BACKENDS = ("onnx", "torch")
-DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # a file over this is not read (a 3 GB file would be, whole)
-# Manifest fields that vary between builds of the same index (the rest must match for "no change").
-_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version")
-
-
-def default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return max(2, min(8, cores))
-
-
-@dataclass
-class BuildOptions:
-    source: str
-    bundle: str
-    out: str
-    full: bool = False
-    batch_size: int = 32
-    workers: int = field(default_factory=default_workers)
-    precision: str = "fp32"
-    backend: str = "onnx"
-    device: str = "cpu"
-    pretrained: str | None = None
-    M: int = 16
-    ef_construction: int = 200
-    ef: int = 128
-    keep_versions: int = 3
-    strict: bool = False
-    work_dir: str | None = None
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
-    quiet: bool = False
-    shard_size: int = 1024
-    threads: int | None = None
-    allow_empty: bool = False
-    #: transparent images are composited over this colour (None: alpha dropped, as before it existed)
-    background: tuple[int, int, int] | None = WHITE
-
-    def validate(self) -> None:
-        for name, low in (("batch_size", 1), ("workers", 1), ("M", 2), ("ef_construction", 1), ("ef", 1),
-                          ("keep_versions", 1), ("shard_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                flag = "--" + name.replace("_", "-") if name != "M" else "--M"
-                raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
-        if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
-            raise UsageError(f"--max-pixels {self.max_pixels!r}: must be a positive integer")
-        if self.max_file_bytes is not None and (isinstance(self.max_file_bytes, bool)
-                                                or not isinstance(self.max_file_bytes, int) or self.max_file_bytes < 1):
-            raise UsageError(f"--max-file-bytes {self.max_file_bytes!r}: must be a positive integer")
-        try:
-            self.background = parse_background(self.background)
-        except ValueError as e:
-            raise UsageError(f"--background: {e}") from None
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
-        if self.backend not in BACKENDS:
-            raise UsageError(f"--backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
-        if self.backend == "onnx" and self.device != "cpu":
-            raise UsageError(f"--device {self.device}: the onnx backend runs on cpu; use --backend torch for cuda")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise UsageError(f"--device {self.device!r}: use cpu or cuda")
-        if self.backend == "onnx" and self.pretrained:
-            raise UsageError("--pretrained is only used by --backend torch (the onnx backend reads the bundle)")
-
-
-@dataclass
-class BuildResult:
-    version: str
-    manifest: dict[str, Any]
-    stats: dict[str, Any]
-    errors: list[dict[str, Any]]
-    seconds: float
-    embed_seconds: float
-    work_dir: Path
-    pruned: list[str]
-    previous_version: str | None
-    published: bool = True  # False: nothing changed, ``version`` is the current version, left in place
-    warnings: list[dict[str, Any]] = field(default_factory=list)  # {"id", "uri", "message"} per warning
-    skipped: dict[str, int] = field(default_factory=dict)  # files the source listing passed over, by kind
-
-    @property
-    def images_per_s(self) -> float:
-        """Rate of the images that went through decode + encode in this run."""
-        n = self.stats.get("embedded", 0)
-        return n / self.embed_seconds if self.embed_seconds > 0 else 0.0
-
-
-class _Log:
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    def warn(self, msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-    item_warnings_shown = 20
-
-    def item_warning(self, n: int, item_id: Any, msg: str) -> None:
-        """The ``n``-th warning about a file (named); the first 20 are printed; silenced by --quiet."""
-        if not self.quiet and n <= self.item_warnings_shown:
-            print(f"warning: {item_id}: {msg}", file=sys.stderr, flush=True)
+__all__ = ["BACKENDS", "DEFAULT_MAX_FILE_BYTES", "BuildOptions", "BuildResult", "build", "default_workers",
+           "format_skipped"]
 
 
 def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
@@ -176,94 +76,6 @@ def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
                             batch_size=opts.batch_size)
     return OnnxBackend(opts.bundle, precision=opts.precision, threads=opts.threads, batch_size=opts.batch_size,
                        cache_dir=cache_dir)
-
-
-@dataclass
-class _Previous:
-    version: str
-    manifest: dict[str, Any]
-    rows: dict[Any, int] = field(default_factory=dict)  # id -> label
-    items: list[dict[str, Any]] = field(default_factory=list)
-    embeddings: np.ndarray | None = None
-    by_sha: dict[str, int] = field(default_factory=dict)  # content sha256 -> label
-
-    def cached(self, sha: str) -> CachedVector | None:
-        label = self.by_sha.get(sha)
-        if label is None or self.embeddings is None:
-            return None
-        row = self.items[label]
-        return CachedVector(np.asarray(self.embeddings[label], dtype=np.float32), row.get("width"), row.get("height"))
-
-
-def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: _Log) -> bool:
-    """Fill prev.items / embeddings (checksums verified); False (with a warning) when they cannot be used."""
-    files = prev.manifest["files"]
-    prefix = version_prefix(prev.version)
-    if EMBEDDINGS_FILE not in files or ITEMS_FILE not in files:
-        log.warn(f"previous version {prev.version} has no {EMBEDDINGS_FILE}; every image is embedded again")
-        return False
-    try:
-        if isinstance(store, LocalStore):
-            vdir = store.root / prefix
-            for name in (ITEMS_FILE, EMBEDDINGS_FILE):
-                digest, size = file_digest(vdir / name)
-                if digest != files[name]["sha256"] or size != files[name]["size"]:
-                    raise ArtifactError(f"{store.uri_for(prefix + name)}: checksum does not match the manifest")
-        else:
-            expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
-            vdir = fetch_dir(store, work_root / PREVIOUS, list(expected), expected=expected) / prefix
-        items = [json.loads(line) for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
-        emb = np.load(vdir / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
-        if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
-            raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})")
-    except (OSError, ValueError, ArtifactError) as e:
-        log.warn(f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again")
-        return False
-    prev.items = items
-    prev.embeddings = emb
-    for label, row in enumerate(items):
-        if isinstance(row, dict) and "id" in row:
-            prev.rows[row["id"]] = label
-            if isinstance(row.get("sha256"), str):
-                prev.by_sha.setdefault(row["sha256"], label)
-    return True
-
-
-def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
-    """Same file as the previous version's row, judged without reading it (size + mtime (+ etag))."""
-    if item.size is None or item.mtime is None or not isinstance(row.get("sha256"), str):
-        return False
-    if row.get("uri") != item.uri or row.get("size") != item.size or row.get("mtime") != item.mtime:
-        return False
-    return item.etag is None or row.get("etag") == item.etag
-
-
-def _item_row(item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "size": size if size is not None else item.size,
-                           "mtime": item.mtime, "sha256": sha, "width": width, "height": height}
-    if item.etag is not None:
-        row["etag"] = item.etag
-    row["metadata"] = item.metadata
-    return row
-
-
-def _cleanup_pending(store: Store, work: WorkDir, current: str | None, log: _Log) -> None:
-    """Delete the version a previous build of this work dir wrote but never published."""
-    pending = work.read_pending()
-    if not pending or pending.get("dest") != store.uri:
-        work.clear_pending()
-        return
-    version = pending.get("version")
-    if isinstance(version, str) and version != current and (current is None or version > current):
-        try:
-            n = store.delete_prefix(version_prefix(version))
-            if n:
-                log.info(f"removed {n} file(s) of unpublished version {version} left by an interrupted build")
-        except (SearchError, ValueError) as e:
-            log.warn(f"cannot remove unpublished version {version} ({e}); it is harmless and pruned later")
-            return
-    work.clear_pending()
 
 
 def build(opts: BuildOptions, *, store: Store | None = None, source: Source | None = None,
@@ -563,108 +375,3 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     return BuildResult(version=version, manifest=manifest, stats=stats, errors=errors,
                        seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
                        pruned=pruned, previous_version=current_version, warnings=item_warnings, skipped=skipped)
-
-
-def format_skipped(skipped: dict[str, int]) -> str:
-    """``3 .svg, 1 hidden`` - what the listing passed over."""
-    return ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
-    """Prune old versions and (local DEST) temp files of killed writers; a failure is only a warning."""
-    try:
-        pruned = prune(dest, keep)
-        if isinstance(dest, LocalStore):
-            dest.remove_stale_temp()
-        return pruned
-    except (SearchError, OSError, ValueError) as e:
-        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
-        return []
-
-
-def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]], vectors: np.ndarray,
-                      errors: list[dict[str, Any]], fields: dict[str, Any], opts: BuildOptions, log: _Log) -> bool:
-    """Whether publishing would give the current version again: the same rows, vectors and errors, and the
-    same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
-    non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
-    m = prev.manifest
-    if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
-        return False
-    settings = {"M": opts.M, "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": int(vectors.shape[1]),
-                "count": len(rows), "space": "ip", **fields}
-    keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
-    if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
-        return False
-    if prev.embeddings is None or prev.embeddings.shape != vectors.shape or _jsonable(rows) != prev.items:
-        return False
-    if not np.array_equal(np.asarray(prev.embeddings, dtype=np.float32), vectors):
-        return False
-    try:
-        raw = store.read_bytes(version_prefix(prev.version) + ERRORS_FILE)
-        if hashlib.sha256(raw).hexdigest() != m["files"][ERRORS_FILE]["sha256"]:
-            return False
-        old_errors = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
-        log.warn(f"cannot compare with the errors of version {prev.version} ({e}); publishing a new version")
-        return False
-    return old_errors == _jsonable(errors)
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as it reads back from the index's JSON files (tuples become lists...)."""
-    return json.loads(json.dumps(value, allow_nan=False))
-
-
-def _previous_options(prev: _Previous) -> ImageOptions | None:
-    try:
-        return ImageOptions.from_manifest(prev.manifest.get("image_preprocess"))
-    except SearchError:
-        return None  # unreadable: never equal, so nothing is reused
-
-
-def _describe_options(options: ImageOptions | None) -> str:
-    if options is None:
-        return "unknown options"
-    return f"background {format_background(options.background)}, JPEG draft {'on' if options.jpeg_draft else 'off'}"
-
-
-def _exts() -> tuple[str, ...]:
-    from index_builder.sources import IMAGE_EXTENSIONS
-
-    return IMAGE_EXTENSIONS
-
-
-def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
-    """Ids of the previous version when its vectors were not loaded (for the removed/added counts)."""
-    if prev is None:
-        return []
-    prefix = version_prefix(prev.version)
-    try:
-        raw = store.read_bytes(prefix + ITEMS_FILE)
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != prev.manifest["files"][ITEMS_FILE]["sha256"]:
-            raise ArtifactError("checksum mismatch")
-        return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
-    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
-        log.warn(f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate")
-        return []
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, quiet: bool, factory: Callable[..., Any] | None) -> Any:
-    if quiet or total == 0:
-        return _NoBar()
-    if factory is not None:
-        return factory(total=total)
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                smoothing=0.1)
-

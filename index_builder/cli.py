@@ -226,9 +226,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
+    """``cli_logging=False``: keep the caller's logging set-up (the Lambda job's JSON lines)."""
     args = build_parser().parse_args(argv)
     from handler.core.errors import SearchError
+    from handler.core.logs import configure_cli_logging
+
+    if cli_logging:
+        configure_cli_logging("index_builder")
     from index_builder.sources import BuildError
 
     try:

@@ -32,8 +32,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from handler.core.logs import configure_logging, log_event
 
 __all__ = ["EVENT_KEYS", "RebuildFailed", "build_argv", "handler"]
 
@@ -127,39 +129,28 @@ def build_argv(event: Any, environ: Mapping[str, str] | None = None) -> list[str
     return argv
 
 
-def _cli_main() -> Callable[[Sequence[str]], int | None]:
-    """The CLI's ``main(argv)`` (``python -m index_builder``), wherever the package defines it."""
-    try:
-        from index_builder.cli import main
-    except ImportError:
-        from index_builder.__main__ import main  # type: ignore[no-redef]
-    return main
-
-
 def run_cli(argv: Sequence[str]) -> int:
     """Run the CLI in-process; argparse's ``SystemExit`` becomes an exit code."""
-    main = _cli_main()
+    from index_builder.cli import main  # never index_builder.__main__: it runs the CLI on import
+
     try:
-        rc = main(list(argv))
+        rc = main(list(argv), cli_logging=False)  # the builder's messages stay JSON lines
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     return int(rc or 0)
 
 
-def _log(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}, default=str, separators=(",", ":")), flush=True)
-
-
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """Lambda handler: run one ``index_builder build`` and report the published version."""
     t0 = time.monotonic()
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), loggers=("index_builder", "handler"))
     argv = build_argv(event)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    _log("rebuild_start", argv=argv, remaining_ms=remaining() if callable(remaining) else None)
+    log_event("rebuild_start", argv=argv, remaining_ms=remaining() if callable(remaining) else None)
     rc = run_cli(argv)
     seconds = round(time.monotonic() - t0, 3)
     if rc != 0:
-        _log("rebuild_failed", rc=rc, seconds=seconds)
+        log_event("rebuild_failed", "ERROR", rc=rc, seconds=seconds)
         raise RebuildFailed(f"index_builder {' '.join(argv)} exited with status {rc} (see the log above)")
     from handler.core.index import read_pointer
 
@@ -167,7 +158,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     pointer = read_pointer(index_uri)
     result = {"ok": True, "version": pointer["version"] if pointer else None, "index_uri": index_uri,
               "argv": argv, "seconds": seconds}
-    _log("rebuild_done", **result)
+    log_event("rebuild_done", **result)
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ArtifactError
 from handler.core.index import (
     EMBEDDINGS_FILE,
@@ -149,7 +149,7 @@ def write_version(
         index = hnswlib.Index(space="ip", dim=dim)
         index.init_index(max_elements=count, M=M, ef_construction=ef_construction, random_seed=100)
         if count:
-            index.add_items(arr, np.arange(count), num_threads=threads or os.cpu_count() or 1)
+            index.add_items(arr, np.arange(count), num_threads=threads or usable_cpus())
         index.set_ef(ef)
         index.save_index(str(work / HNSW_FILE))
         del index

@@ -11,14 +11,15 @@ listing passes over is counted in :attr:`Source.skipped` (by lower-case extensio
 extension``) so the build can report it. Symlinks in a folder are followed only to files inside the folder.
 Metadata: a JSONL line's fields other than ``id``/``uri``, or a sidecar ``<stem>.json`` next to the image.
 Reads stop at :attr:`Source.max_bytes` (:class:`FileTooLargeError`), so a huge file is never read whole.
+Size note: ~440 lines: the three sources share the readers, listing rules and sidecars.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from handler.core.errors import ConfigError
 from handler.core.storage import S3Store, Store, TooLargeError, open_store, read_capped
+from handler.core.uri import is_s3, parse_uri, scheme_of
 
 __all__ = ["IMAGE_EXTENSIONS", "BuildError", "FileTooLargeError", "Source", "SourceItem", "open_source"]
 
@@ -93,7 +96,7 @@ def _bad_key(key: str) -> bool:
 
 
 def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    logging.getLogger("index_builder.sources").warning(msg)
 
 
 def _parse_sidecar(raw: bytes, where: str, warn: Callable[[str], None]) -> dict[str, Any]:
@@ -149,10 +152,10 @@ class _Readers:
             return self._stores[bucket]
 
     def read(self, item: SourceItem, limit: int | None) -> bytes:
-        if item.uri.startswith("s3://"):
-            bucket, _, key = item.uri[5:].partition("/")
+        if is_s3(item.uri):
+            loc = parse_uri(item.uri, check_s3_key=False)
             try:
-                return self.store(bucket).read_bytes(key, max_bytes=limit)
+                return self.store(loc.bucket).read_bytes(loc.key, max_bytes=limit)
             except TooLargeError:
                 raise _too_large(item, limit) from None
         return _read_local(item.uri, item, limit)
@@ -320,8 +323,9 @@ class JsonlSource(Source):
 
     def _load_text(self) -> tuple[str, str]:
         """(text, base for relative uris)."""
-        if self.uri.startswith("s3://"):
-            parent, _, name = self.uri.rstrip("/").rpartition("/")
+        loc = parse_uri(self.uri)
+        if loc.is_s3:
+            parent, _, name = str(loc).rpartition("/")
             store = open_store(parent)
             try:
                 raw = store.read_bytes(name)
@@ -329,7 +333,7 @@ class JsonlSource(Source):
                 raise BuildError(f"--source {self.uri}: no such manifest object") from None
             base = parent + "/"
         else:
-            path = Path(self.uri[7:] if self.uri.startswith("file://") else self.uri).expanduser().absolute()
+            path = loc.local_path().absolute()
             try:
                 raw = path.read_bytes()
             except OSError as e:
@@ -363,15 +367,19 @@ class JsonlSource(Source):
             if item_id in seen:
                 raise BuildError(f"{where}: duplicate id {item_id!r} (first on line {seen[item_id]}); ids must be unique")
             seen[item_id] = lineno
-            if uri.startswith("file://"):
-                uri = uri[7:]
-            elif "://" in uri and not uri.startswith("s3://"):
+            scheme = scheme_of(uri)
+            if scheme not in ("", "file", "s3"):
                 raise BuildError(f"{where}: unsupported uri {uri!r} (use a local path or s3://bucket/key)")
-            if not uri.startswith("s3://"):
-                uri = os.path.expanduser(uri)
+            if scheme == "s3":
+                uri = "s3" + uri[2:]  # canonical scheme; the bucket and key are checked per item (_stat)
+            else:
+                try:  # a plain path is taken as is (a colon in a file name is not a scheme)
+                    uri = os.path.expanduser(str(parse_uri(uri)) if scheme else uri)
+                except ConfigError as e:
+                    raise BuildError(f"{where}: {e.message}") from None
                 if not os.path.isabs(uri):
-                    uri = base + uri if base.startswith("s3://") else os.path.join(base, uri)
-                if not uri.startswith("s3://"):
+                    uri = base + uri if is_s3(base) else os.path.join(base, uri)
+                if not is_s3(uri):
                     uri = os.path.normpath(uri)
             metadata = {k: v for k, v in row.items() if k not in ("id", "uri")}
             items.append(SourceItem(id=item_id, uri=uri, metadata=metadata))
@@ -379,13 +387,13 @@ class JsonlSource(Source):
         return items
 
     def _stat(self, item: SourceItem) -> None:
-        if item.uri.startswith("s3://"):
-            bucket, _, key = item.uri[5:].partition("/")
-            from handler.core.errors import ConfigError
+        if is_s3(item.uri):
             from handler.core.storage import NotFoundError
 
             try:
-                store = self._readers.store(bucket)
+                loc = parse_uri(item.uri, check_s3_key=False)
+                key = loc.key
+                store = self._readers.store(loc.bucket)
                 for obj in store.list(key):
                     if obj.key == key:
                         item.size, item.mtime, item.etag = obj.size, obj.mtime, obj.etag
@@ -411,22 +419,19 @@ class JsonlSource(Source):
 
 def open_source(uri: str, workers: int = 8) -> Source:
     """A folder, ``s3://bucket/prefix`` (a key ending in ``.jsonl`` is a manifest) or a ``.jsonl`` file."""
-    from handler.core.errors import ConfigError
-
     if not isinstance(uri, str) or not uri.strip():
         raise UsageError("--source is empty: pass a folder, an s3://bucket/prefix or a JSONL manifest")
-    if uri.startswith("s3://"):
-        if uri.rstrip("/").endswith(".jsonl"):
-            return JsonlSource(uri, workers)
-        try:
-            store = open_store(uri)
-        except ConfigError as e:
-            raise UsageError(f"--source: {e.message}") from None
-        assert isinstance(store, S3Store)
-        return S3Source(store, workers)
-    if "://" in uri and not uri.startswith("file://"):
+    if scheme_of(uri) not in ("", "file", "s3"):
         raise UsageError(f"--source {uri!r}: unsupported scheme (use a folder, a .jsonl file or s3://bucket/prefix)")
-    path = Path(uri[7:] if uri.startswith("file://") else uri).expanduser()
+    try:
+        loc = parse_uri(uri)
+    except ConfigError as e:
+        raise UsageError(f"--source: {e.message}") from None
+    if loc.is_s3:
+        if loc.key.endswith(".jsonl"):
+            return JsonlSource(str(loc), workers)
+        return S3Source(S3Store(loc.bucket, loc.key), workers)
+    path = loc.local_path()
     if path.is_dir():
         return FolderSource(path)
     if path.is_file():

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.storage import atomic_write
+from handler.core.uri import parse_uri
 from index_builder.sources import BuildError
 
 __all__ = ["CachedVector", "ShardWriter", "WorkDir", "default_work_dir"]
@@ -47,12 +48,11 @@ PREVIOUS = "previous"  # the previous version's items + embeddings downloaded fr
 
 def default_work_dir(dest_uri: str) -> Path:
     """``DEST/.work`` for a local DEST; for S3 a local cache directory keyed by the DEST URI."""
-    if dest_uri.startswith("s3://"):
+    loc = parse_uri(dest_uri)
+    if loc.is_s3:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clip-index-builder"
-        key = hashlib.sha256(dest_uri.rstrip("/").encode()).hexdigest()[:16]
-        return base / key
-    path = dest_uri[7:] if dest_uri.startswith("file://") else dest_uri
-    return Path(path).expanduser().absolute() / ".work"
+        return base / hashlib.sha256(str(loc).encode()).hexdigest()[:16]
+    return loc.local_path().absolute() / ".work"
 
 
 def shard_key(model_fingerprint: str, precision: str, backend: str, dim: int,

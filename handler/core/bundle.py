@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from handler.core.errors import ArtifactError, ConfigError
+from handler.core.hashing import sha256_file
+from handler.core.uri import parse_uri
 
 SCHEMA_VERSION = 1
 KIND = "clip-onnx-bundle"
@@ -42,14 +44,6 @@ def is_random_init(model: dict[str, Any]) -> bool:
 def onnx_filename(tower: str, precision: str) -> str:
     """`textual.onnx` for fp32, `textual.int8.onnx` for the others."""
     return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(file_hashes: dict[str, str]) -> str:
@@ -131,17 +125,43 @@ def read_manifest(bundle_dir: str | Path) -> Bundle:
             f"{path} is not a model bundle: {MANIFEST} not found; create one with `python -m export --out {path}`"
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = manifest_path.read_bytes()
+    except OSError as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    return Bundle(path=path, manifest=parse_manifest(raw, str(manifest_path)))
+
+
+def load_manifest(uri: str | Path) -> dict[str, Any]:
+    """The manifest of a bundle at a local path, ``file://`` or ``s3://`` URI, validated like
+    :func:`read_manifest`, without fetching or loading any model file."""
+    from handler.core.storage import NotFoundError, open_store
+
+    loc = parse_uri(uri)
+    if not loc.is_s3:
+        return read_manifest(loc.local_path()).manifest
+    store = open_store(str(loc))
+    try:
+        raw = store.read_bytes(MANIFEST)
+    except NotFoundError:
+        raise ArtifactError(f"{loc} is not a model bundle: {MANIFEST} not found; "
+                            f"create one with `python -m export` and upload it") from None
+    return parse_manifest(raw, store.uri_for(MANIFEST))
+
+
+def parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
+    """The one validator of a bundle manifest's bytes (structure and schema version); ``where`` names it."""
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where}: unreadable manifest ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise ArtifactError(f"{manifest_path}: not a {KIND} manifest")
+        raise ArtifactError(f"{where}: not a {KIND} manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
-            f"{manifest_path}: schema_version {manifest.get('schema_version')!r} is not supported "
+            f"{where}: schema_version {manifest.get('schema_version')!r} is not supported "
             f"(this runtime reads {SCHEMA_VERSION}); re-export the bundle with this version of the project"
         )
     for key in ("model_fingerprint", "embed_dim", "text", "image", "precisions", "files"):
         if key not in manifest:
-            raise ArtifactError(f"{manifest_path}: required field {key!r} is missing")
-    return Bundle(path=path, manifest=manifest)
+            raise ArtifactError(f"{where}: required field {key!r} is missing")
+    return manifest

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from handler.core.bundle import IO
+from handler.core.cpus import usable_cpus
+
+default_threads = usable_cpus  # the name the runtime and the builder know
 
 
-def default_threads() -> int:
-    """Cores this process may use (cgroup/affinity aware where the platform tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def create_session(path: str | Path, precision: str = "fp32", threads: int | None = None) -> ort.InferenceSession:
+def create_session(path: str | Path, precision: str = "fp32", threads: int | None = None, *,
+                   spinning: bool = True) -> ort.InferenceSession:
+    """A CPU session: ``threads`` intra-op threads (default: the usable cores), sequential execution.
+    ``spinning=False``: idle intra-op threads sleep instead of spin-waiting between calls (the builder,
+    whose decode workers need those cores)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
@@ -30,6 +28,8 @@ def create_session(path: str | Path, precision: str = "fp32", threads: int | Non
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if precision == "fp16"
         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     )
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

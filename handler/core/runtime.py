@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from handler.core.bundle import MANIFEST, Bundle, is_random_init, read_manifest
+from handler.core.bundle import MANIFEST, Bundle, is_random_init, parse_manifest, read_manifest
 from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
 from handler.core.tokenizer import ClipTokenizer
+from handler.core.uri import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,9 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) 
     store = open_store(uri)
     local = Path(cache_dir or default_cache_dir()) / "bundles" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
-    (local / MANIFEST).write_bytes(store.read_bytes(MANIFEST))
-    bundle = read_manifest(local)  # validates kind, schema version and required fields
+    raw = store.read_bytes(MANIFEST)
+    bundle = Bundle(path=local, manifest=parse_manifest(raw, store.uri_for(MANIFEST)))
+    (local / MANIFEST).write_bytes(raw)
     names = [bundle.onnx_path(t, precision).name for t in ("textual", "visual")]
     names.append(bundle.manifest["text"]["tokenizer"]["vocab_file"])
     missing = [n for n in names if n not in bundle.manifest["files"]]
@@ -241,12 +243,12 @@ def load_bundle(
         raise ConfigError(f"threads={threads}: must be >= 1")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
-    uri = str(path_or_uri)
-    if uri.startswith("s3://"):
+    loc = parse_uri(path_or_uri)
+    if loc.is_s3:
         # fetch_bundle verified every file it cached against the manifest: no second hashing pass.
-        path, verify = fetch_bundle(uri, cache_dir, precision), False
+        path, verify = fetch_bundle(str(loc), cache_dir, precision), False
     else:
-        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        path = loc.local_path()
     bundle = read_manifest(path)
     return Embedder(bundle, precision=precision, threads=threads, batch_size=batch_size, max_pixels=max_pixels,
                     verify=verify, lazy_visual=lazy_visual, background_visual=background_visual)

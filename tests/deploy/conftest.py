@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from events.builders import http_api
+from events.builders import multipart as build_multipart
+
 ROOT = Path(__file__).resolve().parents[2]
 INDEX_VERSION = "20260101T000000000000Z-deploy"
 
@@ -52,45 +55,15 @@ def deploy_index(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, de
 
 def http_event(method: str, path: str, body: bytes | str | None = None, *, content_type: str | None = None,
                headers: dict[str, str] | None = None, query: str = "") -> dict[str, Any]:
-    """An HTTP API payload-2.0 event. Binary bodies (bytes) are base64-encoded, as API Gateway does."""
-    hdrs = {"accept": "application/json", "host": "abcdef1234.execute-api.us-east-1.amazonaws.com",
-            "user-agent": "curl/8.5.0", "x-forwarded-proto": "https", "x-forwarded-port": "443"}
-    if content_type:
-        hdrs["content-type"] = content_type
-    hdrs.update(headers or {})
-    is_b64 = isinstance(body, bytes)
-    if body is not None:
-        hdrs["content-length"] = str(len(body if is_b64 else body.encode()))
-    return {
-        "version": "2.0",
-        "routeKey": "ANY /{proxy+}" if path != "/" else "ANY /",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": hdrs,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "abcdef1234",
-            "domainName": "abcdef1234.execute-api.us-east-1.amazonaws.com", "domainPrefix": "abcdef1234",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7",
-                     "userAgent": "curl/8.5.0"},
-            "requestId": uuid.uuid4().hex[:16], "routeKey": "ANY /{proxy+}", "stage": "$default",
-            "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 1767225600000,
-        },
-        "isBase64Encoded": is_b64,
-        **({"body": base64.b64encode(body).decode() if is_b64 else body} if body is not None else {}),
-    }
+    """An HTTP API payload-2.0 event (events.builders). Binary bodies (bytes) are base64-encoded."""
+    return http_api(method, path, body, content_type, query, headers=headers)
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
     """A multipart/form-data body and its content type."""
     boundary = "----deploytest" + uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, data, ctype) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    body = build_multipart(fields, {k: (name, ctype, data) for k, (name, data, ctype) in files.items()}, boundary)
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def search_events(image: bytes) -> dict[str, dict[str, Any]]:

@@ -114,3 +114,31 @@ def test_job_builds_publishes_and_rebuilds(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(RebuildFailed):
         handler({"source": str(tmp_path / "no-such-folder")})
     assert read_pointer(str(index))["version"] == third["version"], "a failed build publishes nothing"
+
+
+def test_run_cli_never_imports_the_cli_entry_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 #7: the fallback imported ``index_builder.__main__``, which runs the CLI (with Lambda's argv)
+    at import time. Without ``index_builder.cli.main`` the job now fails instead."""
+    import sys
+    import types
+
+    ran: list[object] = []
+    entry = types.ModuleType("index_builder.__main__")
+    entry.main = lambda *a, **k: ran.append(a) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "index_builder.cli", types.ModuleType("index_builder.cli"))  # no main
+    monkeypatch.setitem(sys.modules, "index_builder.__main__", entry)
+    with pytest.raises(ImportError):
+        lambda_job.run_cli(["build"])
+    assert ran == []
+
+
+def test_job_logs_are_json_lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 #6: the job's events go through handler.core.logs like the service's."""
+    monkeypatch.setattr(lambda_job, "run_cli", lambda argv: 1)
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(RebuildFailed):
+        handler({})
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["event"], x["level"]) for x in lines] == [("rebuild_start", "INFO"), ("rebuild_failed", "ERROR")]
+    assert lines[1]["rc"] == 1 and "time" in lines[1]

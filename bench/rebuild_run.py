@@ -1,6 +1,6 @@
 """Index build throughput: the builder end to end vs pure encode vs the original one-image-at-a-time loop.
 
-    python -m index_builder.bench [--n 1000] [--bundle DIR] [--pretrained CKPT] [--size 128] [--json OUT]
+    python -m bench.rebuild_run [--n 1000] [--bundle DIR] [--pretrained CKPT] [--size 128] [--json OUT]
 
 On ``n`` demo images (JPEG, ``size`` px, from :func:`demo.shapes.write_collection`) it measures, in images/s:
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from handler.core.cpus import usable_cpus
 
 __all__ = ["main", "run"]
 
@@ -193,7 +194,7 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
         "precision": precision,
         "batch_size": batch_size,
         "workers": workers,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": usable_cpus(),
         "rates": {k: round(v, 1) for k, v in rates.items()},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         # CPU seconds (all threads) per image: insensitive to other load on the machine
@@ -235,7 +236,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m index_builder.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.rebuild_run", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="number of demo images (default 1000)")
     p.add_argument("--bundle", help="model bundle (default: export the demo model to a temp dir)")
     p.add_argument("--pretrained", help="the bundle's checkpoint, for the torch loop (default: the demo model's)")

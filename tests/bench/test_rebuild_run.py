@@ -1,11 +1,11 @@
-"""index_builder.bench runs end to end on a handful of images (the real numbers come from `make bench-build`)."""
+"""bench.rebuild_run runs end to end on a handful of images (the real numbers come from `make bench-build`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import demo
-from index_builder.bench import format_table, run
+from bench.rebuild_run import format_table, run
 
 
 def test_bench_run_small(demo_bundle: Path, tmp_path: Path) -> None:

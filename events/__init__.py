@@ -1,0 +1,1 @@
+"""Sample Lambda events (``*.json``) and their builders (:mod:`events.builders`)."""

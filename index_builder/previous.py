@@ -1,0 +1,196 @@
+"""DEST's other versions during a build: the previous one (its rows and vectors, reused for unchanged files;
+the check that a rebuild changed nothing; how its image options compare), an interrupted build's unpublished
+one, and pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handler.core.errors import ArtifactError, SearchError
+from handler.core.index import (
+    EMBEDDINGS_FILE,
+    ERRORS_FILE,
+    ITEMS_FILE,
+    SCHEMA_VERSION,
+    version_prefix,
+)
+from handler.core.preprocess import (
+    ImageOptions,
+    format_background,
+)
+from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
+from index_builder.options import BuildOptions, _Log
+from index_builder.publish import prune
+from index_builder.sources import SourceItem
+from index_builder.workdir import PREVIOUS, CachedVector, WorkDir
+
+# Manifest fields that vary between builds of the same index (the rest must match for "no change").
+_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version")
+
+
+@dataclass
+class _Previous:
+    version: str
+    manifest: dict[str, Any]
+    rows: dict[Any, int] = field(default_factory=dict)  # id -> label
+    items: list[dict[str, Any]] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    by_sha: dict[str, int] = field(default_factory=dict)  # content sha256 -> label
+
+    def cached(self, sha: str) -> CachedVector | None:
+        label = self.by_sha.get(sha)
+        if label is None or self.embeddings is None:
+            return None
+        row = self.items[label]
+        return CachedVector(np.asarray(self.embeddings[label], dtype=np.float32), row.get("width"), row.get("height"))
+
+
+def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: _Log) -> bool:
+    """Fill prev.items / embeddings (checksums verified); False (with a warning) when they cannot be used."""
+    files = prev.manifest["files"]
+    prefix = version_prefix(prev.version)
+    if EMBEDDINGS_FILE not in files or ITEMS_FILE not in files:
+        log.warn(f"previous version {prev.version} has no {EMBEDDINGS_FILE}; every image is embedded again")
+        return False
+    try:
+        if isinstance(store, LocalStore):
+            vdir = store.root / prefix
+            for name in (ITEMS_FILE, EMBEDDINGS_FILE):
+                digest, size = file_digest(vdir / name)
+                if digest != files[name]["sha256"] or size != files[name]["size"]:
+                    raise ArtifactError(f"{store.uri_for(prefix + name)}: checksum does not match the manifest")
+        else:
+            expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
+            vdir = fetch_dir(store, work_root / PREVIOUS, list(expected), expected=expected) / prefix
+        items = [json.loads(line) for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        emb = np.load(vdir / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
+        if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
+            raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})")
+    except (OSError, ValueError, ArtifactError) as e:
+        log.warn(f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again")
+        return False
+    prev.items = items
+    prev.embeddings = emb
+    for label, row in enumerate(items):
+        if isinstance(row, dict) and "id" in row:
+            prev.rows[row["id"]] = label
+            if isinstance(row.get("sha256"), str):
+                prev.by_sha.setdefault(row["sha256"], label)
+    return True
+
+
+def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
+    """Same file as the previous version's row, judged without reading it (size + mtime (+ etag))."""
+    if item.size is None or item.mtime is None or not isinstance(row.get("sha256"), str):
+        return False
+    if row.get("uri") != item.uri or row.get("size") != item.size or row.get("mtime") != item.mtime:
+        return False
+    return item.etag is None or row.get("etag") == item.etag
+
+
+def _item_row(item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "size": size if size is not None else item.size,
+                           "mtime": item.mtime, "sha256": sha, "width": width, "height": height}
+    if item.etag is not None:
+        row["etag"] = item.etag
+    row["metadata"] = item.metadata
+    return row
+
+
+def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]], vectors: np.ndarray,
+                      errors: list[dict[str, Any]], fields: dict[str, Any], opts: BuildOptions, log: _Log) -> bool:
+    """Whether publishing would give the current version again: the same rows, vectors and errors, and the
+    same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
+    non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
+    m = prev.manifest
+    if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
+        return False
+    settings = {"M": opts.M, "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": int(vectors.shape[1]),
+                "count": len(rows), "space": "ip", **fields}
+    keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
+    if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
+        return False
+    if prev.embeddings is None or prev.embeddings.shape != vectors.shape or _jsonable(rows) != prev.items:
+        return False
+    if not np.array_equal(np.asarray(prev.embeddings, dtype=np.float32), vectors):
+        return False
+    try:
+        raw = store.read_bytes(version_prefix(prev.version) + ERRORS_FILE)
+        if hashlib.sha256(raw).hexdigest() != m["files"][ERRORS_FILE]["sha256"]:
+            return False
+        old_errors = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
+        log.warn(f"cannot compare with the errors of version {prev.version} ({e}); publishing a new version")
+        return False
+    return old_errors == _jsonable(errors)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from the index's JSON files (tuples become lists...)."""
+    return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _previous_options(prev: _Previous) -> ImageOptions | None:
+    try:
+        return ImageOptions.from_manifest(prev.manifest.get("image_preprocess"))
+    except SearchError:
+        return None  # unreadable: never equal, so nothing is reused
+
+
+def _describe_options(options: ImageOptions | None) -> str:
+    if options is None:
+        return "unknown options"
+    return f"background {format_background(options.background)}, JPEG draft {'on' if options.jpeg_draft else 'off'}"
+
+
+def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
+    """Ids of the previous version when its vectors were not loaded (for the removed/added counts)."""
+    if prev is None:
+        return []
+    prefix = version_prefix(prev.version)
+    try:
+        raw = store.read_bytes(prefix + ITEMS_FILE)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != prev.manifest["files"][ITEMS_FILE]["sha256"]:
+            raise ArtifactError("checksum mismatch")
+        return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
+        log.warn(f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate")
+        return []
+
+
+def _cleanup_pending(store: Store, work: WorkDir, current: str | None, log: _Log) -> None:
+    """Delete the version a previous build of this work dir wrote but never published."""
+    pending = work.read_pending()
+    if not pending or pending.get("dest") != store.uri:
+        work.clear_pending()
+        return
+    version = pending.get("version")
+    if isinstance(version, str) and version != current and (current is None or version > current):
+        try:
+            n = store.delete_prefix(version_prefix(version))
+            if n:
+                log.info(f"removed {n} file(s) of unpublished version {version} left by an interrupted build")
+        except (SearchError, ValueError) as e:
+            log.warn(f"cannot remove unpublished version {version} ({e}); it is harmless and pruned later")
+            return
+    work.clear_pending()
+
+
+def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
+    """Prune old versions and (local DEST) temp files of killed writers; a failure is only a warning."""
+    try:
+        pruned = prune(dest, keep)
+        if isinstance(dest, LocalStore):
+            dest.remove_stale_temp()
+        return pruned
+    except (SearchError, OSError, ValueError) as e:
+        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
+        return []
