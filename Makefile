@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# PyTorch build for the export path: cpu (default; torch 2.13.0+cpu, ~1.6 GB) or cuda (opt-in, GPU export; ~5.5 GB).
+TORCH ?= cpu
 ARTIFACTS ?= artifacts
 DEMO := $(ARTIFACTS)/demo
 export HNSWLIB_NO_NATIVE := 1
@@ -13,18 +15,20 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= events/search-text.json
 
-.PHONY: help setup test lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
+.PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
 	sam-venv sam-validate footprint browser-deps
 
 help:
 	@echo "make setup         create the virtualenv $(VENV) (if missing) and install the development requirements"
+	@echo "                   (TORCH=$(TORCH): the CPU build of PyTorch; TORCH=cuda for the CUDA build, GPU export)"
 	@echo "make demo          export the demo model, build a demo index, run text and image queries end to end"
 	@echo "make demo-bundle   only export the demo model to $(DEMO)/bundle"
 	@echo "make serve         run the search app under uvicorn on 127.0.0.1:8000 with the demo bundle and index"
 	@echo "                   (runs the demo first only when its bundle or index is missing)"
 	@echo "make invoke        run a Lambda event through the search function (EVENT=$(EVENT))"
-	@echo "make test          set up the virtualenv (if missing) and run the whole test suite"
-	@echo "make lint          ruff"
+	@echo "make test          set up the virtualenv (if missing) and run the whole test suite (what CI runs)"
+	@echo "make test-fast     the edit loop: the suite without the slow tier (no SAM venv, browser, apt, clean installs)"
+	@echo "make lint          ruff check, ruff format --check, mypy (strict on handler/core)"
 	@echo "make bench         run all benchmarks and write BENCHMARKS.md"
 	@echo "make bench-quick   the CI smoke run of the benchmarks ($(ARTIFACTS)/bench-quick/BENCHMARKS.md)"
 	@echo "make bench-encode  only the encoder benchmarks"
@@ -35,11 +39,16 @@ help:
 	@echo "make browser-deps  headless Chromium + chromedriver for the web-page tests (apt, root)"
 	@echo "make clean         remove $(ARTIFACTS)/ (demo bundle and index, benchmark output)"
 
-$(STAMP): requirements/handler.txt requirements/dev.txt constraints.txt pyproject.toml
+# The stamp records the TORCH flavour it was installed with: asking for the other one reinstalls.
+INSTALLED_TORCH := $(shell cat $(STAMP) 2>/dev/null)
+$(STAMP): requirements/handler.txt requirements/export.txt requirements/dev.txt requirements/torch-$(TORCH).txt \
+		constraints.txt pyproject.toml $(if $(filter-out $(TORCH),$(INSTALLED_TORCH)),FORCE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt
+	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt -r requirements/torch-$(TORCH).txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	touch $@
+	echo $(TORCH) > $@
+
+FORCE:
 
 setup: $(STAMP)
 
@@ -63,6 +72,10 @@ browser-deps:
 test: $(STAMP) $(SAM_STAMP) browser-deps
 	$(PY) -m pytest
 
+# Same suite minus the `slow` marker (see pyproject.toml): no SAM venv, no apt, no pip installs into clean venvs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 invoke: $(STAMP)
 	$(PY) scripts/invoke.py $(EVENT) --env-from-template
 
@@ -70,7 +83,7 @@ footprint: $(STAMP)
 	$(PY) scripts/footprint.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check .
+	@rc=0; $(PY) -m ruff check . || rc=1; $(PY) -m ruff format --check . || rc=1; $(PY) -m mypy || rc=1; exit $$rc
 
 $(DEMO)/bundle/manifest.json: $(STAMP) demo/model/demo-clip.pt demo/model/demo-clip.json
 	$(PY) -m export --model-config demo/model/demo-clip.json --pretrained demo/model/demo-clip.pt \

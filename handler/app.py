@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from handler import inputs
+from handler import __version__, inputs
 from handler.config import DEFAULT_MAX_REQUEST_PIXELS
 from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageError, SearchError
 from handler.core.preprocess import format_background, image_size
@@ -263,7 +263,7 @@ def create_app(state: ServiceState) -> FastAPI:
         docs_url=None,  # served below from the package's static folder, not a CDN
         redoc_url=None,  # ReDoc is CDN-only: blank offline, so not offered
         title="CLIP image search",
-        version="0.1.0",
+        version=__version__,
         description="Text, image, vector and 'more like this' search over an image collection; CLIP embeddings.",
     )
     app.state.service = state

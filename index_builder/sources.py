@@ -15,6 +15,7 @@ Reads stop at :attr:`Source.max_bytes` (:class:`FileTooLargeError`), so a huge f
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import stat
@@ -177,7 +178,7 @@ class FolderSource(Source):
         items.sort(key=lambda it: str(it.id))
         return items
 
-    def _walk(self, directory: Path, rel: str, out: list[SourceItem]) -> None:
+    def _walk(self, directory: Path, rel: str, out: builtins.list[SourceItem]) -> None:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:

@@ -119,7 +119,7 @@ def read_manifest(store: Store | str, version: str, manifest_sha256: str | None 
                 f"{where}: sha256 {digest} does not match the CURRENT pointer's {manifest_sha256}"
             )
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise ArtifactError(f"{where}: not valid JSON ({e})") from None
     _validate_manifest(manifest, version, where)
@@ -299,7 +299,7 @@ class SearchIndex:
         return results
 
     def _knn(self, queries: np.ndarray, want: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self._gate is not None
+        assert self._gate is not None and self._hnsw is not None
         for attempt_ef in (ef, max(ef * 4, 256), max(ef, self.count)):
             self._gate.acquire(attempt_ef)
             try:
