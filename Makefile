@@ -42,10 +42,14 @@ help:
 # The stamp records the TORCH flavour it was installed with: asking for the other one reinstalls.
 INSTALLED_TORCH := $(shell cat $(STAMP) 2>/dev/null)
 $(STAMP): requirements/handler.txt requirements/export.txt requirements/dev.txt requirements/torch-$(TORCH).txt \
-		constraints.txt pyproject.toml $(if $(filter-out $(TORCH),$(INSTALLED_TORCH)),FORCE)
+		constraints.txt pyproject.toml scripts/torchvision_cpu_shim.py $(if $(filter-out $(TORCH),$(INSTALLED_TORCH)),FORCE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt -r requirements/torch-$(TORCH).txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@site=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	if [ "$(TORCH)" = cpu ]; then cp scripts/torchvision_cpu_shim.py "$$site/_torchvision_cpu_shim.py" && \
+		echo "import _torchvision_cpu_shim" > "$$site/_torchvision_cpu_shim.pth"; \
+	else rm -f "$$site/_torchvision_cpu_shim.py" "$$site/_torchvision_cpu_shim.pth"; fi
 	echo $(TORCH) > $@
 
 FORCE:
