@@ -1,5 +1,5 @@
-"""pyproject.toml agrees with requirements/*.txt (the pinned install path), the version lives in one place, and
-the console scripts point at real entry points."""
+"""pyproject.toml agrees with requirements/*.txt (the pinned install path), the version lives in one place,
+and the console scripts point at real entry points."""
 
 from __future__ import annotations
 
