@@ -25,8 +25,8 @@ SECRET_KEY = "test-secret-key"
 REGION = "us-east-1"
 PROBE_BUCKET = "readiness-probe"
 
-# The slow tier, which `make test-fast` leaves out (-m "not slow"): besides tests marked @pytest.mark.slow, every
-# test that exports ViT-B-32, drives a browser or runs SAM's own virtualenv.
+# The slow tier, which `make test-fast` leaves out (-m "not slow"): besides tests marked
+# @pytest.mark.slow, every test that exports ViT-B-32, drives a browser or runs SAM's own virtualenv.
 SLOW_FIXTURES = frozenset({"vitb32_bundle", "vitb32_checkpoint", "translated"})
 SLOW_MARKERS = ("browser",)
 
