@@ -4,7 +4,9 @@ and the console scripts point at real entry points."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -76,3 +78,35 @@ def test_the_version_lives_in_one_place() -> None:
 def test_console_scripts_name_real_main_functions(script: str) -> None:
     module, _, func = PROJECT["scripts"][script].partition(":")
     assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_make_test_fast_installs_nothing_beyond_the_venv(tmp_path: Path) -> None:
+    """The edit-loop tier: no SAM virtualenv, no apt, the `slow` marker deselected; `make test` keeps them."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed").write_text("cpu\n")  # an up-to-date CPU set-up
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+
+    def dry(target: str) -> str:
+        done = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={venv}",
+                               f"SAM_VENV={tmp_path / 'sam'}"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    fast, full = dry("test-fast"), dry("test")
+    assert '-m pytest -m "not slow"' in fast
+    assert "pip install" not in fast and "install_sam" not in fast and "apt-get" not in fast
+    assert "install_sam" in full and "apt-get" in full and '"not slow"' not in full
+
+
+def test_asking_for_the_other_torch_build_reinstalls(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed").write_text("cpu\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    cmd = ["make", "--no-print-directory", "-n", "setup", f"VENV={venv}"]
+    same, cuda = (subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
+                  for args in (cmd, [*cmd, "TORCH=cuda"]))
+    assert "pip install" not in same
+    assert "-r requirements/torch-cuda.txt" in cuda and "echo cuda" in cuda
