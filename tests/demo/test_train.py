@@ -16,6 +16,7 @@ from demo.torch_model import register_model_config
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~40 s of training
 def test_short_training_run_writes_loadable_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "ckpt" / "demo-clip.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
