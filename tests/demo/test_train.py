@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import open_clip
+import pytest
 import torch
 
 from demo import CONFIG_PATH, MODEL_NAME
