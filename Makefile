@@ -13,7 +13,7 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= events/search-text.json
 
-.PHONY: help setup test lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
+.PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
 	sam-venv sam-validate footprint browser-deps
 
 help:
@@ -23,8 +23,9 @@ help:
 	@echo "make serve         run the search app under uvicorn on 127.0.0.1:8000 with the demo bundle and index"
 	@echo "                   (runs the demo first only when its bundle or index is missing)"
 	@echo "make invoke        run a Lambda event through the search function (EVENT=$(EVENT))"
-	@echo "make test          set up the virtualenv (if missing) and run the whole test suite"
-	@echo "make lint          ruff"
+	@echo "make test          set up the virtualenv (if missing) and run the whole test suite (what CI runs)"
+	@echo "make test-fast     the edit loop: the suite without the slow tier (no SAM venv, browser, apt, clean installs)"
+	@echo "make lint          ruff check, ruff format --check, mypy (strict on handler/core)"
 	@echo "make bench         run all benchmarks and write BENCHMARKS.md"
 	@echo "make bench-quick   the CI smoke run of the benchmarks ($(ARTIFACTS)/bench-quick/BENCHMARKS.md)"
 	@echo "make bench-encode  only the encoder benchmarks"
@@ -35,9 +36,10 @@ help:
 	@echo "make browser-deps  headless Chromium + chromedriver for the web-page tests (apt, root)"
 	@echo "make clean         remove $(ARTIFACTS)/ (demo bundle and index, benchmark output)"
 
-$(STAMP): requirements/handler.txt requirements/dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements/handler.txt requirements/export.txt requirements/dev.txt requirements/torch.txt \
+		requirements/cuda-constraints.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt
+	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt -r requirements/torch.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -63,6 +65,10 @@ browser-deps:
 test: $(STAMP) $(SAM_STAMP) browser-deps
 	$(PY) -m pytest
 
+# Same suite minus the `slow` marker (see pyproject.toml): no SAM venv, no apt, no pip installs into clean venvs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 invoke: $(STAMP)
 	$(PY) scripts/invoke.py $(EVENT) --env-from-template
 
@@ -70,7 +76,7 @@ footprint: $(STAMP)
 	$(PY) scripts/footprint.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check .
+	@rc=0; $(PY) -m ruff check . || rc=1; $(PY) -m ruff format --check . || rc=1; $(PY) -m mypy || rc=1; exit $$rc
 
 $(DEMO)/bundle/manifest.json: $(STAMP) demo/model/demo-clip.pt demo/model/demo-clip.json
 	$(PY) -m export --model-config demo/model/demo-clip.json --pretrained demo/model/demo-clip.pt \

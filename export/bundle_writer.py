@@ -17,11 +17,11 @@ import open_clip
 from export import onnx_export, parity
 from export.attention import variable_length_problem
 from export.model_loading import ExportError, LoadedModel, image_section, tokenizer_section
+from handler.core import __version__
 from handler.core.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
 
 log = logging.getLogger(__name__)
 
-__version__ = "0.1.0"
 
 
 def _versions() -> dict[str, str]:

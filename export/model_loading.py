@@ -164,7 +164,7 @@ def load_model(
     check_model_name(name)
     pretrained_value, checkpoint = _resolve_pretrained(name, pretrained)
     from_hub = checkpoint is None and pretrained_value is not None
-    hub = _weights_url(name, pretrained_value) if from_hub else None
+    hub = _weights_url(name, pretrained_value) if from_hub and pretrained_value is not None else None
     offline = hub is not None and not reachable(hub)
     if offline:
         log.warning("the model hub (%s) is unreachable; using the local cache only", hub)

@@ -7,6 +7,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -25,7 +26,7 @@ class TextTower(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.model: Any = model  # an open_clip model: encode_text / encode_image
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(input_ids, normalize=True)
@@ -36,7 +37,7 @@ class VisualTower(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.model: Any = model  # an open_clip model: encode_text / encode_image
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixel_values, normalize=True)
@@ -145,7 +146,7 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
     for node in list(graph.node):
         table = node.input[0] if node.op_type == "Gather" and node.input else None
         init = inits.get(table)
-        if (init is None or init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or uses[table] != 1
+        if (table is None or init is None or init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or uses[table] != 1
                 or table in graph_inputs or init.dims[0] * init.dims[1] < MIN_GATHER_TABLE
                 or any(a.name == "axis" and a.i != 0 for a in node.attribute)):
             continue

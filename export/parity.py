@@ -48,7 +48,7 @@ def parity_images(seed: int = 0) -> list[Image.Image]:
         arr = np.clip(base * (i % 3 + 1) / 3 + noise, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr, "RGB")
         draw = ImageDraw.Draw(img)
-        x0, y0 = rng.integers(0, max(w // 2, 1)), rng.integers(0, max(h // 2, 1))
+        x0, y0 = int(rng.integers(0, max(w // 2, 1))), int(rng.integers(0, max(h // 2, 1)))
         draw.ellipse([x0, y0, x0 + w // 3, y0 + h // 3], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
         images.append(img)
     return images
@@ -167,7 +167,7 @@ def measure_variant(loaded: Any, fp32: dict[str, Path], variant: dict[str, Path]
     overlap_text = _top10_overlap(ref_t[-nq:], ref_v[-ng:], var_t[-nq:], var_v[-ng:])
     overlap_image = _top10_overlap(ref_v[-ng:][:16], ref_v[-ng:], var_v[-ng:][:16], var_v[-ng:])
     thresholds = VARIANT_THRESHOLDS[precision]
-    result = {
+    result: dict[str, Any] = {
         "text": {"cosine_min": float(ct.min()), "cosine_mean": float(ct.mean())},
         "image": {"cosine_min": float(cv.min()), "cosine_mean": float(cv.mean())},
         "top10_overlap": min(overlap_text, overlap_image),

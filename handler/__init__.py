@@ -1,3 +1,5 @@
 """Slim, torch-free runtime of the search function: tokenizer, preprocessing, ONNX encoders, HNSW lookup, API."""
 
-__version__ = "0.1.0"
+from handler.core import __version__
+
+__all__ = ["__version__"]

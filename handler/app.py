@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from handler import __version__
 from handler.deps import Service
 from handler.middleware import add_middleware
 from handler.responses import JSONResponse, install_error_handlers
@@ -27,7 +28,7 @@ def create_app(state: ServiceState) -> FastAPI:
         docs_url=None,  # served by handler.routes.meta from the package's static folder, not a CDN
         redoc_url=None,  # ReDoc is CDN-only: blank offline, so not offered
         title="CLIP image search",
-        version="0.1.0",
+        version=__version__,
         description="Text, image, vector and 'more like this' search over an image collection; CLIP embeddings.",
     )
     service = Service.of(state)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.core import __version__
 from handler.core.cpus import usable_cpus
 from handler.core.errors import ArtifactError
 from handler.core.index import (
@@ -40,7 +41,7 @@ from handler.core.storage import Store, file_digest, open_store
 
 __all__ = ["BUILDER", "list_versions", "new_version_id", "prune", "publish", "write_version"]
 
-BUILDER = "index_builder 0.1.0"
+BUILDER = f"index_builder {__version__}"
 # Manifest keys computed by write_version; manifest_fields may not set them.
 _COMPUTED = ("schema_version", "kind", "version", "dim", "count", "space", "M", "ef_construction", "ef", "files")
 _NORM_TOLERANCE = 1e-3

@@ -16,6 +16,7 @@ Size note: ~440 lines: the three sources share the readers, listing rules and si
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -180,7 +181,7 @@ class FolderSource(Source):
         items.sort(key=lambda it: str(it.id))
         return items
 
-    def _walk(self, directory: Path, rel: str, out: list[SourceItem]) -> None:
+    def _walk(self, directory: Path, rel: str, out: builtins.list[SourceItem]) -> None:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:

@@ -25,6 +25,18 @@ SECRET_KEY = "test-secret-key"
 REGION = "us-east-1"
 PROBE_BUCKET = "readiness-probe"
 
+# The slow tier, which `make test-fast` leaves out (-m "not slow"): besides tests marked
+# @pytest.mark.slow, every test that exports ViT-B-32, drives a browser or runs SAM's own virtualenv.
+SLOW_FIXTURES = frozenset({"vitb32_bundle", "vitb32_checkpoint", "translated"})
+SLOW_MARKERS = ("browser",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures or any(item.get_closest_marker(m) for m in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)
+
 
 def find_weed() -> str | None:
     """The ``weed`` binary: next to the running Python (the venv's bin), else on PATH."""

@@ -6,3 +6,6 @@ log lines, EMF metrics, CLI messages); storage (base, local, s3: stores, downloa
 bundle (bundle format and manifest reader); index_format (pointer, manifest), search (SearchIndex) and index
 (loading); tokenizer; images (decoding, limits, ImageOptions) and preprocess (open_clip's transform);
 encoders (onnxruntime sessions); runtime (the Embedder tying them together)."""
+
+# The project's one version: pyproject.toml reads it; the Lambda images run the code uninstalled.
+__version__ = "0.1.0"

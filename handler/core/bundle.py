@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from handler.core.errors import ArtifactError, ConfigError
 from handler.core.hashing import sha256_file
@@ -67,7 +67,7 @@ class Bundle:
 
     @property
     def model_fingerprint(self) -> str:
-        return self.manifest["model_fingerprint"]
+        return cast(str, self.manifest["model_fingerprint"])
 
     @property
     def embed_dim(self) -> int:
@@ -75,7 +75,7 @@ class Bundle:
 
     @property
     def model_name(self) -> str:
-        return self.manifest["model"]["name"]
+        return cast(str, self.manifest["model"]["name"])
 
     @property
     def precisions(self) -> list[str]:
@@ -88,7 +88,7 @@ class Bundle:
                 f"precision {precision!r} is not in bundle {self.path} (it has {', '.join(self.precisions)}); "
                 f"re-export with --precision {precision} or choose one of those"
             )
-        return self.path / entry[tower]
+        return self.path / cast(str, entry[tower])
 
     def verify_file(self, name: str) -> None:
         """Check one file's size and sha256 against the manifest."""

@@ -64,4 +64,5 @@ class Encoder:
         out = np.concatenate(outs).astype(np.float32, copy=False)
         # The graph normalises already; renormalising absorbs fp16/int8 rounding (no-op at fp32 precision).
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        unit: np.ndarray = out / np.maximum(norms, 1e-12)
+        return unit

@@ -128,7 +128,7 @@ def _keep_ratio_size(h: int, w: int, target: tuple[int, int], longest: float) ->
     return max(1, new_h), max(1, new_w)  # open_clip would fail on 0 (extreme aspect, 'longest')
 
 
-def _parse_fill(fill: int, img: Image.Image) -> int | float | tuple[int, ...]:
+def _parse_fill(fill: int, img: Image.Image) -> Any:
     """torchvision ``_functional_pil._parse_fill`` for a scalar fill."""
     bands = len(img.getbands())
     value: Any = tuple([fill] * bands) if bands > 1 else fill
@@ -143,7 +143,7 @@ def _pad(img: Image.Image, ltrb: tuple[int, int, int, int], fill: int) -> Image.
     if img.mode == "P":
         palette = img.getpalette()
         out = ImageOps.expand(img, border=ltrb, fill=opts)
-        out.putpalette(palette)
+        out.putpalette(palette)  # type: ignore[arg-type]  # a "P" image has a palette
         return out
     return ImageOps.expand(img, border=ltrb, fill=opts)
 
@@ -311,7 +311,8 @@ class ImagePreprocessor:
         idx = arr.transpose(2, 0, 1).astype(np.intp)
         idx += np.array([0, 256, 512], dtype=np.intp)[:, None, None]
         if out is None:
-            return self._lut_flat[idx]
+            looked_up: np.ndarray = self._lut_flat[idx]
+            return looked_up
         np.take(self._lut_flat, idx, out=out)
         return out
 

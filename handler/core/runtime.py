@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
 from handler.core.tokenizer import ClipTokenizer
 from handler.core.uri import parse_uri
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ class Embedder:
             pre = self._preprocessors.setdefault(options, self.preprocessor.with_options(options))
         return pre
 
-    def decode(self, image: Any, options: ImageOptions | None = None):
+    def decode(self, image: Any, options: ImageOptions | None = None) -> Image.Image:
         """Decode with the pixel limit (and, for large JPEGs, at the scale the model needs)."""
         return self.preprocessor_for(options).load(image)
 
@@ -198,7 +201,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CACHE_DIR") or "/tmp/clip-search")
 
 
-def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) -> Path:
+def fetch_bundle(uri: str, cache_dir: str | os.PathLike[str] | None, precision: str) -> Path:
     """Copy the files of one precision of a remote bundle into a local cache (checksums verified)."""
     import hashlib
 
@@ -220,7 +223,7 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) 
 
 
 def load_bundle(
-    path_or_uri: str | os.PathLike,
+    path_or_uri: str | os.PathLike[str],
     *,
     precision: str = "fp32",
     threads: int | None = None,
@@ -229,7 +232,7 @@ def load_bundle(
     verify: bool = True,
     lazy_visual: bool = True,
     background_visual: bool = False,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Embedder:
     """Load a model bundle (local directory or s3:// prefix, cached locally) and return its Embedder.
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import open_clip
+import pytest
 import torch
 
 from demo import CONFIG_PATH, MODEL_NAME
@@ -16,6 +17,7 @@ from demo.torch_model import register_model_config
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~40 s of training
 def test_short_training_run_writes_loadable_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "ckpt" / "demo-clip.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}

@@ -49,6 +49,7 @@ def _need_sam() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # sam validate --lint, and the template as SAM translates it
 # ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # runs SAM CLI from .venv-sam
 def test_sam_validate_lint_passes_offline(tmp_path: Path) -> None:
     _need_sam()
     result = subprocess.run([str(SAM), "validate", "--lint", "--template", str(TEMPLATE)], cwd=ROOT,
@@ -57,6 +58,7 @@ def test_sam_validate_lint_passes_offline(tmp_path: Path) -> None:
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs SAM CLI from .venv-sam
 def test_sam_validate_lint_catches_errors(tmp_path: Path) -> None:
     """The lint is real: a wrong property value fails it."""
     _need_sam()

@@ -17,7 +17,8 @@ from PIL import Image
 
 from tests.conftest import normalized_vectors
 
-pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning"),
+              pytest.mark.slow]  # ~100 s of hypothesis examples: make test runs them, test-fast does not
 
 FUZZ = settings(max_examples=700, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,

@@ -70,6 +70,7 @@ def test_vocab_identical(tok: ClipTokenizer, ref: SimpleTokenizer) -> None:
     assert (tok.sot_token_id, tok.eot_token_id, tok.vocab_size) == (49406, 49407, 49408)
 
 
+@pytest.mark.slow  # the whole corpus against open_clip (~25 s); test_hypothesis_* stay in test-fast
 def test_corpus_identical_to_open_clip(tok: ClipTokenizer, ref: SimpleTokenizer, corpus_texts: list[str]) -> None:
     assert len(corpus_texts) >= 10_000
     ours, flags = tok.tokenize_with_info(corpus_texts)
