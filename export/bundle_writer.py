@@ -23,11 +23,14 @@ from handler.core.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, 
 log = logging.getLogger(__name__)
 
 
-
 def _versions() -> dict[str, str]:
     out = {}
-    for dist, key in (("torch", "torch"), ("open_clip_torch", "open_clip"), ("onnx", "onnx"),
-                      ("onnxruntime", "onnxruntime")):
+    for dist, key in (
+        ("torch", "torch"),
+        ("open_clip_torch", "open_clip"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime"),
+    ):
         try:
             out[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -61,8 +64,15 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset: int, force: bool,
-                 variable_length: bool = True) -> dict[str, Any]:
+def write_bundle(
+    loaded: LoadedModel,
+    out: Path,
+    *,
+    precisions: list[str],
+    opset: int,
+    force: bool,
+    variable_length: bool = True,
+) -> dict[str, Any]:
     out = Path(out)
     prepare_output(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -75,24 +85,38 @@ def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset
     return manifest
 
 
-def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int,
-           variable_length: bool = True) -> dict[str, Any]:
+def _build(
+    loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int, variable_length: bool = True
+) -> dict[str, Any]:
     text = tokenizer_section(loaded)
     image = image_section(loaded)
     # Variable-length text (the runtime drops the padding after the EOT token) wherever that is exact.
-    problem = variable_length_problem(loaded.model) if variable_length else "exported with --fixed-length-text"
+    problem = (
+        variable_length_problem(loaded.model) if variable_length else "exported with --fixed-length-text"
+    )
     text["variable_length"] = problem is None
     if problem is not None:
         text["variable_length_reason"] = problem
         log.info("text graph: fixed length %d (%s)", text["context_length"], problem)
     log.info("exporting %s (fp32, opset %d)", loaded.name, opset)
-    fp32 = onnx_export.export_towers(loaded.model, text["context_length"], image["size"], tmp,
-                                     opset=opset, device=loaded.device, variable_length=text["variable_length"])
+    fp32 = onnx_export.export_towers(
+        loaded.model,
+        text["context_length"],
+        image["size"],
+        tmp,
+        opset=opset,
+        device=loaded.device,
+        variable_length=text["variable_length"],
+    )
     shutil.copyfile(open_clip.tokenizer.default_bpe(), tmp / text["tokenizer"]["vocab_file"])
 
     log.info("measuring PyTorch vs ONNX parity")
-    parity_result = parity.measure_parity(loaded, fp32, trim_padding=text["variable_length"],
-                                          pad_id=int(text["tokenizer"].get("pad_token_id") or 0))
+    parity_result = parity.measure_parity(
+        loaded,
+        fp32,
+        trim_padding=text["variable_length"],
+        pad_id=int(text["tokenizer"].get("pad_token_id") or 0),
+    )
     if not parity_result["passed"]:
         raise ExportError(
             f"parity check failed: max-abs text {parity_result['text_max_abs']:.2e}, image "

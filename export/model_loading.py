@@ -55,8 +55,15 @@ def register_config(config_file: str | Path) -> str:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"--model-config {path}: not valid JSON ({exc})") from exc
-    if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "text_cfg" not in cfg or "embed_dim" not in cfg:
-        raise ExportError(f"--model-config {path}: not an OpenCLIP model config (needs embed_dim, vision_cfg, text_cfg)")
+    if (
+        not isinstance(cfg, dict)
+        or "vision_cfg" not in cfg
+        or "text_cfg" not in cfg
+        or "embed_dim" not in cfg
+    ):
+        raise ExportError(
+            f"--model-config {path}: not an OpenCLIP model config (needs embed_dim, vision_cfg, text_cfg)"
+        )
     open_clip.add_model_config(path)
     return path.stem
 
@@ -175,11 +182,15 @@ def load_model(
             )
     except Exception as exc:  # torch.load and open_clip raise many types for bad weights
         if from_hub:
-            where = (f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
-                     if offline else "weights are downloaded from the model hub")
+            where = (
+                f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
+                if offline
+                else "weights are downloaded from the model hub"
+            )
             raise ExportError(
                 f"could not load pretrained weights {pretrained_value!r} for {name!r}: {where}. Download the "
-                "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  " + error_detail(exc)
+                "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  "
+                + error_detail(exc)
             ) from exc
         raise ExportError(
             f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint matches the "
@@ -219,7 +230,9 @@ def tokenizer_section(loaded: LoadedModel) -> dict[str, Any]:
                 break
     reduction = getattr(tok, "reduction_fn", None)
     if reduction is not None:
-        raise ExportError(f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support")
+        raise ExportError(
+            f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support"
+        )
     return {
         "context_length": int(tok.context_length),
         "vocab_size": len(tok.encoder),

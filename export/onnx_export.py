@@ -43,8 +43,14 @@ class VisualTower(torch.nn.Module):
         return self.model.encode_image(pixel_values, normalize=True)
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Path, opset: int,
-            input_axes: dict[int, str] | None = None) -> None:
+def _export(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    tower: str,
+    out: Path,
+    opset: int,
+    input_axes: dict[int, str] | None = None,
+) -> None:
     names = IO[tower]
     in_name, out_name = names["input"]["name"], names["output"]["name"]
     # The fused MHA fast path has no ONNX symbolic; the plain path exports to standard ops.
@@ -65,9 +71,16 @@ def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Pat
     onnx.checker.check_model(str(out), full_check=True)
 
 
-def export_towers(model: torch.nn.Module, context_length: int, image_size: list[int], out_dir: Path,
-                  *, opset: int = DEFAULT_OPSET, device: str = "cpu",
-                  variable_length: bool = True) -> dict[str, Path]:
+def export_towers(
+    model: torch.nn.Module,
+    context_length: int,
+    image_size: list[int],
+    out_dir: Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    device: str = "cpu",
+    variable_length: bool = True,
+) -> dict[str, Path]:
     """Writes textual.onnx and visual.onnx (fp32) into out_dir, with export-friendly attention (ExportMHA).
 
     With ``variable_length`` (and when :func:`variable_length_problem` finds none) the text graph takes any
@@ -75,8 +88,9 @@ def export_towers(model: torch.nn.Module, context_length: int, image_size: list[
     model = model.float().eval()
     variable = variable_length and variable_length_problem(model) is None
     # A variable-length graph is traced with a short example, so no length can be baked in as a constant.
-    text_example = torch.zeros((2, min(9, context_length) if variable else context_length), dtype=torch.int64,
-                               device=device)
+    text_example = torch.zeros(
+        (2, min(9, context_length) if variable else context_length), dtype=torch.int64, device=device
+    )
     text_example[:, 0] = 49406
     text_example[:, 1] = 49407
     image_example = torch.zeros((2, 3, *image_size), dtype=torch.float32, device=device)
@@ -85,8 +99,14 @@ def export_towers(model: torch.nn.Module, context_length: int, image_size: list[
     # afterwards, and a wrapper left in train mode would switch BatchNorm (ResNet towers) to batch statistics.
     with export_attention(model):
         if variable:
-            _export(VariableLengthTextTower(model).eval(), text_example, "textual", paths["textual"], opset,
-                    {0: "batch", 1: "sequence"})
+            _export(
+                VariableLengthTextTower(model).eval(),
+                text_example,
+                "textual",
+                paths["textual"],
+                opset,
+                {0: "batch", 1: "sequence"},
+            )
         else:
             _export(TextTower(model).eval(), text_example, "textual", paths["textual"], opset)
         _export(VisualTower(model).eval(), image_example, "visual", paths["visual"], opset)
@@ -114,7 +134,10 @@ def to_int8(src: Path, dst: Path) -> None:
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_dynamic(
-            str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            str(pre),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
             # 7-bit weights: without VNNI (AVX2, e.g. AMD EPYC here) u8s8 products saturate int16; the bundle must be
             # exact enough on any Lambda CPU (demo text cosine min 0.9971 -> 0.9996 on AVX2)
             reduce_range=True,
@@ -146,9 +169,16 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
     for node in list(graph.node):
         table = node.input[0] if node.op_type == "Gather" and node.input else None
         init = inits.get(table)
-        if (table is None or init is None or init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or uses[table] != 1
-                or table in graph_inputs or init.dims[0] * init.dims[1] < MIN_GATHER_TABLE
-                or any(a.name == "axis" and a.i != 0 for a in node.attribute)):
+        if (
+            table is None
+            or init is None
+            or init.data_type != TensorProto.FLOAT
+            or len(init.dims) != 2
+            or uses[table] != 1
+            or table in graph_inputs
+            or init.dims[0] * init.dims[1] < MIN_GATHER_TABLE
+            or any(a.name == "axis" and a.i != 0 for a in node.attribute)
+        ):
             continue
         w = numpy_helper.to_array(init)
         scale = (np.abs(w).max(axis=1, keepdims=True) / 127.0).astype(np.float32)
@@ -156,7 +186,9 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
         q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
         base, out = f"{table}_int8", node.output[0]
         graph.initializer.remove(init)
-        graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale")])
+        graph.initializer.extend(
+            [numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale")]
+        )
         at = list(graph.node).index(node)
         graph.node.remove(node)
         new = [

@@ -18,10 +18,10 @@ import time
 
 _T0 = time.perf_counter()
 
-from handler.config import Settings  # noqa: E402
-from handler.core.errors import ConfigError  # noqa: E402
-from handler.logs import configure_logging, emit_metrics  # noqa: E402
-from handler.state import ServiceState  # noqa: E402
+from handler.config import Settings
+from handler.core.errors import ConfigError
+from handler.logs import configure_logging, emit_metrics
+from handler.state import ServiceState
 
 __all__ = ["app", "lambda_handler", "state"]
 
@@ -34,13 +34,15 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
         settings = Settings.from_env(environ)
     except ConfigError as e:
         configure_logging("INFO", loggers=("handler", "mangum") if _ON_LAMBDA else ())
-        state = ServiceState.failed_config(e, api_key=(os.environ if environ is None else environ).get("API_KEY"))
+        state = ServiceState.failed_config(
+            e, api_key=(os.environ if environ is None else environ).get("API_KEY")
+        )
     else:
         configure_logging(settings.log_level, loggers=("handler", "mangum") if _ON_LAMBDA else ())
         state = ServiceState(settings).start()  # the model loads in a thread while the web stack imports
     global _T_IMPORTS
     from handler.app import create_app
-    from handler.lambda_adapter import SafeMangum  # noqa: F401 - imported here to overlap with the load
+    from handler.lambda_adapter import SafeMangum
 
     _T_IMPORTS = time.perf_counter()
     state.load()
@@ -49,7 +51,7 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
 
 _T_IMPORTS = _T0
 state, app = build()
-from handler.lambda_adapter import SafeMangum  # noqa: E402
+from handler.lambda_adapter import SafeMangum
 
 lambda_handler = SafeMangum(app, lifespan="off")
 

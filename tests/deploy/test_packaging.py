@@ -35,12 +35,15 @@ def _requirements(name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(("extra", "files"), [
-    (None, ["handler.txt"]),
-    ("index-builder", ["index_builder.txt"]),
-    ("export", ["export.txt", "torch.txt"]),
-    ("dev", ["dev.txt", "torch.txt"]),
-])
+@pytest.mark.parametrize(
+    ("extra", "files"),
+    [
+        (None, ["handler.txt"]),
+        ("index-builder", ["index_builder.txt"]),
+        ("export", ["export.txt", "torch.txt"]),
+        ("dev", ["dev.txt", "torch.txt"]),
+    ],
+)
 def test_pyproject_declares_what_the_requirement_files_install(extra: str | None, files: list[str]) -> None:
     declared = PROJECT["dependencies"] + (PROJECT["optional-dependencies"][extra] if extra else [])
     if extra == "dev":
@@ -50,8 +53,11 @@ def test_pyproject_declares_what_the_requirement_files_install(extra: str | None
 
 
 def test_every_requirement_is_pinned_and_cuda_stays_out_of_the_default_pins() -> None:
-    pins = {re.split("==", line)[0].lower().replace("_", "-")
-            for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
+    pins = {
+        re.split("==", line)[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
     names = _names(_requirements("dev.txt"))
     assert not names - pins, f"unpinned in constraints.txt: {sorted(names - pins)}"
     assert not {p for p in pins if p.startswith(("nvidia-", "cuda-", "triton", "torch"))}
@@ -66,9 +72,12 @@ def test_the_version_lives_in_one_place() -> None:
     from index_builder.publish import BUILDER
 
     assert service_version == __version__ and f"index_builder {__version__}" == BUILDER
-    hits = [str(p.relative_to(ROOT)) for pkg in ("handler", "export", "index_builder")
-            for p in (ROOT / pkg).rglob("*.py") if re.search(r"\b\d+\.\d+\.\d+\b['\"]", p.read_text())
-            and __version__ in p.read_text()]
+    hits = [
+        str(p.relative_to(ROOT))
+        for pkg in ("handler", "export", "index_builder")
+        for p in (ROOT / pkg).rglob("*.py")
+        if re.search(r"\b\d+\.\d+\.\d+\b['\"]", p.read_text()) and __version__ in p.read_text()
+    ]
     assert hits == ["handler/core/__init__.py"]
 
 
@@ -86,9 +95,14 @@ def test_make_test_fast_installs_nothing_beyond_the_venv(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
 
     def dry(target: str) -> str:
-        done = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={venv}",
-                               f"SAM_VENV={tmp_path / 'sam'}"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            ["make", "--no-print-directory", "-n", target, f"VENV={venv}", f"SAM_VENV={tmp_path / 'sam'}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

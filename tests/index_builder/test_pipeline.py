@@ -25,7 +25,12 @@ PRE = ImagePreprocessor({"size": 32})
 
 def _jpeg_with_bad_exif(colour: tuple[int, int, int]) -> bytes:
     """A valid JPEG whose EXIF names a tag beyond its data: Pillow warns (UserWarning) when reading it."""
-    ifd = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010E, 2, 100, 1000) + struct.pack("<I", 0)
+    ifd = (
+        b"II*\x00"
+        + struct.pack("<IH", 8, 1)
+        + struct.pack("<HHII", 0x010E, 2, 100, 1000)
+        + struct.pack("<I", 0)
+    )
     out = io.BytesIO()
     Image.new("RGB", (16, 16), colour).save(out, "JPEG", exif=b"Exif\x00\x00" + ifd)
     return out.getvalue()
@@ -64,12 +69,15 @@ def test_error_messages_never_quote_file_content(tmp_path: Path) -> None:
     p = prepare(0, item, source, PRE, lambda sha: None)
     assert p.error is not None and p.error[0] == "not_an_image"
     assert "root" not in p.error[1] and "upload" not in p.error[1]
-    assert safe_message("corrupt: b'root:x:0' and b\"\\x89PNG\" (Bob's b'x')") == \
-        "corrupt: b'...' and b'...' (Bob's b'...')"
+    assert (
+        safe_message("corrupt: b'root:x:0' and b\"\\x89PNG\" (Bob's b'x')")
+        == "corrupt: b'...' and b'...' (Bob's b'...')"
+    )
 
 
-def test_warnings_are_recorded_per_item_from_worker_threads(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_warnings_are_recorded_per_item_from_worker_threads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 11 #16: Pillow warnings were printed without the file name (and only once per warning line)."""
     for i in range(12):
         data = _jpeg_with_bad_exif((20 * i, 0, 0)) if i % 3 == 0 else _plain_jpeg(i)
@@ -139,19 +147,22 @@ class _Bytes(Source):
 
 def test_safe_message_elides_quoted_bytes_only() -> None:
     assert safe_message("cannot identify b'root:x:0:0' in a.jpg") == "cannot identify b'...' in a.jpg"
-    assert safe_message('header b"\\x89PNG\\"x" then b\'\\\'\'') == "header b'...' then b'...'"
+    assert safe_message("header b\"\\x89PNG\\\"x\" then b'\\''") == "header b'...' then b'...'"
     assert safe_message("a.jpg: truncated (blob'x')") == "a.jpg: truncated (blob'x')"
 
 
-@pytest.mark.parametrize(("exc", "reason"), [
-    (ImageTooLargeError("12000x12000 pixels"), "too_large"),
-    (InvalidImageError("empty image data"), "empty"),
-    (InvalidImageError("image file is truncated"), "truncated"),
-    (InvalidImageError("not a recognised image format"), "not_an_image"),
-    (InvalidImageError("broken PNG chunk"), "corrupt"),
-    (MemoryError(), "too_large"),
-    (ValueError("odd"), "corrupt"),
-])
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (ImageTooLargeError("12000x12000 pixels"), "too_large"),
+        (InvalidImageError("empty image data"), "empty"),
+        (InvalidImageError("image file is truncated"), "truncated"),
+        (InvalidImageError("not a recognised image format"), "not_an_image"),
+        (InvalidImageError("broken PNG chunk"), "corrupt"),
+        (MemoryError(), "too_large"),
+        (ValueError("odd"), "corrupt"),
+    ],
+)
 def test_classify_maps_each_failure_to_its_reason(exc: BaseException, reason: str) -> None:
     got, message = classify(exc)
     assert got == reason and message
@@ -193,12 +204,15 @@ def test_prepare_decodes_a_known_content_again_when_over_the_pixel_limit() -> No
     assert p.cached is None and p.error is not None and p.error[0] == "too_large"
 
 
-@pytest.mark.parametrize(("blob", "reason"), [
-    (b"", "empty"),
-    (b"not an image at all", "not_an_image"),
-    (NotFoundError("gone"), "unreadable"),
-    (PermissionError(13, "Permission denied"), "unreadable"),
-])
+@pytest.mark.parametrize(
+    ("blob", "reason"),
+    [
+        (b"", "empty"),
+        (b"not an image at all", "not_an_image"),
+        (NotFoundError("gone"), "unreadable"),
+        (PermissionError(13, "Permission denied"), "unreadable"),
+    ],
+)
 def test_prepare_turns_item_failures_into_errors(blob: bytes | BaseException, reason: str) -> None:
     source = _Bytes({"a.png": blob})
     p = prepare(0, source.list()[0], source, PRE, lambda sha: None)

@@ -30,16 +30,32 @@ def test_folder_listing_counts_what_it_skips(tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     for name in ("a.jpg", "b.png", "c.avif", "d.ico", "sub/e.JPG", "a.json"):  # a.json: a.jpg's sidecar
         (src / name).write_bytes(b"x")
-    for name in ("logo.svg", "sub/icon.SVG", "photo.heic", "scan.ppm", "notes.txt", "README", "orphan.json",
-                 ".DS_Store", ".hidden.jpg"):
+    for name in (
+        "logo.svg",
+        "sub/icon.SVG",
+        "photo.heic",
+        "scan.ppm",
+        "notes.txt",
+        "README",
+        "orphan.json",
+        ".DS_Store",
+        ".hidden.jpg",
+    ):
         (src / name).write_bytes(b"x")
     (src / ".git").mkdir()
     (src / ".git" / "x.jpg").write_bytes(b"x")  # inside a hidden folder: the folder counts once
     source = FolderSource(src)
     ids = [it.id for it in source.list()]
     assert ids == ["a.jpg", "b.png", "c.avif", "d.ico", "sub/e.JPG"]
-    assert dict(source.skipped) == {".svg": 2, ".heic": 1, ".ppm": 1, ".txt": 1, "no extension": 1, ".json": 1,
-                                    "hidden": 3}
+    assert dict(source.skipped) == {
+        ".svg": 2,
+        ".heic": 1,
+        ".ppm": 1,
+        ".txt": 1,
+        "no extension": 1,
+        ".json": 1,
+        "hidden": 3,
+    }
 
 
 def test_symlinks_out_of_the_folder_are_not_followed(tmp_path: Path) -> None:
@@ -96,7 +112,16 @@ class _FakeS3(S3Store):
 
 def test_s3_keys_with_empty_dot_or_dotdot_segments_are_item_errors() -> None:
     """Issue 11 #9: ``photos/a//b.jpg`` raised ValueError in the listing and aborted every build."""
-    keys = ["a//b.jpg", "a/./c.jpg", "a/../d.jpg", "ok.jpg", "ok.json", "a//b.json", "x/.hidden/e.jpg", "f.svg"]
+    keys = [
+        "a//b.jpg",
+        "a/./c.jpg",
+        "a/../d.jpg",
+        "ok.jpg",
+        "ok.json",
+        "a//b.json",
+        "x/.hidden/e.jpg",
+        "f.svg",
+    ]
     source = S3Source(_FakeS3(keys))
     items = {it.id: it for it in source.list()}
     assert sorted(items) == ["a/../d.jpg", "a/./c.jpg", "a//b.jpg", "ok.jpg"]
@@ -109,26 +134,50 @@ def test_s3_keys_with_empty_dot_or_dotdot_segments_are_item_errors() -> None:
 
 
 # -- each public function on its own ------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "expected"), [
-    ("a.jpg", True), ("A.JPEG", True), ("x/y.webp", True), ("b.ico", True), ("c.avif", True),
-    ("a.svg", False), ("a.json", False), ("jpg", False), ("a.jpg.txt", False),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.jpg", True),
+        ("A.JPEG", True),
+        ("x/y.webp", True),
+        ("b.ico", True),
+        ("c.avif", True),
+        ("a.svg", False),
+        ("a.json", False),
+        ("jpg", False),
+        ("a.jpg.txt", False),
+    ],
+)
 def test_is_image_name(name: str, expected: bool) -> None:
     assert is_image_name(name) is expected
 
 
-@pytest.mark.parametrize(("name", "kind"), [
-    (".DS_Store", "hidden"), (".a.jpg", "hidden"), ("logo.SVG", ".svg"), ("README", "no extension"),
-    ("trailing.", "no extension"), ("a.tar.gz", ".gz"),
-])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        (".DS_Store", "hidden"),
+        (".a.jpg", "hidden"),
+        ("logo.SVG", ".svg"),
+        ("README", "no extension"),
+        ("trailing.", "no extension"),
+        ("a.tar.gz", ".gz"),
+    ],
+)
 def test_skip_kind(name: str, kind: str) -> None:
     assert skip_kind(name) == kind
 
 
-@pytest.mark.parametrize(("name", "sidecar"), [
-    ("a.jpg", "a.json"), ("dir/b.png", "dir/b.json"), ("a.b.jpg", "a.b.json"), ("noext", "noext.json"),
-    (".hidden", ".hidden.json"), ("a//b.jpg", "a//b.json"),
-])
+@pytest.mark.parametrize(
+    ("name", "sidecar"),
+    [
+        ("a.jpg", "a.json"),
+        ("dir/b.png", "dir/b.json"),
+        ("a.b.jpg", "a.b.json"),
+        ("noext", "noext.json"),
+        (".hidden", ".hidden.json"),
+        ("a//b.jpg", "a//b.json"),
+    ],
+)
 def test_sidecar_name(name: str, sidecar: str) -> None:
     assert sidecar_name(name) == sidecar
 
@@ -159,12 +208,17 @@ def test_jsonl_source_resolves_paths_keeps_metadata_and_stats(tmp_path: Path) ->
     (tmp_path / "imgs" / "a.jpg").write_bytes(b"aaaa")
     (tmp_path / "b.jpg").write_bytes(b"bb")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("\n".join([
-        json.dumps({"id": "a", "uri": "imgs/a.jpg", "caption": "x"}),
-        "",
-        json.dumps({"id": 7, "uri": f"file://{tmp_path / 'b.jpg'}"}),
-        json.dumps({"id": "gone", "uri": "nope.jpg"}),
-    ]) + "\n")
+    manifest.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "a", "uri": "imgs/a.jpg", "caption": "x"}),
+                "",
+                json.dumps({"id": 7, "uri": f"file://{tmp_path / 'b.jpg'}"}),
+                json.dumps({"id": "gone", "uri": "nope.jpg"}),
+            ]
+        )
+        + "\n"
+    )
     source = JsonlSource(str(manifest), workers=2)
     a, b, gone = source.list()
     assert (a.id, a.uri, a.metadata, a.size) == ("a", str(tmp_path / "imgs" / "a.jpg"), {"caption": "x"}, 4)
@@ -173,15 +227,21 @@ def test_jsonl_source_resolves_paths_keeps_metadata_and_stats(tmp_path: Path) ->
     assert source.read(a) == b"aaaa"
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "not valid JSON"),
-    ("[1]", "expected a JSON object"),
-    ('{"id": true, "uri": "a.jpg"}', "'id' must be"),
-    ('{"id": "", "uri": "a.jpg"}', "'id' must be"),
-    ('{"id": "a"}', "'uri' must be"),
-    ('{"id": "a", "uri": "http://x/a.jpg"}', "unsupported uri"),
-    ('{"id": "a", "uri": "a.jpg"}\n{"id": "a", "uri": "b.jpg"}', "duplicate id 'a' \\(first on line 1\\)"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"id": true, "uri": "a.jpg"}', "'id' must be"),
+        ('{"id": "", "uri": "a.jpg"}', "'id' must be"),
+        ('{"id": "a"}', "'uri' must be"),
+        ('{"id": "a", "uri": "http://x/a.jpg"}', "unsupported uri"),
+        (
+            '{"id": "a", "uri": "a.jpg"}\n{"id": "a", "uri": "b.jpg"}',
+            "duplicate id 'a' \\(first on line 1\\)",
+        ),
+    ],
+)
 def test_jsonl_source_rejects_bad_lines_naming_the_line(tmp_path: Path, line: str, message: str) -> None:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(line + "\n")
@@ -204,8 +264,12 @@ def test_open_source_dispatches_on_the_uri(tmp_path: Path) -> None:
     assert isinstance(open_source(f"file://{tmp_path}"), FolderSource)
     assert isinstance(open_source(str(tmp_path / "m.jsonl")), JsonlSource)
     assert isinstance(open_source("s3://bucket/photos/manifest.jsonl"), JsonlSource)
-    for bad, message in (("", "is empty"), ("  ", "is empty"), ("gs://b/p", "unsupported scheme"),
-                         (str(tmp_path / "missing"), "no such folder or manifest file")):
+    for bad, message in (
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("gs://b/p", "unsupported scheme"),
+        (str(tmp_path / "missing"), "no such folder or manifest file"),
+    ):
         with pytest.raises(UsageError, match=message) as info:
             open_source(bad)
         assert info.value.exit_code == 2

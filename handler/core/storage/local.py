@@ -63,7 +63,7 @@ class LocalStore(Store):
     def upload_file(self, key: str, local_path: str | Path) -> None:
         src = Path(local_path)
         try:
-            fsrc = open(src, "rb")  # noqa: SIM115 - closed below, after the atomic write
+            fsrc = open(src, "rb")
         except FileNotFoundError as e:
             raise NotFoundError(f"no such file: {src}", str(src)) from e
         with fsrc:
@@ -72,7 +72,7 @@ class LocalStore(Store):
     def download_file(self, key: str, local_path: str | Path) -> None:
         src = self._path(key)
         try:
-            fsrc = open(src, "rb")  # noqa: SIM115
+            fsrc = open(src, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFoundError(f"no such object: {src}", str(src)) from e
         with fsrc:
@@ -152,9 +152,13 @@ class LocalStore(Store):
         import time
 
         cutoff = time.time() - max_age
-        stale = [o.key for o in self._walk(self.root, "", tmp=True)
-                 if o.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX) and o.mtime < cutoff
-                 and not any(p.startswith(".") for p in o.key.split("/")[:-1])]
+        stale = [
+            o.key
+            for o in self._walk(self.root, "", tmp=True)
+            if o.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+            and o.mtime < cutoff
+            and not any(p.startswith(".") for p in o.key.split("/")[:-1])
+        ]
         for key in stale:
             path = self.root / key
             with contextlib.suppress(FileNotFoundError):
