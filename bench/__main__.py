@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only encode,search,...] [--out BENCHMARKS.md]`: run the benchmarks, write the report.
+"""`python -m bench [--quick] [--only encode,search,...] [--out BENCHMARKS.md]`: run the benchmarks, write the
+report.
 
 Each measure runs in its own Python process (``python -m bench.worker``), one after the other; a measure
 that fails gets an error section and the others still run. Exit status: 0 when every measure ran

@@ -65,7 +65,8 @@ def torch_image_embedder(model: Any, preprocess: Any) -> Any:
 
 
 def index_images(db: SqliteIndex, paths: Sequence[Path], embed: Any) -> int:
-    """Baseline A's rebuild: embed each image with torch, one at a time, insert into SQLite, commit at the end."""
+    """Baseline A's rebuild: embed each image with torch, one at a time, insert into SQLite, commit at the
+    end."""
     cur = db.conn.cursor()
     for i, p in enumerate(paths):
         vec = embed(p)

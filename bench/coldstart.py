@@ -84,8 +84,8 @@ image_resp = lf.lambda_handler(image_event, None)
 t_image = time.time()
 status["VmHWM_after_image"] = mem()["VmHWM"]
 body = json.loads(resp.get("body") or "{}")
-print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer": t_answer, "t_image": t_image,
-      "status_code": resp.get("statusCode"), "results": len(body.get("results") or []),
+print("@@BENCH@@" + json.dumps({"t_start": t_start, "t_init": t_init, "t_answer": t_answer,
+      "t_image": t_image, "status_code": resp.get("statusCode"), "results": len(body.get("results") or []),
       "image_status": image_resp.get("statusCode"),
       "error": body.get("error"), "init_ms": lf.INIT_MS, "timings": lf.state.timings, **status}), flush=True)
 """
@@ -356,10 +356,10 @@ def run(ctx: Context) -> Section:
     )
     parts = breakdown(bundle, index, ctx)
     sec.add(
-        f"{ctx.model_name} (random-init weights saved as a checkpoint file: the bundle is exported from it and "
-        f"baseline B loads it with `create_model_and_transforms(pretrained=path)`), {ctx.threads} threads; "
-        f"median of {repeats} cold starts each, interleaved (after one untimed start of each, so the page "
-        "cache is warm for both); ours answers `POST /search` with "
+        f"{ctx.model_name} (random-init weights saved as a checkpoint file: the bundle is exported from it "
+        f"and baseline B loads it with `create_model_and_transforms(pretrained=path)`), {ctx.threads} "
+        f"threads; median of {repeats} cold starts each, interleaved (after one untimed start of each, so "
+        "the page cache is warm for both); ours answers `POST /search` with "
         f'`{{"text": "{QUERY}", "k": 5}}` over a 300-vector index, baseline B answers `POST /embeddings` '
         "with the same text. Local files, no S3. Peak memory = VmHWM of the process after the text answer. "
         "'then image query' = the latency of an image query sent right after the first text answer (ours: "
@@ -422,7 +422,8 @@ BREAKDOWN = r"""
 import time
 t0 = time.perf_counter()
 import handler.lambda_function  # noqa: F401  (MODEL_URI unset: imports only, the load fails fast)
-import handler.core.runtime, handler.core.index, hnswlib  # noqa: E401,F401  (what loading the bundle and index imports)
+# what loading the bundle and index imports
+import handler.core.runtime, handler.core.index, hnswlib  # noqa: E401,F401
 print(time.perf_counter() - t0)
 """
 
@@ -453,7 +454,8 @@ def breakdown(bundle: Path, index: Path, ctx: Context) -> dict[str, Any]:
             [sys.executable, "-c", BREAKDOWN], env=env, cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.split()
         add(
-            "imports: handler.lambda_function + what loading imports (fastapi, numpy, onnxruntime, hnswlib, ...)",
+            "imports: handler.lambda_function + what loading imports "
+            "(fastapi, numpy, onnxruntime, hnswlib, ...)",
             float(out[-1]),
         )
         t0 = time.perf_counter()

@@ -265,7 +265,7 @@ def fmt_ms(x: float | None) -> str:
     return "–" if x is None else ms(x)
 
 
-# -- the measure ----------------------------------------------------------------------------------------------
+# -- the measure -------------------------------------------------------------------------------------------
 def run(ctx: Context) -> Section:
     import onnxruntime as ort
     import open_clip
@@ -586,30 +586,29 @@ def run(ctx: Context) -> Section:
     arch_note = "" if ctx.quick else f"from the architecture: {analytic['image']:.2f}; "
     sec.add(
         f"ViT-B-32 architecture, random init (seed 0){' — **quick mode: tiny model**' if ctx.quick else ''}; "
-        f"**{threads} threads** everywhere (torch.set_num_threads({threads}), onnxruntime intra_op_num_threads="
-        f"{threads}, inter_op 1); median of up to {plan.text_runs}/{plan.img1_runs}/{plan.img16_runs} runs "
-        f"(text / image b1 / image b{len(pixb)}), collected over {plan.rounds} interleaved round(s) (each round "
-        f"loads every engine, runs {plan.warmup} warm-up call(s) per cell, then its share of the timed runs, so "
-        f"load from other processes hits all engines alike); at most {plan.cap:.0f} s of timed runs per cell "
-        "(fp16: 1 warm-up, ≤ 3 runs). Encoder only: tokenization and image preprocessing are timed separately "
-        "below.",
+        f"**{threads} threads** everywhere (torch.set_num_threads({threads}), onnxruntime "
+        f"intra_op_num_threads={threads}, inter_op 1); median of up to "
+        f"{plan.text_runs}/{plan.img1_runs}/{plan.img16_runs} runs (text / image b1 / image b{len(pixb)}), "
+        f"collected over {plan.rounds} interleaved round(s) (each round loads every engine, runs "
+        f"{plan.warmup} warm-up call(s) per cell, then its share of the timed runs, so load from other "
+        f"processes hits all engines alike); at most {plan.cap:.0f} s of timed runs per cell (fp16: 1 "
+        "warm-up, ≤ 3 runs). Encoder only: tokenization and image preprocessing are timed separately below.",
         f"**Matrix-multiply limit of this machine (same run):** {mm['n']}×{mm['n']} fp32 MatMul through "
-        f"onnxruntime with {threads} threads: **{mm['ort_gflops']:.0f} GFLOP/s** (median of {mm['samples']} runs "
-        f"sampled in every round, between the engines; best run "
-        f"{mm['ort_gflops_best']:.0f}); numpy sgemm {mm['numpy_gflops']:.0f} GFLOP/s. FLOPs used: image tower "
-        f"**{image_gflop:.2f} GFLOP**/image ({'from the architecture' if ctx.quick else 'given'}; "
-        f"{arch_note}"
-        f"torch FLOP counter: {counted['image']:.2f}), text tower "
-        f"**{text_gflop:.2f} GFLOP**/text (from the architecture: {context_length} tokens × layers × (QKV, "
-        "output, MLP projections + attention products) + final projection; the exported graph always runs all "
-        f"{context_length} positions; torch FLOP counter, which omits the attention products: "
-        f"{counted['text']:.2f}). '% of sgemm' = (FLOPs / latency) / fp32 sgemm rate; for int8 it exceeds "
-        "100% because int8 VNNI/AMX kernels outrun fp32 sgemm (it measures speed, not efficiency); not given "
-        "for variable-length text, which runs fewer positions.",
+        f"onnxruntime with {threads} threads: **{mm['ort_gflops']:.0f} GFLOP/s** (median of {mm['samples']} "
+        f"runs sampled in every round, between the engines; best run {mm['ort_gflops_best']:.0f}); numpy "
+        f"sgemm {mm['numpy_gflops']:.0f} GFLOP/s. FLOPs used: image tower **{image_gflop:.2f} GFLOP**/image "
+        f"({'from the architecture' if ctx.quick else 'given'}; {arch_note}torch FLOP counter: "
+        f"{counted['image']:.2f}), text tower **{text_gflop:.2f} GFLOP**/text (from the architecture: "
+        f"{context_length} tokens × layers × (QKV, output, MLP projections + attention products) + final "
+        f"projection; the exported graph always runs all {context_length} positions; torch FLOP counter, "
+        f"which omits the attention products: {counted['text']:.2f}). '% of sgemm' = (FLOPs / latency) / "
+        "fp32 sgemm rate; for int8 it exceeds 100% because int8 VNNI/AMX kernels outrun fp32 sgemm (it "
+        "measures speed, not efficiency); not given for variable-length text, which runs fewer positions.",
         "### Shipped engines",
         "'variable-length' is the exporter's default (`text.variable_length` in the manifest): the runtime "
-        "drops the padding after the longest text's EOT token in each batch; 'fixed-length' is the same model "
-        f"exported with `--fixed-length-text` (all {context_length} positions, as bundles were before).",
+        "drops the padding after the longest text's EOT token in each batch; "
+        "'fixed-length' is the same model exported with `--fixed-length-text` "
+        f"(all {context_length} positions, as bundles were before).",
         table(head, [line(r) for r in rows]),
         "### Text latency by query length (batch 1)",
         f"One query of exactly N tokens (SOT + words + EOT; {context_length} = the whole context). torch and "
@@ -627,10 +626,9 @@ def run(ctx: Context) -> Section:
             ],
         ),
         "### Tuning (same run, same inputs)",
-        "Alternatives to the shipped fp32/int8 runtime, on the fixed-length graphs; speed-ups are against the "
-        "fixed-length ONNX fp32 row "
-        f"({fmt_ms(fp32.median('text'))} text, {fmt_ms(fp32.median('img1'))} image b1, "
-        f"{fmt_ms(fp32.median('img_batch'))} image b{len(pixb)}).",
+        "Alternatives to the shipped fp32/int8 runtime, on the fixed-length graphs; speed-ups are against "
+        f"the fixed-length ONNX fp32 row ({fmt_ms(fp32.median('text'))} text, {fmt_ms(fp32.median('img1'))} "
+        f"image b1, {fmt_ms(fp32.median('img_batch'))} image b{len(pixb)}).",
         table(
             [
                 "Variant",
@@ -673,8 +671,8 @@ def run(ctx: Context) -> Section:
         "other",
     ]
     sec.add(
-        "Where the time goes: onnxruntime's profiler on the shipped graphs (share of kernel time per operator "
-        "kind; session level ALL, same threads):",
+        "Where the time goes: onnxruntime's profiler on the shipped graphs (share of kernel time per "
+        "operator kind; session level ALL, same threads):",
         table(["Graph", *kinds], [[g, *[_pct(p.get(k, 0.0)) for k in kinds]] for g, p in profile.items()]),
     )
     bt = var32.parity.get("text_batched_max_abs")
@@ -723,7 +721,8 @@ def run(ctx: Context) -> Section:
             text_x is not None and text_x >= GOAL_TEXT_SPEEDUP,
             ""
             if text_x and text_x >= GOAL_TEXT_SPEEDUP
-            else f"short by {GOAL_TEXT_SPEEDUP / text_x:.2f}x: torch already runs the {context_length}-token tower at "
+            else f"short by {GOAL_TEXT_SPEEDUP / text_x:.2f}x: torch already runs the "
+            f"{context_length}-token tower at "
             f"{_pct(frac(torch_row, 'text'))} of the sgemm rate; the variable-length graph runs "
             f"{trimmed.shape[1]} of {context_length} positions, so what remains is per-call overhead",
         )
@@ -741,12 +740,13 @@ def run(ctx: Context) -> Section:
             if fb <= GOAL_MATMUL_FACTOR
             else f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: at batch {len(pixb)} fp32 MatMul/Gemm kernels are "
             f"{_pct(profile[f'image b{len(pixb)}'].get('MatMul / Gemm (fp32)', 0))} of the time (and their "
-            "50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, GELU, LayerNorm and "
-            "layout copies take the rest (profile table)",
+            "50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, GELU, "
+            "LayerNorm and layout copies take the rest (profile table)",
         )
     )
     i8 = {c: speed(t_int8, c, t_fp32) for c in cells}
     ok8 = all(v is not None and v >= GOAL_INT8_SPEEDUP for v in i8.values())
+    int8_image_key = f"int8 image b{len(pixb)}"
     worst = min(v for v in i8.values() if v is not None)
     sec.goals.append(
         Goal(
@@ -756,10 +756,10 @@ def run(ctx: Context) -> Section:
             ok8,
             ""
             if ok8
-            else f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes only the weight "
-            "MatMuls; in the int8 image graph the fp32 remainder (attention products, Softmax, GELU, LayerNorm, "
-            f"copies) is {_pct(1 - profile[f'int8 image b{len(pixb)}'].get('int8 MatMul + dynamic quantization', 0))} "
-            "of the time",
+            else f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes "
+            "only the weight MatMuls; in the int8 image graph the fp32 remainder (attention products, "
+            "Softmax, GELU, LayerNorm, copies) is "
+            f"{_pct(1 - profile[int8_image_key].get('int8 MatMul + dynamic quantization', 0))} of the time",
         )
     )
 

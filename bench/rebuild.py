@@ -185,11 +185,11 @@ def run(ctx: Context) -> Section:
         )
     first = next(iter(results.values()))
     sec.add(
-        f"Measured by `bench.rebuild_run.run` on demo images (128 px JPEG, demo.shapes seed 0), batch "
-        f"{first['batch_size']}, {first['workers']} decode workers, {first['cpus']} CPUs; baseline A's loop on "
-        f"the first {loop_n} ({ctx.model_name}) / {n_demo // 2} (demo model) of them (one image at a time, so "
-        "its rate does not depend on the count); int8 = the index builder with `precision=int8` (the "
-        "bundle's int8 towers). Images/s:",
+        "Measured by `bench.rebuild_run.run` on demo images (128 px JPEG, demo.shapes seed 0), batch "
+        f"{first['batch_size']}, {first['workers']} decode workers, {first['cpus']} CPUs; baseline A's loop "
+        f"on the first {loop_n} ({ctx.model_name}) / {n_demo // 2} (demo model) of them (one image at a "
+        "time, so its rate does not depend on the count); int8 = the index builder with `precision=int8` "
+        "(the bundle's int8 towers). Images/s:",
         table(
             [
                 "Model",
@@ -206,7 +206,8 @@ def run(ctx: Context) -> Section:
         ),
         "'total' = the whole `index_builder.build` call (list, hash, decode, embed, HNSW, write, publish); "
         "'embedding phase' = its pipelined read/decode/embed part only. 'bound' = t_encode / (t_encode + "
-        "t_decode): pure encode already uses every core, so decoding on the same cores caps end to end there.",
+        "t_decode): pure encode already uses every core, so decoding on the same cores caps end to "
+        "end there.",
     )
     main = next(iter(results.values()))["rates"]
     int8 = results[configs[1][0]]["rates"]
@@ -283,8 +284,8 @@ def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
     per_vcpu8 = scaling["int8"][1]["embed"] / ctx.threads
     cost8 = lambda_projection(per_vcpu8)[0]["cost_usd"]
     sec.add(
-        f"**Step-wise build** (`index_builder build --parallel P`: plan, P embed worker processes, publish - the "
-        f"steps the Step Functions job runs) on {n} demo images, {ctx.threads} CPUs, each worker given "
+        "**Step-wise build** (`index_builder build --parallel P`: plan, P embed worker processes, publish - "
+        f"the steps the Step Functions job runs) on {n} demo images, {ctx.threads} CPUs, each worker given "
         f"{ctx.threads}/P cores. Images/s:",
         table(
             [
@@ -303,9 +304,11 @@ def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
         "outputs), not more hardware.",
         f"**Projection, not a measurement:** a first build of 1M images on Lambda at 3008 MB "
         f"({3008 / LAMBDA_MB_PER_VCPU:.2f} vCPU per worker) from the fp32 per-vCPU rate above "
-        f"({per_vcpu:.1f} images/s/vCPU), batches of ~600 s of work or the ItemBatcher byte limit; embed phase only (listing and the HNSW "
+        f"({per_vcpu:.1f} images/s/vCPU), batches of ~600 s of work or the ItemBatcher byte limit; embed "
+        "phase only (listing and the HNSW "
         f"build of 1M vectors in Publish come on top), at ${LAMBDA_GB_S * 1e6:.2f} per 1M GB-s, "
-        f"${LAMBDA_REQUEST * 1e6:.2f} per 1M requests and ${SFN_TRANSITION * 1e3:.3f} per 1k state transitions:",
+        f"${LAMBDA_REQUEST * 1e6:.2f} per 1M requests and "
+        f"${SFN_TRANSITION * 1e3:.3f} per 1k state transitions:",
         table(
             [
                 "MaxConcurrency",
@@ -336,10 +339,10 @@ def _why_vs_a(ctx: Context, main: dict[str, float], int8: dict[str, float]) -> s
     limit_ms = 1e3 * IMAGE_GFLOP_VITB32 / rate
     return (
         f"short by {GOAL_VS_A / (main['end_to_end_total'] / main['torch_sqlite_loop']):.2f}x: baseline A "
-        f"already takes only {1e3 / main['torch_sqlite_loop']:.0f} ms/image (torch eager is efficient on this "
-        f"CPU); 3x would need {need_ms:.0f} ms/image, below the fp32 limit of {limit_ms:.0f} ms/image "
-        f"(ViT-B-32's {IMAGE_GFLOP_VITB32} GFLOP at the {rate:.0f} GFLOP/s sgemm rate measured here); "
-        f"fp32 pure encode is at {1e3 / main['pure_encode']:.0f} ms. int8 reaches "
+        f"already takes only {1e3 / main['torch_sqlite_loop']:.0f} ms/image (torch eager is efficient on "
+        f"this CPU); 3x would need {need_ms:.0f} ms/image, below the fp32 limit of {limit_ms:.0f} ms/image "
+        f"(ViT-B-32's {IMAGE_GFLOP_VITB32} GFLOP at the {rate:.0f} GFLOP/s sgemm rate measured here); fp32 "
+        f"pure encode is at {1e3 / main['pure_encode']:.0f} ms. int8 reaches "
         f"{int8['end_to_end_total'] / main['torch_sqlite_loop']:.1f}x"
     )
 

@@ -212,7 +212,8 @@ def run(
                 say("skipping the torch + SQLite loop: pass --pretrained (the bundle's checkpoint)")
             else:
                 say(
-                    f"original design: open_clip torch, one image at a time, SQLite blobs ({loop_n} images) ..."
+                    "original design: open_clip torch, one image at a time, "
+                    f"SQLite blobs ({loop_n} images) ..."
                 )
                 loop_s = _torch_sqlite_loop(manifest, ckpt, paths[:loop_n], tmp / "embeddings.sqlite")
                 seconds["torch_sqlite_loop"] = loop_s

@@ -360,10 +360,10 @@ def run(ctx: Context) -> Section:
             if est > BUILD_BUDGET_S:
                 build = False
                 notes.append(
-                    f"**HNSW at 1M not built:** the 100k build ran at {rate_100k:,.0f} vectors/s, so 1M would "
-                    f"take ~{est / 60:.0f} min (**extrapolated**: 10x the vectors x 1.2 for the deeper graph), "
-                    f"over this run's {BUILD_BUDGET_S / 60:.0f}-min budget; HNSW latency/recall at 1M were not "
-                    "measured (numpy exact and baseline A at 1M need no build and were)."
+                    f"**HNSW at 1M not built:** the 100k build ran at {rate_100k:,.0f} vectors/s, so 1M "
+                    f"would take ~{est / 60:.0f} min (**extrapolated**: 10x the vectors x 1.2 for the deeper "
+                    f"graph), over this run's {BUILD_BUDGET_S / 60:.0f}-min budget; HNSW latency/recall at "
+                    "1M were not measured (numpy exact and baseline A at 1M need no build and were)."
                 )
             est_sql = (sqlite_per_vec_ins + 3 * sqlite_per_vec_q) * n if sqlite_per_vec_q else float("inf")
             sqlite_ok = est_sql <= SQLITE_BUDGET_S
@@ -480,14 +480,14 @@ def run(ctx: Context) -> Section:
                 ]
             )
     sec.add(
-        f"{DIM}-d L2-normalised vectors around {CLUSTERS} Gaussian clusters on the sphere (noise norm {SPREAD} "
-        f"of the unit centre); {nq} queries from the same distribution (not in the index); ground truth = "
-        f"exact inner-product top-{K}. HNSW: hnswlib as the index builder builds it (space ip, M={M}, "
-        f"ef_construction={EF_CONSTRUCTION}; the builder's default is 200, see the build table), queried "
-        "through `handler.core.index.SearchIndex.search` one query per call on one thread (what the service does); "
-        "'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query loads every "
-        "blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query vector is given "
-        "(embedding excluded everywhere).",
+        f"{DIM}-d L2-normalised vectors around {CLUSTERS} Gaussian clusters on the sphere (noise norm "
+        f"{SPREAD} of the unit centre); {nq} queries from the same distribution (not in the index); ground "
+        f"truth = exact inner-product top-{K}. HNSW: hnswlib as the index builder builds it (space ip, "
+        f"M={M}, ef_construction={EF_CONSTRUCTION}; the builder's default is 200, see the build table), "
+        "queried through `handler.core.index.SearchIndex.search` one query per call on one thread (what the "
+        "service does); 'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query "
+        "loads every blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query "
+        "vector is given (embedding excluded everywhere).",
         table(
             ["Data", "Engine", "p50", "p99", f"recall@{K}", "raw hnswlib p50", "speed-up vs A (p50)"],
             rows,

@@ -84,7 +84,8 @@ def text_to_image_top1_from_embeddings(
 def image_query_precision_at_k_from_embeddings(
     image_emb: np.ndarray, labels: Sequence[Label], k: int = 5
 ) -> float:
-    """Mean over all images used as queries of the fraction of its top-`k` *other* images with the same label."""
+    """Mean over all images used as queries of the fraction of its top-`k` *other* images with the same
+    label."""
     n = len(labels)
     if n <= k:
         raise ValueError(f"need more than k={k} images, got {n}")

@@ -87,7 +87,8 @@ def lr_at(progress: float, base_lr: float, warmup: float) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """open_clip's convention: no weight decay on gains, biases, norms, embeddings' 1-D params, logit_scale."""
+    """open_clip's convention: no weight decay on gains, biases, norms, embeddings' 1-D params,
+    logit_scale."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -112,7 +113,8 @@ def save_checkpoint(model: torch.nn.Module, path: Path, fp16: bool = True) -> No
 
 
 def evaluate_checkpoint(path: Path | str, per_class: int = 8, seed: int = EVAL_SEED) -> dict[str, Any]:
-    """Metrics of a saved checkpoint on held-out sets at 64 px (native) and 128 px JPEG (like indexed files)."""
+    """Metrics of a saved checkpoint on held-out sets at 64 px (native) and 128 px JPEG (like indexed
+    files)."""
     model, preprocess, tokenizer = load_model(path)
     embed_text, embed_image = torch_embedders(model, preprocess, tokenizer)
     results: dict[str, Any] = {}
@@ -147,8 +149,8 @@ def quick_eval(model: torch.nn.Module, tokenizer: Any, preprocess: Any, per_clas
     res = evaluate(embed_text, embed_image, [i for i, _, _ in items], [(c, s) for _, c, s in items], k=3)
     model.train(was_training)
     print(
-        f"  eval: zero-shot {res['zero_shot_accuracy']:.3f}  t2i@1 {res['text_to_image_precision_at_1']:.3f}  "
-        f"i2i@3 {res['image_query_precision_at_3']:.3f}",
+        f"  eval: zero-shot {res['zero_shot_accuracy']:.3f}  t2i@1 {res['text_to_image_precision_at_1']:.3f} "
+        f" i2i@3 {res['image_query_precision_at_3']:.3f}",
         flush=True,
     )
     return res

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script: the repository root holds events/ and demo/
 ITEM_ID = "img_00000.jpg"
 
-from events.builders import BOUNDARY, function_url, http_api, multipart, rest_api
+from events.builders import BOUNDARY, function_url, http_api, multipart, rest_api  # noqa: E402
 
 
 def demo_png() -> bytes:

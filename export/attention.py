@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,8 @@ class VariableLengthTextTower(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         from open_clip.transformer import text_global_pool
 
-        m = self.model
+        # an open_clip CLIP (untyped): its text-tower attributes mix submodules, parameters and buffers
+        m: Any = self.model
         n = input_ids.shape[1]
         cast_dtype = m.transformer.get_cast_dtype()
         x = m.token_embedding(input_ids).to(cast_dtype) + m.positional_embedding[:n].to(cast_dtype)

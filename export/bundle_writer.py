@@ -120,9 +120,10 @@ def _build(
     if not parity_result["passed"]:
         raise ExportError(
             f"parity check failed: max-abs text {parity_result['text_max_abs']:.2e}, image "
-            f"{parity_result['image_max_abs']:.2e} (limit {parity.FP32_MAX_ABS:.0e}), trimmed vs untrimmed text "
-            f"{parity_result.get('trimmed_vs_untrimmed_max_abs', 0.0):.2e} (limit {parity.TRIM_MAX_ABS:.0e}); "
-            "the ONNX graph does not reproduce the PyTorch model (try another --opset, or --fixed-length-text)"
+            f"{parity_result['image_max_abs']:.2e} (limit {parity.FP32_MAX_ABS:.0e}), trimmed vs untrimmed "
+            f"text {parity_result.get('trimmed_vs_untrimmed_max_abs', 0.0):.2e} (limit "
+            f"{parity.TRIM_MAX_ABS:.0e}); the ONNX graph does not reproduce the PyTorch model (try another "
+            "--opset, or --fixed-length-text)"
         )
 
     files = {name: file_entry(tmp / name) for name in (p.name for p in fp32.values())}

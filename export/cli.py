@@ -16,7 +16,9 @@ from handler.core.bundle import PRECISIONS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description="Convert an OpenCLIP model's text and vision towers to ONNX and write a verified model bundle.",
+        description=(
+            "Convert an OpenCLIP model's text and vision towers to ONNX and write a verified model bundle."
+        ),
     )
     p.add_argument(
         "--model",

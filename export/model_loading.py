@@ -17,7 +17,7 @@ from typing import Any
 import open_clip
 import torch
 
-from handler.core.bundle import sha256_file
+from handler.core.hashing import sha256_file
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -75,7 +75,8 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ExportError(
-        f"unknown model {name!r}.{hint} List models with `python -c 'import open_clip; print(open_clip.list_models())'`, "
+        f"unknown model {name!r}.{hint} List models with `python -c 'import open_clip; "
+        "print(open_clip.list_models())'`, "
         "or pass --model-config FILE for a custom architecture."
     )
 
@@ -104,7 +105,8 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, 
 
 def error_detail(exc: BaseException) -> str:
     """The useful part of a loading error: every line (torch's state_dict errors put missing/unexpected keys
-    and size mismatches on the lines after a generic first one), each and their number cut to a readable size."""
+    and size mismatches on the lines after a generic first one), each and their number cut to a readable
+    size."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
     shown = [line if len(line) <= ERROR_LINE_CHARS else line[:ERROR_LINE_CHARS] + " ..." for line in lines]
     if len(shown) > ERROR_LINES:
@@ -193,15 +195,15 @@ def load_model(
                 + error_detail(exc)
             ) from exc
         raise ExportError(
-            f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint matches the "
-            f"architecture (--model / --model-config):\n  {error_detail(exc)}"
+            f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint "
+            f"matches the architecture (--model / --model-config):\n  {error_detail(exc)}"
         ) from exc
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
         raise ExportError(
-            f"model {name!r} uses tokenizer {type(tokenizer).__name__}; the torch-free runtime supports the CLIP BPE "
-            "tokenizer (SimpleTokenizer) only"
+            f"model {name!r} uses tokenizer {type(tokenizer).__name__}; the torch-free runtime supports the "
+            "CLIP BPE tokenizer (SimpleTokenizer) only"
         )
     config = open_clip.get_model_config(name) or {}
     preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))

@@ -138,8 +138,8 @@ def to_int8(src: Path, dst: Path) -> None:
             str(dst),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            # 7-bit weights: without VNNI (AVX2, e.g. AMD EPYC here) u8s8 products saturate int16; the bundle must be
-            # exact enough on any Lambda CPU (demo text cosine min 0.9971 -> 0.9996 on AVX2)
+            # 7-bit weights: without VNNI (AVX2, e.g. AMD EPYC here) u8s8 products saturate int16; the bundle
+            # must be exact enough on any Lambda CPU (demo text cosine min 0.9971 -> 0.9996 on AVX2)
             reduce_range=True,
             op_types_to_quantize=["MatMul", "Gemm"],
         )
@@ -151,10 +151,10 @@ def to_int8(src: Path, dst: Path) -> None:
 
 
 def quantize_gather_tables(model: onnx.ModelProto) -> int:
-    """Weight-only int8 for float tables read by Gather (the text tower's token embedding: left fp32 it was 101
-    of the 140 MB of ViT-B-32's int8 text tower). One symmetric scale per row, so trained tables whose rows
-    differ widely in norm keep their accuracy (onnxruntime's Gather quantization uses one scale per tensor):
-    Gather(int8 table) -> Cast -> Mul(Gather(row scales)). Returns the number of tables converted."""
+    """Weight-only int8 for float tables read by Gather (the text tower's token embedding: left fp32 it was
+    101 of the 140 MB of ViT-B-32's int8 text tower). One symmetric scale per row, so trained tables whose
+    rows differ widely in norm keep their accuracy (onnxruntime's Gather quantization uses one scale per
+    tensor): Gather(int8 table) -> Cast -> Mul(Gather(row scales)). Returns the number of tables converted."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 

@@ -1,4 +1,5 @@
-"""Slim, torch-free runtime of the search function: tokenizer, preprocessing, ONNX encoders, HNSW lookup, API."""
+"""Slim, torch-free runtime of the search function: tokenizer, preprocessing, ONNX encoders, HNSW lookup,
+API."""
 
 from handler.core import __version__
 

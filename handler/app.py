@@ -29,7 +29,9 @@ def create_app(state: ServiceState) -> FastAPI:
         redoc_url=None,  # ReDoc is CDN-only: blank offline, so not offered
         title="CLIP image search",
         version=__version__,
-        description="Text, image, vector and 'more like this' search over an image collection; CLIP embeddings.",
+        description=(
+            "Text, image, vector and 'more like this' search over an image collection; CLIP embeddings."
+        ),
     )
     service = Service.of(state)
     app.state.service = state

@@ -147,7 +147,7 @@ class EmbeddingsRequest:
         }
 
 
-# -- generic helpers --------------------------------------------------------------------------------------------
+# -- generic helpers ----------------------------------------------------------------------------------------
 
 
 def body_limit(max_image_bytes: int) -> int:
@@ -350,7 +350,8 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
         raise InvalidRequestError(
-            f"unknown form field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: {', '.join(allowed)}"
+            f"unknown form field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: "
+            f"{', '.join(allowed)}"
         )
     for name in set(keys):
         if len(form.getlist(name)) > 1:

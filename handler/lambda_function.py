@@ -18,10 +18,10 @@ import time
 
 _T0 = time.perf_counter()
 
-from handler.config import Settings
-from handler.core.errors import ConfigError
-from handler.logs import configure_logging, emit_metrics
-from handler.state import ServiceState
+from handler.config import Settings  # noqa: E402  (after _T0: the import time is measured)
+from handler.core.errors import ConfigError  # noqa: E402  (after _T0: the import time is measured)
+from handler.logs import configure_logging, emit_metrics  # noqa: E402  (after _T0: the import time is measured)
+from handler.state import ServiceState  # noqa: E402  (after _T0: the import time is measured)
 
 __all__ = ["app", "lambda_handler", "state"]
 
@@ -42,7 +42,7 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
         state = ServiceState(settings).start()  # the model loads in a thread while the web stack imports
     global _T_IMPORTS
     from handler.app import create_app
-    from handler.lambda_adapter import SafeMangum
+    from handler.lambda_adapter import SafeMangum  # noqa: F401  (the web stack, imported while the model loads)
 
     _T_IMPORTS = time.perf_counter()
     state.load()
@@ -51,7 +51,7 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
 
 _T_IMPORTS = _T0
 state, app = build()
-from handler.lambda_adapter import SafeMangum
+from handler.lambda_adapter import SafeMangum  # noqa: E402
 
 lambda_handler = SafeMangum(app, lifespan="off")
 

@@ -84,7 +84,8 @@ class _Search(BaseModel):
         return _scrubbed(data)
 
     def query(self, max_image_bytes: int) -> SearchRequest:
-        """The validated request; the image decoded (base64) or checked (bytes) against ``max_image_bytes``."""
+        """The validated request; the image decoded (base64) or checked (bytes) against
+        ``max_image_bytes``."""
         fields = self.model_dump(exclude_none=True)
         kind = next(f for f in QUERY_FIELDS if f in fields)
         req = SearchRequest(type=kind, k=self.k, offset=self.offset, min_score=self.min_score, ef=self.ef)

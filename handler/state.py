@@ -92,14 +92,13 @@ class ServiceState:
     def failed_config(cls, exc: BaseException, api_key: str | None = None) -> ServiceState:
         """A state for a process whose configuration is invalid: every route but /health answers 503.
         ``api_key`` (the raw API_KEY, if any) still guards the routes and the details of /health."""
+        problem = _problem("config", exc)
         state = cls(
             settings=None,
-            config_problem=_problem("config", exc),
+            config_problem=problem,
             fallback_api_key=api_key if api_key and api_key.strip() else None,
         )
-        log_event(
-            "config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message
-        )
+        log_event("config_invalid", "ERROR", code=problem.code, message=problem.message)
         return state
 
     def start(self) -> ServiceState:
@@ -233,7 +232,7 @@ class ServiceState:
         """Load the version the pointer names and swap it in; False (old index kept) on failure."""
         from handler.core.index import read_pointer
 
-        assert self.settings is not None
+        assert self.settings is not None and self.settings.index_uri is not None  # callers check
         uri = self.settings.index_uri
         t0 = time.perf_counter()
         try:
@@ -330,7 +329,7 @@ class ServiceState:
     def _refresh(self) -> None:
         from handler.core.index import check_for_update
 
-        assert self.settings is not None
+        assert self.settings is not None and self.settings.index_uri is not None  # maybe_refresh checks
         current = self.index.version if self.index is not None else None
         version = check_for_update(self.settings.index_uri, current)
         if version is None:

@@ -11,7 +11,7 @@ Modules: :mod:`~index_builder.cli` (argument parsing, exit codes), :mod:`~index_
 :mod:`~index_builder.workdir` (lock, checkpoint shards), :mod:`~index_builder.publish` (versions, pointer,
 pruning), :mod:`~index_builder.inspection` (info, verify); the step-wise build:
 :mod:`~index_builder.steps` (plan, embed one batch, publish), :mod:`~index_builder.lock` (one build per index,
-S3 conditional writes), :mod:`~index_builder.parallel` (local process pool), :mod:`~index_builder.sfn_handlers`
-(the Step Functions Lambda handlers). The throughput benchmark is ``bench.rebuild_run`` (not shipped in the
-rebuild image).
+S3 conditional writes), :mod:`~index_builder.parallel` (local process pool),
+:mod:`~index_builder.sfn_handlers` (the Step Functions Lambda handlers). The throughput benchmark is
+``bench.rebuild_run`` (not shipped in the rebuild image).
 """

@@ -66,7 +66,8 @@ class OnnxBackend:
                 path = b.onnx_path("visual", precision)
                 if self.embedder.verify:
                     b.verify([path.name])
-                # no spin-waiting: the decode workers need those cores (measured: up to ~1.5x end to end on 2 CPUs)
+                # no spin-waiting: the decode workers need those cores
+                # (measured: up to ~1.5x end to end on 2 CPUs)
                 session = create_session(path, precision, threads, spinning=False)
                 self._encoder = Encoder(session, "visual", batch_size)
         except SearchError as e:
@@ -141,7 +142,8 @@ class TorchBackend:
             if digest != checkpoint["sha256"]:
                 raise BuildError(
                     f"--pretrained {pretrained}: sha256 {digest} differs from the checkpoint the bundle was "
-                    f"exported from ({checkpoint.get('file')}, sha256 {checkpoint['sha256']}); an index built with "
+                    f"exported from ({checkpoint.get('file')}, sha256 {checkpoint['sha256']}); an index "
+                    "built with "
                     "other weights would carry a false model fingerprint. Pass the bundle's checkpoint, or "
                     "re-export the bundle from these weights"
                 )

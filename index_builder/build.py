@@ -13,8 +13,9 @@
    pointer, prune old versions, clean the work directory.
 
 Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`index_builder.workdir`).
-Options and progress output: :mod:`index_builder.options`; DEST's previous versions: :mod:`index_builder.previous`.
-Size note: ~360 lines because ``_build_locked`` is the job's steps 2-5 in order, kept together to be read as one.
+Options and progress output: :mod:`index_builder.options`; DEST's previous versions:
+:mod:`index_builder.previous`. Size note: ~360 lines because ``_build_locked`` is the job's steps 2-5 in
+order, kept together to be read as one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -126,7 +127,8 @@ def build(
     except SearchError as e:
         raise BuildError(f"--bundle {opts.bundle}: {e.message}") from None
     log.info(
-        f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
+        f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, "
+        f"{opts.precision}, "
         f"{backend.device}), dim {dim}"
     )
     if is_random_init(backend.manifest["model"]):
@@ -151,9 +153,12 @@ def build(
     current_version = prev.version if prev else None
     if prev and prev.manifest["model_fingerprint"] != fingerprint and not opts.full:
         raise BuildError(
-            f"--out {dest.uri} holds version {prev.version} built with model {prev.manifest['model_fingerprint']}, "
-            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
-            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with."
+            f"--out {dest.uri} holds version {prev.version} built with model "
+            f"{prev.manifest['model_fingerprint']}, "
+            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be "
+            "mixed. "
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was "
+            "built with."
         )
 
     image_preprocess = preprocessor.options.to_manifest()
@@ -179,8 +184,8 @@ def build(
 
 
 def _index_lock(dest: Store, current_version: str | None, log: _Log) -> Any:
-    """DEST's ``.rebuild/LOCK`` (:mod:`index_builder.lock`), shared with the step-wise build; a stale lock of a
-    dead step-wise run is taken over and what that run left is removed."""
+    """DEST's ``.rebuild/LOCK`` (:mod:`index_builder.lock`), shared with the step-wise build; a stale lock
+    of a dead step-wise run is taken over and what that run left is removed."""
     from index_builder.lock import holding_lock
     from index_builder.steps.plan import _forget_run
 
@@ -251,7 +256,8 @@ def _build_locked(
     shard_cache, n_shards = work.load_shards(dim, log.warn)
     if shard_cache:
         log.info(
-            f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under {work.shard_dir}"
+            f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under "
+            f"{work.shard_dir}"
         )
     run_cache: dict[str, CachedVector] = {}
 
@@ -311,7 +317,7 @@ def _build_locked(
         if not batch:
             return
         t0 = time.perf_counter()
-        vectors = backend.embed(np.stack([p.pixels for p in batch]))
+        vectors = backend.embed(np.stack([cast(np.ndarray, p.pixels) for p in batch]))  # set: not cached
         embed_seconds += time.perf_counter() - t0
         for p, vec in zip(batch, vectors, strict=True):
             assert p.sha256 is not None
@@ -470,7 +476,8 @@ def _build_locked(
         msg = getattr(e, "message", None) or str(e)
         served = f"version {current_version}" if current_version else "no version (there was none before)"
         raise BuildError(
-            f"publishing version {version} to {where} failed: {msg}\nThe pointer was not moved: {where} still serves "
+            f"publishing version {version} to {where} failed: {msg}\nThe pointer was not moved: {where} "
+            "still serves "
             f"{served}. Embeddings are checkpointed in {work.root}; re-run the same command to retry "
             "without embedding again."
         ) from None

@@ -271,7 +271,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     )
     print(
         f"{head}: {s['count']} items "
-        f"(embedded {s['embedded']}, resumed {s['resumed']}, unchanged {s['unchanged']}, reused {s['reused']}, "
+        f"(embedded {s['embedded']}, resumed {s['resumed']}, unchanged {s['unchanged']}, reused "
+        f"{s['reused']}, "
         f"added {s['added']}, changed {s['changed']}, removed {s['removed']}, errors {s['errors']}) "
         f"in {result.seconds:.1f}s{rate}{skipped}"
     )

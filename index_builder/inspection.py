@@ -83,7 +83,8 @@ def format_info(info: dict[str, Any]) -> str:
     lines = [
         f"index      {info['uri']}",
         f"version    {info['version']}  (built {info.get('built_at')}, {info.get('builder')})",
-        f"items      {info['count']}  dim {info['dim']}  precision {info.get('precision')}  backend {info.get('backend')}",
+        f"items      {info['count']}  dim {info['dim']}  precision {info.get('precision')}  backend "
+        f"{info.get('backend')}",
         f"model      {info['model_fingerprint']}",
         f"hnsw       M={info.get('M')} ef_construction={info.get('ef_construction')} ef={info.get('ef')}",
         f"source     {info.get('source')}",

@@ -166,7 +166,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
 
     index_uri = argv[argv.index("--out") + 1]
     pointer = read_pointer(index_uri)
-    result = {
+    result: dict[str, Any] = {
         "ok": True,
         "version": pointer["version"] if pointer else None,
         "index_uri": index_uri,

@@ -10,7 +10,8 @@ The lock is a small JSON object ``{"run_id", "owner", "created", "expires", "ver
 * **release**: S3 ``DeleteObject`` with ``If-Match`` (only our own lock is deleted); locally unlink after
   checking the run id.
 
-The run holding the lock is checked again by publish right before the pointer moves (:meth:`BuildLock.held_by`).
+The run holding the lock is checked again by publish right before the pointer moves
+(:meth:`BuildLock.held_by`).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ class BuildLock:
 
     def acquire(self, run_id: str, **extra: Any) -> LockInfo | None:
         """Take the lock for ``run_id``. Returns the stale lock that was taken over (its run may have left
-        an unpublished version behind), or None. Raises :class:`BuildLocked` when another live build holds it."""
+        an unpublished version behind), or None. Raises :class:`BuildLocked` when another live build holds
+        it."""
         body = self._body(run_id, **extra)
         for _ in range(3):
             if self._create(body):
@@ -259,6 +261,7 @@ def holding_lock(
         except (StorageError, OSError) as e:
             if warn is not None:
                 warn(
-                    f"could not release the build lock {store.uri_for(LOCK_KEY)} ({e}); the next build takes it "
+                    f"could not release the build lock {store.uri_for(LOCK_KEY)} ({e}); the next build "
+                    "takes it "
                     "over once this process has exited (same host) or the lock has expired"
                 )

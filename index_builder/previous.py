@@ -84,7 +84,8 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
             )
     except (OSError, ValueError, ArtifactError) as e:
         log.warn(
-            f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again"
+            f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded "
+            "again"
         )
         return False
     prev.items = items
@@ -182,7 +183,8 @@ def _previous_options(prev: _Previous) -> ImageOptions | None:
 def _describe_options(options: ImageOptions | None) -> str:
     if options is None:
         return "unknown options"
-    return f"background {format_background(options.background)}, JPEG draft {'on' if options.jpeg_draft else 'off'}"
+    draft = "on" if options.jpeg_draft else "off"
+    return f"background {format_background(options.background)}, JPEG draft {draft}"
 
 
 def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
@@ -198,7 +200,8 @@ def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
         return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
     except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
         log.warn(
-            f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate"
+            f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are "
+            "approximate"
         )
         return []
 

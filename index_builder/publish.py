@@ -225,7 +225,8 @@ def publish(store: Store | str, version_id: str, manifest: Mapping[str, Any] | N
             )
         if present[name] != entry["size"]:
             raise ArtifactError(
-                f"cannot publish {version_id}: file {name} has size {present[name]}, manifest says {entry['size']}"
+                f"cannot publish {version_id}: file {name} has size {present[name]}, manifest says "
+                f"{entry['size']}"
             )
     pointer = {"version": version_id, "manifest_sha256": sha}
     store.write_bytes(POINTER, (json.dumps(pointer, sort_keys=True) + "\n").encode("utf-8"))

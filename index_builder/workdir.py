@@ -133,7 +133,8 @@ class WorkDir:
             self._lock_fd = None
 
     def clean(self) -> None:
-        """After a successful publish: remove shards, pending marker and lock (and the root if it is empty)."""
+        """After a successful publish: remove shards, pending marker and lock (and the root if it is
+        empty)."""
         for entry in list(self.root.iterdir()) if self.root.is_dir() else []:
             if entry.is_dir() and (entry.name.startswith(SHARD_PREFIX) or entry.name == PREVIOUS):
                 shutil.rmtree(entry, ignore_errors=True)
@@ -145,7 +146,7 @@ class WorkDir:
         with contextlib.suppress(OSError):
             self.root.rmdir()
 
-    # -- pending version --------------------------------------------------------------------------------------
+    # -- pending version ------------------------------------------------------------------------------------
     def read_pending(self) -> dict[str, Any] | None:
         try:
             data = json.loads((self.root / PENDING).read_text())
@@ -160,7 +161,7 @@ class WorkDir:
         with contextlib.suppress(OSError):
             (self.root / PENDING).unlink()
 
-    # -- shards -----------------------------------------------------------------------------------------------
+    # -- shards ---------------------------------------------------------------------------------------------
     def load_shards(self, dim: int, warn: Any) -> tuple[dict[str, CachedVector], int]:
         """All vectors checkpointed under this key: ``({sha256: CachedVector}, number of shard files)``.
         A corrupt shard (e.g. a disk problem) is deleted with a warning - its images are embedded again."""

@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"handler dependency set: {result['handler_deps_mb']:8.1f} MB  ({len(result['handler_packages'])} packages)"
+        f"handler dependency set: {result['handler_deps_mb']:8.1f} MB  "
+        f"({len(result['handler_packages'])} packages)"
     )
     print(
-        f"torch stack:            {result['torch_stack_mb']:8.1f} MB  ({len(result['torch_stack_packages'])} packages,"
-        f" {result['torch_stack_extra_bytes'] / 1e6:.1f} MB not shared with the handler)"
+        f"torch stack:            {result['torch_stack_mb']:8.1f} MB  ({len(result['torch_stack_packages'])} "
+        f"packages, {result['torch_stack_extra_bytes'] / 1e6:.1f} MB not shared with the handler)"
     )
     if result["missing"]:
         print(f"not installed here: {', '.join(result['missing'])}")

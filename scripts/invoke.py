@@ -116,7 +116,8 @@ _TAGS = (
 
 def cfn_loader() -> type:
     """A ``yaml.SafeLoader`` subclass turning ``!Ref x`` into ``{"Ref": x}``, ``!Sub s`` into
-    ``{"Fn::Sub": s}``, ``!GetAtt A.B`` into ``{"Fn::GetAtt": ["A", "B"]}`` (and so on for every short form)."""
+    ``{"Fn::Sub": s}``, ``!GetAtt A.B`` into ``{"Fn::GetAtt": ["A", "B"]}`` (and so on for every short
+    form)."""
     import yaml
 
     class CfnLoader(yaml.SafeLoader):

@@ -54,7 +54,8 @@ def main(bundle: str) -> None:
         print(f"{name:40s} cos {cos[-1]:.6f}")
     c = np.array(cos)
     print(
-        f"n={len(c)} min {c.min():.6f} mean {c.mean():.6f}; preprocessing exact {t_exact:.2f}s draft {t_draft:.2f}s"
+        f"n={len(c)} min {c.min():.6f} mean {c.mean():.6f}; "
+        f"preprocessing exact {t_exact:.2f}s draft {t_draft:.2f}s"
     )
 
 

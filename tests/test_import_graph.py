@@ -1,5 +1,5 @@
-"""The package picture is one-way (issue 12 #1): handler.core <- export, index_builder, the service; nothing in
-the shipped packages imports the service, the demo, the benchmarks or the sample events.
+"""The package picture is one-way (issue 12 #1): handler.core <- export, index_builder, the service;
+nothing in the shipped packages imports the service, the demo, the benchmarks or the sample events.
 
 Allowed edges, by importing package (anything else from this repository is a violation):
 

@@ -53,7 +53,8 @@ def onnx_filename(tower: str, precision: str) -> str:
 
 
 def fingerprint(file_hashes: dict[str, str]) -> str:
-    """Hash over (name, sha256) pairs of the ONNX files: identifies the exact model an index was built with."""
+    """Hash over (name, sha256) pairs of the ONNX files: identifies the exact model an index was built
+    with."""
     h = hashlib.sha256()
     for name in sorted(file_hashes):
         h.update(f"{name}:{file_hashes[name]}\n".encode())
@@ -91,7 +92,8 @@ class Bundle:
         entry = self.manifest["precisions"].get(precision)
         if entry is None:
             raise ConfigError(
-                f"precision {precision!r} is not in bundle {self.path} (it has {', '.join(self.precisions)}); "
+                f"precision {precision!r} is not in bundle {self.path} (it has "
+                f"{', '.join(self.precisions)}); "
                 f"re-export with --precision {precision} or choose one of those"
             )
         return self.path / cast(str, entry[tower])
@@ -128,7 +130,8 @@ def read_manifest(bundle_dir: str | Path) -> Bundle:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactError(
-            f"{path} is not a model bundle: {MANIFEST} not found; create one with `python -m export --out {path}`"
+            f"{path} is not a model bundle: {MANIFEST} not found; create one with `python -m export --out "
+            f"{path}`"
         )
     try:
         raw = manifest_path.read_bytes()

@@ -61,7 +61,8 @@ class Encoder:
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.trim_pad_id is not None:
             x = trim_padding(x, self.trim_pad_id)
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        out: np.ndarray = self.session.run([self.output_name], {self.input_name: x})[0]
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         outs = [self._run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 from PIL import (  # explicit plugin imports: Image.open(formats=...) needs them registered
-    AvifImagePlugin,
-    BmpImagePlugin,
-    GifImagePlugin,
-    IcoImagePlugin,
+    AvifImagePlugin,  # noqa: F401
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    IcoImagePlugin,  # noqa: F401
     Image,
     ImageFile,
     ImageOps,
-    JpegImagePlugin,
-    MpoImagePlugin,
-    PngImagePlugin,
-    TiffImagePlugin,
+    JpegImagePlugin,  # noqa: F401
+    MpoImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
     UnidentifiedImageError,
-    WebPImagePlugin,
+    WebPImagePlugin,  # noqa: F401
 )
 
 from handler.core.errors import ArtifactError, ImageAspectRatioError, ImageTooLargeError, InvalidImageError
@@ -52,7 +52,7 @@ __all__ = [
     "to_8bit",
 ]
 
-ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str] | Image.Image
 
 #: Formats ``decode_image`` accepts (multi-picture JPEGs open as "MPO" through the JPEG plugin).
 ALLOWED_FORMATS = tuple(

@@ -36,7 +36,7 @@ from handler.core.index_format import (
     valid_version_id,
     version_prefix,
 )
-from handler.core.search import Hit, SearchIndex, _EfGate
+from handler.core.search import Hit, SearchIndex, _EfGate  # noqa: F401  (_EfGate: tests import it here)
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
 
 __all__ = [

@@ -113,7 +113,7 @@ def read_manifest(store: Store | str, version: str, manifest_sha256: str | None 
                 f"{where}: sha256 {digest} does not match the CURRENT pointer's {manifest_sha256}"
             )
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise ArtifactError(f"{where}: not valid JSON ({e})") from None
     _validate_manifest(manifest, version, where)
@@ -125,7 +125,8 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
         raise ArtifactError(f"{where}: expected a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
-            f"{where}: unsupported schema_version {manifest.get('schema_version')!r} (expected {SCHEMA_VERSION})"
+            f"{where}: unsupported schema_version {manifest.get('schema_version')!r} (expected "
+            f"{SCHEMA_VERSION})"
         )
     if manifest.get("kind") != KIND:
         raise ArtifactError(f"{where}: kind is {manifest.get('kind')!r}, expected {KIND!r}")

@@ -132,7 +132,7 @@ class JsonFormatter(logging.Formatter):
         return dumps(out)
 
 
-class _StdoutHandler(logging.StreamHandler):
+class _StdoutHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler bound to whatever ``sys.stdout`` is when a record is written."""
 
     def __init__(self) -> None:
@@ -181,7 +181,7 @@ class CliFormatter(logging.Formatter):
         return f"warning: {msg}" if record.levelno >= logging.WARNING else msg
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler bound to whatever ``sys.stderr`` is when a record is written."""
 
     def __init__(self) -> None:

@@ -169,7 +169,8 @@ class Embedder:
 
     # -- images ---------------------------------------------------------------------------------------------
     def preprocessor_for(self, options: ImageOptions | None = None) -> ImagePreprocessor:
-        """The preprocessor for ``options`` (an index's recorded :class:`ImageOptions`; None: the defaults)."""
+        """The preprocessor for ``options`` (an index's recorded :class:`ImageOptions`; None: the
+        defaults)."""
         if options is None:
             return self.preprocessor
         pre = self._preprocessors.get(options)
@@ -182,7 +183,8 @@ class Embedder:
         return self.preprocessor_for(options).load(image)
 
     def preprocess(self, image: Any, options: ImageOptions | None = None) -> np.ndarray:
-        """bytes | path | PIL image -> float32 [3, H, W] (decoding, EXIF orientation, resize, crop, normalise)."""
+        """bytes | path | PIL image -> float32 [3, H, W] (decoding, EXIF orientation, resize, crop,
+        normalise)."""
         return self.preprocessor_for(options)(image)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -154,6 +154,7 @@ class SearchIndex:
 
     def _knn(self, queries: np.ndarray, want: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         assert self._gate is not None
+        assert self._hnsw is not None
         for attempt_ef in (ef, max(ef * 4, 256), max(ef, self.count)):
             self._gate.acquire(attempt_ef)
             try:

@@ -367,7 +367,8 @@ class ClipTokenizer:
         return [len(self.encode(t, max_tokens=cl - 1)) + 2 > cl for t in texts]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """Inverse of encode (debugging); ``</w>`` becomes a space; pad ids (0) must be stripped by the caller."""
+        """Inverse of encode (debugging); ``</w>`` becomes a space; pad ids (0) must be stripped by the
+        caller."""
         if self._decoder is None:
             self._decoder = {v: k for k, v in self.encoder.items()}
         byte_decoder = {v: k for k, v in self.byte_encoder.items()}

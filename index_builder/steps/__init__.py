@@ -1,6 +1,6 @@
-"""The rebuild as three plain steps - **plan -> embed (one call per batch, in parallel) -> publish** - that any
-engine can drive: Step Functions' Distributed Map (:mod:`index_builder.sfn_handlers`), a local process pool
-(:mod:`index_builder.parallel`, ``index_builder build --parallel N``), or Ray / AWS Batch later.
+"""The rebuild as three plain steps - **plan -> embed (one call per batch, in parallel) -> publish** - that
+any engine can drive: Step Functions' Distributed Map (:mod:`index_builder.sfn_handlers`), a local process
+pool (:mod:`index_builder.parallel`, ``index_builder build --parallel N``), or Ray / AWS Batch later.
 
 All state lives in the index store under ``.rebuild/`` (see :mod:`index_builder.steps.work`), never in a
 worker's ``/tmp``, so any step can run on any machine and be retried.

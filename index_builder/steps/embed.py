@@ -166,6 +166,7 @@ def _embed_chunk(
         elif p.cached is not None:
             row["previous"] = True
         else:
+            assert p.pixels is not None  # no error, not cached: the worker prepared the pixels
             pending.append((len(rows) - 1, p.pixels))
             if len(pending) >= opts.batch_size:
                 flush()
@@ -192,7 +193,7 @@ def embed_batch(
     opts = _options(plan, overrides or {})
     chunk = int(plan["chunk_items"])
     prefix = work.out_prefix(plan["model_key"])
-    stats = {"items": len(items), "chunks": 0, "found": 0, "embedded": 0, "errors": 0}
+    stats: dict[str, Any] = {"items": len(items), "chunks": 0, "found": 0, "embedded": 0, "errors": 0}
     slowest = 0.0
     backend = pre = src = None
     for start in range(0, len(items), chunk):
@@ -217,6 +218,7 @@ def embed_batch(
                     f"--bundle {opts.bundle} is model {backend.model_fingerprint}, but run {run_id} "
                     f"was planned for {plan['model_fingerprint']}"
                 )
+        assert src is not None and pre is not None  # set with backend above
         rows, vectors = _embed_chunk(part, src, backend, pre, opts, _known(store, run_id, plan))
         work.write_chunk(store, key, rows, vectors)
         stats["embedded"] += sum(1 for r in rows if "vec" in r)

@@ -270,8 +270,10 @@ def _plan_locked(
     if manifest and manifest["model_fingerprint"] != fingerprint and not opts.full:
         raise BuildError(
             f"--out {dest.uri} holds version {current} built with model {manifest['model_fingerprint']}, "
-            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
-            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with."
+            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be "
+            "mixed. "
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was "
+            "built with."
         )
     options = ImageOptions(
         background=opts.background
@@ -301,7 +303,8 @@ def _plan_locked(
         was = _previous_options(manifest)
         if was != options:
             described = (
-                f"background {format_background(was.background)}, JPEG draft {'on' if was.jpeg_draft else 'off'}"
+                f"background {format_background(was.background)}, JPEG draft "
+                f"{'on' if was.jpeg_draft else 'off'}"
                 if was
                 else "unknown options"
             )
@@ -344,8 +347,8 @@ def _plan_locked(
                 entry["carried"] = (
                     True  # publish lists it with the errors found while embedding (serial order)
                 )
-            was = prev_errors.get(item.id)
-            if was is None or [was.get("reason"), was.get("message")] != err:
+            prev_err = prev_errors.get(item.id)
+            if prev_err is None or [prev_err.get("reason"), prev_err.get("message")] != err:
                 same_rows = False
         elif (
             row is not None

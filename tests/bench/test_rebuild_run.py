@@ -1,4 +1,5 @@
-"""bench.rebuild_run runs end to end on a handful of images (the real numbers come from `make bench-build`)."""
+"""bench.rebuild_run runs end to end on a handful of images (the real numbers come from
+`make bench-build`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Fixtures of the deployment tests: a small collection, an index of it built with the tiny bundle, and
-API Gateway HTTP API (payload 2.0) events shaped like ``sam local generate-event apigateway http-api-proxy``."""
+API Gateway HTTP API (payload 2.0) events shaped like
+``sam local generate-event apigateway http-api-proxy``."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def build_index(bundle: Path, collection: Path, dest: Path, version: str = INDEX
 def deploy_index(
     tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, deploy_collection: Path
 ) -> Path:
-    """An index (one published version, INDEX_VERSION) of ``deploy_collection`` embedded by ``tiny_bundle``."""
+    """An index (one published version, INDEX_VERSION) of ``deploy_collection`` embedded by
+    ``tiny_bundle``."""
     dest = tmp_path_factory.mktemp("deploy-index") / "index"
     build_index(tiny_bundle, deploy_collection, dest)
     return dest

@@ -399,7 +399,8 @@ def test_dependency_footprint(
         print(
             f"\n[deploy footprint] handler dependency set {(total - tooling) / 1e6:.1f} MB (+ pip "
             f"{tooling / 1e6:.1f} MB) in a clean Python {clean_venv.version} venv (pip install "
-            f"{record['pip_install_seconds']} s); torch stack in this environment {measured['torch_stack_mb']} MB "
+            f"{record['pip_install_seconds']} s); torch stack in this environment "
+            f"{measured['torch_stack_mb']} MB "
             f"({record['torch_stack_over_handler']}x); written to {path}"
         )
     without_pip = total - tooling

@@ -297,7 +297,8 @@ SAMPLE_EVENTS = (
 
 @pytest.mark.parametrize("name", SAMPLE_EVENTS)
 def test_committed_sample_events(name: str, tiny_bundle: Path, deploy_index: Path, tmp_path: Path) -> None:
-    """``make invoke EVENT=events/<name>`` works for the sample events (HTTP API v2, REST v1, function URL)."""
+    """``make invoke EVENT=events/<name>`` works for the sample events (HTTP API v2, REST v1,
+    function URL)."""
     event = ROOT / "events" / name
     if not event.is_file():
         pytest.skip(f"{event} is not in this checkout")

@@ -1,4 +1,5 @@
-"""events.builders: the one place that builds API Gateway events (sample events, demo, bench, deploy tests)."""
+"""events.builders: the one place that builds API Gateway events (sample events, demo, bench,
+deploy tests)."""
 
 from __future__ import annotations
 

@@ -245,7 +245,8 @@ def test_corrupt_checkpoint_and_bad_config(tmp_path, capsys):
 def test_weights_that_cannot_be_downloaded_say_how_to_pass_a_local_file(tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
-    # The hub is unreachable here anyway; offline mode makes the failure immediate instead of a network timeout.
+    # The hub is unreachable here anyway; offline mode makes the failure immediate instead of a
+    # network timeout.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -169,7 +169,8 @@ def test_int8_text_tower_stores_the_token_embedding_in_8_bits(tiny_bundle):
 
 def test_row_wise_int8_embedding_keeps_the_text_embeddings(tiny_bundle, tmp_path):
     """The table step on its own (fp32 otherwise) barely moves the embeddings, also for a table whose rows
-    differ in norm by 1000x, as trained tables do (one scale per tensor would flush the small rows to zero)."""
+    differ in norm by 1000x, as trained tables do (one scale per tensor would flush the small rows to
+    zero)."""
     import onnx
     import onnxruntime as ort
     import open_clip

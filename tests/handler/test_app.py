@@ -27,7 +27,7 @@ def _labels(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(r["metadata"]["colour"], r["metadata"]["shape"]) for r in results]
 
 
-# -- search quality (demo model) ---------------------------------------------------------------------------------
+# -- search quality (demo model) -----------------------------------------------------------------------------
 
 
 def test_text_query_returns_red_circles_first(demo_client: Any) -> None:
@@ -125,7 +125,7 @@ def test_long_text_is_truncated_and_reported(demo_client: Any, demo_embedder: An
     assert [r["id"] for r in got["results"]] == [r["id"] for r in body2["results"]]
 
 
-# -- embeddings --------------------------------------------------------------------------------------------------
+# -- embeddings ----------------------------------------------------------------------------------------------
 
 
 def test_embeddings_match_runtime(demo_client: Any, demo_embedder: Any) -> None:
@@ -167,7 +167,7 @@ def test_embeddings_only_deployment(demo_bundle: Path) -> None:
     assert info["index"] is None and info["model"]["dim"] == 128
 
 
-# -- health / info / docs / page ---------------------------------------------------------------------------------
+# -- health / info / docs / page -----------------------------------------------------------------------------
 
 
 def test_health_info_docs_page(demo_client: Any, demo_embedder: Any) -> None:
@@ -194,7 +194,7 @@ def test_health_info_docs_page(demo_client: Any, demo_embedder: Any) -> None:
         assert demo_client.get("/" + asset).status_code == 200
 
 
-# -- item images -------------------------------------------------------------------------------------------------
+# -- item images ---------------------------------------------------------------------------------------------
 
 
 def test_item_image_and_thumbnail(demo_client: Any, demo_index: tuple[Path, Path]) -> None:
@@ -312,7 +312,7 @@ def test_item_routes_refuse_files_outside_the_collection(
     assert "X-Amz-Expires=60" in results2["s3"]["image_url"]
 
 
-# -- API key and CORS --------------------------------------------------------------------------------------------
+# -- API key and CORS ----------------------------------------------------------------------------------------
 
 
 def test_api_key(demo_bundle: Path, demo_index: tuple[Path, Path]) -> None:

@@ -37,7 +37,7 @@ def log_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-# -- 5: parsing and decoding off the event loop ------------------------------------------------------------------
+# -- 5: parsing and decoding off the event loop --------------------------------------------------------------
 
 
 def test_json_parsing_and_decoding_run_off_the_event_loop(
@@ -140,7 +140,7 @@ def test_json_value_count_is_bounded_before_parsing() -> None:
     assert len(inputs.parse_json(json.dumps({"embedding": [0.5] * 65_536}).encode())["embedding"]) == 65_536
 
 
-# -- 6: JSON integers over 4300 digits -------------------------------------------------------------------------
+# -- 6: JSON integers over 4300 digits -----------------------------------------------------------------------
 
 BIG = "9" * 4301
 
@@ -174,7 +174,7 @@ def test_oversized_integers_in_form_and_query_parameters(demo_client: Any) -> No
     assert_error(r, 400, "invalid_request")
 
 
-# -- 8: metric dimensions and the API key on OPTIONS -------------------------------------------------------------
+# -- 8: metric dimensions and the API key on OPTIONS ---------------------------------------------------------
 
 
 def test_metric_routes_come_from_a_fixed_set(
@@ -222,7 +222,7 @@ def test_only_cors_preflights_skip_the_api_key(demo_bundle: Path, demo_index: tu
             assert_error(pre, 401, "unauthorized")
 
 
-# -- 12: query precision vs the index's precision ----------------------------------------------------------------
+# -- 12: query precision vs the index's precision ------------------------------------------------------------
 
 
 def test_precision_mismatch_is_served_with_a_warning(
@@ -254,7 +254,7 @@ def test_precision_mismatch_is_served_with_a_warning(
     assert "warnings" not in demo_client.get("/info").json()
 
 
-# -- 18: a terse public /health ----------------------------------------------------------------------------------
+# -- 18: a terse public /health ------------------------------------------------------------------------------
 
 
 def test_unhealthy_health_details_need_the_api_key(
@@ -298,7 +298,7 @@ def test_invalid_configuration_details_need_the_api_key(demo_bundle: Path, tmp_p
         assert status == 401 and body["error"]["code"] == "unauthorized"
 
 
-# -- 19: result uris without server paths or bucket names ----------------------------------------------------------
+# -- 19: result uris without server paths or bucket names ----------------------------------------------------
 
 
 def test_results_do_not_reveal_the_collection_path(demo_client: Any, demo_index: tuple[Path, Path]) -> None:
@@ -333,7 +333,7 @@ def test_public_uri_forms(tmp_path: Path) -> None:
     assert jsonl.public_uri({"uri": "s3://internal-bucket/lists/img/x.png"}) == "img/x.png"
 
 
-# -- 21: item images by sniffed raster type only -----------------------------------------------------------------
+# -- 21: item images by sniffed raster type only -------------------------------------------------------------
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
 
@@ -400,7 +400,7 @@ def test_sniff_raster() -> None:
         assert sniff_raster(junk[:16]) is None
 
 
-# -- 24: Swagger UI from the package -----------------------------------------------------------------------------
+# -- 24: Swagger UI from the package -------------------------------------------------------------------------
 
 
 def test_docs_page_uses_only_packaged_assets(demo_client: Any) -> None:
@@ -420,7 +420,8 @@ def test_docs_page_uses_only_packaged_assets(demo_client: Any) -> None:
 
 
 def test_text_budget_per_request(demo_client: Any) -> None:
-    """64 texts at the per-text cap would be ~1.3M characters of BPE in one request: capped in total (issue 11 #1)."""
+    """64 texts at the per-text cap would be ~1.3M characters of BPE in one request: capped in total
+    (issue 11 #1)."""
     from handler.inputs import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS
 
     n = MAX_REQUEST_TEXT_CHARS // MAX_TEXT_CHARS

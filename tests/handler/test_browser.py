@@ -40,7 +40,7 @@ def serve(bundle: Path, index: Path, tmp: Path, **env: str) -> Iterator[str]:
     port = _free_port()
     environ = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     environ.update(ORT_THREADS="1", CACHE_DIR=str(tmp / "cache"), LOG_LEVEL="WARNING", **env)
-    log = open(tmp / f"serve-{port}.log", "wb")
+    log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -92,7 +92,7 @@ def check(r: Any, route: str) -> None:
             assert all(len(v) == DIM for v in body.get(key, []))
 
 
-# -- strategies -------------------------------------------------------------------------------------------------
+# -- strategies ----------------------------------------------------------------------------------------------
 
 any_text = st.text(max_size=30) | st.text(
     st.characters(exclude_categories=()), max_size=8
@@ -193,7 +193,7 @@ def search_bodies(draw: Any) -> dict[str, Any]:
     return body
 
 
-# -- tests ------------------------------------------------------------------------------------------------------
+# -- tests ---------------------------------------------------------------------------------------------------
 
 
 @FUZZ
@@ -275,7 +275,7 @@ def test_search_multipart_fuzz(
     check(fuzz_client.post("/search", data=data, files=files), "/search")
 
 
-# -- huge single words (issue 11, item 1) ----------------------------------------------------------------------
+# -- huge single words (issue 11, item 1) --------------------------------------------------------------------
 
 
 def _word(alphabet: str, n: int, seed: int) -> str:
@@ -323,7 +323,7 @@ def test_huge_single_word_cost_ratio(fuzz_client: Any, route: str, kind: str) ->
     assert huge / max(short, 1e-3) < 300, (huge, short)  # before: ~15-60 s / ~5 ms; after: ~0.1-0.5 s
 
 
-# -- issue 11: oversized integers anywhere, surrogate paths through the Lambda entry ---------------------------
+# -- issue 11: oversized integers anywhere, surrogate paths through the Lambda entry -------------------------
 
 #: integer literals past Python's 4300-digit conversion limit (kept as text: int() of them would raise here)
 huge_ints = st.builds(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.handler.test_lambda import demo_lambda, invoke, load_event
+from tests.handler.test_lambda import demo_lambda, invoke, load_event  # noqa: F401
 
 SURROGATE_PATHS = [
     "/he\ud800alth",
@@ -46,7 +46,7 @@ def with_path(name: str, path: str) -> dict[str, Any]:
     "path", SURROGATE_PATHS, ids=lambda p: p.encode("utf-8", "backslashreplace").decode()
 )
 def test_surrogate_paths_get_json_errors(
-    demo_lambda: Any,
+    demo_lambda: Any,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
     name: str,
     path: str,

@@ -284,7 +284,8 @@ def _png_bomb_header(width: int, height: int) -> bytes:
 
 
 def _bad_collection(src: Path) -> tuple[set[str], dict[str, str]]:
-    """Good images (several formats) plus one file of each kind of bad; returns (good ids, {bad id: reason})."""
+    """Good images (several formats) plus one file of each kind of bad; returns
+    (good ids, {bad id: reason})."""
     from PIL import Image
 
     paths = collection(src, 10, seed=8)

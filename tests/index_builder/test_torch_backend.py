@@ -1,5 +1,5 @@
-"""``--backend torch``: open_clip with the bundle's weights gives the ONNX backend's vectors; other weights are
-refused so the index's model fingerprint stays honest."""
+"""``--backend torch``: open_clip with the bundle's weights gives the ONNX backend's vectors; other
+weights are refused so the index's model fingerprint stays honest."""
 
 from __future__ import annotations
 

@@ -71,8 +71,8 @@ class Store:
     uri: str
 
     def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        """The whole object. Missing: :class:`NotFoundError`; larger than ``max_bytes``: :class:`TooLargeError`
-        (read no further than that)."""
+        """The whole object. Missing: :class:`NotFoundError`; larger than ``max_bytes``:
+        :class:`TooLargeError` (read no further than that)."""
         raise NotImplementedError
 
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -63,7 +63,7 @@ class LocalStore(Store):
     def upload_file(self, key: str, local_path: str | Path) -> None:
         src = Path(local_path)
         try:
-            fsrc = open(src, "rb")
+            fsrc = open(src, "rb")  # noqa: SIM115  (closed by the `with fsrc` below)
         except FileNotFoundError as e:
             raise NotFoundError(f"no such file: {src}", str(src)) from e
         with fsrc:
@@ -72,7 +72,7 @@ class LocalStore(Store):
     def download_file(self, key: str, local_path: str | Path) -> None:
         src = self._path(key)
         try:
-            fsrc = open(src, "rb")
+            fsrc = open(src, "rb")  # noqa: SIM115  (closed by the `with fsrc` below)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFoundError(f"no such object: {src}", str(src)) from e
         with fsrc:

@@ -1,4 +1,5 @@
-"""handler.core.preprocess: parity with open_clip's eval transform, decoding of every format, hostile input."""
+"""handler.core.preprocess: parity with open_clip's eval transform, decoding of every format,
+hostile input."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tests.handler.img_samples import (
 )
 
 open_clip = pytest.importorskip("open_clip")
-from open_clip.transform import PreprocessCfg, image_transform, image_transform_v2
+from open_clip.transform import PreprocessCfg, image_transform, image_transform_v2  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -176,7 +176,8 @@ def test_load_bundle_from_s3_with_local_cache(tiny_bundle, s3_server, tmp_path):
 
 def test_runtime_is_torch_free_in_a_fresh_interpreter():
     code = (
-        "import sys, handler.core.runtime, handler.core.index, handler.core.storage, handler.core.tokenizer, handler.core.preprocess\n"
+        "import sys, handler.core.runtime, handler.core.index, handler.core.storage, "
+        "handler.core.tokenizer, handler.core.preprocess\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'open_clip'})\n"
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
@@ -295,7 +296,7 @@ def test_background_visual_failure_is_reported_by_the_image_query(tiny_bundle, t
         emb.visual_ready.wait(0.1)
     assert emb.visual_error is not None and not emb.visual_loaded
     assert emb.embed_texts(["ok"]).shape == (1, 32)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         emb.embed_images([Image.new("RGB", (8, 8))])
 
 

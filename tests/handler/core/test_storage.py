@@ -376,7 +376,8 @@ def test_read_bytes_max_bytes(store: Store) -> None:
 
 
 def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
-    """Issue 11 #17: a writer killed mid-write leaves .tmp-* files that listing hides and pruning never saw."""
+    """Issue 11 #17: a writer killed mid-write leaves .tmp-* files that listing hides and pruning
+    never saw."""
     root = tmp_path / "index"
     store = open_store(root)
     store.write_bytes("versions/v1/manifest.json", b"{}")

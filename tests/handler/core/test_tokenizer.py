@@ -20,7 +20,7 @@ from handler.core.tokenizer import MAX_CACHED_WORD, ClipTokenizer
 from tests.handler.tok_corpus import EMOJI, HTML, PUNCT, SPACES, UNICODE, WORDS, corpus
 
 open_clip = pytest.importorskip("open_clip")
-from open_clip.tokenizer import SimpleTokenizer, default_bpe
+from open_clip.tokenizer import SimpleTokenizer, default_bpe  # noqa: E402
 
 VOCAB = default_bpe()
 HYP = settings(
@@ -254,7 +254,8 @@ OVERLONG = {
 
 @pytest.mark.parametrize("name", list(OVERLONG))
 def test_overlong_texts_match_open_clip(name: str, tok: ClipTokenizer, ref: SimpleTokenizer) -> None:
-    """Truncated ids of over-long texts (giant single words too) are open_clip's, at several context lengths."""
+    """Truncated ids of over-long texts (giant single words too) are open_clip's, at several
+    context lengths."""
     text = OVERLONG[name]
     full = ref.encode(text)
     assert tok.encode(text) == full  # the whole encoding, not only the kept part
