@@ -12,6 +12,7 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from export import hf_text
 from handler.bundle import sha256_file
@@ -90,7 +91,8 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, 
     return pretrained, None
 
 
-PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")
+#: Image preprocessing a user may set (the input size is the model's own).
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
 
 def preprocess_override(name: str, preprocess: dict[str, Any] | None, preprocess_from: str | None
@@ -170,10 +172,12 @@ def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_c
     hf_model = text_cfg.get("hf_model_name")
     try:
         # pretrained_hf=False: a random-init export must not download the HF text tower's own weights.
-        model, _, preprocess = open_clip.create_model_and_transforms(
+        model = open_clip.create_model(
             name, pretrained=pretrained_value, device=device, weights_only=True,
             force_preprocess_cfg=force_preprocess, pretrained_hf=pretrained_value is not None and not hf_model
         )
+        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg),
+                                                  is_train=False)
     except Exception as exc:  # torch.load, open_clip and transformers raise many types
         if hf_model and _is_hf_text_failure(exc):
             raise ExportError(
