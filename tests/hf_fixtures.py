@@ -12,6 +12,7 @@ and saves it as transformers would (`AutoTokenizer.from_pretrained(dir)` loads i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.handler.tok_corpus import corpus
@@ -72,13 +73,15 @@ def build(kind: str):
             single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
         return tok, {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
                      "sep_token": "</s>", "cls_token": "<s>", "mask_token": "<mask>"}
-    if kind == "nllb":
-        tok = _unigram(["<s>", "<pad>", "</s>", "<unk>", *NLLB_CODES, "<mask>"])
-        tok.post_processor = processors.TemplateProcessing(
-            single="eng_Latn $A </s>", pair="eng_Latn $A $B </s>",
-            special_tokens=[("eng_Latn", tok.token_to_id("eng_Latn")), ("</s>", 2)])
-        return tok, {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-                     "sep_token": "</s>", "cls_token": "<s>", "mask_token": "<mask>"}
+    if kind == "nllb":  # transformers' NllbTokenizer is a Metaspace BPE built from vocab + merges
+        from tokenizers.models import BPE
+        from tokenizers.trainers import BpeTrainer
+
+        tok = Tokenizer(BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+        tok.train_from_iterator(training_text(), BpeTrainer(vocab_size=4000, show_progress=False,
+                                                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+        return tok, {}
     raise ValueError(kind)
 
 
@@ -87,10 +90,12 @@ def save_tokenizer(kind: str, out: Path) -> Path:
 
     tok, special = build(kind)
     if kind == "nllb":
-        from transformers import NllbTokenizerFast
+        from transformers import NllbTokenizer
 
-        hf = NllbTokenizerFast(tokenizer_object=tok, src_lang="eng_Latn", additional_special_tokens=NLLB_CODES,
-                               **special)
+        model = json.loads(tok.to_str())["model"]
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+        hf = NllbTokenizer(vocab=model["vocab"], merges=merges, src_lang="eng_Latn",
+                           extra_special_tokens=NLLB_CODES)
     else:
         hf = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
     out.mkdir(parents=True, exist_ok=True)

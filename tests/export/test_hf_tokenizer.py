@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.handler.tok_corpus import corpus
-from tests.hf_fixtures import MULTILINGUAL, save_tokenizer
+from tests.hf_fixtures import MULTILINGUAL, NLLB_CODES, save_tokenizer
 
 # (fixture kind, open_clip tokenizer kwargs, context length): the settings of the real families.
 CASES = {
@@ -16,6 +16,7 @@ CASES = {
     "siglip2": ("unigram_gemma", {"clean": "canonicalize"}, 64),
     "xlm-roberta": ("unigram_xlmr", {}, 77),
     "clipa": ("wordpiece", {"strip_sep_token": True}, 32),
+    "nllb": ("nllb", {}, 77),
 }
 
 
@@ -70,8 +71,27 @@ def test_truncation_flag(pair):
 def test_bad_input_is_rejected(pair):
     from handler.errors import InvalidTextError
 
-    _, _, tok, _ = pair
+    name, _, tok, _ = pair
     with pytest.raises(InvalidTextError):
         tok([b"bytes"])
-    with pytest.raises(InvalidTextError, match="no language option"):
-        tok(["x"], language="fra_Latn")
+    with pytest.raises(InvalidTextError, match="no language option" if name != "nllb" else "unknown language"):
+        tok(["x"], language="xx_Xxxx")
+
+
+def test_nllb_language_code_is_a_request_option(pair):
+    """NLLB: the source-language code token (what `src_lang` / `set_src_lang_special_tokens` select)."""
+    name, ref, tok, text = pair
+    if name != "nllb":
+        pytest.skip("language codes are NLLB's")
+    assert sorted(text["tokenizer"]["language"]["codes"]) == sorted(NLLB_CODES) == tok.languages
+    texts = strings()[:300]
+    for code in NLLB_CODES:
+        # transformers 5 re-applies `src_lang` on every call, so open_clip's set_language (which calls
+        # set_src_lang_special_tokens) has no lasting effect; `src_lang` is the setting that sticks.
+        ref.tokenizer.src_lang = code
+        want = ref(texts).numpy()
+        got = tok(texts, language=code)
+        assert (got[:, 0] == ref.tokenizer.convert_tokens_to_ids(code)).all()
+        assert (got == want).all(), code
+    ref.tokenizer.src_lang = "eng_Latn"
+    assert (tok(texts) == ref(texts).numpy()).all()  # default: the exporter's src_lang
