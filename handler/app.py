@@ -373,7 +373,7 @@ def create_app(state: ServiceState) -> FastAPI:
         exclude: int | None = None
         if req.type == "text":
             assert req.text is not None
-            ids, truncated = emb.tokenize_with_info([req.text])
+            ids, truncated = emb.tokenize_with_info([req.text], req.language)
             vec = emb.embed_tokens(ids)[0]
             query.update(text=req.text, truncated=bool(truncated[0] or req.text_precut))
         elif req.type == "image":
@@ -441,7 +441,7 @@ def create_app(state: ServiceState) -> FastAPI:
     def run_embeddings(req: inputs.EmbeddingsRequest, emb: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if req.texts:
-            ids, truncated = emb.tokenize_with_info(req.texts)
+            ids, truncated = emb.tokenize_with_info(req.texts, req.language)
             out["text_embeddings"] = emb.embed_tokens(ids).tolist()
             out["text_truncated"] = [bool(t or c) for t, c in zip(truncated, req.precut, strict=True)]
         if req.images:

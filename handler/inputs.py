@@ -53,7 +53,7 @@ MAX_TEXT_CHARS = 20_000
 MAX_EMBED_TEXTS = 64
 MAX_EMBED_IMAGES = 16
 QUERY_FIELDS = ("text", "image", "embedding", "id")
-SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef")
+SEARCH_FIELDS = (*QUERY_FIELDS, "k", "offset", "min_score", "ef", "language")
 _DATA_URI = re.compile(r"^data:([A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)?((?:;[^,;]*)*?);base64,", re.IGNORECASE)
 _B64_JUNK = re.compile(r"[\s]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -104,6 +104,7 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     ef: int | None = None
+    language: str | None = None  # source-language code for tokenizers that take one (NLLB)
 
     def log_fields(self) -> dict[str, Any]:
         """What the request log may say about the query: its type, sizes and parameters, never content."""
@@ -122,6 +123,7 @@ class EmbeddingsRequest:
     texts: list[str] | None = None
     images: list[bytes] | None = None
     precut: list[bool] = field(default_factory=list)
+    language: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
         return {"query_type": "+".join(t for t, v in (("text", self.texts), ("image", self.images)) if v),
@@ -293,7 +295,17 @@ def search_params(obj: Mapping[str, Any], req: SearchRequest) -> SearchRequest:
     req.offset = _int_field(obj, "offset", 0, 0, OFFSET_MAX) or 0
     req.min_score = _score_field(obj)
     req.ef = _int_field(obj, "ef", None, 1, EF_MAX)
+    req.language = _language(obj.get("language"))
     return req
+
+
+def _language(value: Any) -> str | None:
+    """A language code (checked against the model's tokenizer when the text is tokenized)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 32:
+        raise InvalidRequestError("'language' must be a short string such as 'fra_Latn'")
+    return value
 
 
 def search_from_json(obj: Any, max_image_bytes: int) -> SearchRequest:
@@ -337,7 +349,7 @@ def form_number(raw: Any, name: str, kind: type) -> Any:
 async def search_from_form(form: Any, max_image_bytes: int) -> SearchRequest:
     """``multipart/form-data`` or ``application/x-www-form-urlencoded``: an ``image`` file (or base64
     string) or a ``text`` / ``id`` field, plus the numeric parameters as fields."""
-    allowed = ("text", "image", "id", "k", "offset", "min_score", "ef")
+    allowed = ("text", "image", "id", "k", "offset", "min_score", "ef", "language")
     keys = list(form.keys())
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
@@ -350,6 +362,8 @@ async def search_from_form(form: Any, max_image_bytes: int) -> SearchRequest:
     for name, kind in (("k", int), ("offset", int), ("ef", int), ("min_score", float)):
         if name in form:
             values[name] = form_number(form[name], name, kind)
+    if "language" in form:
+        values["language"] = form["language"] if isinstance(form["language"], str) else 0
     present = []
     for name in ("text", "image", "id"):
         value = form.get(name)
@@ -396,13 +410,13 @@ def _as_list(value: Any, name: str, limit: int) -> tuple[list[Any], bool]:
 def embeddings_from_json(obj: Any, max_image_bytes: int) -> EmbeddingsRequest:
     if not isinstance(obj, dict):
         raise InvalidRequestError(f"the request body must be a JSON object, got {_type_name(obj)}")
-    unknown = sorted(k for k in obj if k not in ("text", "image"))
+    unknown = sorted(k for k in obj if k not in ("text", "image", "language"))
     if unknown:
         raise InvalidRequestError(
-            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: 'text', 'image'")
+            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: 'text', 'image', 'language'")
     if obj.get("text") is None and obj.get("image") is None:
         raise InvalidRequestError("give 'text' and/or 'image' (each a single value or a list)")
-    req = EmbeddingsRequest()
+    req = EmbeddingsRequest(language=_language(obj.get("language")))
     if obj.get("text") is not None:
         texts, _ = _as_list(obj["text"], "text", MAX_EMBED_TEXTS)
         req.texts = []

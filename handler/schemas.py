@@ -25,6 +25,8 @@ class SearchJSON(BaseModel):
     offset: int = Field(0, ge=0, le=OFFSET_MAX, description="skip this many results (paging)")
     min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this")
     ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
+    language: str | None = Field(None, description="source-language code (NLLB bundles, e.g. 'fra_Latn'); "
+                                                   "other models reject it")
 
 
 class SearchForm(BaseModel):
@@ -37,6 +39,7 @@ class SearchForm(BaseModel):
     offset: int = Field(0, ge=0, le=OFFSET_MAX)
     min_score: float | None = None
     ef: int | None = None
+    language: str | None = None
 
 
 class Result(BaseModel):
@@ -61,6 +64,8 @@ class EmbeddingsJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | list[str] | None = Field(None, description=f"one text or a list (at most {MAX_EMBED_TEXTS})")
     image: str | list[str] | None = Field(None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})")
+    language: str | None = Field(None, description="source-language code (NLLB bundles, e.g. 'fra_Latn'); "
+                                                   "other models reject it")
 
 
 class EmbeddingsResponse(BaseModel):

@@ -25,6 +25,7 @@ FAMILIES = {
     "siglip2": ("ViT-B-16-SigLIP2", "unigram_gemma", None, "webli"),
     "clipa": ("ViT-L-14-CLIPA", "wordpiece", None, "datacomp1b"),
     "xlm-roberta": ("xlm-roberta-base-ViT-B-32", "unigram_xlmr", "xlm-roberta", None),
+    "nllb": ("nllb-clip-base", "nllb", "m2m_100", None),
 }
 
 
@@ -93,3 +94,16 @@ def test_builder_and_service_end_to_end(family_bundle, tmp_path):
     r = client.post("/search", files={"image": ("q.png", render_png("red", "circle"), "image/png")}, data={"k": "3"})
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 3
+    # NLLB's source-language code is a request option; other models refuse it with a 4xx JSON error.
+    texts = {"text": ["a red square", "un carré rouge"]}
+    r = client.post("/embeddings", json={**texts, "language": "fra_Latn"})
+    if family == "nllb":
+        assert r.status_code == 200, r.text
+        default = client.post("/embeddings", json=texts).json()["text_embeddings"]
+        assert not np.allclose(r.json()["text_embeddings"], default)
+        r = client.post("/search", data={"text": "un carré rouge", "language": "fra_Latn", "k": "2"})
+        assert r.status_code == 200 and len(r.json()["results"]) == 2, r.text
+        r = client.post("/search", json={"text": "x", "language": "xx_Xxxx"})
+        assert r.status_code == 400 and "unknown language" in r.json()["error"]["message"], r.text
+    else:
+        assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == "invalid_text", r.text
