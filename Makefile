@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= events/search-text.json
 
 .PHONY: help setup test lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
-	sam-venv sam-validate footprint browser-deps
+	sam-venv sam-validate footprint browser-deps models-table
 
 help:
 	@echo "make demo    export the demo model, build a demo index, run text and image queries end to end"
@@ -53,6 +53,10 @@ test: $(STAMP) $(SAM_STAMP) browser-deps
 
 invoke: $(STAMP)
 	$(PY) scripts/invoke.py $(EVENT) --env-from-template
+
+# Coverage table of the OpenCLIP families (random init, shrunk towers; docs/models.md). ROWS=ci for a subset.
+models-table: $(STAMP)
+	$(PY) scripts/models_table.py --out docs/models.md $(if $(ROWS),--only $(ROWS))
 
 footprint: $(STAMP)
 	$(PY) scripts/footprint.py

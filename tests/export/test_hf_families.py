@@ -71,7 +71,7 @@ def test_export_parity_and_runtime_ids(family_bundle):
         assert manifest["image"]["mean"] == pytest.approx(list(cfg["mean"]))
         assert manifest["image"]["resize_mode"] == cfg.get("resize_mode", "shortest")
     emb = load_bundle(bundle)
-    ids = emb.tokenize(MULTILINGUAL + [""])
+    ids = emb.tokenize([*MULTILINGUAL, ""])
     assert ids.shape == (len(MULTILINGUAL) + 1, manifest["text"]["context_length"])
     vecs = emb.embed_texts(MULTILINGUAL)
     assert vecs.shape == (len(MULTILINGUAL), 32)
