@@ -171,10 +171,11 @@ def load_model(
 def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_cfg):
     hf_model = text_cfg.get("hf_model_name")
     try:
-        # pretrained_hf=False: a random-init export must not download the HF text tower's own weights.
+        # pretrained_hf=False: never download an HF text tower's base weights (an OpenCLIP checkpoint holds the
+        # tower; a random-init export must stay random and offline).
         model = open_clip.create_model(
             name, pretrained=pretrained_value, device=device, weights_only=True,
-            force_preprocess_cfg=force_preprocess, pretrained_hf=pretrained_value is not None and not hf_model
+            force_preprocess_cfg=force_preprocess, pretrained_hf=False,
         )
         preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg),
                                                   is_train=False)

@@ -55,7 +55,7 @@ class HfTokenizer:
         try:
             self._json = Path(tokenizer_file).read_text(encoding="utf-8")
             base = Tokenizer.from_str(self._json)
-        except (OSError, UnicodeDecodeError, Exception) as exc:  # tokenizers raises plain Exception
+        except Exception as exc:  # OSError, UnicodeDecodeError; tokenizers raises plain Exception
             raise ArtifactError(f"cannot load tokenizer {tokenizer_file}: {exc}") from exc
         self.context_length = context_length
         self.clean = clean
@@ -141,7 +141,7 @@ class HfTokenizer:
         tok = self._for_language(language)
         try:
             encodings = tok.encode_batch([self._clean_fn(t) for t in texts])
-        except (UnicodeError, ValueError, Exception) as e:
+        except Exception as e:  # tokenizers raises plain Exception
             raise InvalidTextError(f"cannot tokenize text: {e}") from e
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         if self.strip_sep_token:
