@@ -177,8 +177,7 @@ def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_c
             name, pretrained=pretrained_value, device=device, weights_only=True,
             force_preprocess_cfg=force_preprocess, pretrained_hf=False,
         )
-        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg),
-                                                  is_train=False)
+        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     except Exception as exc:  # torch.load, open_clip and transformers raise many types
         if hf_model and _is_hf_text_failure(exc):
             raise ExportError(

@@ -29,6 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # row -> (open_clip model, tokenizer fixture kind or None for CLIP BPE, HF text model type, preprocess tag)
+# Families that differ in the vision tower (CLIP BPE text) run at their real, smallest size (VISION_ROWS).
+VISION_ROWS = {
+    "modified resnet": ("RN50", None, None, "openai"),
+    "quickgelu": ("ViT-B-32-quickgelu", None, None, "openai"),
+    "convnext": ("convnext_tiny", None, None, None),
+    "eva02": ("EVA02-B-16", None, None, "merged2b_s8b_b131k"),
+    "vitamin": ("ViTamin-S", None, None, "datacomp1b"),
+    "pe-core": ("PE-Core-T-16-384", None, None, "meta"),
+    "coca": ("coca_ViT-B-32", None, None, "laion2b_s13b_b90k"),
+    "mobileclip2": ("MobileCLIP2-S0", None, None, "dfndr2b"),
+    "timm vit": ("vit_medium_patch16_gap_256", None, None, None),
+    "swin": ("swin_base_patch4_window7_224", None, None, None),
+}
 ROWS = {
     "clip (ViT)": ("ViT-B-32", None, None, None),
     "mobileclip": ("MobileCLIP-S1", None, None, "datacompdr"),
@@ -41,6 +54,7 @@ ROWS = {
     "roberta": ("roberta-ViT-B-32", "unigram_xlmr", "roberta", None),
     "mt5": ("mt5-base-ViT-B-32", "unigram_gemma", "mt5", None),
     "nllb": ("nllb-clip-base", "nllb", "m2m_100", None),
+    **VISION_ROWS,
 }
 #: CI subset: one row per tokenizer type.
 CI_ROWS = ("clip (ViT)", "siglip")
@@ -62,6 +76,7 @@ def export_row(name: str, work: Path, shrink: bool) -> tuple[Path, list[str]]:
     from tests.hf_fixtures import save_text_config, save_tokenizer
 
     model, kind, hf_type, tag = ROWS[name]
+    shrink = shrink and name not in VISION_ROWS
     args = ["--model", model, "--pretrained", "none"]
     override: dict = {"embed_dim": 32, "vision_cfg": TINY_VISION} if shrink else {}
     if kind:
@@ -150,8 +165,10 @@ def markdown(rows: list[dict], command: str, shrink: bool) -> str:
         f"    {command}",
         "",
         "Random init, one config per family, " + ("towers shrunk (tiny text tower, tiny native ViT vision tower; "
-                                                   "real tokenizer type, text-tower architecture and pooling)"
-                                                   if shrink else "real sizes") + ". "
+                                                   "real tokenizer type, text-tower architecture and pooling) "
+                                                   "except the vision families (modified resnet ... swin), which "
+                                                   "run at their real size" if shrink else "real sizes") + ". "
+        "Image preprocessing: the named tag's (no weights), else OpenAI's. "
         "Hugging Face tokenizers/configs are trained/built offline in the family's style (tests/hf_fixtures.py). "
         "Token ids: the runtime tokenizer (no torch) vs open_clip's on a fixed multilingual set (empty, 16 "
         "languages, emoji, over-long). Latency: median of 5 single-item encodes on this machine (CPU).",
