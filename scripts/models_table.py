@@ -153,7 +153,7 @@ def _reference_tokenizer(model: str, args: list[str], cfg: dict):
                                            context_length=text_cfg.get("context_length", 77), **kwargs)
 
 
-def markdown(rows: list[dict], command: str, shrink: bool) -> str:
+def markdown(rows: list[dict], command: str, shrink: bool, note: str | None = None) -> str:
     def f(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
@@ -172,6 +172,7 @@ def markdown(rows: list[dict], command: str, shrink: bool) -> str:
         "Hugging Face tokenizers/configs are trained/built offline in the family's style (tests/hf_fixtures.py). "
         "Token ids: the runtime tokenizer (no torch) vs open_clip's on a fixed multilingual set (empty, 16 "
         "languages, emoji, over-long). Latency: median of 5 single-item encodes on this machine (CPU).",
+        *(["", note] if note else []),
         "",
         "| family | model config | tokenizer | export | parity text / image (max abs) | runtime | token ids | "
         "bundle MB | text ms | image ms |",
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-shrink", action="store_true", help="real tower sizes (slow, large)")
     p.add_argument("--out", type=Path, help="write the markdown table here (default: print it)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("--note", help="a line added under the description (for example about the machine)")
     args = p.parse_args(argv)
     names = list(ROWS) if not args.only else CI_ROWS if args.only == "ci" else args.only.split(",")
     unknown = [n for n in names if n not in ROWS]
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[models-table] {n} ...", file=sys.stderr, flush=True)
         rows.append(measure(n, not args.no_shrink))
     command = "python scripts/models_table.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-    text = markdown(rows, command.strip(), not args.no_shrink)
+    text = markdown(rows, command.strip(), not args.no_shrink, args.note)
     if args.out:
         args.out.write_text(text)
     else:
