@@ -167,3 +167,20 @@ def test_pixel_budget_sums_headers() -> None:
         inputs.check_pixel_budget([PNG, b"not an image"], 10**9, None)
     assert json.loads(json.dumps(inputs.SearchRequest(type="text", text="abc").log_fields())) == {
         "query_type": "text", "k": inputs.K_DEFAULT, "offset": 0, "text_length": 3}
+
+
+def test_language_option_in_every_model() -> None:
+    """NLLB's source-language code (issue 16) is a field of SearchJSON, SearchForm (and its form reader) and
+    EmbeddingsJSON; its value is checked against the tokenizer later (unknown code: 400 invalid_text)."""
+    assert validate(SearchJSON, {"text": "a", "language": "fra_Latn"}).query(10).language == "fra_Latn"
+    assert validate(SearchJSON, {"text": "a", "language": ""}).query(10).language is None
+    assert validate(SearchJSON, {"text": "a"}).query(10).language is None
+    assert validate(EmbeddingsJSON, {"text": "a", "language": "fra_Latn"}).request(10).language == "fra_Latn"
+    fields = asyncio.run(inputs.read_form(FormData([("text", "a"), ("language", "deu_Latn")]), 10))
+    assert validate(SearchForm, fields).query(10).language == "deu_Latn"
+    for model, data in ((SearchJSON, {"text": "a", "language": 5}), (SearchJSON, {"text": "a", "language": "x" * 33}),
+                        (EmbeddingsJSON, {"text": "a", "language": ["fra_Latn"]})):
+        with pytest.raises(InvalidRequestError, match="'language'"):
+            validate(model, data)
+    for model in (SearchJSON, SearchForm, EmbeddingsJSON):
+        assert "language" in model.model_json_schema()["properties"]
