@@ -54,35 +54,65 @@ def parse_only(value: str | None) -> list[str]:
         if not name:
             continue
         if name not in MEASURES:
-            raise SystemExit(f"--only: unknown measure {raw!r}; choose from {', '.join(MEASURES)} (or rebuild)")
+            raise SystemExit(
+                f"--only: unknown measure {raw!r}; choose from {', '.join(MEASURES)} (or rebuild)"
+            )
         names.append(name)
     return [n for n in RUN_ORDER if n in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="tiny model and sizes, few iterations: a smoke test (~2-3 min), numbers not meaningful")
-    p.add_argument("--only", help=f"comma-separated measures to run: {', '.join(MEASURES)} (default: all); "
-                                  "the other sections of an existing report are kept")
-    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="report file (default BENCHMARKS.md)")
-    p.add_argument("--plots", type=Path, help="plot directory (default bench/plots for the default --out, "
-                                              "else <out dir>/plots)")
-    p.add_argument("--work", type=Path, default=DEFAULT_WORK,
-                   help="cache and scratch directory (default bench/out, gitignored)")
-    p.add_argument("--threads", type=int, default=cpu_count(), help="threads for every engine (default: all cores)")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                   help="before each measure, wait up to SECONDS for other processes to leave the CPUs idle "
-                        "(shared machines; default 0: do not wait)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny model and sizes, few iterations: a smoke test (~2-3 min), numbers not meaningful",
+    )
+    p.add_argument(
+        "--only",
+        help=f"comma-separated measures to run: {', '.join(MEASURES)} (default: all); "
+        "the other sections of an existing report are kept",
+    )
+    p.add_argument(
+        "--out", type=Path, default=REPO / "BENCHMARKS.md", help="report file (default BENCHMARKS.md)"
+    )
+    p.add_argument(
+        "--plots",
+        type=Path,
+        help="plot directory (default bench/plots for the default --out, else <out dir>/plots)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help="cache and scratch directory (default bench/out, gitignored)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=cpu_count(), help="threads for every engine (default: all cores)"
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measure, wait up to SECONDS for other processes to leave the CPUs idle "
+        "(shared machines; default 0: do not wait)",
+    )
     return p
 
 
 def _git_rev() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -100,8 +130,9 @@ def run_measure(name: str, ctx: Context, wait_quiet: float = 0.0) -> Section:
         if proc.returncode == 0 and result.is_file():
             section = Section.from_json(json.loads(result.read_text()))
         else:
-            section = error_section(name, MEASURES[name],
-                                    f"exit status {proc.returncode}\n{(proc.stderr or '')[-4000:]}")
+            section = error_section(
+                name, MEASURES[name], f"exit status {proc.returncode}\n{(proc.stderr or '')[-4000:]}"
+            )
         if proc.stderr and proc.returncode == 0:
             sys.stderr.write(proc.stderr[-2000:])
     section.seconds = seconds
@@ -113,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = parse_only(args.only)
     out = args.out.resolve()
-    plots = (args.plots or (PLOTS_DIR if out == (REPO / "BENCHMARKS.md").resolve() else out.parent / "plots"))
+    plots = args.plots or (PLOTS_DIR if out == (REPO / "BENCHMARKS.md").resolve() else out.parent / "plots")
     plots = plots.resolve()
     plots.mkdir(parents=True, exist_ok=True)
     work = args.work.resolve()
@@ -130,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": get_machine_info(ctx.threads),
         "load_start": load_average(),
     }
-    print(f"bench: {', '.join(names)}{' (quick)' if args.quick else ''}; threads={ctx.threads}; "
-          f"report -> {out}", flush=True)
+    print(
+        f"bench: {', '.join(names)}{' (quick)' if args.quick else ''}; threads={ctx.threads}; "
+        f"report -> {out}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     sections: list[Section] = []
     failed = []
@@ -148,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     merged, runs = merge(read_previous(out), sections, run)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(merged, run, runs, out, plots), encoding="utf-8")
-    print(f"bench: wrote {out} in {run['seconds'] / 60:.1f} min"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    print(
+        f"bench: wrote {out} in {run['seconds'] / 60:.1f} min"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     return 1 if failed else 0
 
 

@@ -48,8 +48,9 @@ def embeddings(req: EmbeddingsRequest) -> dict:
         if req.image is not None:
             images = [req.image] if isinstance(req.image, str) else req.image
             try:
-                pixels = torch.stack([preprocess(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))
-                                      for b in images])
+                pixels = torch.stack(
+                    [preprocess(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in images]
+                )
             except Exception as exc:  # the design answers any bad image with a 400
                 raise HTTPException(400, f"bad image: {exc}") from exc
             out["image_embeddings"] = model.encode_image(pixels, normalize=True).tolist()

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, path TEXT NOT NULL, embedding BLOB NOT NULL)"
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, path TEXT NOT NULL, embedding BLOB NOT NULL)"
+)
 
 
 class SqliteIndex:
@@ -35,7 +37,7 @@ class SqliteIndex:
 
     def add_vectors(self, vectors: np.ndarray, start: int = 0, chunk: int = 20_000) -> None:
         for s in range(0, len(vectors), chunk):
-            block = vectors[s:s + chunk]
+            block = vectors[s : s + chunk]
             self.add((start + s + j, f"img_{start + s + j:07d}.jpg", v) for j, v in enumerate(block))
 
     def search(self, query: np.ndarray, k: int = 10) -> list[tuple[int, str, float]]:
@@ -67,7 +69,9 @@ def index_images(db: SqliteIndex, paths: Sequence[Path], embed: Any) -> int:
     cur = db.conn.cursor()
     for i, p in enumerate(paths):
         vec = embed(p)
-        cur.execute("INSERT INTO images (id, path, embedding) VALUES (?, ?, ?)",
-                    (i, str(p), np.asarray(vec, dtype=np.float32).tobytes()))
+        cur.execute(
+            "INSERT INTO images (id, path, embedding) VALUES (?, ?, ?)",
+            (i, str(p), np.asarray(vec, dtype=np.float32).tobytes()),
+        )
     db.conn.commit()
     return len(paths)

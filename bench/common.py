@@ -73,7 +73,12 @@ class Context:
         return p
 
     def to_json(self) -> dict[str, Any]:
-        return {"quick": self.quick, "work": str(self.work), "plots": str(self.plots), "threads": self.threads}
+        return {
+            "quick": self.quick,
+            "work": str(self.work),
+            "plots": str(self.plots),
+            "threads": self.threads,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Context:
@@ -124,8 +129,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | No
     """A markdown table; ``align`` is one character per column (l/r/c), default: first left, rest right."""
     align = align or ("l" + "r" * (len(headers) - 1))
     marks = {"l": ":--", "r": "--:", "c": ":-:"}
-    lines = ["| " + " | ".join(str(h) for h in headers) + " |",
-             "| " + " | ".join(marks[a] for a in align) + " |"]
+    lines = [
+        "| " + " | ".join(str(h) for h in headers) + " |",
+        "| " + " | ".join(marks[a] for a in align) + " |",
+    ]
     for row in rows:
         lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     return "\n".join(lines)
@@ -241,6 +248,7 @@ def load_average() -> tuple[float, float, float]:
 
 def cpu_busy(window: float = 2.0) -> float:
     """Fraction of all CPUs busy over the next ``window`` seconds (/proc/stat), whoever uses them."""
+
     def snap() -> tuple[int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
@@ -273,8 +281,9 @@ def wait_until_quiet(max_wait: float, threshold: float = 0.25, log: Callable[[st
 def busy_processes(min_cpu: float = 20.0) -> list[str]:
     """Other processes using CPU right now (ps %CPU over their lifetime), to explain noisy numbers."""
     try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu"], capture_output=True,
-                             text=True, timeout=5).stdout.splitlines()[1:]
+        out = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=5
+        ).stdout.splitlines()[1:]
     except (OSError, subprocess.SubprocessError):
         return []
     me = {os.getpid(), os.getppid()}
@@ -291,20 +300,36 @@ def busy_processes(min_cpu: float = 20.0) -> list[str]:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    info: dict[str, Any] = {"model_name": platform.processor() or "unknown", "cores": os.cpu_count(),
-                            "threads": threads}
+    info: dict[str, Any] = {
+        "model_name": platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "threads": threads,
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         fields = dict(
-            (k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+            (k.strip(), v.strip())
+            for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
         )
         info["model_name"] = fields.get("Model name", info["model_name"])
         cores = int(fields.get("Core(s) per socket", 0)) * int(fields.get("Socket(s)", 1))
         info["cores"] = cores or info["cores"]
         info["cpus"] = int(fields.get("CPU(s)", os.cpu_count() or 0))
         flags = set(fields.get("Flags", "").split())
-        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-                                   "amx_bf16", "avx512_fp16") if f in flags]
+        info["isa"] = [
+            f
+            for f in (
+                "avx2",
+                "avx512f",
+                "avx512_vnni",
+                "avx_vnni",
+                "avx512_bf16",
+                "amx_int8",
+                "amx_bf16",
+                "avx512_fp16",
+            )
+            if f in flags
+        ]
         info["hypervisor"] = fields.get("Hypervisor vendor")
     except (OSError, subprocess.SubprocessError, ValueError):
         pass
@@ -376,9 +401,16 @@ def random_checkpoint(ctx: Context, name: str | None = None, seed: int = 0) -> P
     return path
 
 
-def export_bundle(ctx: Context, *, precisions: Sequence[str] = ("fp32", "fp16", "int8"),
-                  model: str | None = None, config: Path | None = None, checkpoint: Path | None = None,
-                  tag: str | None = None, extra_args: Sequence[str] = ()) -> Path:
+def export_bundle(
+    ctx: Context,
+    *,
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    model: str | None = None,
+    config: Path | None = None,
+    checkpoint: Path | None = None,
+    tag: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Path:
     """Export a bundle with the project's exporter (`python -m export`), cached by inputs and exporter code.
     ``extra_args`` go to the exporter as they are (e.g. ``--fixed-length-text``).
 
@@ -391,15 +423,37 @@ def export_bundle(ctx: Context, *, precisions: Sequence[str] = ("fp32", "fp16", 
         checkpoint = random_checkpoint(ctx, model)
     # Always all three precisions: one cached bundle serves every measure (the variants are small to make).
     precisions = ["fp32", "fp16", "int8"]
-    key = hashlib.sha256(json.dumps(
-        [model, str(config), _file_key(checkpoint), precisions, *extra_args, code_hash("export", "handler/core/bundle.py",
-                                                                         "handler/core/encoders.py")]
-    ).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                model,
+                str(config),
+                _file_key(checkpoint),
+                precisions,
+                *extra_args,
+                code_hash("export", "handler/core/bundle.py", "handler/core/encoders.py"),
+            ]
+        ).encode()
+    ).hexdigest()[:12]
     out = ctx.cache / "bundles" / f"{tag or model}-{key}"
     if (out / "manifest.json").is_file():
         return out
-    cmd = [sys.executable, "-m", "export", "--model", model, "--pretrained", str(checkpoint), "--out", str(out),
-           "--precision", *precisions, "--force", "--quiet", *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "export",
+        "--model",
+        model,
+        "--pretrained",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--precision",
+        *precisions,
+        "--force",
+        "--quiet",
+        *extra_args,
+    ]
     if config is not None:
         cmd[3:5] = ["--model-config", str(config)]
     ctx.log(f"  exporting {tag or model} bundle ({' '.join(precisions)}) ...")
@@ -444,12 +498,20 @@ def demo_bundle(ctx: Context, precisions: Sequence[str] = ("fp32", "fp16", "int8
             torch.manual_seed(0)
             torch.save(open_clip.create_model(demo.MODEL_NAME, pretrained=None).state_dict(), ckpt)
     try:
-        path = export_bundle(ctx, precisions=precisions, model=demo.MODEL_NAME, config=demo.CONFIG_PATH,
-                             checkpoint=ckpt, tag="demo-clip" if trained else "demo-clip-random")
+        path = export_bundle(
+            ctx,
+            precisions=precisions,
+            model=demo.MODEL_NAME,
+            config=demo.CONFIG_PATH,
+            checkpoint=ckpt,
+            tag="demo-clip" if trained else "demo-clip-random",
+        )
     except RuntimeError as exc:
         last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
-        raise DemoUnavailable(f"exporting the demo model ({demo.CONFIG_PATH.name}, "
-                              f"{'trained checkpoint' if trained else 'random init'}) failed: {last[0]}") from exc
+        raise DemoUnavailable(
+            f"exporting the demo model ({demo.CONFIG_PATH.name}, "
+            f"{'trained checkpoint' if trained else 'random init'}) failed: {last[0]}"
+        ) from exc
     return path, trained
 
 

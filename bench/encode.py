@@ -71,10 +71,14 @@ class Sgemm:
         from onnx import TensorProto, helper
 
         graph = helper.make_graph(
-            [helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
-            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-             helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-            [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
+            [helper.make_node("MatMul", ["A", "B"], ["C"])],
+            "sgemm",
+            [
+                helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
+                helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n]),
+            ],
+            [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -88,14 +92,20 @@ class Sgemm:
         self.np: list[float] = []
 
     def sample(self, runs: int) -> None:
-        self.ort += time_fn(lambda: self.sess.run(None, {"A": self.a, "B": self.b}), runs=runs, warmup=2).samples
+        self.ort += time_fn(
+            lambda: self.sess.run(None, {"A": self.a, "B": self.b}), runs=runs, warmup=2
+        ).samples
         self.np += time_fn(lambda: self.a @ self.b, runs=max(1, runs // 2), warmup=1).samples
 
     def result(self) -> dict[str, float]:
-        flops = 2.0 * self.n ** 3
-        return {"n": self.n, "ort_gflops": flops / Timing(self.ort).median / 1e9,
-                "ort_gflops_best": flops / min(self.ort) / 1e9, "numpy_gflops": flops / Timing(self.np).median / 1e9,
-                "samples": len(self.ort)}
+        flops = 2.0 * self.n**3
+        return {
+            "n": self.n,
+            "ort_gflops": flops / Timing(self.ort).median / 1e9,
+            "ort_gflops_best": flops / min(self.ort) / 1e9,
+            "numpy_gflops": flops / Timing(self.np).median / 1e9,
+            "samples": len(self.ort),
+        }
 
 
 def count_gflops(model: Any, ids: Any, pixels: Any) -> dict[str, float]:
@@ -136,7 +146,9 @@ def analytic_gflops(model: Any) -> dict[str, float]:
     text_tokens = int(model.positional_embedding.shape[0])
     text = tower(model.transformer.resblocks, text_tokens)
     proj = model.text_projection
-    text += 2 * (proj.shape[0] * proj.shape[1] if hasattr(proj, "shape") else proj.in_features * proj.out_features)
+    text += 2 * (
+        proj.shape[0] * proj.shape[1] if hasattr(proj, "shape") else proj.in_features * proj.out_features
+    )
     v = model.visual
     grid = int(v.grid_size[0]) * int(v.grid_size[1])
     k = v.conv1.kernel_size
@@ -148,8 +160,9 @@ def analytic_gflops(model: Any) -> dict[str, float]:
     return {"text": text / 1e9, "image": image / 1e9}
 
 
-def session(path: Path, threads: int, level: str = "all", optimized_out: Path | None = None,
-            spinning: bool = True):
+def session(
+    path: Path, threads: int, level: str = "all", optimized_out: Path | None = None, spinning: bool = True
+):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -181,8 +194,16 @@ Engine = tuple[Callable | None, Callable | None, dict[str, float]]  # text fn, i
 class Row:
     """One engine: a factory making its (text, image) callables, and the timings collected over rounds."""
 
-    def __init__(self, key: str, label: str, factory: Callable[[], Engine], *, slow: bool = False,
-                 trim: bool = False, by_length: bool = False):
+    def __init__(
+        self,
+        key: str,
+        label: str,
+        factory: Callable[[], Engine],
+        *,
+        slow: bool = False,
+        trim: bool = False,
+        by_length: bool = False,
+    ):
         self.key, self.label, self.factory, self.slow, self.trim = key, label, factory, slow, trim
         self.by_length = by_length  # also time text queries of each TEXT_LENGTHS length
         self.samples: dict[str, list[float]] = {}
@@ -204,12 +225,19 @@ def query_of_length(ids: np.ndarray, n: int) -> np.ndarray:
     words = row[1:eot]
     out = np.zeros_like(ids)
     out[0, 0], out[0, n - 1] = row[0], row[eot]
-    out[0, 1:n - 1] = np.resize(words, n - 2)
+    out[0, 1 : n - 1] = np.resize(words, n - 2)
     return out
 
 
-def measure_round(row: Row, plan: Plan, ids: np.ndarray, pix1: np.ndarray, pixb: np.ndarray, rnd: int,
-                  by_length: dict[int, np.ndarray] | None = None) -> None:
+def measure_round(
+    row: Row,
+    plan: Plan,
+    ids: np.ndarray,
+    pix1: np.ndarray,
+    pixb: np.ndarray,
+    rnd: int,
+    by_length: dict[int, np.ndarray] | None = None,
+) -> None:
     text, image, load = row.factory()
     if rnd == 0:
         row.load_s = load
@@ -255,8 +283,12 @@ def run(ctx: Context) -> Section:
 
     # ---- artifacts: the bundle (exporter as is: variable-length text) and a fixed-length-text export
     bundle = export_bundle(ctx, precisions=("fp32", "fp16", "int8"))
-    fixed = export_bundle(ctx, precisions=("fp32", "fp16", "int8"), tag=f"{ctx.model_name}-fixed-text",
-                          extra_args=("--fixed-length-text",))
+    fixed = export_bundle(
+        ctx,
+        precisions=("fp32", "fp16", "int8"),
+        tag=f"{ctx.model_name}-fixed-text",
+        extra_args=("--fixed-length-text",),
+    )
     ckpt = random_checkpoint(ctx)
     if ctx.quick:
         register_quick_model(ctx.cache)
@@ -318,10 +350,19 @@ def run(ctx: Context) -> Section:
             t0 = time.perf_counter()
             emb = load_bundle(path, precision=precision, threads=threads, batch_size=64, lazy_visual=False)
             return emb.embed_tokens, emb.embed_pixels, {"text + image": time.perf_counter() - t0}
+
         return make
 
-    def onnx_engine(tpath: Path | None, vpath: Path | None, *, level: str = "all", n_threads: int = threads,
-                    trim: bool = False, spinning: bool = True, bucket: int = 1) -> Callable[[], Engine]:
+    def onnx_engine(
+        tpath: Path | None,
+        vpath: Path | None,
+        *,
+        level: str = "all",
+        n_threads: int = threads,
+        trim: bool = False,
+        spinning: bool = True,
+        bucket: int = 1,
+    ) -> Callable[[], Engine]:
         def make() -> Engine:
             fns: dict[str, Callable] = {}
             load: dict[str, float] = {}
@@ -336,9 +377,13 @@ def run(ctx: Context) -> Section:
 
                 def text(x: np.ndarray) -> np.ndarray:
                     t = trim_padding(x)
-                    n = min(-(-t.shape[1] // bucket) * bucket, x.shape[1])  # padded up to a multiple of bucket
+                    n = min(
+                        -(-t.shape[1] // bucket) * bucket, x.shape[1]
+                    )  # padded up to a multiple of bucket
                     return raw(x[:, :n])
+
             return text, fns.get("image"), load
+
         return make
 
     # tuning rows run the fixed-length graphs, against the fixed-length fp32 row
@@ -346,30 +391,60 @@ def run(ctx: Context) -> Section:
     rows: list[Row] = [
         Row("torch", "torch eager (open_clip)", torch_engine, by_length=True),
         Row("onnx-fp32-fixed", "ONNX fp32, fixed-length text", bundle_engine("fp32", fixed), by_length=True),
-        Row("onnx-fp32", "ONNX fp32, variable-length text (bundle + runtime)", bundle_engine("fp32"),
-            by_length=True, trim=True),
+        Row(
+            "onnx-fp32",
+            "ONNX fp32, variable-length text (bundle + runtime)",
+            bundle_engine("fp32"),
+            by_length=True,
+            trim=True,
+        ),
         Row("onnx-fp16", "ONNX fp16, variable-length text", bundle_engine("fp16"), slow=True),
         Row("onnx-int8-fixed", "ONNX int8, fixed-length text", bundle_engine("int8", fixed), by_length=True),
-        Row("onnx-int8", "ONNX int8, variable-length text (bundle + runtime)", bundle_engine("int8"),
-            by_length=True, trim=True),
+        Row(
+            "onnx-int8",
+            "ONNX int8, variable-length text (bundle + runtime)",
+            bundle_engine("int8"),
+            by_length=True,
+            trim=True,
+        ),
     ]
     tuning: list[Row] = [
-        Row("level-basic", "fp32, graph optimization BASIC (runtime: ALL)", onnx_engine(tp, vp, level="basic")),
-        Row("level-extended", "fp32, graph optimization EXTENDED (runtime: ALL)",
-            onnx_engine(tp, vp, level="extended")),
+        Row(
+            "level-basic", "fp32, graph optimization BASIC (runtime: ALL)", onnx_engine(tp, vp, level="basic")
+        ),
+        Row(
+            "level-extended",
+            "fp32, graph optimization EXTENDED (runtime: ALL)",
+            onnx_engine(tp, vp, level="extended"),
+        ),
     ]
     if threads > 1:
         tuning.append(Row("threads-1", "fp32, intra_op_num_threads=1", onnx_engine(tp, vp, n_threads=1)))
-        tuning.append(Row("no-spin", "fp32, intra-op spin-waiting off (session.intra_op.allow_spinning=0)",
-                          onnx_engine(tp, vp, spinning=False)))
+        tuning.append(
+            Row(
+                "no-spin",
+                "fp32, intra-op spin-waiting off (session.intra_op.allow_spinning=0)",
+                onnx_engine(tp, vp, spinning=False),
+            )
+        )
     tuning += [
-        Row("ort-optimizer", "fp32, onnxruntime transformer optimizer (clip)",
-            onnx_engine(tf_dir / "textual.onnx", tf_dir / "visual.onnx")),
-        Row("int8-per-tensor", "int8 per-tensor weights (bundle: per-channel)",
-            onnx_engine(pt_dir / "textual.int8.onnx", pt_dir / "visual.int8.onnx")),
-        Row("bucket-8", f"fp32 variable-length, text padded up to a multiple of 8 ({trimmed.shape[1]} → "
+        Row(
+            "ort-optimizer",
+            "fp32, onnxruntime transformer optimizer (clip)",
+            onnx_engine(tf_dir / "textual.onnx", tf_dir / "visual.onnx"),
+        ),
+        Row(
+            "int8-per-tensor",
+            "int8 per-tensor weights (bundle: per-channel)",
+            onnx_engine(pt_dir / "textual.int8.onnx", pt_dir / "visual.int8.onnx"),
+        ),
+        Row(
+            "bucket-8",
+            f"fp32 variable-length, text padded up to a multiple of 8 ({trimmed.shape[1]} → "
             f"{min(-(-trimmed.shape[1] // 8) * 8, context_length)} of {context_length} tokens)",
-            onnx_engine(bundle / "textual.onnx", None, trim=True, bucket=8), trim=True),
+            onnx_engine(bundle / "textual.onnx", None, trim=True, bucket=8),
+            trim=True,
+        ),
     ]
     for rnd in range(plan.rounds):
         ctx.log(f"round {rnd + 1}/{plan.rounds} over {len(rows) + len(tuning)} engines ...")
@@ -380,8 +455,10 @@ def run(ctx: Context) -> Section:
     mm = sgemm.result()
     ctx.log(f"sgemm: onnxruntime {mm['ort_gflops']:.0f} GFLOP/s, numpy {mm['numpy_gflops']:.0f} GFLOP/s")
     for row in rows + tuning:
-        ctx.log(f"{row.label}: text {fmt_ms(row.median('text'))}, image b1 {fmt_ms(row.median('img1'))}, "
-                f"image b{len(pixb)} {fmt_ms(row.median('img_batch'))}/img")
+        ctx.log(
+            f"{row.label}: text {fmt_ms(row.median('text'))}, image b1 {fmt_ms(row.median('img1'))}, "
+            f"image b{len(pixb)} {fmt_ms(row.median('img_batch'))}/img"
+        )
     torch_row, fp32 = rows[0], rows[1]  # tuning rows compare with the fixed-length fp32 row (same graphs)
     var32 = rows[2]
 
@@ -394,10 +471,16 @@ def run(ctx: Context) -> Section:
     load_rows = []
     for label, paths, level in (
         ("bundle model, runtime level ALL (as shipped)", {"textual": btp, "visual": bvp}, "all"),
-        ("pre-optimized at EXTENDED and saved, loaded with ALL",
-         {t: preopt / f"{t}.extended.onnx" for t in ("textual", "visual")}, "all"),
-        ("pre-optimized at ALL and saved, loaded with optimizations off",
-         {t: preopt / f"{t}.all.onnx" for t in ("textual", "visual")}, "disabled"),
+        (
+            "pre-optimized at EXTENDED and saved, loaded with ALL",
+            {t: preopt / f"{t}.extended.onnx" for t in ("textual", "visual")},
+            "all",
+        ),
+        (
+            "pre-optimized at ALL and saved, loaded with optimizations off",
+            {t: preopt / f"{t}.all.onnx" for t in ("textual", "visual")},
+            "disabled",
+        ),
     ):
         times = {}
         for tower, p in paths.items():
@@ -423,11 +506,16 @@ def run(ctx: Context) -> Section:
         if r.key not in ("ort-optimizer", "int8-per-tensor", "onnx-fp32", "onnx-fp32-fixed", "onnx-int8"):
             continue
         text_fn, image_fn, _ = r.factory()  # the trimming rows trim inside text_fn
-        out_t = np.concatenate([text_fn(p_ids_np[i:i + 1]) for i in range(len(p_ids_np))]) if text_fn else None
+        out_t = (
+            np.concatenate([text_fn(p_ids_np[i : i + 1]) for i in range(len(p_ids_np))]) if text_fn else None
+        )
         out_v = image_fn(p_pix_np) if image_fn else None
         if "int8" in r.key:
-            cos = [float(np.min(np.sum(_n(a) * _n(b), axis=1))) for a, b in ((out_t, ref_t), (out_v, ref_v))
-                   if a is not None]
+            cos = [
+                float(np.min(np.sum(_n(a) * _n(b), axis=1)))
+                for a, b in ((out_t, ref_t), (out_v, ref_v))
+                if a is not None
+            ]
             r.parity = {"cosine_min_vs_torch": min(cos)}
             parity_rows.append([r.label, None, None, min(cos), "int8: cosine, not max-abs"])
         else:
@@ -442,10 +530,13 @@ def run(ctx: Context) -> Section:
         del text_fn, image_fn
         gc.collect()
     # ---- where the fp32 time goes: onnxruntime's own profiler, per operator type
-    profile = {"text b1 (77 tokens)": op_profile(tp, threads, ids, 3 if ctx.quick else 5, ctx),
-               f"image b{len(pixb)}": op_profile(vp, threads, pixb, 2 if ctx.quick else 3, ctx),
-               f"int8 image b{len(pixb)}": op_profile(bundle / "visual.int8.onnx", threads, pixb,
-                                                      2 if ctx.quick else 3, ctx)}
+    profile = {
+        "text b1 (77 tokens)": op_profile(tp, threads, ids, 3 if ctx.quick else 5, ctx),
+        f"image b{len(pixb)}": op_profile(vp, threads, pixb, 2 if ctx.quick else 3, ctx),
+        f"int8 image b{len(pixb)}": op_profile(
+            bundle / "visual.int8.onnx", threads, pixb, 2 if ctx.quick else 3, ctx
+        ),
+    }
     # ---- preprocessing (per image), runtime vs open_clip, on a 640x480 JPEG
     prep = _preprocess_timing(bundle, preprocess, plan, ctx)
     # tokenizer
@@ -471,13 +562,26 @@ def run(ctx: Context) -> Section:
         return g / t / mm["ort_gflops"]
 
     bcol = f"image b{len(pixb)} per image"
-    head = ["Engine", f"text b1 ({trimmed.shape[1]} tokens)", "image b1", bcol, "text vs torch", "image b1 vs torch",
-            f"image b{len(pixb)} vs torch", "text: % of sgemm", "image b1: % of sgemm", f"b{len(pixb)}: % of sgemm"]
+    head = [
+        "Engine",
+        f"text b1 ({trimmed.shape[1]} tokens)",
+        "image b1",
+        bcol,
+        "text vs torch",
+        "image b1 vs torch",
+        f"image b{len(pixb)} vs torch",
+        "text: % of sgemm",
+        "image b1: % of sgemm",
+        f"b{len(pixb)}: % of sgemm",
+    ]
 
     def line(r: Row) -> list[Any]:
-        return [r.label, *[fmt_ms(r.median(c)) for c in cells],
-                *[_x(speed(r, c, torch_row)) for c in cells],
-                *[_pct(frac(r, c)) for c in cells]]
+        return [
+            r.label,
+            *[fmt_ms(r.median(c)) for c in cells],
+            *[_x(speed(r, c, torch_row)) for c in cells],
+            *[_pct(frac(r, c)) for c in cells],
+        ]
 
     arch_note = "" if ctx.quick else f"from the architecture: {analytic['image']:.2f}; "
     sec.add(
@@ -510,19 +614,44 @@ def run(ctx: Context) -> Section:
         "### Text latency by query length (batch 1)",
         f"One query of exactly N tokens (SOT + words + EOT; {context_length} = the whole context). torch and "
         "fixed-length graphs always run every position; variable-length graphs run N.",
-        table(["Engine", *[f"{n} tokens" for n in lengths], *[f"{n} tokens vs torch" for n in lengths]],
-              [[r.label, *[fmt_ms(r.median(f"text{n}")) for n in lengths],
-                *[_x(speed(r, f"text{n}", torch_row)) for n in lengths]] for r in rows if r.by_length]),
+        table(
+            ["Engine", *[f"{n} tokens" for n in lengths], *[f"{n} tokens vs torch" for n in lengths]],
+            [
+                [
+                    r.label,
+                    *[fmt_ms(r.median(f"text{n}")) for n in lengths],
+                    *[_x(speed(r, f"text{n}", torch_row)) for n in lengths],
+                ]
+                for r in rows
+                if r.by_length
+            ],
+        ),
         "### Tuning (same run, same inputs)",
         "Alternatives to the shipped fp32/int8 runtime, on the fixed-length graphs; speed-ups are against the "
         "fixed-length ONNX fp32 row "
         f"({fmt_ms(fp32.median('text'))} text, {fmt_ms(fp32.median('img1'))} image b1, "
         f"{fmt_ms(fp32.median('img_batch'))} image b{len(pixb)}).",
-        table(["Variant", "text b1", "image b1", bcol, "text vs ONNX fp32", "image b1 vs fp32",
-               f"b{len(pixb)} vs fp32", "session load text / image"],
-              [[r.label, *[fmt_ms(r.median(c)) for c in cells], *[_x(speed(r, c, fp32)) for c in cells],
-                " / ".join(ms(r.load_s[k]) for k in ("text", "image") if k in r.load_s) or "–"]
-               for r in tuning]),
+        table(
+            [
+                "Variant",
+                "text b1",
+                "image b1",
+                bcol,
+                "text vs ONNX fp32",
+                "image b1 vs fp32",
+                f"b{len(pixb)} vs fp32",
+                "session load text / image",
+            ],
+            [
+                [
+                    r.label,
+                    *[fmt_ms(r.median(c)) for c in cells],
+                    *[_x(speed(r, c, fp32)) for c in cells],
+                    " / ".join(ms(r.load_s[k]) for k in ("text", "image") if k in r.load_s) or "–",
+                ]
+                for r in tuning
+            ],
+        ),
         "Session creation (cold-start cost; median of 3): the shipped model files vs files optimized offline "
         "and saved (`SessionOptions.optimized_model_filepath`). Level-ALL files are specific to the CPU they "
         "were optimized on (onnxruntime's warning); EXTENDED files are portable.",
@@ -533,26 +662,49 @@ def run(ctx: Context) -> Section:
         "tokens):",
         table(["Variant", "text max-abs", "image max-abs", "int8 cosine min", "fp32 parity"], parity_rows),
     )
-    kinds = ["MatMul / Gemm (fp32)", "int8 MatMul + dynamic quantization", "Softmax", "GELU / BiasGelu",
-             "LayerNorm", "Transpose / Reshape / copies", "Add / Mul / elementwise", "other"]
-    sec.add("Where the time goes: onnxruntime's profiler on the shipped graphs (share of kernel time per operator "
-            "kind; session level ALL, same threads):",
-            table(["Graph", *kinds], [[g, *[_pct(p.get(k, 0.0)) for k in kinds]] for g, p in profile.items()]))
+    kinds = [
+        "MatMul / Gemm (fp32)",
+        "int8 MatMul + dynamic quantization",
+        "Softmax",
+        "GELU / BiasGelu",
+        "LayerNorm",
+        "Transpose / Reshape / copies",
+        "Add / Mul / elementwise",
+        "other",
+    ]
+    sec.add(
+        "Where the time goes: onnxruntime's profiler on the shipped graphs (share of kernel time per operator "
+        "kind; session level ALL, same threads):",
+        table(["Graph", *kinds], [[g, *[_pct(p.get(k, 0.0)) for k in kinds]] for g, p in profile.items()]),
+    )
     bt = var32.parity.get("text_batched_max_abs")
     if bt is not None:
-        sec.add(f"Trimmed text in one batch of all {len(p_ids_np)} parity texts (trimmed to the longest): "
-                f"max-abs {fmt(bt)} vs torch.")
+        sec.add(
+            f"Trimmed text in one batch of all {len(p_ids_np)} parity texts (trimmed to the longest): "
+            f"max-abs {fmt(bt)} vs torch."
+        )
     if fusion_stats:
-        sec.add("onnxruntime transformer optimizer fusions (model_type=clip): " + "; ".join(
-            f"{t}: " + ", ".join(f"{k} {v}" for k, v in s.items() if v) for t, s in fusion_stats.items())
+        sec.add(
+            "onnxruntime transformer optimizer fusions (model_type=clip): "
+            + "; ".join(
+                f"{t}: " + ", ".join(f"{k} {v}" for k, v in s.items() if v) for t, s in fusion_stats.items()
+            )
             + ". Attention is not fused (the exported attention pattern is not one the optimizer matches); "
-            "LayerNorm/GELU fusions are what onnxruntime's own ALL level does at session creation already.")
+            "LayerNorm/GELU fusions are what onnxruntime's own ALL level does at session creation already."
+        )
     sec.add(
         "### Around the encoder",
-        table(["Step", "runtime (handler)", "open_clip / torchvision"], [
-            ["tokenize 1 query", ms(tok_rt.median), ms(tok_oc.median)],
-            ["preprocess 1 image (640×480 JPEG bytes → tensor)", ms(prep["runtime"]), ms(prep["open_clip"])],
-        ]),
+        table(
+            ["Step", "runtime (handler)", "open_clip / torchvision"],
+            [
+                ["tokenize 1 query", ms(tok_rt.median), ms(tok_oc.median)],
+                [
+                    "preprocess 1 image (640×480 JPEG bytes → tensor)",
+                    ms(prep["runtime"]),
+                    ms(prep["open_clip"]),
+                ],
+            ],
+        ),
     )
 
     # ---- goals
@@ -562,58 +714,93 @@ def run(ctx: Context) -> Section:
     fixed_x = speed(fp32, "text", torch_row)
     full = f"text{lengths[-1]}"
     full_x = speed(t_fp32, full, torch_row)
-    sec.goals.append(Goal(
-        f"Text encode vs torch (batch 1, a {trimmed.shape[1]}-token query)", f"≥ {GOAL_TEXT_SPEEDUP}x",
-        f"{_x(text_x)} fp32 (int8 {_x(int8_text_x)}; fixed-length fp32 {_x(fixed_x)}; "
-        f"{lengths[-1]} tokens: fp32 {_x(full_x)})",
-        text_x is not None and text_x >= GOAL_TEXT_SPEEDUP,
-        "" if text_x and text_x >= GOAL_TEXT_SPEEDUP else
-        f"short by {GOAL_TEXT_SPEEDUP / text_x:.2f}x: torch already runs the {context_length}-token tower at "
-        f"{_pct(frac(torch_row, 'text'))} of the sgemm rate; the variable-length graph runs "
-        f"{trimmed.shape[1]} of {context_length} positions, so what remains is per-call overhead"))
+    sec.goals.append(
+        Goal(
+            f"Text encode vs torch (batch 1, a {trimmed.shape[1]}-token query)",
+            f"≥ {GOAL_TEXT_SPEEDUP}x",
+            f"{_x(text_x)} fp32 (int8 {_x(int8_text_x)}; fixed-length fp32 {_x(fixed_x)}; "
+            f"{lengths[-1]} tokens: fp32 {_x(full_x)})",
+            text_x is not None and text_x >= GOAL_TEXT_SPEEDUP,
+            ""
+            if text_x and text_x >= GOAL_TEXT_SPEEDUP
+            else f"short by {GOAL_TEXT_SPEEDUP / text_x:.2f}x: torch already runs the {context_length}-token tower at "
+            f"{_pct(frac(torch_row, 'text'))} of the sgemm rate; the variable-length graph runs "
+            f"{trimmed.shape[1]} of {context_length} positions, so what remains is per-call overhead",
+        )
+    )
     limit_b = image_gflop / mm["ort_gflops"]  # seconds per image at the sgemm rate
     fb = t_fp32.median("img_batch") / limit_b
     f1 = t_fp32.median("img1") / limit_b
-    sec.goals.append(Goal(
-        "Image encode fp32 vs matmul limit", f"≤ {GOAL_MATMUL_FACTOR}x of FLOPs/sgemm-rate",
-        f"{fb:.2f}x at batch {len(pixb)} ({_pct(1 / fb)} of sgemm); {f1:.2f}x at batch 1",
-        fb <= GOAL_MATMUL_FACTOR,
-        "" if fb <= GOAL_MATMUL_FACTOR else
-        f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: at batch {len(pixb)} fp32 MatMul/Gemm kernels are "
-        f"{_pct(profile[f'image b{len(pixb)}'].get('MatMul / Gemm (fp32)', 0))} of the time (and their "
-        "50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, GELU, LayerNorm and "
-        "layout copies take the rest (profile table)"))
+    sec.goals.append(
+        Goal(
+            "Image encode fp32 vs matmul limit",
+            f"≤ {GOAL_MATMUL_FACTOR}x of FLOPs/sgemm-rate",
+            f"{fb:.2f}x at batch {len(pixb)} ({_pct(1 / fb)} of sgemm); {f1:.2f}x at batch 1",
+            fb <= GOAL_MATMUL_FACTOR,
+            ""
+            if fb <= GOAL_MATMUL_FACTOR
+            else f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: at batch {len(pixb)} fp32 MatMul/Gemm kernels are "
+            f"{_pct(profile[f'image b{len(pixb)}'].get('MatMul / Gemm (fp32)', 0))} of the time (and their "
+            "50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, GELU, LayerNorm and "
+            "layout copies take the rest (profile table)",
+        )
+    )
     i8 = {c: speed(t_int8, c, t_fp32) for c in cells}
     ok8 = all(v is not None and v >= GOAL_INT8_SPEEDUP for v in i8.values())
     worst = min(v for v in i8.values() if v is not None)
-    sec.goals.append(Goal(
-        "int8 vs fp32", f"≥ {GOAL_INT8_SPEEDUP}x",
-        f"text {_x(i8['text'])}, image b1 {_x(i8['img1'])}, image b{len(pixb)} {_x(i8['img_batch'])}",
-        ok8, "" if ok8 else
-        f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes only the weight "
-        "MatMuls; in the int8 image graph the fp32 remainder (attention products, Softmax, GELU, LayerNorm, "
-        f"copies) is {_pct(1 - profile[f'int8 image b{len(pixb)}'].get('int8 MatMul + dynamic quantization', 0))} "
-        "of the time"))
+    sec.goals.append(
+        Goal(
+            "int8 vs fp32",
+            f"≥ {GOAL_INT8_SPEEDUP}x",
+            f"text {_x(i8['text'])}, image b1 {_x(i8['img1'])}, image b{len(pixb)} {_x(i8['img_batch'])}",
+            ok8,
+            ""
+            if ok8
+            else f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes only the weight "
+            "MatMuls; in the int8 image graph the fp32 remainder (attention products, Softmax, GELU, LayerNorm, "
+            f"copies) is {_pct(1 - profile[f'int8 image b{len(pixb)}'].get('int8 MatMul + dynamic quantization', 0))} "
+            "of the time",
+        )
+    )
 
     # ---- plot
     sec.plots.append(_plot(ctx, rows, len(pixb)))
-    sec.data.update({
-        "threads": threads, "sgemm": mm, "gflop": {"text": text_gflop, "image": image_gflop, "counted": counted, "analytic": analytic},
-        "rows": {r.key: {"label": r.label, **{c: r.median(c) for c in cells}, "load_s": r.load_s,
-                         "parity": r.parity, **{f"text{n}": r.median(f"text{n}") for n in lengths}}
-                 for r in all_rows},
-        "text_lengths": lengths,
-        "tokenize_s": {"runtime": tok_rt.median, "open_clip": tok_oc.median}, "preprocess_s": prep,
-        "fusions": fusion_stats, "ort": ort.__version__, "profile": profile,
-    })
+    sec.data.update(
+        {
+            "threads": threads,
+            "sgemm": mm,
+            "gflop": {"text": text_gflop, "image": image_gflop, "counted": counted, "analytic": analytic},
+            "rows": {
+                r.key: {
+                    "label": r.label,
+                    **{c: r.median(c) for c in cells},
+                    "load_s": r.load_s,
+                    "parity": r.parity,
+                    **{f"text{n}": r.median(f"text{n}") for n in lengths},
+                }
+                for r in all_rows
+            },
+            "text_lengths": lengths,
+            "tokenize_s": {"runtime": tok_rt.median, "open_clip": tok_oc.median},
+            "preprocess_s": prep,
+            "fusions": fusion_stats,
+            "ort": ort.__version__,
+            "profile": profile,
+        }
+    )
     return sec
 
 
 def _op_kind(op: str) -> str:
     if op in ("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "Conv", "FusedConv"):
         return "MatMul / Gemm (fp32)"
-    if op in ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-              "ConvInteger"):
+    if op in (
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "ConvInteger",
+    ):
         return "int8 MatMul + dynamic quantization"
     if op == "Softmax":
         return "Softmax"
@@ -621,10 +808,37 @@ def _op_kind(op: str) -> str:
         return "GELU / BiasGelu"
     if "LayerNorm" in op or op in ("LayerNormalization", "SkipLayerNormalization"):
         return "LayerNorm"
-    if op in ("Transpose", "Reshape", "Concat", "Slice", "Gather", "Squeeze", "Unsqueeze", "Expand", "Split",
-              "Cast", "Identity", "ReorderInput", "ReorderOutput", "Shape"):
+    if op in (
+        "Transpose",
+        "Reshape",
+        "Concat",
+        "Slice",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Expand",
+        "Split",
+        "Cast",
+        "Identity",
+        "ReorderInput",
+        "ReorderOutput",
+        "Shape",
+    ):
         return "Transpose / Reshape / copies"
-    if op in ("Add", "Mul", "Div", "Sub", "Sqrt", "Pow", "Where", "Equal", "Mod", "ReduceL2", "Clip", "ArgMax"):
+    if op in (
+        "Add",
+        "Mul",
+        "Div",
+        "Sub",
+        "Sqrt",
+        "Pow",
+        "Where",
+        "Equal",
+        "Mod",
+        "ReduceL2",
+        "Clip",
+        "ArgMax",
+    ):
         return "Add / Mul / elementwise"
     return "other"
 
@@ -674,8 +888,13 @@ def _quantize(src: Path, dst: Path, *, per_channel: bool) -> None:
     pre = dst.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(
+            str(pre),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
     finally:
         pre.unlink(missing_ok=True)
 
@@ -694,8 +913,14 @@ def _transformer_optimize(bundle: Path, out: Path, model: Any) -> dict[str, Any]
     stats = {}
     for tower, heads, width in (("textual", text_heads, text_width), ("visual", vis_heads, vis_width)):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            m = optimize_model(str(bundle / f"{tower}.onnx"), model_type="clip", num_heads=heads, hidden_size=width,
-                               opt_level=0, use_gpu=False)
+            m = optimize_model(
+                str(bundle / f"{tower}.onnx"),
+                model_type="clip",
+                num_heads=heads,
+                hidden_size=width,
+                opt_level=0,
+                use_gpu=False,
+            )
         stats[tower] = {k: int(v) for k, v in m.get_fused_operator_statistics().items()}
         m.save_model_to_file(str(out / f"{tower}.onnx"))
     (out / "fusions.json").write_text(json.dumps(stats))

@@ -36,8 +36,9 @@ SFN_TRANSITION = 0.025 / 1000
 LAMBDA_MB_PER_VCPU = 1769  # Lambda allots CPU in proportion to memory: 1769 MB = 1 vCPU
 
 
-def parallel_scaling(bundle: Any, n: int, precision: str, processes: tuple[int, ...], scratch: Any,
-                     threads: int) -> dict[int, dict[str, float]]:
+def parallel_scaling(
+    bundle: Any, n: int, precision: str, processes: tuple[int, ...], scratch: Any, threads: int
+) -> dict[int, dict[str, float]]:
     """images/s of ``build --parallel P`` (plan + embed workers + publish) on ``n`` demo images, per P.
     'embed' = the worker phase (process start and encoder load included), 'total' = the whole call."""
     from pathlib import Path
@@ -50,16 +51,32 @@ def parallel_scaling(bundle: Any, n: int, precision: str, processes: tuple[int, 
     write_collection(src, n, seed=0, size=128, fmt="jpg")
     out: dict[int, dict[str, float]] = {}
     for p in processes:
-        opts = BuildOptions(source=str(src), bundle=str(bundle), out=str(Path(scratch) / f"index-{p}"),
-                            precision=precision, quiet=True, workers=max(1, threads // p))
+        opts = BuildOptions(
+            source=str(src),
+            bundle=str(bundle),
+            out=str(Path(scratch) / f"index-{p}"),
+            precision=precision,
+            quiet=True,
+            workers=max(1, threads // p),
+        )
         r = build_parallel(opts, p)
-        out[p] = {"embed": n / r["embed_seconds"], "total": n / r["seconds"], "embed_seconds": r["embed_seconds"],
-                  "seconds": r["seconds"]}
+        out[p] = {
+            "embed": n / r["embed_seconds"],
+            "total": n / r["seconds"],
+            "embed_seconds": r["embed_seconds"],
+            "seconds": r["seconds"],
+        }
     return out
 
 
-def lambda_projection(per_vcpu: float, *, images: int = 1_000_000, memory_mb: int = 3008,
-                      workers: tuple[int, ...] = (10, 100, 500), budget_s: float = 600.0) -> list[dict[str, Any]]:
+def lambda_projection(
+    per_vcpu: float,
+    *,
+    images: int = 1_000_000,
+    memory_mb: int = 3008,
+    workers: tuple[int, ...] = (10, 100, 500),
+    budget_s: float = 600.0,
+) -> list[dict[str, Any]]:
     """A 1M-image first build on Lambda from a measured per-vCPU rate: per worker count, the embed phase's
     wall time, Lambda GB-s and the cost at the public price (embed functions + Step Functions transitions;
     plan and publish, i.e. listing and the HNSW build, not included)."""
@@ -77,8 +94,17 @@ def lambda_projection(per_vcpu: float, *, images: int = 1_000_000, memory_mb: in
         rounds = -(-batches // w)
         wall = rounds * batch / rate
         cost = gb_s * LAMBDA_GB_S + batches * LAMBDA_REQUEST + (4 * batches + 10) * SFN_TRANSITION
-        rows.append({"workers": w, "worker_rate": rate, "batch_images": batch, "batches": batches,
-                     "wall_s": wall, "gb_s": gb_s, "cost_usd": cost})
+        rows.append(
+            {
+                "workers": w,
+                "worker_rate": rate,
+                "batch_images": batch,
+                "batches": batches,
+                "wall_s": wall,
+                "gb_s": gb_s,
+                "cost_usd": cost,
+            }
+        )
     return rows
 
 
@@ -86,8 +112,17 @@ def _run(ctx: Context, bundle: Any, ckpt: Any, n: int, loop_n: int, precision: s
     from bench.rebuild_run import run as bench_build
 
     scratch = ctx.scratch("rebuild")
-    return bench_build(n, bundle=str(bundle), pretrained=str(ckpt), size=128, torch_loop=loop_n > 0,
-                       torch_loop_n=loop_n or None, precision=precision, work_dir=str(scratch), quiet=True)
+    return bench_build(
+        n,
+        bundle=str(bundle),
+        pretrained=str(ckpt),
+        size=128,
+        torch_loop=loop_n > 0,
+        torch_loop_n=loop_n or None,
+        precision=precision,
+        work_dir=str(scratch),
+        quiet=True,
+    )
 
 
 def run(ctx: Context) -> Section:
@@ -100,13 +135,23 @@ def run(ctx: Context) -> Section:
     big = export_bundle(ctx)
     # (label, bundle, checkpoint, images, torch-loop images, precision); the int8 run reuses the fp32 run's
     # baseline-A rate (same model, same images)
-    configs = [(f"{ctx.model_name} fp32", big, random_checkpoint(ctx), n, loop_n, "fp32"),
-               (f"{ctx.model_name} int8", big, random_checkpoint(ctx), n, 0, "int8")]
+    configs = [
+        (f"{ctx.model_name} fp32", big, random_checkpoint(ctx), n, loop_n, "fp32"),
+        (f"{ctx.model_name} int8", big, random_checkpoint(ctx), n, 0, "int8"),
+    ]
     try:
         dpath, trained = demo_bundle(ctx)
         dckpt = demo_checkpoint() if trained else (ctx.cache / "demo-clip-random-seed0.pt")
-        configs.append(("demo model fp32" + ("" if trained else " (random init)"), dpath, dckpt, n_demo,
-                        n_demo // 2, "fp32"))
+        configs.append(
+            (
+                "demo model fp32" + ("" if trained else " (random init)"),
+                dpath,
+                dckpt,
+                n_demo,
+                n_demo // 2,
+                "fp32",
+            )
+        )
     except DemoUnavailable as exc:
         sec.add(f"**Demo model row skipped:** {exc}")
     results = {}
@@ -114,7 +159,9 @@ def run(ctx: Context) -> Section:
         ctx.log(f"{label}: {count} images (torch loop on {loop}) ...")
         results[label] = _run(ctx, bundle, ckpt, count, loop, precision)
         if not loop and "torch_sqlite_loop" in results[configs[0][0]]["rates"]:
-            results[label]["rates"]["torch_sqlite_loop"] = results[configs[0][0]]["rates"]["torch_sqlite_loop"]
+            results[label]["rates"]["torch_sqlite_loop"] = results[configs[0][0]]["rates"][
+                "torch_sqlite_loop"
+            ]
             results[label]["torch_loop_from"] = configs[0][0]
         r = results[label]["rates"]
         ctx.log(f"{label}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in r.items()))
@@ -122,12 +169,20 @@ def run(ctx: Context) -> Section:
     for label, res in results.items():
         r = res["rates"]
         a = r.get("torch_sqlite_loop")
-        rows.append([f"{label} ({res['n']} images)", f"{r['end_to_end_total']:.1f}", f"{r['end_to_end_pipeline']:.1f}",
-                     f"{r['pure_encode']:.1f}", f"{r['decode_preprocess_1_thread']:.0f}",
-                     (f"{a:.1f}" + (" (same as fp32)" if res.get("torch_loop_from") else "")) if a else "–",
-                     f"{r['end_to_end_total'] / a:.2f}x" if a else "–",
-                     f"{r['end_to_end_total'] / r['pure_encode'] * 100:.0f}% "
-                     f"({r['end_to_end_pipeline'] / r['pure_encode'] * 100:.0f}%)", f"{_bound(r):.0%}"])
+        rows.append(
+            [
+                f"{label} ({res['n']} images)",
+                f"{r['end_to_end_total']:.1f}",
+                f"{r['end_to_end_pipeline']:.1f}",
+                f"{r['pure_encode']:.1f}",
+                f"{r['decode_preprocess_1_thread']:.0f}",
+                (f"{a:.1f}" + (" (same as fp32)" if res.get("torch_loop_from") else "")) if a else "–",
+                f"{r['end_to_end_total'] / a:.2f}x" if a else "–",
+                f"{r['end_to_end_total'] / r['pure_encode'] * 100:.0f}% "
+                f"({r['end_to_end_pipeline'] / r['pure_encode'] * 100:.0f}%)",
+                f"{_bound(r):.0%}",
+            ]
+        )
     first = next(iter(results.values()))
     sec.add(
         f"Measured by `bench.rebuild_run.run` on demo images (128 px JPEG, demo.shapes seed 0), batch "
@@ -135,8 +190,20 @@ def run(ctx: Context) -> Section:
         f"the first {loop_n} ({ctx.model_name}) / {n_demo // 2} (demo model) of them (one image at a time, so "
         "its rate does not depend on the count); int8 = the index builder with `precision=int8` (the "
         "bundle's int8 towers). Images/s:",
-        table(["Model", "end to end (total)", "end to end (embedding phase)", "pure encode", "decode+preprocess "
-               "1 thread", "baseline A loop", "total vs A", "total (phase) vs pure encode", "bound if decode shares the cores"], rows),
+        table(
+            [
+                "Model",
+                "end to end (total)",
+                "end to end (embedding phase)",
+                "pure encode",
+                "decode+preprocess 1 thread",
+                "baseline A loop",
+                "total vs A",
+                "total (phase) vs pure encode",
+                "bound if decode shares the cores",
+            ],
+            rows,
+        ),
         "'total' = the whole `index_builder.build` call (list, hash, decode, embed, HNSW, write, publish); "
         "'embedding phase' = its pipelined read/decode/embed part only. 'bound' = t_encode / (t_encode + "
         "t_decode): pure encode already uses every core, so decoding on the same cores caps end to end there.",
@@ -147,17 +214,30 @@ def run(ctx: Context) -> Section:
     vs_enc = main["end_to_end_total"] / main["pure_encode"]
     model = next(iter(results))
     if vs_a is not None:
-        sec.goals.append(Goal(f"Rebuild vs baseline A ({model})", f"≥ {GOAL_VS_A:g}x",
-                              f"{vs_a:.2f}x ({main['end_to_end_total']:.1f} vs {main['torch_sqlite_loop']:.1f} "
-                              f"images/s); int8: {int8['end_to_end_total'] / main['torch_sqlite_loop']:.2f}x",
-                              vs_a >= GOAL_VS_A, "" if vs_a >= GOAL_VS_A else _why_vs_a(ctx, main, int8)))
-    sec.goals.append(Goal(f"Rebuild vs pure encode ({model})", f"≥ {GOAL_VS_ENCODE:.0%}",
-                          f"{vs_enc:.0%} (embedding phase {main['end_to_end_pipeline'] / main['pure_encode']:.0%})",
-                          vs_enc >= GOAL_VS_ENCODE, "" if vs_enc >= GOAL_VS_ENCODE else
-                          f"short by {GOAL_VS_ENCODE / vs_enc:.2f}x: on {first['cpus']} shared cores decode + "
-                          f"preprocess ({1e3 / main['decode_preprocess_1_thread']:.1f} ms CPU/image) and encode "
-                          f"({1e3 / main['pure_encode']:.1f} ms/image at full width) add up; the bound is "
-                          f"~{_bound(main):.0%} of pure encode"))
+        sec.goals.append(
+            Goal(
+                f"Rebuild vs baseline A ({model})",
+                f"≥ {GOAL_VS_A:g}x",
+                f"{vs_a:.2f}x ({main['end_to_end_total']:.1f} vs {main['torch_sqlite_loop']:.1f} "
+                f"images/s); int8: {int8['end_to_end_total'] / main['torch_sqlite_loop']:.2f}x",
+                vs_a >= GOAL_VS_A,
+                "" if vs_a >= GOAL_VS_A else _why_vs_a(ctx, main, int8),
+            )
+        )
+    sec.goals.append(
+        Goal(
+            f"Rebuild vs pure encode ({model})",
+            f"≥ {GOAL_VS_ENCODE:.0%}",
+            f"{vs_enc:.0%} (embedding phase {main['end_to_end_pipeline'] / main['pure_encode']:.0%})",
+            vs_enc >= GOAL_VS_ENCODE,
+            ""
+            if vs_enc >= GOAL_VS_ENCODE
+            else f"short by {GOAL_VS_ENCODE / vs_enc:.2f}x: on {first['cpus']} shared cores decode + "
+            f"preprocess ({1e3 / main['decode_preprocess_1_thread']:.1f} ms CPU/image) and encode "
+            f"({1e3 / main['pure_encode']:.1f} ms/image at full width) add up; the bound is "
+            f"~{_bound(main):.0%} of pure encode",
+        )
+    )
     sec.plots.append(_plot(ctx, results))
     sec.data["results"] = results
     _scaling_section(ctx, sec, big)
@@ -169,26 +249,55 @@ def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
     scaling: dict[str, dict[int, dict[str, float]]] = {}
     for precision in ("fp32", "int8"):
         ctx.log(f"step-wise build, {precision}: {n} images with 1 and 2 worker processes ...")
-        scaling[precision] = parallel_scaling(bundle, n, precision, (1, 2), ctx.scratch(f"parallel-{precision}"),
-                                              ctx.threads)
+        scaling[precision] = parallel_scaling(
+            bundle, n, precision, (1, 2), ctx.scratch(f"parallel-{precision}"), ctx.threads
+        )
     rows = []
     for precision, res in scaling.items():
         one, two = res[1], res[2]
-        rows.append([f"{ctx.model_name} {precision}", f"{one['embed']:.1f}", f"{two['embed']:.1f}",
-                     f"{two['embed'] / one['embed'] / 2:.0%}", f"{one['total']:.1f}", f"{two['total']:.1f}",
-                     f"{one['embed'] / ctx.threads:.1f}"])
+        rows.append(
+            [
+                f"{ctx.model_name} {precision}",
+                f"{one['embed']:.1f}",
+                f"{two['embed']:.1f}",
+                f"{two['embed'] / one['embed'] / 2:.0%}",
+                f"{one['total']:.1f}",
+                f"{two['total']:.1f}",
+                f"{one['embed'] / ctx.threads:.1f}",
+            ]
+        )
     per_vcpu = scaling["fp32"][1]["embed"] / ctx.threads
     proj = lambda_projection(per_vcpu)
-    prow = [[str(r["workers"]), f"{r['worker_rate']:.1f}", str(r["batch_images"]), str(r["batches"]),
-             f"{r['wall_s'] / 60:.0f} min", f"{r['gb_s'] / 1e3:.0f}k", f"${r['cost_usd']:.2f}"] for r in proj]
+    prow = [
+        [
+            str(r["workers"]),
+            f"{r['worker_rate']:.1f}",
+            str(r["batch_images"]),
+            str(r["batches"]),
+            f"{r['wall_s'] / 60:.0f} min",
+            f"{r['gb_s'] / 1e3:.0f}k",
+            f"${r['cost_usd']:.2f}",
+        ]
+        for r in proj
+    ]
     per_vcpu8 = scaling["int8"][1]["embed"] / ctx.threads
     cost8 = lambda_projection(per_vcpu8)[0]["cost_usd"]
     sec.add(
         f"**Step-wise build** (`index_builder build --parallel P`: plan, P embed worker processes, publish - the "
         f"steps the Step Functions job runs) on {n} demo images, {ctx.threads} CPUs, each worker given "
         f"{ctx.threads}/P cores. Images/s:",
-        table(["Model", "embed phase, 1 worker", "2 workers", "scaling efficiency", "total, 1 worker",
-               "2 workers", "per vCPU (1 worker)"], rows),
+        table(
+            [
+                "Model",
+                "embed phase, 1 worker",
+                "2 workers",
+                "scaling efficiency",
+                "total, 1 worker",
+                "2 workers",
+                "per vCPU (1 worker)",
+            ],
+            rows,
+        ),
         "Scaling efficiency = rate(2) / (2 x rate(1)); on a 2-core machine the two workers share the same "
         "cores, so this shows the overhead of splitting (process start, encoder load per worker, chunk "
         "outputs), not more hardware.",
@@ -197,8 +306,18 @@ def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
         f"({per_vcpu:.1f} images/s/vCPU), batches of ~600 s of work or the ItemBatcher byte limit; embed phase only (listing and the HNSW "
         f"build of 1M vectors in Publish come on top), at ${LAMBDA_GB_S * 1e6:.2f} per 1M GB-s, "
         f"${LAMBDA_REQUEST * 1e6:.2f} per 1M requests and ${SFN_TRANSITION * 1e3:.3f} per 1k state transitions:",
-        table(["MaxConcurrency", "images/s per worker", "images per batch", "batches", "wall time", "GB-s",
-               "cost"], prow),
+        table(
+            [
+                "MaxConcurrency",
+                "images/s per worker",
+                "images per batch",
+                "batches",
+                "wall time",
+                "GB-s",
+                "cost",
+            ],
+            prow,
+        ),
         f"int8 ({per_vcpu8:.1f} images/s/vCPU) would cost ${cost8:.2f}. Lambda's per-vCPU speed is not "
         "this machine's; measure one EmbedFunction batch and set `EmbedRate` accordingly.",
     )
@@ -215,12 +334,14 @@ def _why_vs_a(ctx: Context, main: dict[str, float], int8: dict[str, float]) -> s
     rate = sg.result()["ort_gflops"]
     need_ms = 1e3 / (GOAL_VS_A * main["torch_sqlite_loop"])
     limit_ms = 1e3 * IMAGE_GFLOP_VITB32 / rate
-    return (f"short by {GOAL_VS_A / (main['end_to_end_total'] / main['torch_sqlite_loop']):.2f}x: baseline A "
-            f"already takes only {1e3 / main['torch_sqlite_loop']:.0f} ms/image (torch eager is efficient on this "
-            f"CPU); 3x would need {need_ms:.0f} ms/image, below the fp32 limit of {limit_ms:.0f} ms/image "
-            f"(ViT-B-32's {IMAGE_GFLOP_VITB32} GFLOP at the {rate:.0f} GFLOP/s sgemm rate measured here); "
-            f"fp32 pure encode is at {1e3 / main['pure_encode']:.0f} ms. int8 reaches "
-            f"{int8['end_to_end_total'] / main['torch_sqlite_loop']:.1f}x")
+    return (
+        f"short by {GOAL_VS_A / (main['end_to_end_total'] / main['torch_sqlite_loop']):.2f}x: baseline A "
+        f"already takes only {1e3 / main['torch_sqlite_loop']:.0f} ms/image (torch eager is efficient on this "
+        f"CPU); 3x would need {need_ms:.0f} ms/image, below the fp32 limit of {limit_ms:.0f} ms/image "
+        f"(ViT-B-32's {IMAGE_GFLOP_VITB32} GFLOP at the {rate:.0f} GFLOP/s sgemm rate measured here); "
+        f"fp32 pure encode is at {1e3 / main['pure_encode']:.0f} ms. int8 reaches "
+        f"{int8['end_to_end_total'] / main['torch_sqlite_loop']:.1f}x"
+    )
 
 
 def _bound(r: dict[str, float]) -> float:
@@ -236,8 +357,11 @@ def _plot(ctx: Context, results: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("end_to_end_total", "end to end (total)"), ("pure_encode", "pure encode"),
-            ("torch_sqlite_loop", "baseline A loop")]
+    keys = [
+        ("end_to_end_total", "end to end (total)"),
+        ("pure_encode", "pure encode"),
+        ("torch_sqlite_loop", "baseline A loop"),
+    ]
     fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.8), squeeze=False)
     for ax, (label, res) in zip(axes[0], results.items(), strict=True):
         vals = [res["rates"].get(k, 0.0) for k, _ in keys]

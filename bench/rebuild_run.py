@@ -40,8 +40,17 @@ def _export_demo_bundle(out: Path, checkpoint: Path) -> Path:
     import demo
     from export.cli import main as export_main
 
-    rc = export_main(["--model-config", str(demo.CONFIG_PATH), "--pretrained", str(checkpoint), "--out", str(out),
-                      "--quiet"])
+    rc = export_main(
+        [
+            "--model-config",
+            str(demo.CONFIG_PATH),
+            "--pretrained",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     if rc != 0:
         raise RuntimeError(f"exporting the demo bundle failed (exit {rc})")
     return out
@@ -78,18 +87,32 @@ def _torch_sqlite_loop(manifest: dict[str, Any], checkpoint: Path, paths: list[P
             image = preprocess(Image.open(path)).unsqueeze(0)
             vec = model.encode_image(image)
             vec = vec / vec.norm(dim=-1, keepdim=True)
-            conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)",
-                         (path.name, str(path), vec[0].numpy().astype(np.float32).tobytes()))
+            conn.execute(
+                "INSERT INTO embeddings VALUES (?, ?, ?)",
+                (path.name, str(path), vec[0].numpy().astype(np.float32).tobytes()),
+            )
     conn.commit()
     seconds = time.perf_counter() - t0
     conn.close()
     return seconds
 
 
-def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Path | None = None, size: int = 128,
-        batch_size: int = 32, workers: int | None = None, precision: str = "fp32", torch_loop: bool = True,
-        torch_loop_n: int | None = None, work_dir: str | Path | None = None, quiet: bool = False,
-        repeat: int = 1, runtime_encode: bool = False) -> dict[str, Any]:
+def run(
+    n: int = 1000,
+    *,
+    bundle: str | Path | None = None,
+    pretrained: str | Path | None = None,
+    size: int = 128,
+    batch_size: int = 32,
+    workers: int | None = None,
+    precision: str = "fp32",
+    torch_loop: bool = True,
+    torch_loop_n: int | None = None,
+    work_dir: str | Path | None = None,
+    quiet: bool = False,
+    repeat: int = 1,
+    runtime_encode: bool = False,
+) -> dict[str, Any]:
     """Run the benchmark; returns ``{"n", "model", "rates": {name: images/s}, "seconds": {...}, ...}``.
     The builder and the pure encode are run ``repeat`` times, interleaved, and the best run of each counts
     (use 3 on a busy machine); the torch loop runs once. ``runtime_encode`` adds ``pure_encode_runtime``."""
@@ -137,9 +160,17 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
         for i in range(max(1, repeat)):
             # end to end: the builder into a fresh index, so every image is read, decoded and embedded
             say(f"[{i + 1}/{repeat}] end to end (index_builder.build) ...")
-            opts = BuildOptions(source=str(tmp / "images"), bundle=bundle, out=str(tmp / f"index-{i}"), full=True,
-                                batch_size=batch_size, workers=workers, precision=precision, quiet=True,
-                                work_dir=str(tmp / "work"))
+            opts = BuildOptions(
+                source=str(tmp / "images"),
+                bundle=bundle,
+                out=str(tmp / f"index-{i}"),
+                full=True,
+                batch_size=batch_size,
+                workers=workers,
+                precision=precision,
+                quiet=True,
+                work_dir=str(tmp / "work"),
+            )
             c0 = time.process_time()
             runs.append(build(opts))
             build_cpu.append(time.process_time() - c0)
@@ -147,14 +178,14 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
             say(f"[{i + 1}/{repeat}] pure encode (embed_pixels on pre-decoded arrays) ...")
             t0, c0 = time.perf_counter(), time.process_time()
             for j in range(0, n, batch_size):
-                backend.embed(pixels[j:j + batch_size])
+                backend.embed(pixels[j : j + batch_size])
             encode_runs.append(time.perf_counter() - t0)
             encode_cpu.append(time.process_time() - c0)
             if runtime is not None:
                 say(f"[{i + 1}/{repeat}] pure encode with the runtime's Embedder.embed_pixels ...")
                 t0 = time.perf_counter()
                 for j in range(0, n, batch_size):
-                    runtime.embed_pixels(pixels[j:j + batch_size])
+                    runtime.embed_pixels(pixels[j : j + batch_size])
                 runtime_runs.append(time.perf_counter() - t0)
         result = min(runs, key=lambda r: r.embed_seconds)
         encode_s = min(encode_runs)
@@ -180,7 +211,9 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
             if ckpt is None:
                 say("skipping the torch + SQLite loop: pass --pretrained (the bundle's checkpoint)")
             else:
-                say(f"original design: open_clip torch, one image at a time, SQLite blobs ({loop_n} images) ...")
+                say(
+                    f"original design: open_clip torch, one image at a time, SQLite blobs ({loop_n} images) ..."
+                )
                 loop_s = _torch_sqlite_loop(manifest, ckpt, paths[:loop_n], tmp / "embeddings.sqlite")
                 seconds["torch_sqlite_loop"] = loop_s
                 rates["torch_sqlite_loop"] = loop_n / loop_s
@@ -198,13 +231,17 @@ def run(n: int = 1000, *, bundle: str | Path | None = None, pretrained: str | Pa
         "rates": {k: round(v, 1) for k, v in rates.items()},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         # CPU seconds (all threads) per image: insensitive to other load on the machine
-        "cpu_ms_per_image": {"end_to_end_total": round(1000 * min(build_cpu) / n, 2),
-                             "pure_encode": round(1000 * min(encode_cpu) / n, 2)},
+        "cpu_ms_per_image": {
+            "end_to_end_total": round(1000 * min(build_cpu) / n, 2),
+            "pure_encode": round(1000 * min(encode_cpu) / n, 2),
+        },
         "torch_loop_n": loop_n if "torch_sqlite_loop" in rates else 0,
         "end_to_end_vs_pure_encode": round(rates["end_to_end_pipeline"] / rates["pure_encode"], 3),
     }
     if "torch_sqlite_loop" in rates:
-        report["speedup_vs_torch_sqlite_loop"] = round(rates["end_to_end_pipeline"] / rates["torch_sqlite_loop"], 2)
+        report["speedup_vs_torch_sqlite_loop"] = round(
+            rates["end_to_end_pipeline"] / rates["torch_sqlite_loop"], 2
+        )
     if not quiet:
         print(format_table(report))
     return report
@@ -219,17 +256,21 @@ def format_table(report: dict[str, Any]) -> str:
         "decode_preprocess_1_thread": "decode + preprocess, 1 thread",
         "torch_sqlite_loop": "original loop (torch, 1 image, SQLite)",
     }
-    lines = [f"{report['n']} demo images ({report['image_size']} px JPEG) -> {report['model']} "
-             f"{report['input_size']} {report['precision']}, batch {report['batch_size']}, "
-             f"{report['workers']} workers, {report['cpus']} CPUs, best of {report['repeat']}",
-             f"{'':48s} {'images/s':>10s} {'seconds':>9s}"]
+    lines = [
+        f"{report['n']} demo images ({report['image_size']} px JPEG) -> {report['model']} "
+        f"{report['input_size']} {report['precision']}, batch {report['batch_size']}, "
+        f"{report['workers']} workers, {report['cpus']} CPUs, best of {report['repeat']}",
+        f"{'':48s} {'images/s':>10s} {'seconds':>9s}",
+    ]
     for key, label in labels.items():
         if key in report["rates"]:
             lines.append(f"{label:48s} {report['rates'][key]:10.1f} {report['seconds'][key]:9.2f}")
     lines.append(f"end to end / pure encode: {report['end_to_end_vs_pure_encode']:.2f}")
     cpu = report["cpu_ms_per_image"]
-    lines.append(f"CPU ms per image (all threads): end to end total {cpu['end_to_end_total']:.1f}, "
-                 f"pure encode {cpu['pure_encode']:.1f}")
+    lines.append(
+        f"CPU ms per image (all threads): end to end total {cpu['end_to_end_total']:.1f}, "
+        f"pure encode {cpu['pure_encode']:.1f}"
+    )
     if "speedup_vs_torch_sqlite_loop" in report:
         lines.append(f"end to end vs original loop: {report['speedup_vs_torch_sqlite_loop']:.1f}x")
     return "\n".join(lines)
@@ -239,22 +280,41 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.rebuild_run", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="number of demo images (default 1000)")
     p.add_argument("--bundle", help="model bundle (default: export the demo model to a temp dir)")
-    p.add_argument("--pretrained", help="the bundle's checkpoint, for the torch loop (default: the demo model's)")
+    p.add_argument(
+        "--pretrained", help="the bundle's checkpoint, for the torch loop (default: the demo model's)"
+    )
     p.add_argument("--size", type=int, default=128, help="image side in px (default 128)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--no-torch-loop", action="store_true", help="skip the original torch + SQLite loop")
     p.add_argument("--torch-loop-n", type=int, default=None, help="images for the torch loop (default --n)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs of the builder and of pure encode, best counts (default 1; 3 on a busy machine)")
-    p.add_argument("--runtime-encode", action="store_true",
-                   help="also time pure encode through the runtime's Embedder.embed_pixels")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of the builder and of pure encode, best counts (default 1; 3 on a busy machine)",
+    )
+    p.add_argument(
+        "--runtime-encode",
+        action="store_true",
+        help="also time pure encode through the runtime's Embedder.embed_pixels",
+    )
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     args = p.parse_args(argv)
-    report = run(args.n, bundle=args.bundle, pretrained=args.pretrained, size=args.size, batch_size=args.batch_size,
-                 workers=args.workers, precision=args.precision, torch_loop=not args.no_torch_loop,
-                 torch_loop_n=args.torch_loop_n, repeat=args.repeat, runtime_encode=args.runtime_encode)
+    report = run(
+        args.n,
+        bundle=args.bundle,
+        pretrained=args.pretrained,
+        size=args.size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        torch_loop=not args.no_torch_loop,
+        torch_loop_n=args.torch_loop_n,
+        repeat=args.repeat,
+        runtime_encode=args.runtime_encode,
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

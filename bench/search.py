@@ -43,8 +43,13 @@ GOAL_SPEEDUP = 1000.0
 GOAL_RECALL = 0.99
 BUILD_BUDGET_S = 600.0  # the 1M build runs only if the 100k build rate says it fits (~10 min)
 SQLITE_BUDGET_S = 240.0
-TEMPLATES = ("a {colour} {shape}", "{colour} {shape}", "the {colour} {shape}", "a photo of a {colour} {shape}",
-             "an image of a {colour} {shape}")  # baseline A at 1M runs only if insert + queries are estimated to fit
+TEMPLATES = (
+    "a {colour} {shape}",
+    "{colour} {shape}",
+    "the {colour} {shape}",
+    "a photo of a {colour} {shape}",
+    "an image of a {colour} {shape}",
+)  # baseline A at 1M runs only if insert + queries are estimated to fit
 
 
 def clustered(n: int, seed: int, centres: np.ndarray, chunk: int = 100_000) -> np.ndarray:
@@ -53,9 +58,11 @@ def clustered(n: int, seed: int, centres: np.ndarray, chunk: int = 100_000) -> n
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
         x = centres[rng.integers(0, len(centres), m)]
-        x += (SPREAD / np.sqrt(centres.shape[1])) * rng.standard_normal((m, centres.shape[1]), dtype=np.float32)
+        x += (SPREAD / np.sqrt(centres.shape[1])) * rng.standard_normal(
+            (m, centres.shape[1]), dtype=np.float32
+        )
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[s:s + m] = x
+        out[s : s + m] = x
     return out
 
 
@@ -63,7 +70,7 @@ def exact_topk(queries: np.ndarray, data: np.ndarray, k: int, chunk: int = 50_00
     best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), k), dtype=np.int64)
     for s in range(0, len(data), chunk):
-        sc = queries @ data[s:s + chunk].T
+        sc = queries @ data[s : s + chunk].T
         kk = min(k, sc.shape[1])
         part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
         cand_s = np.concatenate([best_s, np.take_along_axis(sc, part, 1)], axis=1)
@@ -74,7 +81,11 @@ def exact_topk(queries: np.ndarray, data: np.ndarray, k: int, chunk: int = 50_00
 
 
 def recall(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(map(int, f)) & set(map(int, t))) / len(t) for f, t in zip(found, truth, strict=True)]))
+    return float(
+        np.mean(
+            [len(set(map(int, f)) & set(map(int, t))) / len(t) for f, t in zip(found, truth, strict=True)]
+        )
+    )
 
 
 def _reset_peak() -> bool:
@@ -105,13 +116,19 @@ def build_hnsw(data: np.ndarray, threads: int, deadline: float | None = None) ->
     chunk = 50_000
     done = 0
     for s in range(0, len(data), chunk):
-        index.add_items(data[s:s + chunk], np.arange(s, min(s + chunk, len(data))), num_threads=threads)
+        index.add_items(data[s : s + chunk], np.arange(s, min(s + chunk, len(data))), num_threads=threads)
         done = min(s + chunk, len(data))
         if deadline is not None and time.perf_counter() > deadline and done < len(data):
             break
     seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "added": done, "complete": done == len(data), "rate": done / seconds,
-            "rss_delta": rss_bytes() - rss0, "peak_delta": (_peak() - rss0) if can_peak else None}
+    info = {
+        "seconds": seconds,
+        "added": done,
+        "complete": done == len(data),
+        "rate": done / seconds,
+        "rss_delta": rss_bytes() - rss0,
+        "peak_delta": (_peak() - rss0) if can_peak else None,
+    }
     return index, info
 
 
@@ -154,9 +171,19 @@ def time_queries(fn: Any, queries: np.ndarray) -> tuple[np.ndarray, list[Any]]:
     return lat, res
 
 
-def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, ctx: Context, *, sqlite_ok: bool,
-                  numpy_queries: int, sqlite_queries: int, deadline_s: float | None = None,
-                  query_kinds: dict[str, slice] | None = None, hnsw: bool = True) -> dict[str, Any]:
+def bench_dataset(
+    name: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    ctx: Context,
+    *,
+    sqlite_ok: bool,
+    numpy_queries: int,
+    sqlite_queries: int,
+    deadline_s: float | None = None,
+    query_kinds: dict[str, slice] | None = None,
+    hnsw: bool = True,
+) -> dict[str, Any]:
     n = len(data)
     res: dict[str, Any] = {"name": name, "n": n, "queries": len(queries)}
     ctx.log(f"{name}: exact ground truth for {len(queries)} queries ...")
@@ -168,9 +195,17 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, ctx: Context
     return res
 
 
-def _bench_hnsw(name: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, ctx: Context,
-                res: dict[str, Any], scratch: Path, deadline_s: float | None,
-                query_kinds: dict[str, slice] | None) -> None:
+def _bench_hnsw(
+    name: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    ctx: Context,
+    res: dict[str, Any],
+    scratch: Path,
+    deadline_s: float | None,
+    query_kinds: dict[str, slice] | None,
+) -> None:
     n = len(data)
     ctx.log(f"{name}: building HNSW (M={M}, ef_construction={EF_CONSTRUCTION}, {ctx.threads} threads) ...")
     deadline = None if deadline_s is None else time.perf_counter() + deadline_s
@@ -191,25 +226,43 @@ def _bench_hnsw(name: str, data: np.ndarray, queries: np.ndarray, truth: np.ndar
         labels = [[h.label for h in row[0]] for row in hits]
         index.set_ef(ef)
         raw_lat, _ = time_queries(lambda q: index.knn_query(q[None], k=K, num_threads=1), queries[:200])
-        entry = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                 "recall": recall(labels, truth), "raw_p50": float(np.percentile(raw_lat, 50))}
+        entry = {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "recall": recall(labels, truth),
+            "raw_p50": float(np.percentile(raw_lat, 50)),
+        }
         if query_kinds:
             entry["recall_by_kind"] = {k: recall(labels[s], truth[s]) for k, s in query_kinds.items()}
         res["hnsw"][ef] = entry
         ctx.log(f"{name}: ef={ef}: p50 {entry['p50'] * 1e3:.3f} ms, recall@10 {entry['recall']:.4f}")
 
 
-def _bench_exact(name: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, ctx: Context,
-                 res: dict[str, Any], scratch: Path, sqlite_ok: bool, numpy_queries: int,
-                 sqlite_queries: int) -> None:
+def _bench_exact(
+    name: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    ctx: Context,
+    res: dict[str, Any],
+    scratch: Path,
+    sqlite_ok: bool,
+    numpy_queries: int,
+    sqlite_queries: int,
+) -> None:
     n = len(data)
     gc.collect()
     # ---- numpy exact (matrix in memory)
     nq = min(numpy_queries, len(queries))
-    lat, found = time_queries(lambda q: np.argsort(-(data @ q))[:K] if n <= 20_000 else
-                              _argtop(data @ q, K), queries[:nq])
-    res["numpy"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                    "recall": recall(found, truth[:nq]), "queries": nq}
+    lat, found = time_queries(
+        lambda q: np.argsort(-(data @ q))[:K] if n <= 20_000 else _argtop(data @ q, K), queries[:nq]
+    )
+    res["numpy"] = {
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "recall": recall(found, truth[:nq]),
+        "queries": nq,
+    }
     ctx.log(f"{name}: numpy exact p50 {res['numpy']['p50'] * 1e3:.1f} ms")
     # ---- baseline A: SQLite blobs + full scan
     if sqlite_ok:
@@ -224,10 +277,15 @@ def _bench_exact(name: str, data: np.ndarray, queries: np.ndarray, truth: np.nda
         can_peak = _reset_peak()
         rss0 = rss_bytes()
         lat, found = time_queries(lambda q: [r[0] for r in db.search(q, K)], queries[:nq])
-        res["sqlite"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                         "recall": recall(found, truth[:nq]), "queries": nq, "insert_s": insert_s,
-                         "file": db_path.stat().st_size,
-                         "query_peak_delta": (_peak() - rss0) if can_peak else None}
+        res["sqlite"] = {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "recall": recall(found, truth[:nq]),
+            "queries": nq,
+            "insert_s": insert_s,
+            "file": db_path.stat().st_size,
+            "query_peak_delta": (_peak() - rss0) if can_peak else None,
+        }
         db.close()
         db_path.unlink(missing_ok=True)
         ctx.log(f"{name}: baseline A (SQLite scan) p50 {res['sqlite']['p50'] * 1e3:.0f} ms")
@@ -250,7 +308,9 @@ def best_ef(r: dict[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
     return ef, hn[ef]
 
 
-def demo_dataset(ctx: Context, n: int, n_img_queries: int) -> tuple[np.ndarray, np.ndarray, dict[str, slice], bool]:
+def demo_dataset(
+    ctx: Context, n: int, n_img_queries: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, slice], bool]:
     """Image embeddings of ``n`` demo images (demo model, ONNX fp32 runtime) and queries: every class
     caption in 5 phrasings (text -> image) plus held-out images (image -> image)."""
     from demo.shapes import CLASSES, sample
@@ -303,20 +363,30 @@ def run(ctx: Context) -> Section:
                     f"**HNSW at 1M not built:** the 100k build ran at {rate_100k:,.0f} vectors/s, so 1M would "
                     f"take ~{est / 60:.0f} min (**extrapolated**: 10x the vectors x 1.2 for the deeper graph), "
                     f"over this run's {BUILD_BUDGET_S / 60:.0f}-min budget; HNSW latency/recall at 1M were not "
-                    "measured (numpy exact and baseline A at 1M need no build and were).")
+                    "measured (numpy exact and baseline A at 1M need no build and were)."
+                )
             est_sql = (sqlite_per_vec_ins + 3 * sqlite_per_vec_q) * n if sqlite_per_vec_q else float("inf")
             sqlite_ok = est_sql <= SQLITE_BUDGET_S
             if not sqlite_ok:
-                notes.append(f"Baseline A at 1M not run: estimated {est_sql / 60:.0f} min (insert + 3 queries, "
-                             f"linear from 100k) over its {SQLITE_BUDGET_S / 60:.0f}-min budget; the 1M "
-                             "baseline-A latency shown is extrapolated linearly from 100k.")
+                notes.append(
+                    f"Baseline A at 1M not run: estimated {est_sql / 60:.0f} min (insert + 3 queries, "
+                    f"linear from 100k) over its {SQLITE_BUDGET_S / 60:.0f}-min budget; the 1M "
+                    "baseline-A latency shown is extrapolated linearly from 100k."
+                )
         ctx.log(f"{name}: generating {n:,} x {DIM} clustered vectors ...")
         data = clustered(n, seed=n, centres=centres)
         queries = clustered(nq, seed=7, centres=centres)
-        r = bench_dataset(name, data, queries, ctx, sqlite_ok=sqlite_ok,
-                          numpy_queries=nq if n <= 100_000 else 30,
-                          sqlite_queries=(20 if n <= 10_000 else 5 if n <= 100_000 else 3),
-                          deadline_s=deadline_s, hnsw=build)
+        r = bench_dataset(
+            name,
+            data,
+            queries,
+            ctx,
+            sqlite_ok=sqlite_ok,
+            numpy_queries=nq if n <= 100_000 else 30,
+            sqlite_queries=(20 if n <= 10_000 else 5 if n <= 100_000 else 3),
+            deadline_s=deadline_s,
+            hnsw=build,
+        )
         if not build:
             r["build_estimate_s"] = est
         if not sqlite_ok and sqlite_per_vec_q:
@@ -333,8 +403,16 @@ def run(ctx: Context) -> Section:
     n_demo = 2000 if ctx.quick else 10_000
     try:
         data, queries, kinds, trained = demo_dataset(ctx, n_demo, 100 if ctx.quick else 340)
-        r = bench_dataset(f"{_n(n_demo)} demo images", data, queries, ctx, sqlite_ok=True,
-                          numpy_queries=len(queries), sqlite_queries=20, query_kinds=kinds)
+        r = bench_dataset(
+            f"{_n(n_demo)} demo images",
+            data,
+            queries,
+            ctx,
+            sqlite_ok=True,
+            numpy_queries=len(queries),
+            sqlite_queries=20,
+            query_kinds=kinds,
+        )
         r["real"] = True
         r["trained"] = trained
         results.append(r)
@@ -352,19 +430,55 @@ def run(ctx: Context) -> Section:
             extra = ""
             if "recall_by_kind" in e:
                 extra = " (" + ", ".join(f"{k} {v:.3f}" for k, v in e["recall_by_kind"].items()) + ")"
-            rows.append([r["name"], f"HNSW ef={ef}", ms(e["p50"]), ms(e["p99"]), f"{e['recall']:.4f}{extra}",
-                         ms(e["raw_p50"]), _x(_sql_p50(r), e["p50"])])
+            rows.append(
+                [
+                    r["name"],
+                    f"HNSW ef={ef}",
+                    ms(e["p50"]),
+                    ms(e["p99"]),
+                    f"{e['recall']:.4f}{extra}",
+                    ms(e["raw_p50"]),
+                    _x(_sql_p50(r), e["p50"]),
+                ]
+            )
         if "numpy" in r:
             e = r["numpy"]
-            rows.append([r["name"], f"numpy exact (in RAM, {e['queries']} q)", ms(e["p50"]), ms(e["p99"]),
-                         f"{e['recall']:.4f}", "–", _x(_sql_p50(r), e["p50"])])
+            rows.append(
+                [
+                    r["name"],
+                    f"numpy exact (in RAM, {e['queries']} q)",
+                    ms(e["p50"]),
+                    ms(e["p99"]),
+                    f"{e['recall']:.4f}",
+                    "–",
+                    _x(_sql_p50(r), e["p50"]),
+                ]
+            )
         if "sqlite" in r:
             e = r["sqlite"]
-            rows.append([r["name"], f"baseline A: SQLite scan ({e['queries']} q)", ms(e["p50"]), ms(e["p99"]),
-                         f"{e['recall']:.4f}", "–", "1.00x"])
+            rows.append(
+                [
+                    r["name"],
+                    f"baseline A: SQLite scan ({e['queries']} q)",
+                    ms(e["p50"]),
+                    ms(e["p99"]),
+                    f"{e['recall']:.4f}",
+                    "–",
+                    "1.00x",
+                ]
+            )
         elif "sqlite_extrapolated" in r:
-            rows.append([r["name"], "baseline A: SQLite scan (**extrapolated** from 100k)",
-                         ms(r["sqlite_extrapolated"]["p50"]), "–", "–", "–", "1.00x"])
+            rows.append(
+                [
+                    r["name"],
+                    "baseline A: SQLite scan (**extrapolated** from 100k)",
+                    ms(r["sqlite_extrapolated"]["p50"]),
+                    "–",
+                    "–",
+                    "–",
+                    "1.00x",
+                ]
+            )
     sec.add(
         f"{DIM}-d L2-normalised vectors around {CLUSTERS} Gaussian clusters on the sphere (noise norm {SPREAD} "
         f"of the unit centre); {nq} queries from the same distribution (not in the index); ground truth = "
@@ -374,33 +488,63 @@ def run(ctx: Context) -> Section:
         "'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query loads every "
         "blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query vector is given "
         "(embedding excluded everywhere).",
-        table(["Data", "Engine", "p50", "p99", f"recall@{K}", "raw hnswlib p50", "speed-up vs A (p50)"], rows,
-              align="llrrlrr"),
+        table(
+            ["Data", "Engine", "p50", "p99", f"recall@{K}", "raw hnswlib p50", "speed-up vs A (p50)"],
+            rows,
+            align="llrrlrr",
+        ),
     )
     brows = []
     for r in results:
         b = r.get("build")
         s = r.get("sqlite")
         if "build_estimate_s" in r:
-            brows.append([r["name"], f"~{r['build_estimate_s'] / 60:.0f} min (**extrapolated**, not built)",
-                          "–", "–", "–", "–", "–", f"{s['insert_s']:.1f} s / {mib(s['file'])}" if s else "–",
-                          mib(s["query_peak_delta"]) if s and s.get("query_peak_delta") is not None else "–"])
+            brows.append(
+                [
+                    r["name"],
+                    f"~{r['build_estimate_s'] / 60:.0f} min (**extrapolated**, not built)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    f"{s['insert_s']:.1f} s / {mib(s['file'])}" if s else "–",
+                    mib(s["query_peak_delta"]) if s and s.get("query_peak_delta") is not None else "–",
+                ]
+            )
             continue
         if not b:
             continue
         cl = r.get("cold_load")
-        brows.append([r["name"], f"{b['seconds']:.1f} s" + ("" if b["complete"] else " (stopped)"),
-                      f"{b['rate']:,.0f}", mib(b["rss_delta"]),
-                      mib(b["peak_delta"]) if b.get("peak_delta") is not None else "–",
-                      mib(r["index_file"]) if "index_file" in r else "–",
-                      f"{cl['hnsw_load_s']:.2f} s + {cl['sha256_s']:.2f} s" if cl else "–",
-                      f"{s['insert_s']:.1f} s / {mib(s['file'])}" if s else "–",
-                      mib(s["query_peak_delta"]) if s and s.get("query_peak_delta") is not None else "–"])
+        brows.append(
+            [
+                r["name"],
+                f"{b['seconds']:.1f} s" + ("" if b["complete"] else " (stopped)"),
+                f"{b['rate']:,.0f}",
+                mib(b["rss_delta"]),
+                mib(b["peak_delta"]) if b.get("peak_delta") is not None else "–",
+                mib(r["index_file"]) if "index_file" in r else "–",
+                f"{cl['hnsw_load_s']:.2f} s + {cl['sha256_s']:.2f} s" if cl else "–",
+                f"{s['insert_s']:.1f} s / {mib(s['file'])}" if s else "–",
+                mib(s["query_peak_delta"]) if s and s.get("query_peak_delta") is not None else "–",
+            ]
+        )
     sec.add(
         "### Index build",
-        table(["Data", "HNSW build", "vectors/s", "RSS after − before", "peak RSS − before", "index.hnsw size",
-               "cold load: hnswlib + sha256 (index.hnsw, embeddings.npy)", "baseline A insert / file",
-               "baseline A query: peak RSS − before"], brows),
+        table(
+            [
+                "Data",
+                "HNSW build",
+                "vectors/s",
+                "RSS after − before",
+                "peak RSS − before",
+                "index.hnsw size",
+                "cold load: hnswlib + sha256 (index.hnsw, embeddings.npy)",
+                "baseline A insert / file",
+                "baseline A query: peak RSS − before",
+            ],
+            brows,
+        ),
         "'cold load' is what a new service process pays for this index before its first answer: hnswlib "
         "reading index.hnsw, plus the sha256 that `load_index` (verify=True, local store) computes over the "
         "version's big files.",
@@ -409,7 +553,10 @@ def run(ctx: Context) -> Section:
     for note in notes:
         sec.add(note)
     # ---- goals
-    r100 = next((r for r in results if r["n"] == (100_000 if not ctx.quick else sizes[-1]) and not r.get("real")), None)
+    r100 = next(
+        (r for r in results if r["n"] == (100_000 if not ctx.quick else sizes[-1]) and not r.get("real")),
+        None,
+    )
     if r100 and "sqlite" in r100:
         ef, e = best_ef(r100)
         sp = r100["sqlite"]["p50"] / e["p50"]
@@ -418,27 +565,49 @@ def run(ctx: Context) -> Section:
         if not ok:
             parts = []
             if sp < GOAL_SPEEDUP:
-                parts.append(f"speed-up short by {GOAL_SPEEDUP / sp:.1f}x: the service's per-query Python path "
-                             f"(SearchIndex.search: validation, ef gate, item copies) is {ms(e['p50'])} vs "
-                             f"{ms(e['raw_p50'])} for raw hnswlib")
+                parts.append(
+                    f"speed-up short by {GOAL_SPEEDUP / sp:.1f}x: the service's per-query Python path "
+                    f"(SearchIndex.search: validation, ef gate, item copies) is {ms(e['p50'])} vs "
+                    f"{ms(e['raw_p50'])} for raw hnswlib"
+                )
             if e["recall"] < GOAL_RECALL:
                 parts.append(f"recall {e['recall']:.4f} < {GOAL_RECALL} at every ef measured")
             why = "; ".join(parts)
-        sec.goals.append(Goal(f"Search vs baseline A at {_n(r100['n'])}", f"≥ {GOAL_SPEEDUP:,.0f}x, recall@10 ≥ "
-                              f"{GOAL_RECALL}", f"{ratio_text(sp)} at ef={ef} (recall {e['recall']:.4f}; "
-                              f"p50 {ms(e['p50'])} vs {ms(r100['sqlite']['p50'])})", ok, why))
+        sec.goals.append(
+            Goal(
+                f"Search vs baseline A at {_n(r100['n'])}",
+                f"≥ {GOAL_SPEEDUP:,.0f}x, recall@10 ≥ {GOAL_RECALL}",
+                f"{ratio_text(sp)} at ef={ef} (recall {e['recall']:.4f}; "
+                f"p50 {ms(e['p50'])} vs {ms(r100['sqlite']['p50'])})",
+                ok,
+                why,
+            )
+        )
     for r in results:
         ef, e = best_ef(r)
         if e is not None and r["n"] > 100_000:
-            sec.add(f"At {r['name']}: " + (f"recall@10 ≥ {GOAL_RECALL} first at ef={ef} (p50 {ms(e['p50'])})."
-                                           if e["recall"] >= GOAL_RECALL else
-                                           f"no measured ef reaches recall@10 {GOAL_RECALL} (best {e['recall']:.4f} "
-                                           f"at ef={ef}); a larger ef or ef_construction/M is needed at this size."))
+            sec.add(
+                f"At {r['name']}: "
+                + (
+                    f"recall@10 ≥ {GOAL_RECALL} first at ef={ef} (p50 {ms(e['p50'])})."
+                    if e["recall"] >= GOAL_RECALL
+                    else f"no measured ef reaches recall@10 {GOAL_RECALL} (best {e['recall']:.4f} "
+                    f"at ef={ef}); a larger ef or ef_construction/M is needed at this size."
+                )
+            )
     sec.plots.append(_plot(ctx, results))
     sec.data["results"] = json.loads(json.dumps(results, default=str))
-    sec.data["params"] = {"M": M, "ef_construction": EF_CONSTRUCTION, "efs": EFS, "k": K, "spread": SPREAD,
-                          "clusters": CLUSTERS, "queries": nq, "cpu_threads": os.cpu_count(),
-                          "sqlite": sqlite3.sqlite_version}
+    sec.data["params"] = {
+        "M": M,
+        "ef_construction": EF_CONSTRUCTION,
+        "efs": EFS,
+        "k": K,
+        "spread": SPREAD,
+        "clusters": CLUSTERS,
+        "queries": nq,
+        "cpu_threads": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+    }
     return sec
 
 
@@ -455,8 +624,11 @@ def _x(base: float | None, t: float) -> str:
 
 
 def _n(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
-        f"{n // 1000}k" if n % 1000 == 0 else str(n))
+    return (
+        f"{n // 1_000_000}M"
+        if n >= 1_000_000 and n % 1_000_000 == 0
+        else (f"{n // 1000}k" if n % 1000 == 0 else str(n))
+    )
 
 
 def _plot(ctx: Context, results: list[dict[str, Any]]) -> str:
@@ -475,14 +647,30 @@ def _plot(ctx: Context, results: list[dict[str, Any]]) -> str:
         mk = next(markers, "o")
         c = next(colors)
         efs = sorted(hn)
-        ax.plot([hn[e]["p50"] * 1e3 for e in efs], [hn[e]["recall"] for e in efs], marker=mk, color=c,
-                label=f"HNSW, {r['name']}" if hn else f"{r['name']} (no HNSW: exact only)")
+        ax.plot(
+            [hn[e]["p50"] * 1e3 for e in efs],
+            [hn[e]["recall"] for e in efs],
+            marker=mk,
+            color=c,
+            label=f"HNSW, {r['name']}" if hn else f"{r['name']} (no HNSW: exact only)",
+        )
         for e in efs:
-            ax.annotate(f"ef={e}", (hn[e]["p50"] * 1e3, hn[e]["recall"]), fontsize=6, xytext=(3, -8),
-                        textcoords="offset points")
+            ax.annotate(
+                f"ef={e}",
+                (hn[e]["p50"] * 1e3, hn[e]["recall"]),
+                fontsize=6,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
         if "numpy" in r:
-            ax.scatter([r["numpy"]["p50"] * 1e3], [r["numpy"]["recall"]], marker=mk, facecolors="none",
-                       edgecolors=c, s=60)
+            ax.scatter(
+                [r["numpy"]["p50"] * 1e3],
+                [r["numpy"]["recall"]],
+                marker=mk,
+                facecolors="none",
+                edgecolors=c,
+                s=60,
+            )
         if "sqlite" in r:
             ax.scatter([r["sqlite"]["p50"] * 1e3], [r["sqlite"]["recall"]], marker="x", color=c, s=60)
     ax.set_xscale("log")

@@ -42,7 +42,9 @@ def _check_embeddings(x: np.ndarray, n: int, what: str, atol: float = 1e-2) -> n
         raise ValueError(f"{what}: expected shape [{n}, dim], got {list(x.shape)}")
     norms = np.linalg.norm(x, axis=1)
     if n and not np.allclose(norms, 1.0, atol=atol):
-        raise ValueError(f"{what}: embeddings are not L2-normalised (norms in [{norms.min()}, {norms.max()}])")
+        raise ValueError(
+            f"{what}: embeddings are not L2-normalised (norms in [{norms.min()}, {norms.max()}])"
+        )
     return x
 
 

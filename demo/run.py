@@ -24,8 +24,13 @@ from events.builders import http_api
 
 def http_api_event(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """An API Gateway HTTP API (v2) proxy event, as API Gateway sends it to the function."""
-    return http_api(method, path, json.dumps(body) if body is not None else None,
-                    "application/json" if body is not None else None, headers={"user-agent": "make-demo"})
+    return http_api(
+        method,
+        path,
+        json.dumps(body) if body is not None else None,
+        "application/json" if body is not None else None,
+        headers={"user-agent": "make-demo"},
+    )
 
 
 def invoke(handler: Any, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -61,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle, images, index = (args.artifacts / name for name in ("bundle", "images", "index"))
     if not (bundle / "manifest.json").is_file():
-        print(f"error: no bundle at {bundle}; run `make demo` (it exports the demo model first)", file=sys.stderr)
+        print(
+            f"error: no bundle at {bundle}; run `make demo` (it exports the demo model first)",
+            file=sys.stderr,
+        )
         return 1
     if not images.is_dir() or not any(images.rglob("*.jpg")):
         print(f"generating {args.count} demo images in {images}")
@@ -83,14 +91,18 @@ def main(argv: list[str] | None = None) -> int:
 
     health = invoke(handler, "GET", "/health")
     print(f"health: {json.dumps(health)}")
-    print_results(f'text query "{args.query}"', invoke(handler, "POST", "/search", {"text": args.query, "k": args.k}))
+    print_results(
+        f'text query "{args.query}"', invoke(handler, "POST", "/search", {"text": args.query, "k": args.k})
+    )
 
     query_image = shapes.render("blue", "square", np.random.default_rng(args.seed + 1), size=128)
     buf = io.BytesIO()
     query_image.save(buf, format="PNG")
     b64 = base64.b64encode(buf.getvalue()).decode()
-    print_results("image query (a freshly drawn blue square)",
-                  invoke(handler, "POST", "/search", {"image": b64, "k": args.k}))
+    print_results(
+        "image query (a freshly drawn blue square)",
+        invoke(handler, "POST", "/search", {"image": b64, "k": args.k}),
+    )
     print("\nnext: `make serve` and open http://127.0.0.1:8000/ to search in the browser")
     return 0
 

@@ -165,9 +165,7 @@ def sample(n: int, seed: int, size: int = 64) -> list[tuple[Image.Image, str, st
     return [(render(colour, shape, rng, size), colour, shape) for colour, shape in labels]
 
 
-def write_collection(
-    out_dir: str | Path, n: int, seed: int, size: int = 128, fmt: str = "jpg"
-) -> list[Path]:
+def write_collection(out_dir: str | Path, n: int, seed: int, size: int = 128, fmt: str = "jpg") -> list[Path]:
     """Write `n` images named ``img_00042.<fmt>`` (spread over a few sub-folders) to `out_dir`.
 
     Each image gets a sidecar ``img_00042.json`` next to it with ``{"colour", "shape", "caption"}``.

@@ -60,7 +60,9 @@ def torch_embedders(
     @torch.no_grad()
     def embed_image(images: Sequence[Image.Image]) -> np.ndarray:
         out = [
-            model.encode_image(torch.stack([preprocess(im) for im in images[i : i + batch_size]]), normalize=True)
+            model.encode_image(
+                torch.stack([preprocess(im) for im in images[i : i + batch_size]]), normalize=True
+            )
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(out).float().numpy()

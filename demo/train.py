@@ -146,8 +146,11 @@ def quick_eval(model: torch.nn.Module, tokenizer: Any, preprocess: Any, per_clas
     items = sample(per_class * len(CLASSES), seed=EVAL_SEED, size=64)
     res = evaluate(embed_text, embed_image, [i for i, _, _ in items], [(c, s) for _, c, s in items], k=3)
     model.train(was_training)
-    print(f"  eval: zero-shot {res['zero_shot_accuracy']:.3f}  t2i@1 {res['text_to_image_precision_at_1']:.3f}  "
-          f"i2i@3 {res['image_query_precision_at_3']:.3f}", flush=True)
+    print(
+        f"  eval: zero-shot {res['zero_shot_accuracy']:.3f}  t2i@1 {res['text_to_image_precision_at_1']:.3f}  "
+        f"i2i@3 {res['image_query_precision_at_3']:.3f}",
+        flush=True,
+    )
     return res
 
 
@@ -183,8 +186,11 @@ def train(
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model {MODEL_NAME}: {n_params / 1e6:.2f}M params; batch {batch_size}; "
-          f"stop at {steps} steps / {seconds} s; lr {lr}", flush=True)
+    print(
+        f"model {MODEL_NAME}: {n_params / 1e6:.2f}M params; batch {batch_size}; "
+        f"stop at {steps} steps / {seconds} s; lr {lr}",
+        flush=True,
+    )
 
     classes = class_stream(rng)
     start = time.perf_counter()
@@ -211,9 +217,11 @@ def train(
         step += 1
         running += loss.item()
         if step % log_every == 0:
-            print(f"step {step:5d}  {time.perf_counter() - start:6.1f}s  loss {running / log_every:.4f}  "
-                  f"logit_scale {model.logit_scale.exp().item():.1f}  lr {optimizer.param_groups[0]['lr']:.2e}",
-                  flush=True)
+            print(
+                f"step {step:5d}  {time.perf_counter() - start:6.1f}s  loss {running / log_every:.4f}  "
+                f"logit_scale {model.logit_scale.exp().item():.1f}  lr {optimizer.param_groups[0]['lr']:.2e}",
+                flush=True,
+            )
             running = 0.0
         if eval_every and step % eval_every == 0:
             quick_eval(model, tokenizer, preprocess_val)
@@ -230,9 +238,15 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=CHECKPOINT_PATH, help=f"checkpoint path (default {CHECKPOINT_PATH})")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="wall-clock training budget (default 150 when --steps is not given)")
+    p.add_argument(
+        "--out", type=Path, default=CHECKPOINT_PATH, help=f"checkpoint path (default {CHECKPOINT_PATH})"
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="wall-clock training budget (default 150 when --steps is not given)",
+    )
     p.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -244,14 +258,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=0, help="quick held-out eval every N steps (0: off)")
-    p.add_argument("--eval-per-class", type=int, default=8,
-                   help="held-out images per class for the final evaluation (default 8)")
+    p.add_argument(
+        "--eval-per-class",
+        type=int,
+        default=8,
+        help="held-out images per class for the final evaluation (default 8)",
+    )
     p.add_argument("--fp32", action="store_true", help="save fp32 tensors (checkpoint > 10 MB)")
     a = p.parse_args(argv)
     seconds = a.seconds if a.seconds is not None else (None if a.steps is not None else 150.0)
-    train(a.out, seconds=seconds, steps=a.steps, seed=a.seed, batch_size=a.batch_size, lr=a.lr,
-          weight_decay=a.weight_decay, warmup=a.warmup, template_prob=a.template_prob, jpeg_prob=a.jpeg_prob,
-          threads=a.threads, log_every=a.log_every, eval_every=a.eval_every, eval_per_class=a.eval_per_class, fp16=not a.fp32)
+    train(
+        a.out,
+        seconds=seconds,
+        steps=a.steps,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup=a.warmup,
+        template_prob=a.template_prob,
+        jpeg_prob=a.jpeg_prob,
+        threads=a.threads,
+        log_every=a.log_every,
+        eval_every=a.eval_every,
+        eval_per_class=a.eval_per_class,
+        fp16=not a.fp32,
+    )
     return 0
 
 

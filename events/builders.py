@@ -13,14 +13,20 @@ __all__ = ["BOUNDARY", "function_url", "http_api", "multipart", "rest_api"]
 BOUNDARY = "----clipsearchboundary7MA4YWxkTrZu0gW"
 
 
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, str, bytes]], boundary: str = BOUNDARY) -> bytes:
+def multipart(
+    fields: dict[str, str], files: dict[str, tuple[str, str, bytes]], boundary: str = BOUNDARY
+) -> bytes:
     """A multipart/form-data body: ``files`` maps a field to ``(filename, content type, bytes)``."""
     out = io.BytesIO()
     for name, value in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
     for name, (filename, ctype, data) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                  f"Content-Type: {ctype}\r\n\r\n".encode())
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n".encode()
+        )
         out.write(data + b"\r\n")
     out.write(f"--{boundary}--\r\n".encode())
     return out.getvalue()
@@ -34,15 +40,28 @@ def _body(body: bytes | str | None) -> tuple[str | None, bool]:
     return body, False
 
 
-def http_api(method: str, path: str, body: bytes | str | None = None, content_type: str | None = None,
-             query: str = "", domain: str = "abcdef1234.execute-api.us-east-1.amazonaws.com", *,
-             headers: dict[str, str] | None = None) -> dict[str, Any]:
+def http_api(
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    content_type: str | None = None,
+    query: str = "",
+    domain: str = "abcdef1234.execute-api.us-east-1.amazonaws.com",
+    *,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """An HTTP API (payload format 2.0) event, as ``sam local generate-event apigateway http-api-proxy``.
     Binary bodies (bytes) are base64-encoded, as API Gateway does; ``headers`` are added last."""
     extra = headers or {}
-    headers = {"accept": "application/json", "host": domain, "user-agent": "curl/8.5.0",
-               "x-amzn-trace-id": "Root=1-5e6722a7-cc56xmpl46db7ae02d4da47e", "x-forwarded-for": "205.255.255.176",
-               "x-forwarded-port": "443", "x-forwarded-proto": "https"}
+    headers = {
+        "accept": "application/json",
+        "host": domain,
+        "user-agent": "curl/8.5.0",
+        "x-amzn-trace-id": "Root=1-5e6722a7-cc56xmpl46db7ae02d4da47e",
+        "x-forwarded-for": "205.255.255.176",
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https",
+    }
     if content_type:
         headers["content-type"] = content_type
     headers.update(extra)
@@ -60,8 +79,13 @@ def http_api(method: str, path: str, body: bytes | str | None = None, content_ty
             "apiId": domain.split(".")[0],
             "domainName": domain,
             "domainPrefix": domain.split(".")[0],
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "205.255.255.176",
-                     "userAgent": "curl/8.5.0"},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "205.255.255.176",
+                "userAgent": "curl/8.5.0",
+            },
             "requestId": "JKJaXmPLvHcESHA=",
             "routeKey": "$default",
             "stage": "$default",
@@ -77,11 +101,18 @@ def http_api(method: str, path: str, body: bytes | str | None = None, content_ty
     return event
 
 
-def function_url(method: str, path: str, body: bytes | str | None = None, content_type: str | None = None,
-                 query: str = "") -> dict[str, Any]:
+def function_url(
+    method: str, path: str, body: bytes | str | None = None, content_type: str | None = None, query: str = ""
+) -> dict[str, Any]:
     """A Lambda Function URL event (payload 2.0, no API Gateway)."""
-    event = http_api(method, path, body, content_type, query,
-                     domain="a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6.lambda-url.us-east-1.on.aws")
+    event = http_api(
+        method,
+        path,
+        body,
+        content_type,
+        query,
+        domain="a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6.lambda-url.us-east-1.on.aws",
+    )
     ctx = event["requestContext"]
     ctx["apiId"] = ctx["domainPrefix"]
     ctx["authorizer"] = {"iam": None}
@@ -89,13 +120,24 @@ def function_url(method: str, path: str, body: bytes | str | None = None, conten
     return event
 
 
-def rest_api(method: str, path: str, body: bytes | str | None = None, content_type: str | None = None,
-             stage: str = "prod") -> dict[str, Any]:
+def rest_api(
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    content_type: str | None = None,
+    stage: str = "prod",
+) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event, as ``sam local generate-event apigateway aws-proxy``,
     invoked on the execute-api URL ``https://<api>.execute-api.<region>.amazonaws.com/<stage>/...``."""
     domain = "1234567890.execute-api.us-east-1.amazonaws.com"
-    headers = {"Accept": "application/json", "Host": domain, "User-Agent": "curl/8.5.0",
-               "X-Forwarded-For": "205.255.255.176", "X-Forwarded-Port": "443", "X-Forwarded-Proto": "https"}
+    headers = {
+        "Accept": "application/json",
+        "Host": domain,
+        "User-Agent": "curl/8.5.0",
+        "X-Forwarded-For": "205.255.255.176",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+    }
     if content_type:
         headers["Content-Type"] = content_type
     text, b64 = _body(body)
@@ -122,8 +164,13 @@ def rest_api(method: str, path: str, body: bytes | str | None = None, content_ty
             "domainPrefix": domain.split(".")[0],
             "requestTimeEpoch": 1773150052000,
             "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-            "identity": {"sourceIp": "205.255.255.176", "userAgent": "curl/8.5.0", "accountId": None,
-                         "caller": None, "user": None},
+            "identity": {
+                "sourceIp": "205.255.255.176",
+                "userAgent": "curl/8.5.0",
+                "accountId": None,
+                "caller": None,
+                "user": None,
+            },
             "domainName": domain,
             "apiId": domain.split(".")[0],
         },

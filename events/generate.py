@@ -55,36 +55,57 @@ def main() -> int:
         "docs.json": http_api("GET", "/docs"),
         "openapi.json": http_api("GET", "/openapi.json"),
         "search-text.json": http_api("POST", "/search", search_text, json_ct),
-        "search-text-paged.json": http_api("POST", "/search", json.dumps(
-            {"text": "a red circle", "k": 5, "offset": 5, "min_score": 0.0}), json_ct),
-        "search-image.json": http_api("POST", "/search", json.dumps(
-            {"image": "data:image/png;base64," + png_b64, "k": 5}), json_ct),
-        "search-image-multipart.json": http_api("POST", "/search", multipart(
-            {"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct),
-        "search-text-multipart.json": http_api("POST", "/search", multipart({"text": "a red circle", "k": "5"}, {}),
-                                               mp_ct),
+        "search-text-paged.json": http_api(
+            "POST",
+            "/search",
+            json.dumps({"text": "a red circle", "k": 5, "offset": 5, "min_score": 0.0}),
+            json_ct,
+        ),
+        "search-image.json": http_api(
+            "POST", "/search", json.dumps({"image": "data:image/png;base64," + png_b64, "k": 5}), json_ct
+        ),
+        "search-image-multipart.json": http_api(
+            "POST", "/search", multipart({"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct
+        ),
+        "search-text-multipart.json": http_api(
+            "POST", "/search", multipart({"text": "a red circle", "k": "5"}, {}), mp_ct
+        ),
         "search-id.json": http_api("POST", "/search", json.dumps({"id": ITEM_ID, "k": 5}), json_ct),
-        "embeddings.json": http_api("POST", "/embeddings", json.dumps(
-            {"text": ["a red circle", "a blue square"], "image": png_b64}), json_ct),
+        "embeddings.json": http_api(
+            "POST",
+            "/embeddings",
+            json.dumps({"text": ["a red circle", "a blue square"], "image": png_b64}),
+            json_ct,
+        ),
         "item-image.json": http_api("GET", f"/items/{ITEM_ID}/image"),
         "item-thumbnail.json": http_api("GET", f"/items/{ITEM_ID}/thumbnail"),
         "search-bad-json.json": http_api("POST", "/search", '{"text": "a red circle",', json_ct),
         "search-text-v1.json": rest_api("POST", "/search", search_text, json_ct),
-        "search-image-multipart-v1.json": rest_api("POST", "/search", multipart(
-            {"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct),
+        "search-image-multipart-v1.json": rest_api(
+            "POST", "/search", multipart({"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct
+        ),
         "embeddings-v1.json": rest_api("POST", "/embeddings", json.dumps({"text": "a red circle"}), json_ct),
         "health-v1.json": rest_api("GET", "/health"),
         "page-v1.json": rest_api("GET", "/"),
         "search-text-function-url.json": function_url("POST", "/search", search_text, json_ct),
-        "search-image-function-url.json": function_url("POST", "/search", multipart(
-            {"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct),
-        "embeddings-function-url.json": function_url("POST", "/embeddings", json.dumps({"image": [png_b64]}),
-                                                     json_ct),
+        "search-image-function-url.json": function_url(
+            "POST", "/search", multipart({"k": "5"}, {"image": ("blue-square.png", "image/png", png)}), mp_ct
+        ),
+        "embeddings-function-url.json": function_url(
+            "POST", "/embeddings", json.dumps({"image": [png_b64]}), json_ct
+        ),
         "health-function-url.json": function_url("GET", "/health"),
         "unknown-event.json": {  # an EventBridge scheduled event: not an HTTP request -> 400
-            "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
-            "source": "aws.events", "account": "123456789012", "time": "2026-03-10T13:40:52Z",
-            "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/warmer"], "detail": {}},
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-03-10T13:40:52Z",
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/warmer"],
+            "detail": {},
+        },
     }
     for name, event in events.items():
         (HERE / name).write_text(json.dumps(event, indent=2) + "\n", encoding="utf-8")

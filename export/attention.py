@@ -33,8 +33,12 @@ class ExportMHA(torch.nn.Module):
 
     def forward(self, q_x, k_x=None, v_x=None, need_weights=False, attn_mask=None, **kwargs):
         m = self.mha
-        if (k_x is not None and k_x is not q_x) or (v_x is not None and v_x is not q_x) or need_weights \
-                or any(v is not None for v in kwargs.values()):
+        if (
+            (k_x is not None and k_x is not q_x)
+            or (v_x is not None and v_x is not q_x)
+            or need_weights
+            or any(v is not None for v in kwargs.values())
+        ):
             return m(q_x, k_x, v_x, need_weights=need_weights, attn_mask=attn_mask, **kwargs)
         x = q_x if m.batch_first else q_x.transpose(0, 1)
         b, n, d = x.shape
@@ -42,7 +46,7 @@ class ExportMHA(torch.nn.Module):
         hd = d // h
         qkv = F.linear(x, m.in_proj_weight, m.in_proj_bias).reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = torch.matmul(q * (hd ** -0.5), k.transpose(-2, -1))
+        attn = torch.matmul(q * (hd**-0.5), k.transpose(-2, -1))
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
                 attn = attn.masked_fill(attn_mask, float("-inf"))
@@ -55,8 +59,13 @@ class ExportMHA(torch.nn.Module):
 
 def _plain(mha: torch.nn.MultiheadAttention) -> bool:
     """ExportMHA's maths covers it: packed QKV projection, no bias_k/bias_v, no zero attention, no dropout."""
-    return (mha._qkv_same_embed_dim and mha.in_proj_weight is not None and mha.bias_k is None
-            and not mha.add_zero_attn and (mha.dropout == 0.0 or not mha.training))
+    return (
+        mha._qkv_same_embed_dim
+        and mha.in_proj_weight is not None
+        and mha.bias_k is None
+        and not mha.add_zero_attn
+        and (mha.dropout == 0.0 or not mha.training)
+    )
 
 
 @contextlib.contextmanager
@@ -78,7 +87,9 @@ def export_attention(model: torch.nn.Module) -> Iterator[int]:
 
 def variable_length_problem(model: torch.nn.Module) -> str | None:
     """None when dropping the padding after the EOT token is exact for this text tower, else why not."""
-    if not all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
+    if not all(
+        hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")
+    ):
         return "the text tower is not open_clip's built-in CLIP text transformer (custom text tower)"
     if getattr(model, "attn_mask", None) is None:
         return "the text tower is not causal (no attention mask): padding changes every position"

@@ -27,8 +27,12 @@ __version__ = "0.1.0"
 
 def _versions() -> dict[str, str]:
     out = {}
-    for dist, key in (("torch", "torch"), ("open_clip_torch", "open_clip"), ("onnx", "onnx"),
-                      ("onnxruntime", "onnxruntime")):
+    for dist, key in (
+        ("torch", "torch"),
+        ("open_clip_torch", "open_clip"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime"),
+    ):
         try:
             out[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -62,8 +66,15 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset: int, force: bool,
-                 variable_length: bool = True) -> dict[str, Any]:
+def write_bundle(
+    loaded: LoadedModel,
+    out: Path,
+    *,
+    precisions: list[str],
+    opset: int,
+    force: bool,
+    variable_length: bool = True,
+) -> dict[str, Any]:
     out = Path(out)
     prepare_output(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -76,12 +87,15 @@ def write_bundle(loaded: LoadedModel, out: Path, *, precisions: list[str], opset
     return manifest
 
 
-def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int,
-           variable_length: bool = True) -> dict[str, Any]:
+def _build(
+    loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int, variable_length: bool = True
+) -> dict[str, Any]:
     text = tokenizer_section(loaded, tmp)
     image = image_section(loaded)
     # Variable-length text (the runtime drops the padding after the EOT token) wherever that is exact.
-    problem = variable_length_problem(loaded.model) if variable_length else "exported with --fixed-length-text"
+    problem = (
+        variable_length_problem(loaded.model) if variable_length else "exported with --fixed-length-text"
+    )
     text["variable_length"] = problem is None
     if problem is not None:
         text["variable_length_reason"] = problem
@@ -91,14 +105,25 @@ def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int,
         example = hf_text.example_ids(loaded.tokenizer)
     except Exception as exc:  # tokenizer libraries raise many types
         raise ExportError(f"the tokenizer of {loaded.name!r} failed on example text: {exc}") from exc
-    fp32 = onnx_export.export_towers(loaded.model, example, image["size"], tmp, opset=opset, device=loaded.device,
-                                     variable_length=text["variable_length"])
+    fp32 = onnx_export.export_towers(
+        loaded.model,
+        example,
+        image["size"],
+        tmp,
+        opset=opset,
+        device=loaded.device,
+        variable_length=text["variable_length"],
+    )
     if tokenizer_type(text) == CLIP_BPE:
         shutil.copyfile(open_clip.tokenizer.default_bpe(), tmp / text["tokenizer"]["vocab_file"])
 
     log.info("measuring PyTorch vs ONNX parity")
-    parity_result = parity.measure_parity(loaded, fp32, trim_padding=text["variable_length"],
-                                          pad_id=int(text["tokenizer"].get("pad_token_id") or 0))
+    parity_result = parity.measure_parity(
+        loaded,
+        fp32,
+        trim_padding=text["variable_length"],
+        pad_id=int(text["tokenizer"].get("pad_token_id") or 0),
+    )
     if not parity_result["passed"]:
         raise ExportError(
             f"parity check failed: max-abs text {parity_result['text_max_abs']:.2e}, image "
@@ -111,8 +136,11 @@ def _build(loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int,
     variants: dict[str, dict[str, Any]] = {}
     for precision in precisions:
         names = {tower: onnx_filename(tower, precision) for tower in ("textual", "visual")}
-        data = {tower: onnx_export.external_data_name(name) for tower, name in names.items()
-                if (tmp / onnx_export.external_data_name(name)).exists()}
+        data = {
+            tower: onnx_export.external_data_name(name)
+            for tower, name in names.items()
+            if (tmp / onnx_export.external_data_name(name)).exists()
+        }
         accuracy = None
         if precision != "fp32":
             convert = onnx_export.to_fp16 if precision == "fp16" else onnx_export.to_int8

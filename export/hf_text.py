@@ -56,20 +56,29 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def local_overrides(cfg: dict[str, Any], *, tokenizer_dir: Path | None, hf_config_dir: Path | None,
-                    override: dict[str, Any] | None) -> dict[str, Any]:
+def local_overrides(
+    cfg: dict[str, Any],
+    *,
+    tokenizer_dir: Path | None,
+    hf_config_dir: Path | None,
+    override: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The model config with --config-override merged and the HF names pointed at local directories."""
     cfg = deep_merge(cfg, override or {})
     text_cfg = cfg.setdefault("text_cfg", {})
     if tokenizer_dir is not None:
         if not Path(tokenizer_dir).is_dir():
-            raise HfExportError(f"--tokenizer {tokenizer_dir}: not a directory (expected a saved HF tokenizer)")
+            raise HfExportError(
+                f"--tokenizer {tokenizer_dir}: not a directory (expected a saved HF tokenizer)"
+            )
         if not text_cfg.get("hf_tokenizer_name"):
             raise HfExportError("--tokenizer: this model uses the CLIP BPE tokenizer, not a Hugging Face one")
         text_cfg["hf_tokenizer_name"] = str(Path(tokenizer_dir).resolve())
     if hf_config_dir is not None:
         if not (Path(hf_config_dir) / "config.json").is_file():
-            raise HfExportError(f"--hf-config {hf_config_dir}: no config.json there (expected a saved HF config)")
+            raise HfExportError(
+                f"--hf-config {hf_config_dir}: no config.json there (expected a saved HF config)"
+            )
         if not text_cfg.get("hf_model_name"):
             raise HfExportError("--hf-config: this model's text tower is not a Hugging Face model")
         text_cfg["hf_model_name"] = str(Path(hf_config_dir).resolve())
@@ -107,7 +116,9 @@ def hf_tokenizer_section(tokenizer: Any, out_dir: Path | None = None) -> dict[st
     hf = tokenizer.tokenizer
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None:
-        raise HfExportError(f"tokenizer {type(hf).__name__} has no fast (Rust) backend to save as {TOKENIZER_FILE}")
+        raise HfExportError(
+            f"tokenizer {type(hf).__name__} has no fast (Rust) backend to save as {TOKENIZER_FILE}"
+        )
     if hf.pad_token_id is None:
         raise HfExportError("the tokenizer has no pad token; open_clip pads to the context length with it")
     clean = next(m for m in ("canonicalize", "whitespace", "lower") if m in tokenizer.clean_fn.__name__)

@@ -57,8 +57,15 @@ def register_config(config_file: str | Path) -> str:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"--model-config {path}: not valid JSON ({exc})") from exc
-    if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "text_cfg" not in cfg or "embed_dim" not in cfg:
-        raise ExportError(f"--model-config {path}: not an OpenCLIP model config (needs embed_dim, vision_cfg, text_cfg)")
+    if (
+        not isinstance(cfg, dict)
+        or "vision_cfg" not in cfg
+        or "text_cfg" not in cfg
+        or "embed_dim" not in cfg
+    ):
+        raise ExportError(
+            f"--model-config {path}: not an OpenCLIP model config (needs embed_dim, vision_cfg, text_cfg)"
+        )
     open_clip.add_model_config(path)
     return path.stem
 
@@ -147,19 +154,24 @@ def _hub_offline():
         yield
     finally:
         constants.HF_HUB_OFFLINE = saved
+
+
 #: Image preprocessing a user may set (the input size is the model's own).
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
 
-def preprocess_override(name: str, preprocess: dict[str, Any] | None, preprocess_from: str | None
-                        ) -> dict[str, Any] | None:
+def preprocess_override(
+    name: str, preprocess: dict[str, Any] | None, preprocess_from: str | None
+) -> dict[str, Any] | None:
     """Image preprocessing from a pretrained tag's config (no weights) and/or an explicit JSON object."""
     out: dict[str, Any] = {}
     if preprocess_from:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if preprocess_from not in tags:
             hint = f" Known tags: {', '.join(tags)}." if tags else f" {name} has no published tags."
-            raise ExportError(f"--preprocess-from {preprocess_from!r}: not a pretrained tag of {name!r}.{hint}")
+            raise ExportError(
+                f"--preprocess-from {preprocess_from!r}: not a pretrained tag of {name!r}.{hint}"
+            )
         cfg = open_clip.get_pretrained_cfg(name, preprocess_from)
         out.update({k: cfg[k] for k in PREPROCESS_KEYS if k in cfg})
     if preprocess:
@@ -200,8 +212,12 @@ def load_model(
     custom_cfg = None
     if tokenizer_dir is not None or hf_config_dir is not None or config_override:
         try:
-            custom_cfg = hf_text.local_overrides(open_clip.get_model_config(name), tokenizer_dir=tokenizer_dir,
-                                                 hf_config_dir=hf_config_dir, override=config_override)
+            custom_cfg = hf_text.local_overrides(
+                open_clip.get_model_config(name),
+                tokenizer_dir=tokenizer_dir,
+                hf_config_dir=hf_config_dir,
+                override=config_override,
+            )
         except hf_text.HfExportError as exc:
             raise ExportError(str(exc)) from exc
     text_cfg = (custom_cfg or open_clip.get_model_config(name) or {}).get("text_cfg", {})
@@ -236,8 +252,12 @@ def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_c
             # pretrained_hf=False: never download an HF text tower's base weights (an OpenCLIP checkpoint holds
             # the tower; a random-init export must stay random and offline).
             model = open_clip.create_model(
-                name, pretrained=pretrained_value, device=device, weights_only=True,
-                force_preprocess_cfg=force_preprocess, pretrained_hf=False,
+                name,
+                pretrained=pretrained_value,
+                device=device,
+                weights_only=True,
+                force_preprocess_cfg=force_preprocess,
+                pretrained_hf=False,
             )
         preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     except Exception as exc:  # torch.load, open_clip and transformers raise many types
@@ -248,14 +268,20 @@ def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_c
                 "(transformers AutoConfig.save_pretrained) and pass --hf-config DIR."
             ) from exc
         if from_hub:
-            where = (f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
-                     if offline else "weights are downloaded from the model hub")
+            where = (
+                f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
+                if offline
+                else "weights are downloaded from the model hub"
+            )
             raise ExportError(
                 f"could not load pretrained weights {pretrained_value!r} for {name!r}: {where}. Download the "
-                "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  " + error_detail(exc)
+                "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  "
+                + error_detail(exc)
             ) from exc
         if pretrained_value is None:
-            raise ExportError(f"could not build model {name!r} with random init:\n  {error_detail(exc)}") from exc
+            raise ExportError(
+                f"could not build model {name!r} with random init:\n  {error_detail(exc)}"
+            ) from exc
         raise ExportError(
             f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint matches the "
             f"architecture (--model / --model-config):\n  {error_detail(exc)}"
@@ -311,7 +337,9 @@ def tokenizer_section(loaded: LoadedModel, out_dir: Path | None = None) -> dict[
                 break
     reduction = getattr(tok, "reduction_fn", None)
     if reduction is not None:
-        raise ExportError(f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support")
+        raise ExportError(
+            f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support"
+        )
     return {
         "context_length": int(tok.context_length),
         "vocab_size": len(tok.encoder),

@@ -51,8 +51,14 @@ def save_onnx(model: onnx.ModelProto, dst: Path, limit: int = EXTERNAL_DATA_BYTE
     if not needs_external_data(_initializer_bytes(model), limit):
         onnx.save(model, str(dst))
         return None
-    onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
     return data
 
 
@@ -78,8 +84,14 @@ class VisualTower(torch.nn.Module):
         return self.model.encode_image(pixel_values, normalize=True)
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Path, opset: int,
-            input_axes: dict[int, str] | None = None) -> None:
+def _export(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    tower: str,
+    out: Path,
+    opset: int,
+    input_axes: dict[int, str] | None = None,
+) -> None:
     names = IO[tower]
     in_name, out_name = names["input"]["name"], names["output"]["name"]
     # The fused MHA fast path has no ONNX symbolic; the plain path exports to standard ops.
@@ -95,8 +107,15 @@ def _export(module: torch.nn.Module, example: torch.Tensor, tower: str, out: Pat
     onnx.checker.check_model(str(out), full_check=True)
 
 
-def _torch_export(module, example, in_name: str, out_name: str, out: Path, opset: int,
-                  input_axes: dict[int, str] | None = None) -> None:
+def _torch_export(
+    module,
+    example,
+    in_name: str,
+    out_name: str,
+    out: Path,
+    opset: int,
+    input_axes: dict[int, str] | None = None,
+) -> None:
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -112,9 +131,16 @@ def _torch_export(module, example, in_name: str, out_name: str, out: Path, opset
         )
 
 
-def export_towers(model: torch.nn.Module, text_example: torch.Tensor, image_size: list[int], out_dir: Path,
-                  *, opset: int = DEFAULT_OPSET, device: str = "cpu",
-                  variable_length: bool = True) -> dict[str, Path]:
+def export_towers(
+    model: torch.nn.Module,
+    text_example: torch.Tensor,
+    image_size: list[int],
+    out_dir: Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    device: str = "cpu",
+    variable_length: bool = True,
+) -> dict[str, Path]:
     """Writes textual.onnx and visual.onnx (fp32) into out_dir, with export-friendly attention (ExportMHA);
     text_example: [n, context_length] ids from the model's own tokenizer.
 
@@ -124,15 +150,21 @@ def export_towers(model: torch.nn.Module, text_example: torch.Tensor, image_size
     variable = variable_length and variable_length_problem(model) is None
     text_example = text_example.to(device=device, dtype=torch.int64)
     if variable:  # traced with a short example, so no length can be baked in as a constant
-        text_example = text_example[:, :min(9, text_example.shape[1])]
+        text_example = text_example[:, : min(9, text_example.shape[1])]
     image_example = torch.zeros((2, 3, *image_size), dtype=torch.float32, device=device)
     paths = {"textual": out_dir / "textual.onnx", "visual": out_dir / "visual.onnx"}
     # Wrappers must be in eval mode too: the exporter restores the wrapper's mode on the whole module tree
     # afterwards, and a wrapper left in train mode would switch BatchNorm (ResNet towers) to batch statistics.
     with export_attention(model):
         if variable:
-            _export(VariableLengthTextTower(model).eval(), text_example, "textual", paths["textual"], opset,
-                    {0: "batch", 1: "sequence"})
+            _export(
+                VariableLengthTextTower(model).eval(),
+                text_example,
+                "textual",
+                paths["textual"],
+                opset,
+                {0: "batch", 1: "sequence"},
+            )
         else:
             _export(TextTower(model).eval(), text_example, "textual", paths["textual"], opset)
         _export(VisualTower(model).eval(), image_example, "visual", paths["visual"], opset)
@@ -161,7 +193,10 @@ def to_int8(src: Path, dst: Path) -> None:
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True, save_as_external_data=big)
         quantize_dynamic(
-            str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            str(pre),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
             # 7-bit weights: without VNNI (AVX2, e.g. AMD EPYC here) u8s8 products saturate int16; the bundle must be
             # exact enough on any Lambda CPU (demo text cosine min 0.9971 -> 0.9996 on AVX2)
             reduce_range=True,
@@ -196,9 +231,15 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
     for node in list(graph.node):
         table = node.input[0] if node.op_type == "Gather" and node.input else None
         init = inits.get(table)
-        if (init is None or init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or uses[table] != 1
-                or table in graph_inputs or init.dims[0] * init.dims[1] < MIN_GATHER_TABLE
-                or any(a.name == "axis" and a.i != 0 for a in node.attribute)):
+        if (
+            init is None
+            or init.data_type != TensorProto.FLOAT
+            or len(init.dims) != 2
+            or uses[table] != 1
+            or table in graph_inputs
+            or init.dims[0] * init.dims[1] < MIN_GATHER_TABLE
+            or any(a.name == "axis" and a.i != 0 for a in node.attribute)
+        ):
             continue
         w = numpy_helper.to_array(init)
         scale = (np.abs(w).max(axis=1, keepdims=True) / 127.0).astype(np.float32)
@@ -206,7 +247,9 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
         q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
         base, out = f"{table}_int8", node.output[0]
         graph.initializer.remove(init)
-        graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale")])
+        graph.initializer.extend(
+            [numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale")]
+        )
         at = list(graph.node).index(node)
         graph.node.remove(node)
         new = [

@@ -66,7 +66,9 @@ def query_set(seed: int = 1, n_images: int = 48) -> tuple[list[str], list[Image.
         arr = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
         img = Image.fromarray(arr, "RGB")
         draw = ImageDraw.Draw(img)
-        draw.rectangle([w // 4, h // 4, 3 * w // 4, 3 * h // 4], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        draw.rectangle(
+            [w // 4, h // 4, 3 * w // 4, 3 * h // 4], fill=tuple(int(c) for c in rng.integers(0, 255, 3))
+        )
         gallery.append(img)
     return texts, gallery
 
@@ -77,11 +79,13 @@ def session(path: Path, precision: str = "fp32") -> ort.InferenceSession:
 
 def run_onnx(sess: ort.InferenceSession, tower: str, x: np.ndarray, batch_size: int) -> np.ndarray:
     in_name = IO[tower]["input"]["name"]
-    outs = [sess.run(None, {in_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    outs = [sess.run(None, {in_name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs).astype(np.float32)
 
 
-def torch_inputs(loaded: Any, texts: list[str], images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_inputs(
+    loaded: Any, texts: list[str], images: list[Image.Image]
+) -> tuple[torch.Tensor, torch.Tensor]:
     ids = loaded.tokenizer(texts)
     pixels = torch.stack([loaded.preprocess(img) for img in images])
     return ids, pixels
@@ -95,8 +99,13 @@ def torch_embeddings(loaded: Any, ids: torch.Tensor, pixels: torch.Tensor) -> tu
     return t, v
 
 
-def measure_parity(loaded: Any, paths: dict[str, Path], batch_sizes: tuple[int, ...] = (1, 3),
-                   trim_padding: bool = False, pad_id: int = 0) -> dict[str, Any]:
+def measure_parity(
+    loaded: Any,
+    paths: dict[str, Path],
+    batch_sizes: tuple[int, ...] = (1, 3),
+    trim_padding: bool = False,
+    pad_id: int = 0,
+) -> dict[str, Any]:
     """fp32 ONNX vs PyTorch on the fixed texts and images, at each batch size.
 
     With ``trim_padding`` (a variable-length text graph) the text graph also runs on ids trimmed like the
@@ -115,8 +124,12 @@ def measure_parity(loaded: Any, paths: dict[str, Path], batch_sizes: tuple[int, 
         row: dict[str, float] = {}
         if trim_padding:
             # the runtime's own trimming, on each batch
-            trimmed = np.concatenate([text_sess.run(None, {in_name: runtime_trim(ids_np[i:i + bs], pad_id)})[0]
-                                      for i in range(0, len(ids_np), bs)]).astype(np.float32)
+            trimmed = np.concatenate(
+                [
+                    text_sess.run(None, {in_name: runtime_trim(ids_np[i : i + bs], pad_id)})[0]
+                    for i in range(0, len(ids_np), bs)
+                ]
+            ).astype(np.float32)
             row["text_trimmed_max_abs"] = float(np.abs(trimmed - ref_t).max())
             row["trimmed_vs_untrimmed_max_abs"] = float(np.abs(trimmed - full).max())
             dt = max(dt, row["text_trimmed_max_abs"])
@@ -153,7 +166,9 @@ def _top10_overlap(q_ref: np.ndarray, g_ref: np.ndarray, q: np.ndarray, g: np.nd
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top, strict=True)]))
 
 
-def measure_variant(loaded: Any, fp32: dict[str, Path], variant: dict[str, Path], precision: str) -> dict[str, Any]:
+def measure_variant(
+    loaded: Any, fp32: dict[str, Path], variant: dict[str, Path], precision: str
+) -> dict[str, Any]:
     """Accuracy of a precision variant against the fp32 ONNX model: cosine min/mean, top-10 overlap."""
     texts, gallery = query_set()
     ids, pixels = torch_inputs(loaded, PARITY_TEXTS + texts, parity_images() + gallery)

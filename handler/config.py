@@ -75,37 +75,68 @@ class Settings(BaseSettings):
 
     model_uri: str = Field(description="required: bundle directory or s3:// prefix")
     index_uri: str | None = Field(None, description="index directory or s3:// prefix (unset: embedding-only)")
-    ort_threads: int = Field(default_factory=available_cores, ge=1, le=256,
-                                description="onnxruntime threads (default: available cores)")
+    ort_threads: int = Field(
+        default_factory=available_cores,
+        ge=1,
+        le=256,
+        description="onnxruntime threads (default: available cores)",
+    )
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="model precision")
     max_image_bytes: int = Field(4_500_000, ge=1, le=1 << 31, description="largest image (decoded bytes)")
     max_image_pixels: int = Field(
-        DEFAULT_MAX_PIXELS, ge=1, le=1 << 31,
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        le=1 << 31,
         description="largest image (width * height, checked before decoding); the builder's default too, so "
-                    "every indexed image can be queried and thumbnailed")
-    cors_origins: tuple[str, ...] = Field((), description="comma-separated origins ('*' allowed); unset: no CORS")
-    api_key: str | None = Field(None, repr=False,
-                                description="when set, every route but /health, / and /static/* needs x-api-key")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="log level")
-    index_refresh_seconds: float = Field(60.0, ge=0, allow_inf_nan=False,
-                                         description="how often a warm instance checks the index pointer (0: always)")
+        "every indexed image can be queried and thumbnailed",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (), description="comma-separated origins ('*' allowed); unset: no CORS"
+    )
+    api_key: str | None = Field(
+        None, repr=False, description="when set, every route but /health, / and /static/* needs x-api-key"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="log level"
+    )
+    index_refresh_seconds: float = Field(
+        60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="how often a warm instance checks the index pointer (0: always)",
+    )
     cache_dir: str = Field("/tmp/clip-search", description="local cache of S3 objects")
-    collection_root: str | None = Field(None, description="where the images are (overrides the manifest's source)")
-    presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600,
-                                           description="lifetime of presigned URLs for s3:// item images")
-    model_id: str | None = Field(None, description="model name in responses (default: bundle name/pretrained)")
-    max_request_pixels: int = Field(DEFAULT_MAX_REQUEST_PIXELS, ge=1, le=1 << 40,
-                                       description="width * height summed over one request's images (413 above)")
-    model_verify: bool = Field(True, description="sha256 | off: checksum a local bundle's files at start; off suits "
-                                                 "a bundle baked into an immutable image and verified at image "
-                                                 "build (S3 bundles are always checked)")
+    collection_root: str | None = Field(
+        None, description="where the images are (overrides the manifest's source)"
+    )
+    presign_expiry_seconds: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="lifetime of presigned URLs for s3:// item images"
+    )
+    model_id: str | None = Field(
+        None, description="model name in responses (default: bundle name/pretrained)"
+    )
+    max_request_pixels: int = Field(
+        DEFAULT_MAX_REQUEST_PIXELS,
+        ge=1,
+        le=1 << 40,
+        description="width * height summed over one request's images (413 above)",
+    )
+    model_verify: bool = Field(
+        True,
+        description="sha256 | off: checksum a local bundle's files at start; off suits "
+        "a bundle baked into an immutable image and verified at image "
+        "build (S3 bundles are always checked)",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _Environ(settings_cls)  # no .env files, no secrets dir: the environment only
 
     @field_validator("model_uri", "index_uri", "collection_root", mode="after")
@@ -131,7 +162,9 @@ class Settings(BaseSettings):
             return value
         origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
         for origin in origins:
-            if origin != "*" and not (origin.startswith(("http://", "https://")) and origin.split("//", 1)[1]):
+            if origin != "*" and not (
+                origin.startswith(("http://", "https://")) and origin.split("//", 1)[1]
+            ):
                 raise ValueError(f"{origin!r} is not an origin (expected '*' or scheme://host[:port])")
         return origins
 
@@ -196,8 +229,10 @@ def _message(error: ValidationError, env: Mapping[str, str]) -> str:
     name = field.upper()
     kind = err["type"]
     if name == "API_KEY":
-        return ("API_KEY is invalid: it has leading/trailing whitespace or control characters, which an "
-                "x-api-key header can never match (value not shown)")
+        return (
+            "API_KEY is invalid: it has leading/trailing whitespace or control characters, which an "
+            "x-api-key header can never match (value not shown)"
+        )
     if kind == "missing":
         return f"{name} is not set: give the model bundle's directory or s3://bucket/prefix"
     info = Settings.model_fields[field]
@@ -207,8 +242,14 @@ def _message(error: ValidationError, env: Mapping[str, str]) -> str:
         high = getattr(meta, "le", high)
     if kind == "int_parsing":
         what = "must be an integer"
-    elif kind in ("float_parsing", "finite_number") or (kind == "greater_than_equal" and info.annotation is float):
-        what = f"must be a finite number >= {low:g}" if kind != "float_parsing" else "must be a number of seconds"
+    elif kind in ("float_parsing", "finite_number") or (
+        kind == "greater_than_equal" and info.annotation is float
+    ):
+        what = (
+            f"must be a finite number >= {low:g}"
+            if kind != "float_parsing"
+            else "must be a number of seconds"
+        )
     elif kind in ("greater_than_equal", "less_than_equal"):
         what = f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
     elif kind == "literal_error":

@@ -41,7 +41,9 @@ class Service:
         s = state.settings
         if s is None:
             return cls(state)
-        return cls(state, s.max_image_bytes, s.max_request_pixels, ThumbnailCache(max_pixels=s.max_image_pixels))
+        return cls(
+            state, s.max_image_bytes, s.max_request_pixels, ThumbnailCache(max_pixels=s.max_image_pixels)
+        )
 
     @property
     def body_limit(self) -> int:
@@ -52,8 +54,11 @@ class Service:
         loc = self._locators.get(idx.version)
         if loc is None:
             s = self.state.settings
-            loc = ImageLocator(idx.manifest.get("source"), s.collection_root if s else None,
-                               s.presign_expiry_seconds if s else 3600)
+            loc = ImageLocator(
+                idx.manifest.get("source"),
+                s.collection_root if s else None,
+                s.presign_expiry_seconds if s else 3600,
+            )
             self._locators[idx.version] = loc
             while len(self._locators) > 2:
                 self._locators.popitem(last=False)
@@ -80,8 +85,9 @@ def get_index(request: Request) -> SearchIndex:
     idx = state.index
     if idx is None:
         if not state.index_configured and state.config_problem is None:
-            raise ServiceUnavailableError("index_unavailable",
-                                          "no index is configured (INDEX_URI unset): only /embeddings is served")
+            raise ServiceUnavailableError(
+                "index_unavailable", "no index is configured (INDEX_URI unset): only /embeddings is served"
+            )
         problem = state.config_problem or state.index_problem
         msg = problem.message if problem else "index not loaded"
         raise ServiceUnavailableError("index_unavailable", f"the index is not available: {msg}")

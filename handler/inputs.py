@@ -141,9 +141,12 @@ class EmbeddingsRequest:
     language: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
-        return {"query_type": "+".join(t for t, v in (("text", self.texts), ("image", self.images)) if v),
-                "texts": len(self.texts or ()), "images": len(self.images or ()),
-                "image_bytes": sum(len(i) for i in self.images or ())}
+        return {
+            "query_type": "+".join(t for t, v in (("text", self.texts), ("image", self.images)) if v),
+            "texts": len(self.texts or ()),
+            "images": len(self.images or ()),
+            "image_bytes": sum(len(i) for i in self.images or ()),
+        }
 
 
 # -- generic helpers --------------------------------------------------------------------------------------------
@@ -195,15 +198,23 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise InvalidJSONError("invalid JSON: nested too deeply") from None
     except ValueError:  # int() of an over-long literal (any other decoder limit): bad input, never a 500
-        raise InvalidJSONError(f"invalid JSON: a number too long to convert (integers have at most "
-                               f"{sys.get_int_max_str_digits()} digits)") from None
+        raise InvalidJSONError(
+            f"invalid JSON: a number too long to convert (integers have at most "
+            f"{sys.get_int_max_str_digits()} digits)"
+        ) from None
 
 
 def type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def _is_number(value: Any) -> bool:
@@ -237,8 +248,10 @@ def decode_image_field(value: Any, max_bytes: int, name: str = "image") -> bytes
     if text[:5].lower() == "data:":
         match = _DATA_URI.match(text)
         if match is None:
-            raise InvalidBase64Error(f"'{name}' is a data URI but not a base64 one (expected data:<type>;base64,...)")
-        text = text[match.end():]
+            raise InvalidBase64Error(
+                f"'{name}' is a data URI but not a base64 one (expected data:<type>;base64,...)"
+            )
+        text = text[match.end() :]
     if len(text) > (max_bytes + 2) // 3 * 4 * 2 + 1024:  # far over the limit even with whitespace: don't scan
         raise ImageTooLargeError(f"'{name}' is over the limit of {max_bytes} bytes")
     text = "".join(text.split())  # drop whitespace (line-wrapped base64): ~20x faster than a regex
@@ -276,7 +289,8 @@ def check_pixel_budget(images: Sequence[bytes], budget: int, max_pixels: int | N
     if total > budget:
         raise PixelBudgetError(
             f"the request's image(s) have {total} pixels in all (width x height summed), over the limit of "
-            f"{budget} per request; send fewer or smaller images")
+            f"{budget} per request; send fewer or smaller images"
+        )
     return total
 
 
@@ -287,7 +301,9 @@ def check_embedding(value: Any) -> list[float]:
     if not value:
         raise InvalidEmbeddingError("'embedding' is empty")
     if len(value) > 65536:
-        raise InvalidEmbeddingError(f"'embedding' has {len(value)} values; far more than any model's dimension")
+        raise InvalidEmbeddingError(
+            f"'embedding' has {len(value)} values; far more than any model's dimension"
+        )
     for i, x in enumerate(value):
         if not _is_number(x):
             raise InvalidRequestError(f"'embedding'[{i}] must be a number, got {type_name(x)}")
@@ -310,8 +326,9 @@ def form_number(raw: Any, name: str, kind: type) -> Any:
     try:
         value = kind(raw)
     except ValueError:
-        raise InvalidRequestError(f"'{name}' must be {'an integer' if kind is int else 'a number'}, "
-                                  f"got {raw[:40]!r}") from None
+        raise InvalidRequestError(
+            f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {raw[:40]!r}"
+        ) from None
     if kind is float and not math.isfinite(value):
         raise InvalidRequestError(f"'{name}' must be a finite number, got {raw[:40]!r}")
     return value
@@ -335,7 +352,8 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
         raise InvalidRequestError(
-            f"unknown form field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: {', '.join(allowed)}")
+            f"unknown form field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; allowed: {', '.join(allowed)}"
+        )
     for name in set(keys):
         if len(form.getlist(name)) > 1:
             raise InvalidRequestError(f"form field '{name}' given more than once")

@@ -97,8 +97,10 @@ def _hardened(base: type[Any]) -> type[Any]:
     gets U+FFFD paths and the stage as ``root_path``, and a non-JSON 5xx raises :class:`_AppFailed`."""
 
     def malformed(self: Any, e: Exception) -> _BadEvent:
-        return _BadEvent(f"malformed {base.__name__} event ({type(e).__name__}: {e})"[:500],
-                         f"{type(e).__name__}: {e}"[:300])
+        return _BadEvent(
+            f"malformed {base.__name__} event ({type(e).__name__}: {e})"[:500],
+            f"{type(e).__name__}: {e}"[:300],
+        )
 
     class Hardened(base):  # type: ignore[misc, valid-type]
         @property
@@ -142,15 +144,20 @@ class SafeMangum(Mangum):
 
     def __init__(self, app: Any, **kwargs: Any):
         kwargs.setdefault("lifespan", "off")
-        kwargs["custom_handlers"] = [*(kwargs.get("custom_handlers") or ()), *SAFE_HANDLERS]  # a caller's first, as Mangum
+        kwargs["custom_handlers"] = [
+            *(kwargs.get("custom_handlers") or ()),
+            *SAFE_HANDLERS,
+        ]  # a caller's first, as Mangum
         super().__init__(app, **kwargs)
 
     def infer(self, event: Any, context: Any) -> Any:
         try:
             return super().infer(event, context)
         except RuntimeError:
-            raise _BadEvent("the Lambda event is not an API Gateway (REST or HTTP API), Function URL or ALB "
-                            "request", "unknown event shape") from None
+            raise _BadEvent(
+                "the Lambda event is not an API Gateway (REST or HTTP API), Function URL or ALB request",
+                "unknown event shape",
+            ) from None
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         if not isinstance(event, dict):

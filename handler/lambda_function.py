@@ -34,7 +34,9 @@ def build(environ: dict[str, str] | None = None) -> tuple[ServiceState, object]:
         settings = Settings.from_env(environ)
     except ConfigError as e:
         configure_logging("INFO", loggers=("handler", "mangum") if _ON_LAMBDA else ())
-        state = ServiceState.failed_config(e, api_key=(os.environ if environ is None else environ).get("API_KEY"))
+        state = ServiceState.failed_config(
+            e, api_key=(os.environ if environ is None else environ).get("API_KEY")
+        )
     else:
         configure_logging(settings.log_level, loggers=("handler", "mangum") if _ON_LAMBDA else ())
         state = ServiceState(settings).start()  # the model loads in a thread while the web stack imports

@@ -10,4 +10,12 @@ from handler.core.logs import (
     log_event,
 )
 
-__all__ = ["EMF_NAMESPACE", "JsonFormatter", "configure_logging", "dumps", "emit", "emit_metrics", "log_event"]
+__all__ = [
+    "EMF_NAMESPACE",
+    "JsonFormatter",
+    "configure_logging",
+    "dumps",
+    "emit",
+    "emit_metrics",
+    "log_event",
+]

@@ -150,7 +150,7 @@ class ImageLocator:
             prefix = self._s3_prefix
             if prefix is None or not uri.startswith(prefix):
                 return None
-            return uri[len(prefix):] or None
+            return uri[len(prefix) :] or None
         path = _local_path_of(uri)
         if path is None:
             return None
@@ -188,7 +188,8 @@ class ImageLocator:
             return None
         try:
             return self._s3_client().generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.presign_expiry)
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.presign_expiry
+            )
         except Exception:  # no credentials / bad bucket name: no URL rather than a failed search
             return None
 
@@ -214,8 +215,14 @@ class ImageLocator:
             return None
         if os.path.isabs(path):
             norm = os.path.normpath(path)
-            if self.override is not None and self._source_local is not None and _within(norm, self._source_local):
-                candidate = os.path.realpath(os.path.join(self.root, os.path.relpath(norm, self._source_local)))
+            if (
+                self.override is not None
+                and self._source_local is not None
+                and _within(norm, self._source_local)
+            ):
+                candidate = os.path.realpath(
+                    os.path.join(self.root, os.path.relpath(norm, self._source_local))
+                )
             else:
                 candidate = os.path.realpath(norm)
         else:
@@ -241,8 +248,12 @@ class ThumbnailCache:
     Transparent images are composited over ``background`` (the index's, so a thumbnail shows what the
     model saw; None keeps the alpha channel: a PNG). Large JPEGs are decoded at reduced scale."""
 
-    def __init__(self, size: int = THUMBNAIL_SIZE, max_bytes: int = THUMBNAIL_CACHE_BYTES,
-                 max_pixels: int | None = None):
+    def __init__(
+        self,
+        size: int = THUMBNAIL_SIZE,
+        max_bytes: int = THUMBNAIL_CACHE_BYTES,
+        max_pixels: int | None = None,
+    ):
         self.size = size
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
@@ -255,8 +266,12 @@ class ThumbnailCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, image: LocalImage, background: tuple[int, int, int] | None = (255, 255, 255),
-            max_pixels: int | None = None) -> tuple[bytes, str]:
+    def get(
+        self,
+        image: LocalImage,
+        background: tuple[int, int, int] | None = (255, 255, 255),
+        max_pixels: int | None = None,
+    ) -> tuple[bytes, str]:
         """(thumbnail bytes, media type). ``max_pixels`` (default: the cache's) is the decoding limit.
         Raises InvalidImageError / ImageTooLargeError for bad files."""
         key = (str(image.path), image.size, image.mtime_ns, background)
@@ -282,8 +297,9 @@ class ThumbnailCache:
         scale = 2 * self.size / max(size)
         return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))) if scale < 1 else None
 
-    def _render(self, path: Path, background: tuple[int, int, int] | None,
-                max_pixels: int | None) -> tuple[bytes, str]:
+    def _render(
+        self, path: Path, background: tuple[int, int, int] | None, max_pixels: int | None
+    ) -> tuple[bytes, str]:
         from PIL import Image
 
         from handler.core.preprocess import decode_image, flatten

@@ -15,8 +15,14 @@ from handler.logs import emit_metrics
 from handler.responses import error_response, route_path
 from handler.state import ServiceState
 
-__all__ = ["ApiKeyMiddleware", "IndexRefreshMiddleware", "RequestLogMiddleware", "add_middleware", "has_api_key",
-           "metric_route"]
+__all__ = [
+    "ApiKeyMiddleware",
+    "IndexRefreshMiddleware",
+    "RequestLogMiddleware",
+    "add_middleware",
+    "has_api_key",
+    "metric_route",
+]
 
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")
 Scope = MutableMapping[str, Any]
@@ -62,7 +68,11 @@ class IndexRefreshMiddleware:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not route_path(scope).startswith("/static/") and self.state.refresh_due():
+        if (
+            scope["type"] == "http"
+            and not route_path(scope).startswith("/static/")
+            and self.state.refresh_due()
+        ):
             await run_in_threadpool(self.state.maybe_refresh)
         await self.app(scope, receive, send)
 
@@ -112,8 +122,11 @@ class RequestLogMiddleware:
             request_id = getattr(scope.get("aws.context"), "aws_request_id", None)
             if request_id:
                 fields["request_id"] = request_id
-            emit_metrics({"latency_ms": (latency, "Milliseconds")}, {"route": metric_route(scope, path, status)},
-                         **fields)
+            emit_metrics(
+                {"latency_ms": (latency, "Milliseconds")},
+                {"route": metric_route(scope, path, status)},
+                **fields,
+            )
 
 
 class ApiKeyMiddleware:
@@ -151,6 +164,10 @@ def add_middleware(app: FastAPI, state: ServiceState) -> None:
     app.add_middleware(RequestLogMiddleware, state=state)
     if cors:
         assert settings is not None
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["content-type", "x-api-key"],
-                           max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["content-type", "x-api-key"],
+            max_age=600,
+        )

@@ -14,11 +14,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from handler.core.errors import SearchError
 from handler.logs import dumps, log_event
 
-__all__ = ["JSONResponse", "ServiceUnavailableError", "error_response", "install_error_handlers", "route_path"]
+__all__ = [
+    "JSONResponse",
+    "ServiceUnavailableError",
+    "error_response",
+    "install_error_handlers",
+    "route_path",
+]
 
-_STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-                 422: "invalid_request", 429: "too_many_requests"}
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
 
 
 class ServiceUnavailableError(SearchError):
@@ -38,7 +52,9 @@ class JSONResponse(_JSONResponse):
         return dumps(content, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -47,7 +63,7 @@ def route_path(scope: MutableMapping[str, Any]) -> str:
     path: str = scope.get("path", "")
     root = scope.get("root_path") or ""
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):] or "/"
+        return path[len(root) :] or "/"
     return path
 
 
@@ -89,8 +105,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log_event("unhandled_exception", "ERROR", error=f"{type(exc).__name__}: {exc}"[:500],
-              path=route_path(request.scope)[:200])
+    log_event(
+        "unhandled_exception",
+        "ERROR",
+        error=f"{type(exc).__name__}: {exc}"[:500],
+        path=route_path(request.scope)[:200],
+    )
     return error_response(500, "internal_error", "internal error")
 
 

@@ -47,6 +47,7 @@ _M = TypeVar("_M", bound=BaseModel)
 def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
     """Lone surrogates (valid JSON escapes, not UTF-8) -> U+FFFD in string values and lists of strings:
     pydantic refuses them as strings, the old validator (and ftfy) replace them."""
+
     def fix(value: Any) -> Any:
         if isinstance(value, str):
             return inputs.scrub(value)
@@ -55,6 +56,8 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return {k: fix(v) for k, v in data.items()}
+
+
 _Id = Annotated[str, Field(min_length=1, max_length=1024)] | int
 _LANGUAGE_DOC = "source-language code of a text query (NLLB bundles, e.g. 'fra_Latn'); other models refuse it"
 
@@ -89,20 +92,30 @@ class _Search(BaseModel):
         present = [f for f in QUERY_FIELDS if data.get(f) is not None]
         if len(present) != 1 and not set(data) - set(cls.model_fields):  # unknown fields: pydantic's message
             what = "none" if not present else " and ".join(f"'{p}'" for p in present)
-            raise InvalidRequestError(f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})")
+            raise InvalidRequestError(
+                f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})"
+            )
         return _scrubbed(data)
 
     def query(self, max_image_bytes: int) -> SearchRequest:
         """The validated request; the image decoded (base64) or checked (bytes) against ``max_image_bytes``."""
         fields = self.model_dump(exclude_none=True)
         kind = next(f for f in QUERY_FIELDS if f in fields)
-        req = SearchRequest(type=kind, k=self.k, offset=self.offset, min_score=self.min_score, ef=self.ef,
-                            language=self.language)
+        req = SearchRequest(
+            type=kind,
+            k=self.k,
+            offset=self.offset,
+            min_score=self.min_score,
+            ef=self.ef,
+            language=self.language,
+        )
         value = getattr(self, kind)
         if kind == "text":
             req.text, req.text_precut = inputs.clean_text(value)
         elif kind == "image":
-            req.image = value if isinstance(value, bytes) else inputs.decode_image_field(value, max_image_bytes)
+            req.image = (
+                value if isinstance(value, bytes) else inputs.decode_image_field(value, max_image_bytes)
+            )
         elif kind == "embedding":
             req.embedding = value
         else:
@@ -138,9 +151,11 @@ class EmbeddingsJSON(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
     text: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_TEXTS)] | None = Field(
-        None, description=f"one text or a list (at most {MAX_EMBED_TEXTS})")
+        None, description=f"one text or a list (at most {MAX_EMBED_TEXTS})"
+    )
     image: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_IMAGES)] | None = Field(
-        None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})")
+        None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})"
+    )
     language: str | None = Field(None, description=_LANGUAGE_DOC)
 
     _check_language = field_validator("language", mode="before")(_language)
@@ -166,11 +181,14 @@ class EmbeddingsJSON(BaseModel):
             if sum(map(len, req.texts)) > MAX_REQUEST_TEXT_CHARS:
                 raise TextBudgetError(
                     f"the texts of one request may hold at most {MAX_REQUEST_TEXT_CHARS} characters together "
-                    f"(each is cut at {MAX_TEXT_CHARS}); send them in several requests")
+                    f"(each is cut at {MAX_TEXT_CHARS}); send them in several requests"
+                )
         if self.image is not None:
             many = isinstance(self.image, list)
-            req.images = [inputs.decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
-                          for i, v in enumerate(self.image if many else [self.image])]
+            req.images = [
+                inputs.decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
+                for i, v in enumerate(self.image if many else [self.image])
+            ]
         return req
 
 
@@ -190,8 +208,10 @@ def _describe(error: ValidationError, model: type[BaseModel]) -> str:
     name = str(loc[0]) if loc else "body"
     if first["type"] == "extra_forbidden":
         unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
-        return (f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; "
-                f"allowed: {', '.join(model.model_fields)}")
+        return (
+            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; "
+            f"allowed: {', '.join(model.model_fields)}"
+        )
     same = [e for e in errors if e["loc"][:1] == loc[:1]]
     specific = [e for e in same if not e["type"].endswith("_type")]
     if len(same) > 1 and not specific:  # a union: every alternative has another type
@@ -200,14 +220,20 @@ def _describe(error: ValidationError, model: type[BaseModel]) -> str:
     first = (specific or same)[0]
     where = f"'{name}'" + "".join(f"[{p}]" for p in first["loc"][1:] if isinstance(p, int))
     value = first["input"]
-    got = repr(value)[:40] if isinstance(value, (int, float)) and not isinstance(value, bool) else type_name(value)
+    got = (
+        repr(value)[:40]
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else type_name(value)
+    )
     return f"{where}: {first['msg']}, got {got}"
 
 
 class Result(BaseModel):
     id: str | int
-    uri: str | None = Field(description="the image's path relative to the collection (local folder or s3:// "
-                                         "prefix), an http(s) URL as indexed, or null")
+    uri: str | None = Field(
+        description="the image's path relative to the collection (local folder or s3:// "
+        "prefix), an http(s) URL as indexed, or null"
+    )
     score: float = Field(description="cosine similarity (inner product of L2-normalised embeddings)")
     metadata: dict[str, Any]
     image_url: str | None = Field(description="/items/{id}/image, a presigned S3 URL, or null")
@@ -216,15 +242,19 @@ class Result(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[Result]
-    query: dict[str, Any] = Field(description="type (text|image|embedding|id) and what the service made of it: "
-                                              "text + truncated, bytes/width/height, dim, id; k, offset, ...")
+    query: dict[str, Any] = Field(
+        description="type (text|image|embedding|id) and what the service made of it: "
+        "text + truncated, bytes/width/height, dim, id; k, offset, ..."
+    )
     model: str
     index_version: str
     took_ms: float
 
 
 class EmbeddingsResponse(BaseModel):
-    text_embeddings: list[list[float]] | None = Field(None, description="one L2-normalised vector per text, in order")
+    text_embeddings: list[list[float]] | None = Field(
+        None, description="one L2-normalised vector per text, in order"
+    )
     text_truncated: list[bool] | None = None
     image_embeddings: list[list[float]] | None = Field(None, description="one L2-normalised vector per image")
     model: str
@@ -254,5 +284,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def request_body(*content: tuple[str, type[BaseModel]]) -> dict[str, Any]:
     """An ``openapi_extra`` requestBody listing each media type with the model's (flat) JSON schema."""
-    return {"requestBody": {"required": True, "content": {
-        media: {"schema": model.model_json_schema()} for media, model in content}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": model.model_json_schema()} for media, model in content},
+        }
+    }

@@ -22,10 +22,14 @@ from handler.core.errors import ConfigError
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m handler.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", help="model bundle directory or s3:// prefix (default: $MODEL_URI)")
-    p.add_argument("--index", help="index directory or s3:// prefix (default: $INDEX_URI; none: embeddings only)")
+    p.add_argument(
+        "--index", help="index directory or s3:// prefix (default: $INDEX_URI; none: embeddings only)"
+    )
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    p.add_argument("--allow-unhealthy", action="store_true", help="serve even if the model or index failed to load")
+    p.add_argument(
+        "--allow-unhealthy", action="store_true", help="serve even if the model or index failed to load"
+    )
     args = p.parse_args(argv)
 
     env = dict(os.environ)

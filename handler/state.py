@@ -56,10 +56,13 @@ def _precision_mismatch(embedder: Any, index: Any) -> Problem | None:
     built = index.manifest.get("precision")
     if not isinstance(built, str) or built == embedder.precision:
         return None
-    return Problem("index", "precision_mismatch",
-                   f"queries are encoded with the {embedder.precision} model but index version {index.version} "
-                   f"holds {built} vectors: results are close but measurably worse; set PRECISION={built} or "
-                   f"rebuild the index with --precision {embedder.precision}")
+    return Problem(
+        "index",
+        "precision_mismatch",
+        f"queries are encoded with the {embedder.precision} model but index version {index.version} "
+        f"holds {built} vectors: results are close but measurably worse; set PRECISION={built} or "
+        f"rebuild the index with --precision {embedder.precision}",
+    )
 
 
 @dataclass
@@ -89,9 +92,14 @@ class ServiceState:
     def failed_config(cls, exc: BaseException, api_key: str | None = None) -> ServiceState:
         """A state for a process whose configuration is invalid: every route but /health answers 503.
         ``api_key`` (the raw API_KEY, if any) still guards the routes and the details of /health."""
-        state = cls(settings=None, config_problem=_problem("config", exc),
-                    fallback_api_key=api_key if api_key and api_key.strip() else None)
-        log_event("config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message)
+        state = cls(
+            settings=None,
+            config_problem=_problem("config", exc),
+            fallback_api_key=api_key if api_key and api_key.strip() else None,
+        )
+        log_event(
+            "config_invalid", "ERROR", code=state.config_problem.code, message=state.config_problem.message
+        )
         return state
 
     def start(self) -> ServiceState:
@@ -114,8 +122,11 @@ class ServiceState:
         else:
             self._load_model()
         if s.index_uri is not None and self.embedder is None:
-            self.index_problem = Problem("index", "model_unavailable",
-                                         "index not loaded: it cannot be verified without the model bundle")
+            self.index_problem = Problem(
+                "index",
+                "model_unavailable",
+                "index not loaded: it cannot be verified without the model bundle",
+            )
         elif s.index_uri is not None:
             t1 = time.perf_counter()
             self._load_index()
@@ -132,19 +143,36 @@ class ServiceState:
             from handler.core.runtime import load_bundle
 
             # The visual session is created in a background thread once the text tower is ready.
-            self.embedder = load_bundle(s.model_uri, precision=s.precision, threads=s.ort_threads,
-                                        max_pixels=s.max_image_pixels, cache_dir=s.cache_dir,
-                                        verify=s.model_verify, background_visual=True)
+            self.embedder = load_bundle(
+                s.model_uri,
+                precision=s.precision,
+                threads=s.ort_threads,
+                max_pixels=s.max_image_pixels,
+                cache_dir=s.cache_dir,
+                verify=s.model_verify,
+                background_visual=True,
+            )
             self.model_problem = None
         except Exception as e:  # any failure is reported by /health, never raised at import
             self.model_problem = _problem("model", e)
-            log_event("model_load_failed", "ERROR", uri=s.model_uri, code=self.model_problem.code,
-                      message=self.model_problem.message)
+            log_event(
+                "model_load_failed",
+                "ERROR",
+                uri=s.model_uri,
+                code=self.model_problem.code,
+                message=self.model_problem.message,
+            )
         self.timings["model_load_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         if self.embedder is not None:
-            log_event("model_loaded", uri=s.model_uri, model=self.model_id, precision=s.precision,
-                      fingerprint=self.embedder.model_fingerprint, dim=self.embedder.dim,
-                      load_ms=self.timings["model_load_ms"])
+            log_event(
+                "model_loaded",
+                uri=s.model_uri,
+                model=self.model_id,
+                precision=s.precision,
+                fingerprint=self.embedder.model_fingerprint,
+                dim=self.embedder.dim,
+                load_ms=self.timings["model_load_ms"],
+            )
 
     # -- properties -----------------------------------------------------------------------------------------
     @property
@@ -195,8 +223,11 @@ class ServiceState:
 
         assert self.settings is not None and self.settings.index_uri is not None
         assert self.embedder is not None
-        return load_index(self.settings.index_uri, expected_fingerprint=self.embedder.model_fingerprint,
-                          cache_dir=f"{self.settings.cache_dir.rstrip('/')}/index")
+        return load_index(
+            self.settings.index_uri,
+            expected_fingerprint=self.embedder.model_fingerprint,
+            cache_dir=f"{self.settings.cache_dir.rstrip('/')}/index",
+        )
 
     def _load_index(self, version: str | None = None) -> bool:
         """Load the version the pointer names and swap it in; False (old index kept) on failure."""
@@ -218,8 +249,15 @@ class ServiceState:
                 self.index_problem = problem
             level = "ERROR"
             event = "index_load_failed" if self.index is None else "index_swap_failed"
-            log_event(event, level, uri=uri, code=problem.code, message=problem.message, wanted_version=version,
-                      kept_version=self.index.version if self.index is not None else None)
+            log_event(
+                event,
+                level,
+                uri=uri,
+                code=problem.code,
+                message=problem.message,
+                wanted_version=version,
+                kept_version=self.index.version if self.index is not None else None,
+            )
             return False
         old = self.index
         self.index = new  # the swap: one reference assignment; running requests hold their own snapshot
@@ -228,17 +266,32 @@ class ServiceState:
         assert self.embedder is not None
         mismatch = _precision_mismatch(self.embedder, new)
         if mismatch is not None:  # a log line and a CloudWatch metric (alarmable), once per loaded version
-            emit_metrics({"precision_mismatch": (1, "Count")},
-                         {"query_precision": self.embedder.precision,
-                          "index_precision": str(new.manifest.get("precision"))},
-                         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), level="WARNING",
-                         event="precision_mismatch", index_version=new.version, message=mismatch.message)
+            emit_metrics(
+                {"precision_mismatch": (1, "Count")},
+                {
+                    "query_precision": self.embedder.precision,
+                    "index_precision": str(new.manifest.get("precision")),
+                },
+                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                level="WARNING",
+                event="precision_mismatch",
+                index_version=new.version,
+                message=mismatch.message,
+            )
         if old is None:
-            log_event("index_loaded", uri=uri, index_version=new.version, count=new.count, dim=new.dim, load_ms=ms)
+            log_event(
+                "index_loaded", uri=uri, index_version=new.version, count=new.count, dim=new.dim, load_ms=ms
+            )
         else:
             self.swaps += 1
-            log_event("index_swapped", uri=uri, index_version=new.version, previous_version=old.version,
-                      count=new.count, load_ms=ms)
+            log_event(
+                "index_swapped",
+                uri=uri,
+                index_version=new.version,
+                previous_version=old.version,
+                count=new.count,
+                load_ms=ms,
+            )
         return True
 
     def refresh_due(self, now: float | None = None) -> bool:
@@ -265,8 +318,12 @@ class ServiceState:
             self._last_check = now
             self._refresh()
         except Exception as e:  # a pointer read failure keeps the current index
-            log_event("index_check_failed", "WARNING", uri=self.settings.index_uri,
-                      message=f"{type(e).__name__}: {e}")
+            log_event(
+                "index_check_failed",
+                "WARNING",
+                uri=self.settings.index_uri,
+                message=f"{type(e).__name__}: {e}",
+            )
         finally:
             self._refresh_lock.release()
 
@@ -292,19 +349,24 @@ class ServiceState:
         problems = self.problems()
         out: dict[str, Any] = {
             "status": "ok" if not problems else "unavailable",
-            "model": {"loaded": self.embedder is not None,
-                      "fingerprint": self.embedder.model_fingerprint if self.embedder is not None else None},
+            "model": {
+                "loaded": self.embedder is not None,
+                "fingerprint": self.embedder.model_fingerprint if self.embedder is not None else None,
+            },
             "index": None,
         }
         if self.index_configured:
-            out["index"] = {"loaded": self.index is not None,
-                            "version": self.index.version if self.index is not None else None}
+            out["index"] = {
+                "loaded": self.index is not None,
+                "version": self.index.version if self.index is not None else None,
+            }
         else:
             out["mode"] = "embedding-only"
         warnings = self.warnings()
         if warnings:
-            out["warnings"] = [w.as_dict() if details else {"component": w.component, "code": w.code}
-                               for w in warnings]
+            out["warnings"] = [
+                w.as_dict() if details else {"component": w.component, "code": w.code} for w in warnings
+            ]
         if problems and details:
             out["problems"] = [p.as_dict() for p in problems]
             out["reason"] = "; ".join(f"{p.component}: {p.code}: {p.message}" for p in problems)

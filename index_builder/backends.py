@@ -37,15 +37,30 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, bundle: str, *, precision: str = "fp32", threads: int | None = None, batch_size: int = 32,
-                 cache_dir: str | None = None, spinning: bool = False):
+    def __init__(
+        self,
+        bundle: str,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+        spinning: bool = False,
+    ):
         from handler.core.encoders import Encoder, create_session
         from handler.core.errors import SearchError
         from handler.core.runtime import load_bundle
 
         try:
-            self.embedder = load_bundle(bundle, precision=precision, threads=threads, batch_size=batch_size,
-                                        max_pixels=None, lazy_visual=not spinning, cache_dir=cache_dir)
+            self.embedder = load_bundle(
+                bundle,
+                precision=precision,
+                threads=threads,
+                batch_size=batch_size,
+                max_pixels=None,
+                lazy_visual=not spinning,
+                cache_dir=cache_dir,
+            )
             if not spinning:
                 b = self.embedder.bundle
                 path = b.onnx_path("visual", precision)
@@ -88,19 +103,31 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, manifest: dict[str, Any], *, pretrained: str | None, device: str = "cpu",
-                 precision: str = "fp32", batch_size: int = 32):
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        *,
+        pretrained: str | None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        batch_size: int = 32,
+    ):
         if precision != "fp32":
-            raise UsageError(f"--precision {precision}: the torch backend computes fp32 embeddings; "
-                             "use --precision fp32 (or --backend onnx for the bundle's quantised variants)")
+            raise UsageError(
+                f"--precision {precision}: the torch backend computes fp32 embeddings; "
+                "use --precision fp32 (or --backend onnx for the bundle's quantised variants)"
+            )
         model = manifest.get("model") or {}
         name, config = model.get("name"), model.get("config")
         if not name:
             raise BuildError("the bundle manifest has no model.name; re-export the bundle")
         checkpoint = model.get("checkpoint") or None
         if not pretrained:
-            want = (f"the checkpoint file {checkpoint.get('file')!r}" if checkpoint
-                    else f"pretrained tag {model.get('pretrained')!r}")
+            want = (
+                f"the checkpoint file {checkpoint.get('file')!r}"
+                if checkpoint
+                else f"pretrained tag {model.get('pretrained')!r}"
+            )
             raise UsageError(f"--backend torch needs --pretrained: pass {want} the bundle was exported from")
         path = Path(pretrained).expanduser()
         if path.is_file():
@@ -108,33 +135,41 @@ class TorchBackend:
                 raise BuildError(
                     f"--pretrained {pretrained}: the bundle was exported from pretrained tag "
                     f"{model.get('pretrained')!r}, not a checkpoint file, so the file cannot be verified; "
-                    f"pass --pretrained {model.get('pretrained')} or use --backend onnx")
+                    f"pass --pretrained {model.get('pretrained')} or use --backend onnx"
+                )
             digest = sha256_file(path)
             if digest != checkpoint["sha256"]:
                 raise BuildError(
                     f"--pretrained {pretrained}: sha256 {digest} differs from the checkpoint the bundle was "
                     f"exported from ({checkpoint.get('file')}, sha256 {checkpoint['sha256']}); an index built with "
                     "other weights would carry a false model fingerprint. Pass the bundle's checkpoint, or "
-                    "re-export the bundle from these weights")
+                    "re-export the bundle from these weights"
+                )
             weights = str(path)
         elif pretrained == model.get("pretrained") and not checkpoint:
             weights = pretrained
         elif os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")):
             raise UsageError(f"--pretrained {pretrained}: no such checkpoint file")
         else:
-            raise BuildError(f"--pretrained {pretrained!r} is not the bundle's weights "
-                             f"(bundle: pretrained={model.get('pretrained')!r}, checkpoint={checkpoint})")
+            raise BuildError(
+                f"--pretrained {pretrained!r} is not the bundle's weights "
+                f"(bundle: pretrained={model.get('pretrained')!r}, checkpoint={checkpoint})"
+            )
 
         try:
             import open_clip
             import torch
         except ImportError as e:
-            raise BuildError(f"--backend torch needs PyTorch and open_clip ({e}); install them "
-                             "(pip install torch open_clip_torch, see requirements/dev.txt) or use --backend onnx") from None
+            raise BuildError(
+                f"--backend torch needs PyTorch and open_clip ({e}); install them "
+                "(pip install torch open_clip_torch, see requirements/dev.txt) or use --backend onnx"
+            ) from None
 
         if device.startswith("cuda"):
             if not torch.cuda.is_available():
-                raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+                raise UsageError(
+                    f"--device {device}: CUDA is not available on this machine; use --device cpu"
+                )
             # full fp32 matmuls/convolutions: the vectors must match the bundle's fp32 ONNX model
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
@@ -144,7 +179,9 @@ class TorchBackend:
                 cfg_path.write_text(json.dumps(config))
                 open_clip.add_model_config(cfg_path)
         if open_clip.get_model_config(name) is None:
-            raise BuildError(f"model {name!r} is neither an open_clip built-in nor described by the bundle's model.config")
+            raise BuildError(
+                f"model {name!r} is neither an open_clip built-in nor described by the bundle's model.config"
+            )
         try:
             self.model = open_clip.create_model(name, pretrained=weights, device=device, weights_only=True)
         except Exception as e:
@@ -172,7 +209,7 @@ class TorchBackend:
         outs = []
         with torch.inference_mode():
             for i in range(0, len(pixels), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(pixels[i:i + self.batch_size], dtype=np.float32))
+                x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + self.batch_size], dtype=np.float32))
                 y = self.model.encode_image(x.to(self.device, non_blocking=True), normalize=True)
                 outs.append(y.float().cpu().numpy())
         out = np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)

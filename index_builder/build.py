@@ -63,8 +63,15 @@ from index_builder.publish import BUILDER, new_version_id, publish, write_versio
 from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.workdir import CachedVector, WorkDir, default_work_dir, shard_key
 
-__all__ = ["BACKENDS", "DEFAULT_MAX_FILE_BYTES", "BuildOptions", "BuildResult", "build", "default_workers",
-           "format_skipped"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_FILE_BYTES",
+    "BuildOptions",
+    "BuildResult",
+    "build",
+    "default_workers",
+    "format_skipped",
+]
 
 
 def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
@@ -72,14 +79,29 @@ def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
 
     if opts.backend == "torch":
         manifest = read_bundle_manifest(opts.bundle)
-        return TorchBackend(manifest, pretrained=opts.pretrained, device=opts.device, precision=opts.precision,
-                            batch_size=opts.batch_size)
-    return OnnxBackend(opts.bundle, precision=opts.precision, threads=opts.threads, batch_size=opts.batch_size,
-                       cache_dir=cache_dir)
+        return TorchBackend(
+            manifest,
+            pretrained=opts.pretrained,
+            device=opts.device,
+            precision=opts.precision,
+            batch_size=opts.batch_size,
+        )
+    return OnnxBackend(
+        opts.bundle,
+        precision=opts.precision,
+        threads=opts.threads,
+        batch_size=opts.batch_size,
+        cache_dir=cache_dir,
+    )
 
 
-def build(opts: BuildOptions, *, store: Store | None = None, source: Source | None = None,
-          progress: Callable[..., Any] | None = None) -> BuildResult:
+def build(
+    opts: BuildOptions,
+    *,
+    store: Store | None = None,
+    source: Source | None = None,
+    progress: Callable[..., Any] | None = None,
+) -> BuildResult:
     """Run one build. ``store`` / ``source`` override the ones opened from ``opts.out`` / ``opts.source``
     (tests wrap them to inject failures). Raises :class:`BuildError` (message for the user)."""
     opts.validate()
@@ -93,15 +115,20 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
     src = source or open_source(opts.source, workers=max(4, opts.workers))
 
     # 1. encoder
-    backend = _load_backend(opts, cache_dir=None)  # an S3 bundle is cached where the runtime caches it (CACHE_DIR)
+    backend = _load_backend(
+        opts, cache_dir=None
+    )  # an S3 bundle is cached where the runtime caches it (CACHE_DIR)
     fingerprint, dim = backend.model_fingerprint, backend.dim
     try:
-        preprocessor = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels,
-                                         background=opts.background)
+        preprocessor = ImagePreprocessor(
+            backend.manifest["image"], max_pixels=opts.max_pixels, background=opts.background
+        )
     except SearchError as e:
         raise BuildError(f"--bundle {opts.bundle}: {e.message}") from None
-    log.info(f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
-             f"{backend.device}), dim {dim}")
+    log.info(
+        f"model {backend.manifest['model'].get('name')} {fingerprint[:23]}... ({opts.backend}, {opts.precision}, "
+        f"{backend.device}), dim {dim}"
+    )
     if is_random_init(backend.manifest["model"]):
         log.warn(RANDOM_INIT_WARNING)
 
@@ -110,11 +137,15 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
     try:
         pointer = read_pointer(dest)
         if pointer is not None:
-            prev = _Previous(pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"]))
+            prev = _Previous(
+                pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
+            )
     except SearchError as e:
         if not opts.full:
-            raise BuildError(f"--out {dest.uri}: the current index cannot be read ({e.message}); "
-                             "pass --full to build a new version from scratch") from None
+            raise BuildError(
+                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                "pass --full to build a new version from scratch"
+            ) from None
         log.warn(f"ignoring the unreadable current index of {dest.uri} ({e.message})")
         pointer, prev = None, None
     current_version = prev.version if prev else None
@@ -122,16 +153,27 @@ def build(opts: BuildOptions, *, store: Store | None = None, source: Source | No
         raise BuildError(
             f"--out {dest.uri} holds version {prev.version} built with model {prev.manifest['model_fingerprint']}, "
             f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
-            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with."
+        )
 
     image_preprocess = preprocessor.options.to_manifest()
     with _index_lock(dest, current_version, log):  # one build at a time per index, serial or step-wise
-        work = WorkDir(work_root, shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess),
-                       {"model_fingerprint": fingerprint, "precision": opts.precision, "backend": opts.backend,
-                        "dim": dim, "image_preprocess": image_preprocess, "dest": dest.uri}).open()
+        work = WorkDir(
+            work_root,
+            shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess),
+            {
+                "model_fingerprint": fingerprint,
+                "precision": opts.precision,
+                "backend": opts.backend,
+                "dim": dim,
+                "image_preprocess": image_preprocess,
+                "dest": dest.uri,
+            },
+        ).open()
         try:
-            return _build_locked(opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start,
-                                 progress)
+            return _build_locked(
+                opts, dest, src, backend, preprocessor, prev, current_version, work, log, t_start, progress
+            )
         finally:
             work.close()
 
@@ -142,13 +184,28 @@ def _index_lock(dest: Store, current_version: str | None, log: _Log) -> Any:
     from index_builder.lock import holding_lock
     from index_builder.steps.plan import _forget_run
 
-    return holding_lock(dest, new_version_id(), kind="serial", warn=log.warn,
-                        forget=lambda stale: _forget_run(dest, stale, current_version, log))
+    return holding_lock(
+        dest,
+        new_version_id(),
+        kind="serial",
+        warn=log.warn,
+        forget=lambda stale: _forget_run(dest, stale, current_version, log),
+    )
 
 
-def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, preprocessor: ImagePreprocessor,
-                  prev: _Previous | None, current_version: str | None, work: WorkDir, log: _Log, t_start: float,
-                  progress: Callable[..., Any] | None) -> BuildResult:
+def _build_locked(
+    opts: BuildOptions,
+    dest: Store,
+    src: Source,
+    backend: Any,
+    preprocessor: ImagePreprocessor,
+    prev: _Previous | None,
+    current_version: str | None,
+    work: WorkDir,
+    log: _Log,
+    t_start: float,
+    progress: Callable[..., Any] | None,
+) -> BuildResult:
     fingerprint, dim = backend.model_fingerprint, backend.dim
     stale = work.discard_stale()
     if stale:
@@ -164,28 +221,38 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     except SearchError as e:
         raise BuildError(f"--source {src.uri}: {e.message}") from None
     skipped = dict(sorted(getattr(src, "skipped", {}).items()))
-    log.info(f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s"
-             + (f"; skipped {format_skipped(skipped)}" if skipped else ""))
+    log.info(
+        f"source {src.uri}: {len(items)} image(s) listed in {time.perf_counter() - t_list:.1f}s"
+        + (f"; skipped {format_skipped(skipped)}" if skipped else "")
+    )
     if not items and not opts.allow_empty:
-        raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(_exts())}); check the path or "
-                         "prefix, or pass --allow-empty to publish an empty index")
+        raise BuildError(
+            f"--source {src.uri} has no images (looked for {', '.join(_exts())}); check the path or "
+            "prefix, or pass --allow-empty to publish an empty index"
+        )
 
     reuse = False
     if prev is not None:
         if opts.full:
             log.info(f"--full: not reusing vectors of version {prev.version}")
         elif prev.manifest.get("precision", "fp32") != opts.precision:
-            log.info(f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
-                     "every image is embedded again")
+            log.info(
+                f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
+                "every image is embedded again"
+            )
         elif _previous_options(prev) != preprocessor.options:
-            log.info(f"version {prev.version} prepared images with {_describe_options(_previous_options(prev))}, "
-                     f"this build with {_describe_options(preprocessor.options)}: every image is embedded again")
+            log.info(
+                f"version {prev.version} prepared images with {_describe_options(_previous_options(prev))}, "
+                f"this build with {_describe_options(preprocessor.options)}: every image is embedded again"
+            )
         else:
             reuse = _load_previous_vectors(dest, prev, work.root, log)
 
     shard_cache, n_shards = work.load_shards(dim, log.warn)
     if shard_cache:
-        log.info(f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under {work.shard_dir}")
+        log.info(
+            f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under {work.shard_dir}"
+        )
     run_cache: dict[str, CachedVector] = {}
 
     def known(sha: str) -> CachedVector | None:
@@ -260,8 +327,9 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     t_embed = time.perf_counter()
     ahead = max(2 * opts.batch_size, 4 * opts.workers)
     try:
-        for p in prepared_stream([items[i] for i in todo], src, preprocessor, known,
-                                 workers=opts.workers, ahead=ahead):
+        for p in prepared_stream(
+            [items[i] for i in todo], src, preprocessor, known, workers=opts.workers, ahead=ahead
+        ):
             for w in p.warnings or ():
                 item = items[todo[p.position]]
                 item_warnings.append({"id": item.id, "uri": item.uri, "message": w})
@@ -279,8 +347,10 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         flush()
         shards.flush()
     except StorageError as e:  # the source's storage failed (not one missing object): do not publish a gap
-        raise BuildError(f"reading the source failed: {e.message}\nNothing was published. Embeddings computed so far "
-                         f"are checkpointed in {work.root}; re-run the same command to resume.") from None
+        raise BuildError(
+            f"reading the source failed: {e.message}\nNothing was published. Embeddings computed so far "
+            f"are checkpointed in {work.root}; re-run the same command to resume."
+        ) from None
     finally:
         bar.close()
         with contextlib.suppress(Exception):
@@ -301,11 +371,15 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
     if opts.strict and errors:
         shown = "\n".join(f"  {e['id']}: {e['reason']}: {e['message']}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise BuildError(f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
-                         f"(computed embeddings are checkpointed in {work.root}; fix or remove the files and re-run)")
+        raise BuildError(
+            f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
+            f"(computed embeddings are checkpointed in {work.root}; fix or remove the files and re-run)"
+        )
     if not rows and not opts.allow_empty:
-        raise BuildError(f"none of the {len(items)} image(s) of {src.uri} could be indexed ({len(errors)} error(s), "
-                         f"first: {errors[0]['id']}: {errors[0]['message'] if errors else ''}); nothing was published")
+        raise BuildError(
+            f"none of the {len(items)} image(s) of {src.uri} could be indexed ({len(errors)} error(s), "
+            f"first: {errors[0]['id']}: {errors[0]['message'] if errors else ''}); nothing was published"
+        )
 
     current_ids = {row["id"] for row in rows}
     prev_ids = set(prev.rows) if prev is not None and prev.rows else set(_previous_ids(dest, prev, log))
@@ -334,33 +408,63 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         "backend": opts.backend,
         "previous_version": current_version,
         "image_preprocess": preprocessor.options.to_manifest(),
-        "build": {"prepare_seconds": None, "pipeline_seconds": round(pipeline_seconds, 3),
-                  "images_per_s": round(rate, 2), "batch_size": opts.batch_size, "workers": opts.workers,
-                  "device": backend.device, "max_pixels": opts.max_pixels, "max_file_bytes": opts.max_file_bytes,
-                  "full": opts.full},
+        "build": {
+            "prepare_seconds": None,
+            "pipeline_seconds": round(pipeline_seconds, 3),
+            "images_per_s": round(rate, 2),
+            "batch_size": opts.batch_size,
+            "workers": opts.workers,
+            "device": backend.device,
+            "max_pixels": opts.max_pixels,
+            "max_file_bytes": opts.max_file_bytes,
+            "full": opts.full,
+        },
     }
-    fields["build"]["prepare_seconds"] = round(time.perf_counter() - t_start, 3)  # all but writing the version
+    fields["build"]["prepare_seconds"] = round(
+        time.perf_counter() - t_start, 3
+    )  # all but writing the version
 
     if reuse and prev is not None and _same_as_previous(dest, prev, rows, vectors, errors, fields, opts, log):
         work.clear_pending()
         pruned = _prune(dest, opts.keep_versions, prev.version, log)
         work.clean()
-        return BuildResult(version=prev.version, manifest=prev.manifest, stats=stats, errors=errors,
-                           seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
-                           pruned=pruned, previous_version=current_version, published=False,
-                           warnings=item_warnings, skipped=skipped)
+        return BuildResult(
+            version=prev.version,
+            manifest=prev.manifest,
+            stats=stats,
+            errors=errors,
+            seconds=time.perf_counter() - t_start,
+            embed_seconds=pipeline_seconds,
+            work_dir=work.root,
+            pruned=pruned,
+            previous_version=current_version,
+            published=False,
+            warnings=item_warnings,
+            skipped=skipped,
+        )
 
     # 6. publish: every file first, the pointer last, then prune and clean up
     work.write_pending({"dest": dest.uri, "version": version})
     where = dest.uri
     try:
         log.info(f"writing version {version} ({len(rows)} items) to {where}")
-        manifest = write_version(dest, version, vectors=vectors, items=rows, manifest_fields=fields, M=opts.M,
-                                 ef_construction=opts.ef_construction, ef=opts.ef, errors=errors)
+        manifest = write_version(
+            dest,
+            version,
+            vectors=vectors,
+            items=rows,
+            manifest_fields=fields,
+            M=opts.M,
+            ef_construction=opts.ef_construction,
+            ef=opts.ef,
+            errors=errors,
+        )
         latest = read_pointer(dest)
         if (latest["version"] if latest else None) != current_version:
-            log.warn(f"{where} was published by another build meanwhile "
-                     f"(now {latest['version'] if latest else None}); publishing this build anyway")
+            log.warn(
+                f"{where} was published by another build meanwhile "
+                f"(now {latest['version'] if latest else None}); publishing this build anyway"
+            )
         publish(dest, version, manifest)
     except (SearchError, OSError) as e:
         msg = getattr(e, "message", None) or str(e)
@@ -368,10 +472,21 @@ def _build_locked(opts: BuildOptions, dest: Store, src: Source, backend: Any, pr
         raise BuildError(
             f"publishing version {version} to {where} failed: {msg}\nThe pointer was not moved: {where} still serves "
             f"{served}. Embeddings are checkpointed in {work.root}; re-run the same command to retry "
-            "without embedding again.") from None
+            "without embedding again."
+        ) from None
     work.clear_pending()
     pruned = _prune(dest, opts.keep_versions, version, log)
     work.clean()
-    return BuildResult(version=version, manifest=manifest, stats=stats, errors=errors,
-                       seconds=time.perf_counter() - t_start, embed_seconds=pipeline_seconds, work_dir=work.root,
-                       pruned=pruned, previous_version=current_version, warnings=item_warnings, skipped=skipped)
+    return BuildResult(
+        version=version,
+        manifest=manifest,
+        stats=stats,
+        errors=errors,
+        seconds=time.perf_counter() - t_start,
+        embed_seconds=pipeline_seconds,
+        work_dir=work.root,
+        pruned=pruned,
+        previous_version=current_version,
+        warnings=item_warnings,
+        skipped=skipped,
+    )

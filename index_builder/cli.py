@@ -49,68 +49,138 @@ def build_parser() -> argparse.ArgumentParser:
     from handler.core.preprocess import DEFAULT_MAX_PIXELS, WHITE
     from index_builder.build import default_workers
 
-    p = argparse.ArgumentParser(prog="python -m index_builder",
-                                description="Build, inspect and verify CLIP image search indexes.")
+    p = argparse.ArgumentParser(
+        prog="python -m index_builder", description="Build, inspect and verify CLIP image search indexes."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="{build,info,verify}")
 
-    b = sub.add_parser("build", help="embed a collection and publish a new index version",
-                       description="Embed the images of SRC with BUNDLE and publish a new index version at DEST.",
-                       epilog=EPILOG_BUILD, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--source", required=True, metavar="SRC", help="folder, s3://bucket/prefix or manifest.jsonl")
-    b.add_argument("--bundle", default=os.environ.get("BUNDLE_URI"), metavar="BUNDLE",
-                   help="model bundle directory or s3:// prefix (env BUNDLE_URI)")
+    b = sub.add_parser(
+        "build",
+        help="embed a collection and publish a new index version",
+        description="Embed the images of SRC with BUNDLE and publish a new index version at DEST.",
+        epilog=EPILOG_BUILD,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--source", required=True, metavar="SRC", help="folder, s3://bucket/prefix or manifest.jsonl"
+    )
+    b.add_argument(
+        "--bundle",
+        default=os.environ.get("BUNDLE_URI"),
+        metavar="BUNDLE",
+        help="model bundle directory or s3:// prefix (env BUNDLE_URI)",
+    )
     b.add_argument("--out", required=True, metavar="DEST", help="index directory or s3://bucket/prefix")
-    b.add_argument("--full", action="store_true",
-                   help="re-embed everything, ignoring DEST's current version (required to switch models)")
+    b.add_argument(
+        "--full",
+        action="store_true",
+        help="re-embed everything, ignoring DEST's current version (required to switch models)",
+    )
     b.add_argument("--batch-size", type=_positive, default=32, help="images per encoder call (default 32)")
-    b.add_argument("--workers", type=_positive, default=default_workers(),
-                   help=f"decode/preprocess threads (default {default_workers()})")
-    b.add_argument("--threads", type=_positive, default=None,
-                   help="onnxruntime intra-op threads (default: all cores)")
-    b.add_argument("--precision", default=None,
-                   help="bundle precision variant: fp32, fp16 or int8 (default: env PRECISION, the variable the "
-                        "search service reads, so the index is embedded like its queries; else fp32)")
-    b.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
-                   help="onnx (the bundle, default) or torch (open_clip, e.g. for a GPU rebuild)")
+    b.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers(),
+        help=f"decode/preprocess threads (default {default_workers()})",
+    )
+    b.add_argument(
+        "--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default: all cores)"
+    )
+    b.add_argument(
+        "--precision",
+        default=None,
+        help="bundle precision variant: fp32, fp16 or int8 (default: env PRECISION, the variable the "
+        "search service reads, so the index is embedded like its queries; else fp32)",
+    )
+    b.add_argument(
+        "--backend",
+        choices=("onnx", "torch"),
+        default="onnx",
+        help="onnx (the bundle, default) or torch (open_clip, e.g. for a GPU rebuild)",
+    )
     b.add_argument("--device", default="cpu", help="torch backend device: cpu or cuda (default cpu)")
-    b.add_argument("--pretrained", metavar="PATH",
-                   help="torch backend: the checkpoint the bundle was exported from (sha256 checked)")
+    b.add_argument(
+        "--pretrained",
+        metavar="PATH",
+        help="torch backend: the checkpoint the bundle was exported from (sha256 checked)",
+    )
     b.add_argument("--M", type=_positive, default=16, help="HNSW M (default 16)")
-    b.add_argument("--ef-construction", type=_positive, default=200, help="HNSW ef_construction (default 200)")
-    b.add_argument("--ef", type=_positive, default=128,
-                   help="default query ef stored in the manifest (default 128; raise it for 100k+ items)")
-    b.add_argument("--keep-versions", type=_positive, default=3, help="versions to keep after pruning (default 3)")
-    b.add_argument("--strict", action="store_true",
-                   help="fail (exit 1, publish nothing) if any file cannot be indexed")
-    b.add_argument("--work-dir", metavar="DIR",
-                   help="checkpoint directory (default DEST/.work, or a cache dir keyed by DEST for S3)")
-    b.add_argument("--max-pixels", type=_positive, default=None,
-                   help=f"skip images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, the service's "
-                        "MAX_IMAGE_PIXELS default: raise both together)")
-    b.add_argument("--background", type=_background, default=WHITE, metavar="COLOUR",
-                   help="composite transparent images over this colour: white (default), black, #rrggbb, r,g,b, "
-                        "or none (drop alpha, the behaviour of indexes built before this option); recorded in "
-                        "the index, the service prepares queries and thumbnails the same way")
-    b.add_argument("--max-file-bytes", type=_positive, default=None,
-                   help="skip files larger than this many bytes without reading them (default 268435456)")
-    b.add_argument("--shard-size", type=_positive, default=1024,
-                   help="checkpoint every N embedded images (default 1024; also every 60 s)")
+    b.add_argument(
+        "--ef-construction", type=_positive, default=200, help="HNSW ef_construction (default 200)"
+    )
+    b.add_argument(
+        "--ef",
+        type=_positive,
+        default=128,
+        help="default query ef stored in the manifest (default 128; raise it for 100k+ items)",
+    )
+    b.add_argument(
+        "--keep-versions", type=_positive, default=3, help="versions to keep after pruning (default 3)"
+    )
+    b.add_argument(
+        "--strict", action="store_true", help="fail (exit 1, publish nothing) if any file cannot be indexed"
+    )
+    b.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="checkpoint directory (default DEST/.work, or a cache dir keyed by DEST for S3)",
+    )
+    b.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=None,
+        help=f"skip images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, the service's "
+        "MAX_IMAGE_PIXELS default: raise both together)",
+    )
+    b.add_argument(
+        "--background",
+        type=_background,
+        default=WHITE,
+        metavar="COLOUR",
+        help="composite transparent images over this colour: white (default), black, #rrggbb, r,g,b, "
+        "or none (drop alpha, the behaviour of indexes built before this option); recorded in "
+        "the index, the service prepares queries and thumbnails the same way",
+    )
+    b.add_argument(
+        "--max-file-bytes",
+        type=_positive,
+        default=None,
+        help="skip files larger than this many bytes without reading them (default 268435456)",
+    )
+    b.add_argument(
+        "--shard-size",
+        type=_positive,
+        default=1024,
+        help="checkpoint every N embedded images (default 1024; also every 60 s)",
+    )
     b.add_argument("--allow-empty", action="store_true", help="publish even if no image could be indexed")
-    b.add_argument("--quiet", action="store_true", help="no progress bar or notes; errors and the result line only")
+    b.add_argument(
+        "--quiet", action="store_true", help="no progress bar or notes; errors and the result line only"
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    b.add_argument("--parallel", type=_positive, default=None, metavar="N",
-                   help="plan -> N embed worker processes -> publish: the Step Functions job on this machine "
-                        "(work area and lock in DEST/.rebuild/; rerun the same command after a crash)")
+    b.add_argument(
+        "--parallel",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="plan -> N embed worker processes -> publish: the Step Functions job on this machine "
+        "(work area and lock in DEST/.rebuild/; rerun the same command after a crash)",
+    )
 
     i = sub.add_parser("info", help="show the published version", description="Show what DEST publishes.")
     i.add_argument("dest", metavar="DEST")
     i.add_argument("--json", action="store_true", help="exactly one JSON object on stdout")
 
-    v = sub.add_parser("verify", help="check checksums and consistency",
-                       description="Check the pointer, manifest, every file's checksum and the model fingerprint.")
+    v = sub.add_parser(
+        "verify",
+        help="check checksums and consistency",
+        description="Check the pointer, manifest, every file's checksum and the model fingerprint.",
+    )
     v.add_argument("dest", metavar="DEST")
     v.add_argument("--bundle", metavar="BUNDLE", help="also check the model fingerprint against this bundle")
-    v.add_argument("--all", action="store_true", help="verify every complete version, not only the current one")
+    v.add_argument(
+        "--all", action="store_true", help="verify every complete version, not only the current one"
+    )
     v.add_argument("--quiet", action="store_true", help="print problems only")
     return p
 
@@ -133,39 +203,78 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from index_builder.sources import UsageError
 
     if not args.bundle:
-        raise UsageError("--bundle is required (or set BUNDLE_URI): the model bundle directory or s3:// prefix")
+        raise UsageError(
+            "--bundle is required (or set BUNDLE_URI): the model bundle directory or s3:// prefix"
+        )
     precision = args.precision or default_precision()
     opts = BuildOptions(
-        source=args.source, bundle=args.bundle, out=args.out, full=args.full, batch_size=args.batch_size,
-        workers=args.workers, precision=precision, backend=args.backend, device=args.device,
-        pretrained=args.pretrained, M=args.M, ef_construction=args.ef_construction, ef=args.ef,
-        keep_versions=args.keep_versions, strict=args.strict, work_dir=args.work_dir,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,
-        quiet=args.quiet, shard_size=args.shard_size,
-        threads=args.threads, allow_empty=args.allow_empty, background=args.background)
+        source=args.source,
+        bundle=args.bundle,
+        out=args.out,
+        full=args.full,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=precision,
+        backend=args.backend,
+        device=args.device,
+        pretrained=args.pretrained,
+        M=args.M,
+        ef_construction=args.ef_construction,
+        ef=args.ef,
+        keep_versions=args.keep_versions,
+        strict=args.strict,
+        work_dir=args.work_dir,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        max_file_bytes=args.max_file_bytes or DEFAULT_MAX_FILE_BYTES,
+        quiet=args.quiet,
+        shard_size=args.shard_size,
+        threads=args.threads,
+        allow_empty=args.allow_empty,
+        background=args.background,
+    )
     if args.parallel:
         return _print_parallel(args, opts)
     result = build(opts)
     s = result.stats
     if args.json:
-        print(json.dumps({"version": result.version, "published": result.published, "out": args.out, "stats": s,
-                          "seconds": round(result.seconds, 3), "images_per_s": round(result.images_per_s, 2),
-                          "pruned": result.pruned, "previous_version": result.previous_version,
-                          "errors": result.errors, "warnings": result.warnings, "skipped": result.skipped}))
+        print(
+            json.dumps(
+                {
+                    "version": result.version,
+                    "published": result.published,
+                    "out": args.out,
+                    "stats": s,
+                    "seconds": round(result.seconds, 3),
+                    "images_per_s": round(result.images_per_s, 2),
+                    "pruned": result.pruned,
+                    "previous_version": result.previous_version,
+                    "errors": result.errors,
+                    "warnings": result.warnings,
+                    "skipped": result.skipped,
+                }
+            )
+        )
         return 0
     if not args.quiet:
         for e in result.errors[:20]:
             print(f"skipped {e['id']}: {e['reason']}: {e['message']}", file=sys.stderr)
         if len(result.errors) > 20:
-            print(f"... and {len(result.errors) - 20} more (see errors.jsonl of the version)", file=sys.stderr)
+            print(
+                f"... and {len(result.errors) - 20} more (see errors.jsonl of the version)", file=sys.stderr
+            )
     rate = f", {result.images_per_s:.1f} images/s" if s["embedded"] else ""
     skipped = f"; skipped {format_skipped(result.skipped)} (not images)" if result.skipped else ""
-    head = (f"published version {result.version} to {args.out}" if result.published else
-            f"no changes: {args.out} stays at version {result.version}, nothing published")
-    print(f"{head}: {s['count']} items "
-          f"(embedded {s['embedded']}, resumed {s['resumed']}, unchanged {s['unchanged']}, reused {s['reused']}, "
-          f"added {s['added']}, changed {s['changed']}, removed {s['removed']}, errors {s['errors']}) "
-          f"in {result.seconds:.1f}s{rate}{skipped}")
+    head = (
+        f"published version {result.version} to {args.out}"
+        if result.published
+        else f"no changes: {args.out} stays at version {result.version}, nothing published"
+    )
+    print(
+        f"{head}: {s['count']} items "
+        f"(embedded {s['embedded']}, resumed {s['resumed']}, unchanged {s['unchanged']}, reused {s['reused']}, "
+        f"added {s['added']}, changed {s['changed']}, removed {s['removed']}, errors {s['errors']}) "
+        f"in {result.seconds:.1f}s{rate}{skipped}"
+    )
     if result.pruned and not args.quiet:
         print(f"pruned {len(result.pruned)} old version(s): {', '.join(result.pruned)}", file=sys.stderr)
     return 0
@@ -176,7 +285,17 @@ def _print_parallel(args: argparse.Namespace, opts: object) -> int:
     from index_builder.parallel import build_parallel
 
     r = build_parallel(opts, args.parallel)  # type: ignore[arg-type]
-    keys = ("version", "published", "stats", "pruned", "previous_version", "errors", "warnings", "skipped", "seconds")
+    keys = (
+        "version",
+        "published",
+        "stats",
+        "pruned",
+        "previous_version",
+        "errors",
+        "warnings",
+        "skipped",
+        "seconds",
+    )
     if args.json:  # the serial build's keys
         embedded, seconds = (r.get("stats") or {}).get("embedded", 0), r.get("embed_seconds") or 0.0
         rate = round(embedded / seconds, 2) if embedded and seconds > 0 else 0.0
@@ -194,10 +313,12 @@ def _print_parallel(args: argparse.Namespace, opts: object) -> int:
         if len(r["errors"]) > 20:
             print(f"... and {len(r['errors']) - 20} more (see errors.jsonl of the version)", file=sys.stderr)
     s = r["stats"]
-    print(f"published version {r['version']} to {args.out}: {s.get('count')} items (embedded "
-          f"{s.get('embedded')}, unchanged {s.get('unchanged')}, added {s.get('added')}, changed "
-          f"{s.get('changed')}, removed {s.get('removed')}, errors {s.get('errors')}) in {r['seconds']:.1f}s "
-          f"with {args.parallel} worker process(es){skipped}")
+    print(
+        f"published version {r['version']} to {args.out}: {s.get('count')} items (embedded "
+        f"{s.get('embedded')}, unchanged {s.get('unchanged')}, added {s.get('added')}, changed "
+        f"{s.get('changed')}, removed {s.get('removed')}, errors {s.get('errors')}) in {r['seconds']:.1f}s "
+        f"with {args.parallel} worker process(es){skipped}"
+    )
     return 0
 
 
@@ -249,6 +370,9 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
         print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: nothing was published; embeddings computed so far are checkpointed, "
-              "re-run the same command to resume", file=sys.stderr)
+        print(
+            "interrupted: nothing was published; embeddings computed so far are checkpointed, "
+            "re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130

@@ -42,19 +42,39 @@ def index_info(uri: str) -> dict[str, Any]:
     try:
         pointer = read_pointer(store)
         if pointer is None:
-            raise BuildError(f"no index at {store.uri}: {POINTER} is missing; build one with "
-                             f"`python -m index_builder build --source SRC --bundle BUNDLE --out {uri}`")
+            raise BuildError(
+                f"no index at {store.uri}: {POINTER} is missing; build one with "
+                f"`python -m index_builder build --source SRC --bundle BUNDLE --out {uri}`"
+            )
         manifest = read_manifest(store, pointer["version"], pointer["manifest_sha256"])
         versions = list_versions(store)
     except SearchError as e:
         raise BuildError(f"{store.uri}: {e.message}") from None
-    keys = ("version", "count", "model_fingerprint", "dim", "precision", "built_at", "builder", "backend", "source",
-            "stats", "M", "ef_construction", "ef", "space", "previous_version", "build")
+    keys = (
+        "version",
+        "count",
+        "model_fingerprint",
+        "dim",
+        "precision",
+        "built_at",
+        "builder",
+        "backend",
+        "source",
+        "stats",
+        "M",
+        "ef_construction",
+        "ef",
+        "space",
+        "previous_version",
+        "build",
+    )
     info: dict[str, Any] = {"uri": store.uri, **{k: manifest.get(k) for k in keys}}
     info["manifest_sha256"] = pointer["manifest_sha256"]
     info["files"] = manifest["files"]
-    info["versions"] = [{"version": v, "complete": complete, "current": v == pointer["version"]}
-                        for v, complete in sorted(versions.items())]
+    info["versions"] = [
+        {"version": v, "complete": complete, "current": v == pointer["version"]}
+        for v, complete in sorted(versions.items())
+    ]
     return info
 
 
@@ -83,7 +103,9 @@ def _bundle_fingerprint(bundle: str) -> str:
     return str(read_bundle_manifest(bundle)["model_fingerprint"])
 
 
-def verify_index(uri: str, bundle: str | None = None, *, all_versions: bool = False) -> tuple[list[str], list[str]]:
+def verify_index(
+    uri: str, bundle: str | None = None, *, all_versions: bool = False
+) -> tuple[list[str], list[str]]:
     """``(problems, notes)``: every check that failed, naming the file, and what was checked.
 
     Checks the pointer, the manifest's sha256 against it and its schema, each file's size and sha256, that
@@ -103,7 +125,11 @@ def verify_index(uri: str, bundle: str | None = None, *, all_versions: bool = Fa
     targets = [(pointer["version"], pointer["manifest_sha256"])]
     if all_versions:
         try:
-            others = [v for v, complete in sorted(list_versions(store).items()) if complete and v != pointer["version"]]
+            others = [
+                v
+                for v, complete in sorted(list_versions(store).items())
+                if complete and v != pointer["version"]
+            ]
         except SearchError as e:
             problems.append(e.message)
             others = []
@@ -114,23 +140,35 @@ def verify_index(uri: str, bundle: str | None = None, *, all_versions: bool = Fa
     return problems, notes
 
 
-def _verify_version(store: Store, version: str, manifest_sha: str | None, expected_fp: str | None,
-                    bundle: str | None, problems: list[str], notes: list[str]) -> None:
+def _verify_version(
+    store: Store,
+    version: str,
+    manifest_sha: str | None,
+    expected_fp: str | None,
+    bundle: str | None,
+    problems: list[str],
+    notes: list[str],
+) -> None:
     prefix = version_prefix(version)
     try:
         manifest = read_manifest(store, version, manifest_sha)
     except SearchError as e:
         problems.append(e.message)
         return
-    notes.append(f"{store.uri_for(prefix + MANIFEST)}: valid" + (", sha256 matches the pointer" if manifest_sha else ""))
+    notes.append(
+        f"{store.uri_for(prefix + MANIFEST)}: valid"
+        + (", sha256 matches the pointer" if manifest_sha else "")
+    )
     if expected_fp is not None:
         if manifest["model_fingerprint"] != expected_fp:
-            problems.append(f"version {version}: model_fingerprint {manifest['model_fingerprint']} does not match "
-                            f"--bundle {bundle} ({expected_fp}); rebuild the index with that bundle")
+            problems.append(
+                f"version {version}: model_fingerprint {manifest['model_fingerprint']} does not match "
+                f"--bundle {bundle} ({expected_fp}); rebuild the index with that bundle"
+            )
         else:
             notes.append(f"version {version}: model fingerprint matches --bundle")
     try:
-        present = {o.key[len(prefix):]: o.size for o in store.list(prefix)}
+        present = {o.key[len(prefix) :]: o.size for o in store.list(prefix)}
     except SearchError as e:
         problems.append(f"version {version}: cannot list files ({e.message})")
         return
@@ -157,22 +195,33 @@ def _verify_version(store: Store, version: str, manifest_sha: str | None, expect
                 problems.append(f"{where}: cannot read ({e})")
                 continue
             if digest != entry["sha256"]:
-                problems.append(f"{where}: sha256 {digest} != manifest {entry['sha256']} (file modified or corrupt)")
+                problems.append(
+                    f"{where}: sha256 {digest} != manifest {entry['sha256']} (file modified or corrupt)"
+                )
                 continue
             local[name] = path
             notes.append(f"{where}: sha256 ok")
         _check_consistency(manifest, local, store, prefix, problems, notes)
 
 
-def _check_consistency(manifest: dict[str, Any], local: dict[str, Path], store: Store, prefix: str,
-                       problems: list[str], notes: list[str]) -> None:
+def _check_consistency(
+    manifest: dict[str, Any],
+    local: dict[str, Path],
+    store: Store,
+    prefix: str,
+    problems: list[str],
+    notes: list[str],
+) -> None:
     count, dim = manifest["count"], manifest["dim"]
     items: list[Any] | None = None
     if ITEMS_FILE in local:
         where = store.uri_for(prefix + ITEMS_FILE)
         try:
-            items = [json.loads(line) for line in local[ITEMS_FILE].read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
+            items = [
+                json.loads(line)
+                for line in local[ITEMS_FILE].read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
         except ValueError as e:
             problems.append(f"{where}: not valid JSON lines ({e})")
         if items is not None:
@@ -196,7 +245,9 @@ def _check_consistency(manifest: dict[str, Any], local: dict[str, Path], store: 
             if emb.shape != (count, dim) or emb.dtype != np.float32:
                 problems.append(f"{where}: {emb.dtype} {emb.shape}, manifest says float32 ({count}, {dim})")
                 emb = None
-            elif count and (not np.all(np.isfinite(emb)) or np.max(np.abs(np.linalg.norm(emb, axis=1) - 1)) > 1e-3):
+            elif count and (
+                not np.all(np.isfinite(emb)) or np.max(np.abs(np.linalg.norm(emb, axis=1) - 1)) > 1e-3
+            ):
                 problems.append(f"{where}: vectors are not finite unit vectors")
                 emb = None
             else:
@@ -214,14 +265,20 @@ def _check_consistency(manifest: dict[str, Any], local: dict[str, Path], store: 
             sample = np.unique(np.linspace(0, count - 1, num=min(count, 64)).astype(np.int64))
             stored = np.asarray(index.get_items(sample, return_type="numpy"), dtype=np.float32)
             if not np.allclose(stored, emb[sample], atol=1e-6):
-                problems.append(f"{where}: vectors differ from {EMBEDDINGS_FILE} (rows {sample[:5].tolist()}...)")
+                problems.append(
+                    f"{where}: vectors differ from {EMBEDDINGS_FILE} (rows {sample[:5].tolist()}...)"
+                )
             else:
                 index.set_ef(max(64, manifest.get("ef", 64)))
                 labels, distances = index.knn_query(emb[sample], k=1)
                 # identical images share a vector: a hit as close as the vector itself (score ~1) counts
-                found = float(np.mean((labels[:, 0] == sample) | (1.0 - distances[:, 0] >= 1.0 - _SELF_TOLERANCE)))
+                found = float(
+                    np.mean((labels[:, 0] == sample) | (1.0 - distances[:, 0] >= 1.0 - _SELF_TOLERANCE))
+                )
                 if found < 0.95:
                     problems.append(f"{where}: only {found:.0%} of sampled vectors find themselves")
                 else:
-                    notes.append(f"{where}: {count} vectors, {found:.0%} of {len(sample)} sampled find themselves "
-                                 "(or an identical vector)")
+                    notes.append(
+                        f"{where}: {count} vectors, {found:.0%} of {len(sample)} sampled find themselves "
+                        "(or an identical vector)"
+                    )

@@ -28,8 +28,14 @@ _PIL_FILTER = ("always", None, UserWarning, re.compile(r"PIL\."), 0)
 _FILTER = ("always", None, Warning, None, 0)
 
 
-def _hook(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-          line: str | None = None) -> None:
+def _hook(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     caught = getattr(_local, "caught", None)
     if caught is not None:
         caught.append(f"{category.__name__}: {message}")
@@ -37,7 +43,8 @@ def _hook(message: Any, category: type[Warning], filename: str, lineno: int, fil
         _previous(message, category, filename, lineno, file, line)
     else:  # the default path (also what pytest's recorder replaces)
         warnings._showwarnmsg_impl(  # type: ignore[attr-defined]
-            warnings.WarningMessage(message, category, filename, lineno, file, line))
+            warnings.WarningMessage(message, category, filename, lineno, file, line)
+        )
 
 
 def _install() -> None:

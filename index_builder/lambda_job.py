@@ -47,7 +47,10 @@ EVENT_KEYS: dict[str, tuple[str, type]] = {
     "precision": ("--precision", str),
     "keep_versions": ("--keep-versions", int),
     "strict": ("--strict", bool),
-    "background": ("--background", str),  # transparent images composited over it (white, black, #rrggbb, none)
+    "background": (
+        "--background",
+        str,
+    ),  # transparent images composited over it (white, black, #rrggbb, none)
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -104,8 +107,15 @@ def build_argv(event: Any, environ: Mapping[str, str] | None = None) -> list[str
     environ = os.environ if environ is None else environ
     ev = normalise_event(event)
     source = ev.get("source") or _env(environ, "SOURCE_URI")
-    argv = ["build", "--source", str(source), "--bundle", str(_env(environ, "MODEL_URI")),
-            "--out", str(_env(environ, "INDEX_URI"))]
+    argv = [
+        "build",
+        "--source",
+        str(source),
+        "--bundle",
+        str(_env(environ, "MODEL_URI")),
+        "--out",
+        str(_env(environ, "INDEX_URI")),
+    ]
     precision = ev.get("precision") or _env(environ, "PRECISION", required=False)
     if precision is not None:
         if precision not in PRECISIONS:
@@ -156,8 +166,13 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
 
     index_uri = argv[argv.index("--out") + 1]
     pointer = read_pointer(index_uri)
-    result = {"ok": True, "version": pointer["version"] if pointer else None, "index_uri": index_uri,
-              "argv": argv, "seconds": seconds}
+    result = {
+        "ok": True,
+        "version": pointer["version"] if pointer else None,
+        "index_uri": index_uri,
+        "argv": argv,
+        "seconds": seconds,
+    }
     log_event("rebuild_done", **result)
     return result
 

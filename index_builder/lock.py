@@ -120,8 +120,9 @@ class BuildLock:
     def _create(self, body: bytes) -> bool:
         if isinstance(self.store, S3Store):
             try:
-                self.store.client.put_object(Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY), Body=body,
-                                             IfNoneMatch="*")
+                self.store.client.put_object(
+                    Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY), Body=body, IfNoneMatch="*"
+                )
                 return True
             except Exception as e:
                 if _precondition_failed(e):
@@ -145,11 +146,14 @@ class BuildLock:
         """Replace the lock ``old`` (as read) with ``body``; False if it changed meanwhile."""
         if isinstance(self.store, S3Store):
             try:
-                self.store.client.put_object(Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY), Body=body,
-                                             IfMatch=old.etag)
+                self.store.client.put_object(
+                    Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY), Body=body, IfMatch=old.etag
+                )
                 return True
             except Exception as e:
-                if _precondition_failed(e) or isinstance(self.store._error(e, LOCK_KEY, "swap"), FileNotFoundError):
+                if _precondition_failed(e) or isinstance(
+                    self.store._error(e, LOCK_KEY, "swap"), FileNotFoundError
+                ):
                     return False
                 raise self.store._error(e, LOCK_KEY, "replace") from e
         assert isinstance(self.store, LocalStore)
@@ -188,17 +192,23 @@ class BuildLock:
     def describe(self, info: LockInfo) -> str:
         d = info.data
         left = max(0, int(float(d.get("expires", 0)) - time.time()))
-        return (f"another build (run {d.get('run_id')}, started by {d.get('owner')}) holds "
-                f"{self.store.uri_for(LOCK_KEY)} for {left} more second(s); nothing was changed. Wait for it to "
-                "finish (or, if it died, for the lock to expire), then start again")
+        return (
+            f"another build (run {d.get('run_id')}, started by {d.get('owner')}) holds "
+            f"{self.store.uri_for(LOCK_KEY)} for {left} more second(s); nothing was changed. Wait for it to "
+            "finish (or, if it died, for the lock to expire), then start again"
+        )
 
     def refresh(self, run_id: str, **extra: Any) -> None:
         """Re-take the lock for ``run_id`` (publish after a redrive): fine if it is ours, absent or stale."""
         info = self.read()
         if info is not None and info.data.get("run_id") == run_id:
-            merged = {k: v for k, v in info.data.items() if k not in ("run_id", "owner", "created", "expires")}
+            merged = {
+                k: v for k, v in info.data.items() if k not in ("run_id", "owner", "created", "expires")
+            }
             if not self._swap(info, self._body(run_id, **{**merged, **extra})):
-                raise BuildLocked(f"the lock {self.store.uri_for(LOCK_KEY)} changed while run {run_id} renewed it")
+                raise BuildLocked(
+                    f"the lock {self.store.uri_for(LOCK_KEY)} changed while run {run_id} renewed it"
+                )
             return
         self.acquire(run_id, **extra)
 
@@ -209,8 +219,9 @@ class BuildLock:
             return
         if isinstance(self.store, S3Store):
             try:
-                self.store.client.delete_object(Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY),
-                                                IfMatch=info.etag)
+                self.store.client.delete_object(
+                    Bucket=self.store.bucket, Key=self.store._key(LOCK_KEY), IfMatch=info.etag
+                )
             except Exception as e:
                 if not _precondition_failed(e):
                     raise self.store._error(e, LOCK_KEY, "delete") from e
@@ -219,9 +230,15 @@ class BuildLock:
 
 
 @contextlib.contextmanager
-def holding_lock(store: Store, run_id: str, *, forget: Callable[[dict[str, Any]], None] | None = None,
-                 warn: Callable[[str], None] | None = None, ttl: float = 6 * 3600,
-                 **extra: Any) -> Iterator[BuildLock | None]:
+def holding_lock(
+    store: Store,
+    run_id: str,
+    *,
+    forget: Callable[[dict[str, Any]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+    ttl: float = 6 * 3600,
+    **extra: Any,
+) -> Iterator[BuildLock | None]:
     """Hold the index's lock for the block (the serial build: one build at a time, serial or step-wise).
     Raises :class:`BuildLocked` before the block when another live build holds it; ``forget(data)`` cleans up
     after the dead holder of a stale lock that was taken over. A release that fails (the store went down) is
@@ -241,5 +258,7 @@ def holding_lock(store: Store, run_id: str, *, forget: Callable[[dict[str, Any]]
             lock.release(run_id)
         except (StorageError, OSError) as e:
             if warn is not None:
-                warn(f"could not release the build lock {store.uri_for(LOCK_KEY)} ({e}); the next build takes it "
-                     "over once this process has exited (same host) or the lock has expired")
+                warn(
+                    f"could not release the build lock {store.uri_for(LOCK_KEY)} ({e}); the next build takes it "
+                    "over once this process has exited (same host) or the lock has expired"
+                )

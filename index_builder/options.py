@@ -58,16 +58,26 @@ class BuildOptions:
     background: tuple[int, int, int] | None = WHITE
 
     def validate(self) -> None:
-        for name, low in (("batch_size", 1), ("workers", 1), ("M", 2), ("ef_construction", 1), ("ef", 1),
-                          ("keep_versions", 1), ("shard_size", 1)):
+        for name, low in (
+            ("batch_size", 1),
+            ("workers", 1),
+            ("M", 2),
+            ("ef_construction", 1),
+            ("ef", 1),
+            ("keep_versions", 1),
+            ("shard_size", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 flag = "--" + name.replace("_", "-") if name != "M" else "--M"
                 raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
         if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
             raise UsageError(f"--max-pixels {self.max_pixels!r}: must be a positive integer")
-        if self.max_file_bytes is not None and (isinstance(self.max_file_bytes, bool)
-                                                or not isinstance(self.max_file_bytes, int) or self.max_file_bytes < 1):
+        if self.max_file_bytes is not None and (
+            isinstance(self.max_file_bytes, bool)
+            or not isinstance(self.max_file_bytes, int)
+            or self.max_file_bytes < 1
+        ):
             raise UsageError(f"--max-file-bytes {self.max_file_bytes!r}: must be a positive integer")
         try:
             self.background = parse_background(self.background)
@@ -78,11 +88,15 @@ class BuildOptions:
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.backend == "onnx" and self.device != "cpu":
-            raise UsageError(f"--device {self.device}: the onnx backend runs on cpu; use --backend torch for cuda")
+            raise UsageError(
+                f"--device {self.device}: the onnx backend runs on cpu; use --backend torch for cuda"
+            )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise UsageError(f"--device {self.device!r}: use cpu or cuda")
         if self.backend == "onnx" and self.pretrained:
-            raise UsageError("--pretrained is only used by --backend torch (the onnx backend reads the bundle)")
+            raise UsageError(
+                "--pretrained is only used by --backend torch (the onnx backend reads the bundle)"
+            )
 
 
 @dataclass
@@ -154,5 +168,12 @@ def _progress_bar(total: int, quiet: bool, factory: Callable[..., Any] | None) -
         return factory(total=total)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                smoothing=0.1)
+    return tqdm(
+        total=total,
+        unit="img",
+        desc="embedding",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        smoothing=0.1,
+    )

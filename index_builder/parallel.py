@@ -43,8 +43,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def build_parallel(opts: BuildOptions, processes: int, *, store: Store | None = None,
-                   batch_items: int | None = None) -> dict[str, Any]:
+def build_parallel(
+    opts: BuildOptions, processes: int, *, store: Store | None = None, batch_items: int | None = None
+) -> dict[str, Any]:
     """Run plan, ``processes`` embed workers and publish. Returns the publish result (``published`` False
     when there was nothing to do)."""
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -58,22 +59,39 @@ def build_parallel(opts: BuildOptions, processes: int, *, store: Store | None = 
     run_id = summary["run_id"]
     if not summary["changed"]:
         stats = summary.get("stats") or {}
-        return {"version": summary["version"], "published": False, "stats": stats, "errors": [], "pruned": [],
-                "warnings": [], "skipped": stats.get("skipped", {}), "previous_version": summary["version"], "seconds": time.perf_counter() - t0,
-                "embed_seconds": 0.0, "summary": summary}
+        return {
+            "version": summary["version"],
+            "published": False,
+            "stats": stats,
+            "errors": [],
+            "pruned": [],
+            "warnings": [],
+            "skipped": stats.get("skipped", {}),
+            "previous_version": summary["version"],
+            "seconds": time.perf_counter() - t0,
+            "embed_seconds": 0.0,
+            "summary": summary,
+        }
     todo = work.read_json(dest, work.items_key(run_id))
     n = summary["batch_items"]
-    batches = [todo[i:i + n] for i in range(0, len(todo), n)]
+    batches = [todo[i : i + n] for i in range(0, len(todo), n)]
     # per worker: an equal share of the cores for onnxruntime and the decode threads
     share = max(1, _cores() // processes)
-    overrides = {"threads": opts.threads or share, "workers": max(1, min(opts.workers, share)),
-                 "device": opts.device}
+    overrides = {
+        "threads": opts.threads or share,
+        "workers": max(1, min(opts.workers, share)),
+        "device": opts.device,
+    }
     t_embed = time.perf_counter()
     embedded = 0
     if batches:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(processes, len(batches)), mp_context=ctx, initializer=_init,
-                                 initargs=(dest.uri, overrides)) as ex:
+        with ProcessPoolExecutor(
+            max_workers=min(processes, len(batches)),
+            mp_context=ctx,
+            initializer=_init,
+            initargs=(dest.uri, overrides),
+        ) as ex:
             futures = [ex.submit(_run_batch, run_id, b) for b in batches]
             for done, fut in enumerate(as_completed(futures), 1):
                 embedded += fut.result()["embedded"]
@@ -81,6 +99,7 @@ def build_parallel(opts: BuildOptions, processes: int, *, store: Store | None = 
                     print(f"batch {done}/{len(batches)} done", file=sys.stderr, flush=True)
     embed_seconds = time.perf_counter() - t_embed
     result = publish_run(dest, run_id, quiet=opts.quiet)
-    result.update(seconds=time.perf_counter() - t0, embed_seconds=embed_seconds, embedded_now=embedded,
-                  summary=summary)
+    result.update(
+        seconds=time.perf_counter() - t0, embed_seconds=embed_seconds, embedded_now=embedded, summary=summary
+    )
     return result

@@ -43,8 +43,14 @@ def safe_message(message: str) -> str:
 def error_row(item: SourceItem, reason: str, message: str) -> dict[str, Any]:
     """An ``errors.jsonl`` row (serial and step-wise builds alike); size/mtime/etag let the next step-wise
     plan skip the same unchanged broken file without reading it."""
-    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "reason": reason, "message": safe_message(message),
-                           "size": item.size, "mtime": item.mtime}
+    row: dict[str, Any] = {
+        "id": item.id,
+        "uri": item.uri,
+        "reason": reason,
+        "message": safe_message(message),
+        "size": item.size,
+        "mtime": item.mtime,
+    }
     if item.etag is not None:
         row["etag"] = item.etag
     return row
@@ -137,13 +143,19 @@ def _prepare(
     out.sha256 = hashlib.sha256(data).hexdigest()
     hit = known(out.sha256)
     max_pixels = getattr(preprocessor, "max_pixels", None)
-    if hit is not None and hit.width is not None and hit.height is not None and (
-            max_pixels is None or hit.width * hit.height <= max_pixels):
+    if (
+        hit is not None
+        and hit.width is not None
+        and hit.height is not None
+        and (max_pixels is None or hit.width * hit.height <= max_pixels)
+    ):
         out.cached, out.width, out.height = hit, hit.width, hit.height
         return out
     try:
         img = preprocessor.load(data)
-        out.width, out.height = image_size(img)  # the full size, also when a JPEG was decoded at reduced scale
+        out.width, out.height = image_size(
+            img
+        )  # the full size, also when a JPEG was decoded at reduced scale
         out.pixels = preprocessor(img)
     except Exception as e:
         out.error = classify(e)

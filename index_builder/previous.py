@@ -48,7 +48,9 @@ class _Previous:
         if label is None or self.embeddings is None:
             return None
         row = self.items[label]
-        return CachedVector(np.asarray(self.embeddings[label], dtype=np.float32), row.get("width"), row.get("height"))
+        return CachedVector(
+            np.asarray(self.embeddings[label], dtype=np.float32), row.get("width"), row.get("height")
+        )
 
 
 def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: _Log) -> bool:
@@ -64,17 +66,26 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
             for name in (ITEMS_FILE, EMBEDDINGS_FILE):
                 digest, size = file_digest(vdir / name)
                 if digest != files[name]["sha256"] or size != files[name]["size"]:
-                    raise ArtifactError(f"{store.uri_for(prefix + name)}: checksum does not match the manifest")
+                    raise ArtifactError(
+                        f"{store.uri_for(prefix + name)}: checksum does not match the manifest"
+                    )
         else:
             expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
             vdir = fetch_dir(store, work_root / PREVIOUS, list(expected), expected=expected) / prefix
-        items = [json.loads(line) for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
+        items = [
+            json.loads(line)
+            for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         emb = np.load(vdir / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
         if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
-            raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})")
+            raise ArtifactError(
+                f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})"
+            )
     except (OSError, ValueError, ArtifactError) as e:
-        log.warn(f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again")
+        log.warn(
+            f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded again"
+        )
         return False
     prev.items = items
     prev.embeddings = emb
@@ -95,25 +106,49 @@ def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
     return item.etag is None or row.get("etag") == item.etag
 
 
-def _item_row(item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"id": item.id, "uri": item.uri, "size": size if size is not None else item.size,
-                           "mtime": item.mtime, "sha256": sha, "width": width, "height": height}
+def _item_row(
+    item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": item.id,
+        "uri": item.uri,
+        "size": size if size is not None else item.size,
+        "mtime": item.mtime,
+        "sha256": sha,
+        "width": width,
+        "height": height,
+    }
     if item.etag is not None:
         row["etag"] = item.etag
     row["metadata"] = item.metadata
     return row
 
 
-def _same_as_previous(store: Store, prev: _Previous, rows: list[dict[str, Any]], vectors: np.ndarray,
-                      errors: list[dict[str, Any]], fields: dict[str, Any], opts: BuildOptions, log: _Log) -> bool:
+def _same_as_previous(
+    store: Store,
+    prev: _Previous,
+    rows: list[dict[str, Any]],
+    vectors: np.ndarray,
+    errors: list[dict[str, Any]],
+    fields: dict[str, Any],
+    opts: BuildOptions,
+    log: _Log,
+) -> bool:
     """Whether publishing would give the current version again: the same rows, vectors and errors, and the
     same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
     non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
     m = prev.manifest
     if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
         return False
-    settings = {"M": opts.M, "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": int(vectors.shape[1]),
-                "count": len(rows), "space": "ip", **fields}
+    settings = {
+        "M": opts.M,
+        "ef_construction": opts.ef_construction,
+        "ef": opts.ef,
+        "dim": int(vectors.shape[1]),
+        "count": len(rows),
+        "space": "ip",
+        **fields,
+    }
     keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
     if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
         return False
@@ -162,7 +197,9 @@ def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
             raise ArtifactError("checksum mismatch")
         return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
     except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
-        log.warn(f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate")
+        log.warn(
+            f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are approximate"
+        )
         return []
 
 
@@ -192,5 +229,7 @@ def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
             dest.remove_stale_temp()
         return pruned
     except (SearchError, OSError, ValueError) as e:
-        log.warn(f"version {version} is published, but pruning old versions failed ({e}); the next build retries")
+        log.warn(
+            f"version {version} is published, but pruning old versions failed ({e}); the next build retries"
+        )
         return []

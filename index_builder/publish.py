@@ -42,7 +42,18 @@ __all__ = ["BUILDER", "list_versions", "new_version_id", "prune", "publish", "wr
 
 BUILDER = "index_builder 0.1.0"
 # Manifest keys computed by write_version; manifest_fields may not set them.
-_COMPUTED = ("schema_version", "kind", "version", "dim", "count", "space", "M", "ef_construction", "ef", "files")
+_COMPUTED = (
+    "schema_version",
+    "kind",
+    "version",
+    "dim",
+    "count",
+    "space",
+    "M",
+    "ef_construction",
+    "ef",
+    "files",
+)
 _NORM_TOLERANCE = 1e-3
 
 
@@ -205,10 +216,12 @@ def publish(store: Store | str, version_id: str, manifest: Mapping[str, Any] | N
     stored = read_manifest(store, version_id, sha)
     if manifest is not None and json.loads(json.dumps(manifest)) != stored:
         raise ArtifactError(f"cannot publish {version_id}: the stored manifest differs from the one given")
-    present = {o.key[len(prefix):]: o.size for o in store.list(prefix)}
+    present = {o.key[len(prefix) :]: o.size for o in store.list(prefix)}
     for name, entry in stored["files"].items():
         if name not in present:
-            raise ArtifactError(f"cannot publish {version_id}: file {name} is missing ({store.uri_for(prefix + name)})")
+            raise ArtifactError(
+                f"cannot publish {version_id}: file {name} is missing ({store.uri_for(prefix + name)})"
+            )
         if present[name] != entry["size"]:
             raise ArtifactError(
                 f"cannot publish {version_id}: file {name} has size {present[name]}, manifest says {entry['size']}"
@@ -248,7 +261,7 @@ def prune(store: Store | str, keep: int) -> list[str]:
     versions = list_versions(store)
     older = sorted(v for v in versions if v < current)
     complete_older = [v for v in older if versions[v]]
-    retained = set(complete_older[-(keep - 1):]) if keep > 1 else set()
+    retained = set(complete_older[-(keep - 1) :]) if keep > 1 else set()
     doomed = [v for v in older if v not in retained and valid_version_id(v)]
     for version in doomed:
         prefix = version_prefix(version)

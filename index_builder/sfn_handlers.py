@@ -63,11 +63,17 @@ def _log(event: str, **fields: Any) -> None:
 
 def plan_options(event: Any) -> BuildOptions:
     ev = normalise_event(event)
-    opts = BuildOptions(source=ev.get("source") or _env("SOURCE_URI"), bundle=_env("MODEL_URI"),
-                        out=_env("INDEX_URI"), full=bool(ev.get("full")), strict=bool(ev.get("strict")),
-                        precision=ev.get("precision") or _env("PRECISION", "fp32"),
-                        keep_versions=int(ev.get("keep_versions") or _number("KEEP_VERSIONS", "3")),
-                        max_pixels=DEFAULT_MAX_PIXELS, quiet=True)
+    opts = BuildOptions(
+        source=ev.get("source") or _env("SOURCE_URI"),
+        bundle=_env("MODEL_URI"),
+        out=_env("INDEX_URI"),
+        full=bool(ev.get("full")),
+        strict=bool(ev.get("strict")),
+        precision=ev.get("precision") or _env("PRECISION", "fp32"),
+        keep_versions=int(ev.get("keep_versions") or _number("KEEP_VERSIONS", "3")),
+        max_pixels=DEFAULT_MAX_PIXELS,
+        quiet=True,
+    )
     if ev.get("workers"):
         opts.workers = ev["workers"]
     if ev.get("background"):  # transparent images composited over it; recorded in the plan for every worker
@@ -80,11 +86,18 @@ def plan_options(event: Any) -> BuildOptions:
 
 def plan_handler(event: Any, context: Any = None) -> dict[str, Any]:
     opts = plan_options(event)
-    summary = plan(opts, rate=_number("EMBED_RATE", "20"), budget_s=_number("WORKER_BUDGET_SECONDS", "600"),
-                   lock_ttl=_number("LOCK_TTL_SECONDS", "21600"), chunk_items=int(_number("CHUNK_ITEMS", "64")))
+    summary = plan(
+        opts,
+        rate=_number("EMBED_RATE", "20"),
+        budget_s=_number("WORKER_BUDGET_SECONDS", "600"),
+        lock_ttl=_number("LOCK_TTL_SECONDS", "21600"),
+        chunk_items=int(_number("CHUNK_ITEMS", "64")),
+    )
     # what the Distributed Map reads from the state: its concurrency, failure threshold, results location
-    summary["map"] = {"max_concurrency": int(_number("MAX_CONCURRENCY", "10")),
-                      "tolerated_failure_percentage": float(_env("TOLERATED_FAILURE_PERCENTAGE", "0"))}
+    summary["map"] = {
+        "max_concurrency": int(_number("MAX_CONCURRENCY", "10")),
+        "tolerated_failure_percentage": float(_env("TOLERATED_FAILURE_PERCENTAGE", "0")),
+    }
     if summary.get("items"):
         summary["results_prefix"] = summary["items"]["Key"].rsplit("/", 1)[0] + "/results"
     _log("rebuild_planned", **summary)
@@ -98,12 +111,14 @@ def _remaining(context: Any) -> Any:
 
 def embed_handler(event: Any, context: Any = None) -> dict[str, Any]:
     if not isinstance(event, Mapping) or not isinstance(event.get("Items"), list):
-        raise RebuildFailed("embed: expected an ItemBatcher batch {\"Items\": [...], \"BatchInput\": {...}}")
+        raise RebuildFailed('embed: expected an ItemBatcher batch {"Items": [...], "BatchInput": {...}}')
     run_id = (event.get("BatchInput") or {}).get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise RebuildFailed("embed: BatchInput.run_id is missing")
     t0 = time.monotonic()
-    stats = embed_batch(open_store(_env("INDEX_URI")), run_id, list(event["Items"]), remaining_s=_remaining(context))
+    stats = embed_batch(
+        open_store(_env("INDEX_URI")), run_id, list(event["Items"]), remaining_s=_remaining(context)
+    )
     _log("rebuild_batch_done", run_id=run_id, **{**stats, "seconds": round(time.monotonic() - t0, 3)})
     return stats  # small: the Map discards results (ResultPath null)
 
@@ -113,7 +128,13 @@ def publish_handler(event: Any, context: Any = None) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id:
         raise RebuildFailed("publish: the plan summary (with run_id) is expected as input")
     result = publish_run(open_store(_env("INDEX_URI")), run_id, lock_ttl=_number("LOCK_TTL_SECONDS", "21600"))
-    out = {"version": result["version"], "published": result["published"], "already": result.get("already"),
-           "stats": result["stats"], "pruned": result["pruned"], "errors": len(result["errors"])}
+    out = {
+        "version": result["version"],
+        "published": result["published"],
+        "already": result.get("already"),
+        "stats": result["stats"],
+        "pruned": result["pruned"],
+        "errors": len(result["errors"]),
+    }
     _log("rebuild_published", **out)
     return out

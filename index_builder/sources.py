@@ -185,7 +185,9 @@ class FolderSource(Source):
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:
             if directory == self.root:
-                raise BuildError(f"--source {self.root}: cannot list the folder ({e.strerror or e})") from None
+                raise BuildError(
+                    f"--source {self.root}: cannot list the folder ({e.strerror or e})"
+                ) from None
             self.warn(f"cannot list folder {directory} ({e.strerror or e}); skipped")
             return
         names = {e.name for e in entries}
@@ -207,8 +209,10 @@ class FolderSource(Source):
                 continue
             item = SourceItem(id=rel + entry.name, uri=entry.path)
             if entry.is_symlink() and not self._inside(entry.path):
-                item.error = ("outside_root", f"{entry.path} is a symlink to a file outside {self.root}; "
-                              "not followed")
+                item.error = (
+                    "outside_root",
+                    f"{entry.path} is a symlink to a file outside {self.root}; not followed",
+                )
                 out.append(item)
                 continue
             try:
@@ -219,7 +223,10 @@ class FolderSource(Source):
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if entry.is_symlink():  # a link to a folder named like an image: not followed
-                    item.error = ("unreadable", f"{entry.path} is a symlink to a directory, not an image file")
+                    item.error = (
+                        "unreadable",
+                        f"{entry.path} is a symlink to a directory, not an image file",
+                    )
                     out.append(item)
                 continue
             if not stat.S_ISREG(st.st_mode):
@@ -281,12 +288,31 @@ class S3Source(Source):
                 continue
             if _bad_key(obj.key):  # cannot be an id / uri the service resolves: an error, not an abort
                 uri = f"{self.uri}/{obj.key}"
-                items.append(SourceItem(id=obj.key, uri=uri, size=obj.size, mtime=obj.mtime, etag=obj.etag,
-                                        error=("invalid_key", f"{uri}: the key has an empty, '.' or '..' segment; "
-                                               "rename the object to index it")))
+                items.append(
+                    SourceItem(
+                        id=obj.key,
+                        uri=uri,
+                        size=obj.size,
+                        mtime=obj.mtime,
+                        etag=obj.etag,
+                        error=(
+                            "invalid_key",
+                            f"{uri}: the key has an empty, '.' or '..' segment; "
+                            "rename the object to index it",
+                        ),
+                    )
+                )
                 continue
-            items.append(SourceItem(id=obj.key, uri=self.store.uri_for(obj.key), size=obj.size, mtime=obj.mtime,
-                                    etag=obj.etag, key=obj.key))
+            items.append(
+                SourceItem(
+                    id=obj.key,
+                    uri=self.store.uri_for(obj.key),
+                    size=obj.size,
+                    mtime=obj.mtime,
+                    etag=obj.etag,
+                    key=obj.key,
+                )
+            )
         items.sort(key=lambda it: str(it.id))
 
         def sidecar(item: SourceItem) -> None:
@@ -337,7 +363,9 @@ class JsonlSource(Source):
             try:
                 raw = path.read_bytes()
             except OSError as e:
-                raise BuildError(f"--source {self.uri}: cannot read the manifest ({e.strerror or e})") from None
+                raise BuildError(
+                    f"--source {self.uri}: cannot read the manifest ({e.strerror or e})"
+                ) from None
             base = str(path.parent) + os.sep
             self.uri = str(path)
         try:
@@ -363,9 +391,13 @@ class JsonlSource(Source):
             if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or item_id == "":
                 raise BuildError(f"{where}: 'id' must be a non-empty string or an integer, got {item_id!r}")
             if not isinstance(uri, str) or not uri:
-                raise BuildError(f"{where}: 'uri' must be a non-empty string (local path or s3://...), got {uri!r}")
+                raise BuildError(
+                    f"{where}: 'uri' must be a non-empty string (local path or s3://...), got {uri!r}"
+                )
             if item_id in seen:
-                raise BuildError(f"{where}: duplicate id {item_id!r} (first on line {seen[item_id]}); ids must be unique")
+                raise BuildError(
+                    f"{where}: duplicate id {item_id!r} (first on line {seen[item_id]}); ids must be unique"
+                )
             seen[item_id] = lineno
             scheme = scheme_of(uri)
             if scheme not in ("", "file", "s3"):
@@ -422,7 +454,9 @@ def open_source(uri: str, workers: int = 8) -> Source:
     if not isinstance(uri, str) or not uri.strip():
         raise UsageError("--source is empty: pass a folder, an s3://bucket/prefix or a JSONL manifest")
     if scheme_of(uri) not in ("", "file", "s3"):
-        raise UsageError(f"--source {uri!r}: unsupported scheme (use a folder, a .jsonl file or s3://bucket/prefix)")
+        raise UsageError(
+            f"--source {uri!r}: unsupported scheme (use a folder, a .jsonl file or s3://bucket/prefix)"
+        )
     try:
         loc = parse_uri(uri)
     except ConfigError as e:

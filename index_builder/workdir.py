@@ -55,8 +55,13 @@ def default_work_dir(dest_uri: str) -> Path:
     return loc.local_path().absolute() / ".work"
 
 
-def shard_key(model_fingerprint: str, precision: str, backend: str, dim: int,
-              image_preprocess: dict[str, Any] | None = None) -> str:
+def shard_key(
+    model_fingerprint: str,
+    precision: str,
+    backend: str,
+    dim: int,
+    image_preprocess: dict[str, Any] | None = None,
+) -> str:
     """Checkpoints are shared only by builds that compute the same vectors (``image_preprocess``: the
     index's recorded :class:`handler.core.preprocess.ImageOptions`)."""
     parts: list[Any] = [model_fingerprint, precision, backend, int(dim)]
@@ -90,14 +95,18 @@ class WorkDir:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise BuildError(f"cannot create the work directory {self.root} ({e.strerror or e}); "
-                             "pass --work-dir with a writable location") from None
+            raise BuildError(
+                f"cannot create the work directory {self.root} ({e.strerror or e}); "
+                "pass --work-dir with a writable location"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise BuildError(f"another build is running with work directory {self.root} (it holds {self.root / LOCK}); "
-                             "wait for it to finish, or pass a different --work-dir") from None
+            raise BuildError(
+                f"another build is running with work directory {self.root} (it holds {self.root / LOCK}); "
+                "wait for it to finish, or pass a different --work-dir"
+            ) from None
         self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -162,13 +171,18 @@ class WorkDir:
                 with np.load(path, allow_pickle=False) as z:
                     shas, vectors = z["sha256"], z["vectors"]
                     widths, heights = z["width"], z["height"]
-                if vectors.ndim != 2 or vectors.shape[1] != dim or not (
-                        len(shas) == len(vectors) == len(widths) == len(heights)):
+                if (
+                    vectors.ndim != 2
+                    or vectors.shape[1] != dim
+                    or not (len(shas) == len(vectors) == len(widths) == len(heights))
+                ):
                     raise ValueError(f"unexpected shapes {vectors.shape}, dim {dim}")
                 if not np.all(np.isfinite(vectors)):
                     raise ValueError("non-finite values")
             except Exception as e:
-                warn(f"checkpoint shard {path} is unreadable ({e}); deleted, its images will be embedded again")
+                warn(
+                    f"checkpoint shard {path} is unreadable ({e}); deleted, its images will be embedded again"
+                )
                 with contextlib.suppress(OSError):
                     path.unlink()
                 continue
@@ -199,7 +213,9 @@ class ShardWriter:
         self._rows.append((sha, vector, width, height))
 
     def maybe_flush(self) -> None:
-        if len(self._rows) >= self.shard_size or (self._rows and time.monotonic() - self._last >= self.max_seconds):
+        if len(self._rows) >= self.shard_size or (
+            self._rows and time.monotonic() - self._last >= self.max_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:

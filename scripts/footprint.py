@@ -147,8 +147,10 @@ def _measure(names: set[str], dists: Mapping[str, metadata.Distribution]) -> tup
     return _size(every), per
 
 
-def deploy_footprint(site_packages: Iterable[str] | None = None,
-                     handler_requirements: str | os.PathLike[str] = HANDLER_REQUIREMENTS) -> dict[str, Any]:
+def deploy_footprint(
+    site_packages: Iterable[str] | None = None,
+    handler_requirements: str | os.PathLike[str] = HANDLER_REQUIREMENTS,
+) -> dict[str, Any]:
     """Sizes in bytes of (a) the handler's dependency set and (b) the torch stack, measured in the
     environment whose ``site_packages`` are given (default: the running interpreter's).
 
@@ -191,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"handler dependency set: {result['handler_deps_mb']:8.1f} MB  ({len(result['handler_packages'])} packages)")
-    print(f"torch stack:            {result['torch_stack_mb']:8.1f} MB  ({len(result['torch_stack_packages'])} packages,"
-          f" {result['torch_stack_extra_bytes'] / 1e6:.1f} MB not shared with the handler)")
+    print(
+        f"handler dependency set: {result['handler_deps_mb']:8.1f} MB  ({len(result['handler_packages'])} packages)"
+    )
+    print(
+        f"torch stack:            {result['torch_stack_mb']:8.1f} MB  ({len(result['torch_stack_packages'])} packages,"
+        f" {result['torch_stack_extra_bytes'] / 1e6:.1f} MB not shared with the handler)"
+    )
     if result["missing"]:
         print(f"not installed here: {', '.join(result['missing'])}")
     return 0

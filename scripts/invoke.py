@@ -49,9 +49,22 @@ SUBPROCESS_LINE = "ran lambda_handler in a subprocess"
 NO_RUNTIME_LINE = f"no container runtime: {SUBPROCESS_LINE}"
 # The service's configuration names (handler/config.py ENV_VARS); used when handler.config cannot be imported.
 CONFIG_NAMES = (
-    "MODEL_URI", "INDEX_URI", "ORT_THREADS", "PRECISION", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "CORS_ORIGINS",
-    "API_KEY", "LOG_LEVEL", "INDEX_REFRESH_SECONDS", "CACHE_DIR", "COLLECTION_ROOT", "PRESIGN_EXPIRY_SECONDS",
-    "MODEL_ID", "MAX_REQUEST_PIXELS", "MODEL_VERIFY",
+    "MODEL_URI",
+    "INDEX_URI",
+    "ORT_THREADS",
+    "PRECISION",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "CORS_ORIGINS",
+    "API_KEY",
+    "LOG_LEVEL",
+    "INDEX_REFRESH_SECONDS",
+    "CACHE_DIR",
+    "COLLECTION_ROOT",
+    "PRESIGN_EXPIRY_SECONDS",
+    "MODEL_ID",
+    "MAX_REQUEST_PIXELS",
+    "MODEL_VERIFY",
 )
 PSEUDO_PARAMETERS = {
     "AWS::Region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -77,8 +90,28 @@ def config_names() -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------------
 # template.yaml: a YAML loader that keeps CloudFormation's short-form tags, and a small resolver
 # --------------------------------------------------------------------------------------------------------
-_TAGS = ("Ref", "Sub", "GetAtt", "If", "Equals", "Not", "And", "Or", "Join", "Select", "Split", "FindInMap",
-         "Base64", "Cidr", "ImportValue", "GetAZs", "Condition", "Transform", "ToJsonString", "Length")
+_TAGS = (
+    "Ref",
+    "Sub",
+    "GetAtt",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "Join",
+    "Select",
+    "Split",
+    "FindInMap",
+    "Base64",
+    "Cidr",
+    "ImportValue",
+    "GetAZs",
+    "Condition",
+    "Transform",
+    "ToJsonString",
+    "Length",
+)
 
 
 def cfn_loader() -> type:
@@ -169,7 +202,7 @@ class Resolver:
             return value
         if len(value) != 1:
             return {k: v for k, v in ((k, self.resolve(x)) for k, x in value.items()) if v is not _NO_VALUE}
-        (key, arg), = value.items()
+        ((key, arg),) = value.items()
         if key == "Ref":
             return self.ref(arg)
         if key == "Condition":
@@ -229,8 +262,11 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def template_environment(template_path: str | os.PathLike[str] = TEMPLATE, function: str = FUNCTION,
-                         overrides: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def template_environment(
+    template_path: str | os.PathLike[str] = TEMPLATE,
+    function: str = FUNCTION,
+    overrides: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
     """``(resolved, unresolved)`` environment of ``function`` (Globals merged in): ``resolved`` maps each
     variable to its string value under the parameter defaults/overrides; ``unresolved`` holds those that need
     a value the template does not give locally (e.g. ``MODEL_URI`` -> ``s3://<ArtifactBucket>/...``)."""
@@ -240,7 +276,7 @@ def template_environment(template_path: str | os.PathLike[str] = TEMPLATE, funct
         raise ValueError(f"{template_path}: no resource {function!r}")
     resolver = Resolver(template, overrides)
     variables: dict[str, Any] = {}
-    globals_env = (((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {})
+    globals_env = ((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
     variables.update(globals_env.get("Variables") or {})
     props = resources[function].get("Properties") or {}
     variables.update(((props.get("Environment") or {}).get("Variables")) or {})
@@ -259,8 +295,11 @@ def template_environment(template_path: str | os.PathLike[str] = TEMPLATE, funct
     return resolved, unresolved
 
 
-def template_function_settings(template_path: str | os.PathLike[str] = TEMPLATE, function: str = FUNCTION,
-                               overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
+def template_function_settings(
+    template_path: str | os.PathLike[str] = TEMPLATE,
+    function: str = FUNCTION,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """MemorySize and Timeout of ``function`` (Globals merged), resolved like the environment."""
     template = load_template(template_path)
     resolver = Resolver(template, overrides)
@@ -273,9 +312,13 @@ def template_function_settings(template_path: str | os.PathLike[str] = TEMPLATE,
     return out
 
 
-def function_environment(*, from_template: bool = True, template: str | os.PathLike[str] = TEMPLATE,
-                         params: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None,
-                         ) -> tuple[dict[str, str], list[str]]:
+def function_environment(
+    *,
+    from_template: bool = True,
+    template: str | os.PathLike[str] = TEMPLATE,
+    params: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
     """The handler's configuration variables for a local invoke and notes on where they came from."""
     environ = os.environ if environ is None else environ
     names = config_names()
@@ -308,8 +351,9 @@ def container_runtime(timeout: float = 20.0) -> tuple[bool, str]:
     if docker is None:
         return False, "no docker client on PATH"
     try:
-        result = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [docker, "info"], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, f"docker info failed ({e})"
     if result.returncode != 0:
@@ -349,9 +393,13 @@ def choose_path(env: Mapping[str, str], mode: str) -> tuple[str, str]:
         return "subprocess", NO_RUNTIME_LINE
     sam = find_sam()
     local = _local_uris(env)
-    problem = ("SAM CLI is not installed (make .venv-sam)" if sam is None else
-               f"{', '.join(local)} is not readable inside the container (use s3:// or the baked image)"
-               if local else "")
+    problem = (
+        "SAM CLI is not installed (make .venv-sam)"
+        if sam is None
+        else f"{', '.join(local)} is not readable inside the container (use s3:// or the baked image)"
+        if local
+        else ""
+    )
     if problem:
         if mode == "sam":
             raise UsageError(f"--mode sam: {problem}")
@@ -399,34 +447,50 @@ print(f"REPORT RequestId: {context.aws_request_id}\tDuration: {duration_ms:.2f} 
 """
 
 
-def run_subprocess(event_path: Path, env: Mapping[str, str], *, python: str = sys.executable,
-                   root: Path = ROOT, memory_mb: int = 3008, timeout_s: int = 29,
-                   wall_timeout: float | None = None) -> dict[str, Any]:
+def run_subprocess(
+    event_path: Path,
+    env: Mapping[str, str],
+    *,
+    python: str = sys.executable,
+    root: Path = ROOT,
+    memory_mb: int = 3008,
+    timeout_s: int = 29,
+    wall_timeout: float | None = None,
+) -> dict[str, Any]:
     """Run ``lambda_handler(event, context)`` in a fresh interpreter (cwd ``root``, ``handler/`` importable
     from there) with ``env`` over the current environment; returns the response."""
     child_env = dict(os.environ)
     for name in config_names():  # only the values chosen for this invoke
         child_env.pop(name, None)
     child_env.update(env)
-    child_env.update({
-        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
-        "LAMBDA_TASK_ROOT": str(root),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(root), child_env.get("PYTHONPATH", "")) if p),
-        "PYTHONUNBUFFERED": "1",
-    })
+    child_env.update(
+        {
+            "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
+            "LAMBDA_TASK_ROOT": str(root),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(root), child_env.get("PYTHONPATH", "")) if p),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="invoke-") as tmp:
         out = Path(tmp) / "response.json"
         # The function's stdout (its JSON log lines) goes to our stderr, like sam local invoke's logs.
-        result = subprocess.run([python, "-c", _CHILD, str(Path(event_path).absolute()), str(out)],
-                                cwd=root, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, timeout=wall_timeout or max(300, timeout_s * 10))
+        result = subprocess.run(
+            [python, "-c", _CHILD, str(Path(event_path).absolute()), str(out)],
+            cwd=root,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=wall_timeout or max(300, timeout_s * 10),
+        )
         sys.stderr.write(result.stdout.decode("utf-8", "replace"))
         sys.stderr.flush()
         if result.returncode != 0 or not out.is_file():
-            raise InvocationError(f"lambda_handler failed in the subprocess (exit {result.returncode}); "
-                                  "its traceback is above")
+            raise InvocationError(
+                f"lambda_handler failed in the subprocess (exit {result.returncode}); its traceback is above"
+            )
         return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -434,8 +498,9 @@ class InvocationError(Exception):
     pass
 
 
-def sam_command(sam: str, event_path: Path, env_file: Path, params: Mapping[str, str],
-                template: Path) -> list[str]:
+def sam_command(
+    sam: str, event_path: Path, env_file: Path, params: Mapping[str, str], template: Path
+) -> list[str]:
     cmd = [sam, "local", "invoke", FUNCTION, "--event", str(event_path), "--env-vars", str(env_file)]
     built = ROOT / ".aws-sam" / "build" / "template.yaml"
     cmd += ["--template", str(built if built.is_file() else template)]
@@ -444,21 +509,30 @@ def sam_command(sam: str, event_path: Path, env_file: Path, params: Mapping[str,
     return cmd
 
 
-def run_sam(event_path: Path, env: Mapping[str, str], params: Mapping[str, str], *, template: Path = TEMPLATE,
-            build: bool = True) -> dict[str, Any]:
+def run_sam(
+    event_path: Path,
+    env: Mapping[str, str],
+    params: Mapping[str, str],
+    *,
+    template: Path = TEMPLATE,
+    build: bool = True,
+) -> dict[str, Any]:
     sam = find_sam()
     if sam is None:
         raise UsageError("SAM CLI not found")
     sam_env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     if build and not (ROOT / ".aws-sam" / "build" / "template.yaml").is_file():
         print(f"building the image first: {sam} build {FUNCTION}", file=sys.stderr, flush=True)
-        subprocess.run([sam, "build", FUNCTION, "--template", str(template)], cwd=ROOT, env=sam_env, check=True)
+        subprocess.run(
+            [sam, "build", FUNCTION, "--template", str(template)], cwd=ROOT, env=sam_env, check=True
+        )
     with tempfile.TemporaryDirectory(prefix="invoke-") as tmp:
         env_file = Path(tmp) / "env.json"
         env_file.write_text(json.dumps({FUNCTION: dict(env)}), encoding="utf-8")
         cmd = sam_command(sam, Path(event_path).absolute(), env_file, params, template)
-        result = subprocess.run(cmd, cwd=ROOT, env=sam_env, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True)
+        result = subprocess.run(
+            cmd, cwd=ROOT, env=sam_env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
     sys.stderr.write(result.stderr)
     response = last_json_object(result.stdout)
     if result.returncode != 0 or response is None:
@@ -515,15 +589,29 @@ def _parse_params(values: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("event", help="event JSON file (events/search-text.json, ...)")
-    parser.add_argument("--env-from-template", action=argparse.BooleanOptionalAction, default=True,
-                        help="start from the template's environment and parameter defaults (default: yes)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="template parameter override (repeatable), e.g. --param Precision=int8")
-    parser.add_argument("--mode", choices=("auto", "sam", "subprocess"), default="auto",
-                        help="auto: sam local invoke when a container runtime is usable, else the subprocess")
+    parser.add_argument(
+        "--env-from-template",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start from the template's environment and parameter defaults (default: yes)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameter override (repeatable), e.g. --param Precision=int8",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "sam", "subprocess"),
+        default="auto",
+        help="auto: sam local invoke when a container runtime is usable, else the subprocess",
+    )
     parser.add_argument("--template", default=str(TEMPLATE))
     parser.add_argument("--python", default=sys.executable, help="interpreter of the subprocess path")
     parser.add_argument("--root", default=str(ROOT), help="directory holding handler/ (subprocess path)")
@@ -537,8 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"no such event file: {event}")
         json.loads(event.read_text(encoding="utf-8"))
         params = _parse_params(args.param)
-        env, notes = function_environment(from_template=args.env_from_template, template=args.template,
-                                          params=params)
+        env, notes = function_environment(
+            from_template=args.env_from_template, template=args.template, params=params
+        )
         for name in ("MODEL_URI", "INDEX_URI"):
             value = env.get(name, "")
             if value and "://" not in value and not Path(value).exists():
@@ -556,17 +645,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path == "sam":
             response = run_sam(event, env, params, template=Path(args.template), build=not args.no_build)
         else:
-            response = run_subprocess(event, env, python=args.python, root=Path(args.root),
-                                      memory_mb=settings["MemorySize"], timeout_s=settings["Timeout"])
+            response = run_subprocess(
+                event,
+                env,
+                python=args.python,
+                root=Path(args.root),
+                memory_mb=settings["MemorySize"],
+                timeout_s=settings["Timeout"],
+            )
     except (InvocationError, UsageError, subprocess.SubprocessError) as e:
         print(f"invoke: {e}", file=sys.stderr)
         return 1
     print(json.dumps(response, ensure_ascii=False), flush=True)
     print(readable(response), flush=True)
     if args.output:
-        Path(args.output).write_text(json.dumps(response, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        Path(args.output).write_text(
+            json.dumps(response, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     if args.expect_status is not None and response.get("statusCode") != args.expect_status:
-        print(f"invoke: statusCode {response.get('statusCode')} != expected {args.expect_status}", file=sys.stderr)
+        print(
+            f"invoke: statusCode {response.get('statusCode')} != expected {args.expect_status}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

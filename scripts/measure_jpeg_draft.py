@@ -31,8 +31,13 @@ def main(bundle: str) -> None:
     section = emb.bundle.manifest["image"]
     exact, draft = ImagePreprocessor(section, draft=False), ImagePreprocessor(section, draft=True)
     print("image section", section)
-    cases = [(f"shape {colour} {shape} {SIZES[i % 5][0]}x{SIZES[i % 5][1]}", img.resize(SIZES[i % 5], Image.BICUBIC))
-             for i, (img, colour, shape) in enumerate(sample(20, seed=5, size=384))]
+    cases = [
+        (
+            f"shape {colour} {shape} {SIZES[i % 5][0]}x{SIZES[i % 5][1]}",
+            img.resize(SIZES[i % 5], Image.BICUBIC),
+        )
+        for i, (img, colour, shape) in enumerate(sample(20, seed=5, size=384))
+    ]
     cases += [(f"photo_like {w}x{h}", photo_like(w, h, seed=i)) for i, (w, h) in enumerate(SIZES)]
     cos, t_exact, t_draft = [], 0.0, 0.0
     for name, img in cases:
@@ -48,7 +53,9 @@ def main(bundle: str) -> None:
         cos.append(float(va @ vd))
         print(f"{name:40s} cos {cos[-1]:.6f}")
     c = np.array(cos)
-    print(f"n={len(c)} min {c.min():.6f} mean {c.mean():.6f}; preprocessing exact {t_exact:.2f}s draft {t_draft:.2f}s")
+    print(
+        f"n={len(c)} min {c.min():.6f} mean {c.mean():.6f}; preprocessing exact {t_exact:.2f}s draft {t_draft:.2f}s"
+    )
 
 
 if __name__ == "__main__":

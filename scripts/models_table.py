@@ -58,8 +58,17 @@ ROWS = {
 }
 #: CI subset: one row per tokenizer type.
 CI_ROWS = ("clip (ViT)", "siglip")
-TINY_VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32,
-               "timm_model_name": None, "timm_model_pretrained": None, "timm_pool": None, "timm_proj": None}
+TINY_VISION = {
+    "image_size": 32,
+    "layers": 1,
+    "width": 64,
+    "patch_size": 8,
+    "head_width": 32,
+    "timm_model_name": None,
+    "timm_model_pretrained": None,
+    "timm_pool": None,
+    "timm_proj": None,
+}
 TINY_TEXT = {"width": 32, "heads": 2, "layers": 2}
 
 
@@ -85,8 +94,14 @@ def export_row(name: str, work: Path, shrink: bool) -> tuple[Path, list[str]]:
         args += ["--tokenizer", str(tok_dir)]
         if hf_type:
             width = {"width": 32, "layers": 2, "heads": 2} if shrink else {}
-            cfg = save_text_config(hf_type, work / "hf-config", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                   context_length=77, **width)
+            cfg = save_text_config(
+                hf_type,
+                work / "hf-config",
+                vocab_size=len(tok),
+                pad_token_id=tok.pad_token_id,
+                context_length=77,
+                **width,
+            )
             args += ["--hf-config", str(cfg)]
         else:
             override.setdefault("text_cfg", {})["vocab_size"] = len(tok)
@@ -111,10 +126,14 @@ def measure(name: str, shrink: bool) -> dict:
     try:
         bundle, args = export_row(name, work, shrink)
         manifest = json.loads((bundle / "manifest.json").read_text())
-        row.update(export="ok", tokenizer=manifest["text"]["tokenizer"]["type"],
-                   text_max_abs=manifest["parity"]["text_max_abs"], image_max_abs=manifest["parity"]["image_max_abs"],
-                   parity="ok" if manifest["parity"]["passed"] else "fail",
-                   size_mb=sum(f.stat().st_size for f in bundle.iterdir()) / 2**20)
+        row.update(
+            export="ok",
+            tokenizer=manifest["text"]["tokenizer"]["type"],
+            text_max_abs=manifest["parity"]["text_max_abs"],
+            image_max_abs=manifest["parity"]["image_max_abs"],
+            parity="ok" if manifest["parity"]["passed"] else "fail",
+            size_mb=sum(f.stat().st_size for f in bundle.iterdir()) / 2**20,
+        )
         emb = load_bundle(bundle)
         texts = token_texts()
         cfg = dict(open_clip.get_model_config(row["model"]))
@@ -131,7 +150,9 @@ def measure(name: str, shrink: bool) -> dict:
             if i:
                 t_text.append(t1 - t0)
                 t_img.append(t2 - t1)
-        row.update(runtime="ok", text_ms=1000 * statistics.median(t_text), image_ms=1000 * statistics.median(t_img))
+        row.update(
+            runtime="ok", text_ms=1000 * statistics.median(t_text), image_ms=1000 * statistics.median(t_img)
+        )
         assert np.isfinite(emb.embed_texts(texts)).all()
     except Exception as exc:  # a row that fails is reported, not fatal
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
@@ -149,8 +170,9 @@ def _reference_tokenizer(model: str, args: list[str], cfg: dict):
         return open_clip.get_tokenizer(model)
     text_cfg = cfg["text_cfg"]
     kwargs = dict(text_cfg.get("tokenizer_kwargs", {}))
-    return open_clip.tokenizer.HFTokenizer(args[args.index("--tokenizer") + 1],
-                                           context_length=text_cfg.get("context_length", 77), **kwargs)
+    return open_clip.tokenizer.HFTokenizer(
+        args[args.index("--tokenizer") + 1], context_length=text_cfg.get("context_length", 77), **kwargs
+    )
 
 
 def markdown(rows: list[dict], command: str, shrink: bool, note: str | None = None) -> str:
@@ -164,10 +186,16 @@ def markdown(rows: list[dict], command: str, shrink: bool, note: str | None = No
         "",
         f"    {command}",
         "",
-        "Random init, one config per family, " + ("towers shrunk (tiny text tower, tiny native ViT vision tower; "
-                                                   "real tokenizer type, text-tower architecture and pooling) "
-                                                   "except the vision families (modified resnet ... swin), which "
-                                                   "run at their real size" if shrink else "real sizes") + ". "
+        "Random init, one config per family, "
+        + (
+            "towers shrunk (tiny text tower, tiny native ViT vision tower; "
+            "real tokenizer type, text-tower architecture and pooling) "
+            "except the vision families (modified resnet ... swin), which "
+            "run at their real size"
+            if shrink
+            else "real sizes"
+        )
+        + ". "
         "Image preprocessing: the named tag's (no weights), else OpenAI's. "
         "Hugging Face tokenizers/configs are trained/built offline in the family's style (tests/hf_fixtures.py). "
         "Token ids: the runtime tokenizer (no torch) vs open_clip's on a fixed multilingual set (empty, 16 "
@@ -183,7 +211,8 @@ def markdown(rows: list[dict], command: str, shrink: bool, note: str | None = No
         lines.append(
             f"| {r['family']} | {r['model']} | {r.get('tokenizer', '-')} | {r['export']} | {parity} | "
             f"{r.get('runtime', 'fail')} | {r.get('token_ids', '-')} | {f(r.get('size_mb'), '.1f')} | "
-            f"{f(r.get('text_ms'), '.1f')} | {f(r.get('image_ms'), '.1f')} |")
+            f"{f(r.get('text_ms'), '.1f')} | {f(r.get('image_ms'), '.1f')} |"
+        )
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines += ["", "Errors:", ""] + [f"- {r['family']}: `{r['error']}`" for r in errors]
@@ -210,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         print(f"[models-table] {n} ...", file=sys.stderr, flush=True)
         rows.append(measure(n, not args.no_shrink))
-    command = "python scripts/models_table.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python scripts/models_table.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:])
+    )
     text = markdown(rows, command.strip(), not args.no_shrink, args.note)
     if args.out:
         args.out.write_text(text)
@@ -218,8 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    ok = all(r["export"] == "ok" and r.get("parity") == "ok" and r.get("runtime") == "ok"
-             and r.get("token_ids") == "equal" for r in rows)
+    ok = all(
+        r["export"] == "ok"
+        and r.get("parity") == "ok"
+        and r.get("runtime") == "ok"
+        and r.get("token_ids") == "equal"
+        for r in rows
+    )
     return 0 if ok else 1
 
 

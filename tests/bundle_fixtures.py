@@ -44,8 +44,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     """Tiny random-init CLIP (32 px, 2+2 layers, context 16) with fp32, fp16 and int8 variants."""
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    return export_bundle(out, "--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint),
-                         "--precision", "fp32", "fp16", "int8")
+    return export_bundle(
+        out,
+        "--model-config",
+        str(TINY_CONFIG),
+        "--pretrained",
+        str(tiny_checkpoint),
+        "--precision",
+        "fp32",
+        "fp16",
+        "int8",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +63,20 @@ def demo_bundle(tmp_path_factory) -> Path:
     import demo
 
     if not demo.CHECKPOINT_PATH.is_file():
-        pytest.fail(f"demo checkpoint missing at {demo.CHECKPOINT_PATH}; train it with `python -m demo.train`")
+        pytest.fail(
+            f"demo checkpoint missing at {demo.CHECKPOINT_PATH}; train it with `python -m demo.train`"
+        )
     out = tmp_path_factory.mktemp("bundles") / "demo"
-    return export_bundle(out, "--model-config", str(demo.CONFIG_PATH), "--pretrained", str(demo.CHECKPOINT_PATH),
-                         "--precision", "fp32", "int8")
+    return export_bundle(
+        out,
+        "--model-config",
+        str(demo.CONFIG_PATH),
+        "--pretrained",
+        str(demo.CHECKPOINT_PATH),
+        "--precision",
+        "fp32",
+        "int8",
+    )
 
 
 @pytest.fixture(scope="session")

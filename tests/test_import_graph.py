@@ -68,13 +68,20 @@ def test_the_package_graph_is_one_way() -> None:
     assert violations() == []
 
 
-@pytest.mark.parametrize(("module", "imported", "ok"), [
-    ("index_builder/x.py", "demo", False), ("index_builder/x.py", "bench.common", False),
-    ("index_builder/x.py", "export.cli", False), ("index_builder/x.py", "handler.app", False),
-    ("handler/core/x.py", "handler.logs", False), ("export/x.py", "handler.core.bundle", True),
-])
-def test_the_checker_catches_a_back_edge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str,
-                                         imported: str, ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("module", "imported", "ok"),
+    [
+        ("index_builder/x.py", "demo", False),
+        ("index_builder/x.py", "bench.common", False),
+        ("index_builder/x.py", "export.cli", False),
+        ("index_builder/x.py", "handler.app", False),
+        ("handler/core/x.py", "handler.logs", False),
+        ("export/x.py", "handler.core.bundle", True),
+    ],
+)
+def test_the_checker_catches_a_back_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, imported: str, ok: bool
+) -> None:
     path = tmp_path / module
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"import {imported}\n")

@@ -22,15 +22,21 @@ MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 TOWERS = ("textual", "visual")
 IO = {
-    "textual": {"input": {"name": "input_ids", "dtype": "int64"},
-                "output": {"name": "text_embeds", "dtype": "float32"}},
-    "visual": {"input": {"name": "pixel_values", "dtype": "float32"},
-               "output": {"name": "image_embeds", "dtype": "float32"}},
+    "textual": {
+        "input": {"name": "input_ids", "dtype": "int64"},
+        "output": {"name": "text_embeds", "dtype": "float32"},
+    },
+    "visual": {
+        "input": {"name": "pixel_values", "dtype": "float32"},
+        "output": {"name": "image_embeds", "dtype": "float32"},
+    },
 }
 
 
-RANDOM_INIT_WARNING = ("the model bundle has random weights (exported with --pretrained none): embeddings and search "
-                       "results are meaningless; export with a pretrained tag or a checkpoint file")
+RANDOM_INIT_WARNING = (
+    "the model bundle has random weights (exported with --pretrained none): embeddings and search "
+    "results are meaningless; export with a pretrained tag or a checkpoint file"
+)
 
 
 def is_random_init(model: dict[str, Any]) -> bool:
@@ -148,8 +154,10 @@ def load_manifest(uri: str | Path) -> dict[str, Any]:
     try:
         raw = store.read_bytes(MANIFEST)
     except NotFoundError:
-        raise ArtifactError(f"{loc} is not a model bundle: {MANIFEST} not found; "
-                            f"create one with `python -m export` and upload it") from None
+        raise ArtifactError(
+            f"{loc} is not a model bundle: {MANIFEST} not found; "
+            f"create one with `python -m export` and upload it"
+        ) from None
     return parse_manifest(raw, store.uri_for(MANIFEST))
 
 

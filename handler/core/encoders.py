@@ -13,8 +13,9 @@ from handler.core.cpus import usable_cpus
 default_threads = usable_cpus  # the name the runtime and the builder know
 
 
-def create_session(path: str | Path, precision: str = "fp32", threads: int | None = None, *,
-                   spinning: bool = True) -> ort.InferenceSession:
+def create_session(
+    path: str | Path, precision: str = "fp32", threads: int | None = None, *, spinning: bool = True
+) -> ort.InferenceSession:
     """A CPU session: ``threads`` intra-op threads (default: the usable cores), sequential execution.
     ``spinning=False``: idle intra-op threads sleep instead of spin-waiting between calls (the builder,
     whose decode workers need those cores)."""
@@ -25,7 +26,8 @@ def create_session(path: str | Path, precision: str = "fp32", threads: int | Non
     opts.log_severity_level = 3
     # onnxruntime's layout (level 3) optimiser crashes the process on fp16 graphs on CPU; extended is safe.
     opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if precision == "fp16"
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        if precision == "fp16"
         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     )
     if not spinning:
@@ -47,7 +49,9 @@ class Encoder:
 
     ``trim_pad_id`` (variable-length text graphs only): each batch is trimmed with :func:`trim_padding`."""
 
-    def __init__(self, session: ort.InferenceSession, tower: str, batch_size: int, trim_pad_id: int | None = None):
+    def __init__(
+        self, session: ort.InferenceSession, tower: str, batch_size: int, trim_pad_id: int | None = None
+    ):
         self.session = session
         self.input_name = IO[tower]["input"]["name"]
         self.output_name = IO[tower]["output"]["name"]
@@ -60,7 +64,7 @@ class Encoder:
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        outs = [self._run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        outs = [self._run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         out = np.concatenate(outs).astype(np.float32, copy=False)
         # The graph normalises already; renormalising absorbs fp16/int8 rounding (no-op at fp32 precision).
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -63,10 +63,19 @@ class HfTokenizer:
         self.pad_token_id = pad_token_id
         self.strip_sep_token = strip_sep_token
         self.sep_token_id = sep_token_id
-        self._pad = {"length": context_length, "pad_id": pad_token_id, "pad_token": pad_token,
-                     "pad_type_id": pad_type_id, "direction": padding_side}
-        self._trunc = {"max_length": context_length, "stride": 0, "strategy": "longest_first",
-                       "direction": truncation_side}
+        self._pad = {
+            "length": context_length,
+            "pad_id": pad_token_id,
+            "pad_token": pad_token,
+            "pad_type_id": pad_type_id,
+            "direction": padding_side,
+        }
+        self._trunc = {
+            "max_length": context_length,
+            "stride": 0,
+            "strategy": "longest_first",
+            "direction": truncation_side,
+        }
         self.language = language
         self.vocab_size = base.get_vocab_size(with_added_tokens=True)
         self._by_lang: dict[str | None, Tokenizer] = {None: self._configure(base)}
@@ -123,12 +132,14 @@ class HfTokenizer:
             single, pair = [language, "$A", eos], [language, "$A", "$B", eos]
         tok = Tokenizer.from_str(self._json)
         tok.post_processor = TemplateProcessing(
-            single=single, pair=pair, special_tokens=[(eos, eos_id), (language, int(codes[language]))])
+            single=single, pair=pair, special_tokens=[(eos, eos_id), (language, int(codes[language]))]
+        )
         with self._lock:
             return self._by_lang.setdefault(language, self._configure(tok))
 
-    def tokenize_with_info(self, texts: str | Sequence[str], language: str | None = None
-                           ) -> tuple[np.ndarray, list[bool]]:
+    def tokenize_with_info(
+        self, texts: str | Sequence[str], language: str | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
         """Ids int64 [n, context_length] and, per input, whether it was truncated."""
         if isinstance(texts, str):
             texts = [texts]

@@ -55,8 +55,9 @@ __all__ = [
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image
 
 #: Formats ``decode_image`` accepts (multi-picture JPEGs open as "MPO" through the JPEG plugin).
-ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "ICO")
-                        if f in Image.OPEN)
+ALLOWED_FORMATS = tuple(
+    f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "ICO") if f in Image.OPEN
+)
 #: The one pixel limit (width * height from the header, checked before decoding) of the builder, the
 #: service's queries and its thumbnails, so whatever the builder indexes the service can query and show.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -128,7 +129,8 @@ def _check_size(img: Image.Image, max_pixels: int | None, max_aspect: float | No
         raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} pixels")
     if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
         raise ImageAspectRatioError(
-            f"image is {w}x{h}: its long side is over {max_aspect:g} times its short side (the limit)")
+            f"image is {w}x{h}: its long side is over {max_aspect:g} times its short side (the limit)"
+        )
 
 
 def _orientation(img: Image.Image) -> int:
@@ -177,7 +179,12 @@ def decode_image(
         pending = isinstance(img, ImageFile.ImageFile) and bool(img.tile)  # pixels not decoded yet
         _check_size(img, max_pixels if pending else None, max_aspect if pending else None)
         full = None
-        if pending and draft is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ()):
+        if (
+            pending
+            and draft is not None
+            and img.format in ("JPEG", "MPO")
+            and not getattr(img, "decoderconfig", ())
+        ):
             w, h = img.size
             swap = _orientation(img) in _SWAPPING_ORIENTATIONS
             want = draft((h, w) if swap else (w, h))
@@ -293,8 +300,11 @@ def parse_background(value: Any) -> tuple[int, int, int] | None:
             value = [int(p) for p in value]
         except ValueError:
             raise ValueError(f"{text!r} is not a colour (none, white, black, #rrggbb or r,g,b)") from None
-    if (isinstance(value, (list, tuple)) and len(value) == 3
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
         return (int(value[0]), int(value[1]), int(value[2]))
     raise ValueError(f"{value!r} is not a colour (none, white, black, #rrggbb or three integers 0..255)")
 
@@ -322,7 +332,7 @@ class ImageOptions:
             return LEGACY_OPTIONS
         try:
             if not isinstance(value, dict) or not isinstance(value.get("jpeg_draft"), bool):
-                raise ValueError("expected {\"background\": ..., \"jpeg_draft\": true|false}")
+                raise ValueError('expected {"background": ..., "jpeg_draft": true|false}')
             return cls(parse_background(value.get("background")), value["jpeg_draft"])
         except ValueError as e:
             raise ArtifactError(f"invalid image_preprocess {value!r} in the index manifest: {e}") from None

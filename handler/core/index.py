@@ -72,7 +72,9 @@ def _check_file(path: Path, name: str, entry: Mapping[str, Any], verify: bool, w
     if verify:
         digest, _ = file_digest(path)
         if digest != entry["sha256"]:
-            raise ArtifactError(f"{where}: file {name} sha256 {digest} does not match manifest {entry['sha256']}")
+            raise ArtifactError(
+                f"{where}: file {name} sha256 {digest} does not match manifest {entry['sha256']}"
+            )
 
 
 def _hnsw_header(path: Path) -> tuple[int, int]:
@@ -103,7 +105,9 @@ def _load_hnsw(path: Path, dim: int, count: int, where: str) -> Any:
     except (RuntimeError, ValueError) as e:
         raise ArtifactError(f"{where}: {HNSW_FILE} cannot be loaded ({e})") from None
     if index.get_current_count() != count:
-        raise ArtifactError(f"{where}: {HNSW_FILE} holds {index.get_current_count()} vectors, manifest says {count}")
+        raise ArtifactError(
+            f"{where}: {HNSW_FILE} holds {index.get_current_count()} vectors, manifest says {count}"
+        )
     return index
 
 

@@ -144,7 +144,9 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
         raise ArtifactError(f"{where}: missing 'files'")
     for name, entry in files.items():
         if (
-            not isinstance(name, str) or "/" in name or name in ("", ".", "..", MANIFEST)
+            not isinstance(name, str)
+            or "/" in name
+            or name in ("", ".", "..", MANIFEST)
             or not isinstance(entry, dict)
             or not isinstance(entry.get("sha256"), str)
             or not isinstance(entry.get("size"), int)

@@ -21,15 +21,29 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["EMF_NAMESPACE", "CliFormatter", "JsonFormatter", "configure_cli_logging", "configure_logging", "dumps",
-           "emit", "emit_metrics", "log_event"]
+__all__ = [
+    "EMF_NAMESPACE",
+    "CliFormatter",
+    "JsonFormatter",
+    "configure_cli_logging",
+    "configure_logging",
+    "dumps",
+    "emit",
+    "emit_metrics",
+    "log_event",
+]
 
 EMF_NAMESPACE = "ClipSearch"
 _lock = threading.Lock()
 _stream: TextIO | None = None  # None: sys.stdout at write time (pytest's capsys swaps it)
 _level = logging.INFO
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
 
 
 def _default(value: Any) -> Any:
@@ -75,11 +89,13 @@ def emit_metrics(
     record: dict[str, Any] = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [list(dims)] if dims else [[]],
-                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
-            }],
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dims)] if dims else [[]],
+                    "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+                }
+            ],
         },
         **properties,
         **dims,
@@ -101,7 +117,9 @@ class JsonFormatter(logging.Formatter):
         event = getattr(record, "event_fields", None)
         if event is not None:  # log_event: the compact event line
             level, fields = event
-            return dumps({"time": _now(), "level": level, "event": record.msg, **fields}, separators=(",", ":"))
+            return dumps(
+                {"time": _now(), "level": level, "event": record.msg, **fields}, separators=(",", ":")
+            )
         out: dict[str, Any] = {
             "time": _now(),
             "level": record.levelname,
@@ -125,8 +143,9 @@ class _StdoutHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def configure_logging(level: str = "INFO", loggers: Sequence[str] = ("handler", "mangum"),
-                      stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", loggers: Sequence[str] = ("handler", "mangum"), stream: TextIO | None = None
+) -> None:
     """Set the level of :func:`log_event` and route the given library loggers to JSON lines on stdout
     (idempotent: a second call replaces the handler)."""
     global _level, _stream

@@ -221,7 +221,9 @@ class ImagePreprocessor:
             raise ArtifactError(f"image std has a zero: {self.std.tolist()}")
         interpolation = image_cfg.get("interpolation") or "bicubic"
         if interpolation not in _INTERPOLATIONS:
-            raise ArtifactError(f"unsupported interpolation {interpolation!r} (one of {list(_INTERPOLATIONS)})")
+            raise ArtifactError(
+                f"unsupported interpolation {interpolation!r} (one of {list(_INTERPOLATIONS)})"
+            )
         self.interpolation = interpolation
         self._resample = _INTERPOLATIONS[interpolation]
         resize_mode = image_cfg.get("resize_mode") or "shortest"
@@ -319,8 +321,12 @@ class ImagePreprocessor:
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode (with this preprocessor's limits and draft setting)."""
-        return decode_image(image, self.max_pixels, max_aspect=self.max_aspect,
-                            draft=self._draft_request if self.draft else None)
+        return decode_image(
+            image,
+            self.max_pixels,
+            max_aspect=self.max_aspect,
+            draft=self._draft_request if self.draft else None,
+        )
 
     def _run(self, image: ImageInput, out: np.ndarray | None = None) -> np.ndarray:
         img = self.load(image)
@@ -329,9 +335,13 @@ class ImagePreprocessor:
         except (InvalidImageError, ImageTooLargeError):
             raise
         except MemoryError as e:
-            raise ImageTooLargeError(f"not enough memory to preprocess a {img.size[0]}x{img.size[1]} image") from e
+            raise ImageTooLargeError(
+                f"not enough memory to preprocess a {img.size[0]}x{img.size[1]} image"
+            ) from e
         except Exception as e:
-            raise InvalidImageError(f"cannot preprocess image (mode {img.mode}): {type(e).__name__}: {e}") from e
+            raise InvalidImageError(
+                f"cannot preprocess image (mode {img.mode}): {type(e).__name__}: {e}"
+            ) from e
         return self.to_array(rgb, out)
 
     def __call__(self, image: ImageInput) -> np.ndarray:

@@ -59,7 +59,9 @@ class Embedder:
         t0 = time.perf_counter()
         self.tokenizer = load_tokenizer(bundle.path, text_section)
         self.preprocessor = ImagePreprocessor(bundle.manifest["image"], max_pixels=max_pixels)
-        self._preprocessors: dict[ImageOptions, ImagePreprocessor] = {self.preprocessor.options: self.preprocessor}
+        self._preprocessors: dict[ImageOptions, ImagePreprocessor] = {
+            self.preprocessor.options: self.preprocessor
+        }
         # A variable-length text graph (docs/formats.md): each batch runs only up to its longest text's EOT.
         self.variable_length = bool(text_section.get("variable_length"))
         self._pad_id = int(text_section["tokenizer"].get("pad_token_id") or 0)
@@ -118,7 +120,9 @@ class Embedder:
     def _load(self, tower: str) -> Encoder:
         path = self._paths[tower]
         trim = self._pad_id if tower == "textual" and self.variable_length else None
-        return Encoder(create_session(path, self.precision, self.threads), tower, self.batch_size, trim_pad_id=trim)
+        return Encoder(
+            create_session(path, self.precision, self.threads), tower, self.batch_size, trim_pad_id=trim
+        )
 
     def _visual_encoder(self) -> Encoder:
         """The visual session, created once (thread-safe): a caller arriving while the background load runs
@@ -150,8 +154,9 @@ class Embedder:
     def tokenize(self, texts: str | Sequence[str], language: str | None = None) -> np.ndarray:
         return tokenize_with_info(self.tokenizer, [texts] if isinstance(texts, str) else texts, language)[0]
 
-    def tokenize_with_info(self, texts: Sequence[str], language: str | None = None
-                           ) -> tuple[np.ndarray, list[bool]]:
+    def tokenize_with_info(
+        self, texts: Sequence[str], language: str | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
         return tokenize_with_info(self.tokenizer, list(texts), language)
 
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
@@ -220,7 +225,9 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike | None, precision: str) 
     names.extend(tokenizer_files(bundle.manifest["text"]))
     missing = [n for n in names if n not in bundle.manifest["files"]]
     if missing:
-        raise ArtifactError(f"bundle {uri}: {', '.join(missing)} not listed in {MANIFEST}; re-export the bundle")
+        raise ArtifactError(
+            f"bundle {uri}: {', '.join(missing)} not listed in {MANIFEST}; re-export the bundle"
+        )
     fetch_dir(store, local, names, expected={n: bundle.manifest["files"][n] for n in names})
     return local
 
@@ -256,5 +263,13 @@ def load_bundle(
     else:
         path = loc.local_path()
     bundle = read_manifest(path)
-    return Embedder(bundle, precision=precision, threads=threads, batch_size=batch_size, max_pixels=max_pixels,
-                    verify=verify, lazy_visual=lazy_visual, background_visual=background_visual)
+    return Embedder(
+        bundle,
+        precision=precision,
+        threads=threads,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        verify=verify,
+        lazy_visual=lazy_visual,
+        background_visual=background_visual,
+    )

@@ -129,7 +129,9 @@ class SearchIndex:
         if queries.ndim == 1:
             queries = queries[None, :]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape [n, {self.dim}] or [{self.dim}], got {queries.shape}")
+            raise ValueError(
+                f"query vectors must have shape [n, {self.dim}] or [{self.dim}], got {queries.shape}"
+            )
         if not np.all(np.isfinite(queries)):
             raise ValueError("query vectors contain NaN or infinity")
         n = queries.shape[0]

@@ -64,7 +64,11 @@ MAX_CACHED_WORD = 64
 @lru_cache
 def bytes_to_unicode() -> dict[int, str]:
     """Reversible map utf-8 byte -> printable unicode char (as in GPT-2 / CLIP)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(2**8):
@@ -162,9 +166,15 @@ def _merge(symbols: list[str], ranks: dict[str, int], merges: list[str]) -> list
     nxt = list(range(1, n + 1))
     nxt[-1] = -1
     prv = list(range(-1, n - 1))
-    shift = n.bit_length()  # heap keys are ints (rank << shift | position): much faster to compare than tuples
+    shift = (
+        n.bit_length()
+    )  # heap keys are ints (rank << shift | position): much faster to compare than tuples
     mask = (1 << shift) - 1
-    heap = [r << shift | i for i in range(n - 1) if (r := ranks.get(symbols[i] + " " + symbols[i + 1])) is not None]
+    heap = [
+        r << shift | i
+        for i in range(n - 1)
+        if (r := ranks.get(symbols[i] + " " + symbols[i + 1])) is not None
+    ]
     heapify(heap)
     while heap:
         rank = heap[0] >> shift
@@ -236,7 +246,10 @@ class ClipTokenizer:
 
         self.sot_token_id = self.encoder[SPECIAL_TOKENS[0]]
         self.eot_token_id = self.encoder[SPECIAL_TOKENS[1]]
-        for name, want, have in (("sot", sot_token_id, self.sot_token_id), ("eot", eot_token_id, self.eot_token_id)):
+        for name, want, have in (
+            ("sot", sot_token_id, self.sot_token_id),
+            ("eot", eot_token_id, self.eot_token_id),
+        ):
             if want is not None and want != have:
                 raise ArtifactError(f"{name}_token_id {want} does not match the vocabulary ({have})")
 

@@ -75,7 +75,9 @@ def parse_uri(uri: str | os.PathLike[str], *, check_s3_key: bool = True) -> Loca
     match = _SCHEME_RE.match(uri)
     if match is None:
         if _MISTYPED_RE.match(uri):
-            raise ConfigError(f"invalid storage URI {uri!r}: unsupported scheme (use a path, file:// or s3://)")
+            raise ConfigError(
+                f"invalid storage URI {uri!r}: unsupported scheme (use a path, file:// or s3://)"
+            )
         return Location("file", path=uri)
     scheme = match.group(1).lower()
     parts = urlsplit(uri)
@@ -103,7 +105,9 @@ def parse_uri(uri: str | os.PathLike[str], *, check_s3_key: bool = True) -> Loca
             except ValueError as e:
                 raise ConfigError(f"invalid storage URI {uri!r}: bad prefix ({e})") from None
         return Location("s3", bucket=bucket, key=key)
-    raise ConfigError(f"invalid storage URI {uri!r}: unsupported scheme {scheme!r} (use a path, file:// or s3://)")
+    raise ConfigError(
+        f"invalid storage URI {uri!r}: unsupported scheme {scheme!r} (use a path, file:// or s3://)"
+    )
 
 
 def scheme_of(uri: str | os.PathLike[str]) -> str:

@@ -21,14 +21,17 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-async def parse_embeddings(request: Request, service: Annotated[Service, Depends(get_service)]) -> EmbeddingsRequest:
+async def parse_embeddings(
+    request: Request, service: Annotated[Service, Depends(get_service)]
+) -> EmbeddingsRequest:
     request.state.t0 = time.perf_counter()
     mt = inputs.media_type(request.headers.get("content-type"))
     if not (mt == "application/json" or mt.endswith("+json")):
         raise UnsupportedMediaTypeError(f"unsupported content type {mt or '(none)'!r}: send application/json")
     body = await read_body(request, service.body_limit)
     req = await run_in_threadpool(
-        lambda: validate(EmbeddingsJSON, inputs.parse_json(body)).request(service.max_image_bytes))
+        lambda: validate(EmbeddingsJSON, inputs.parse_json(body)).request(service.max_image_bytes)
+    )
     request.state.log.update(req.log_fields())
     return req
 
@@ -62,6 +65,11 @@ async def embeddings(
     service: Annotated[Service, Depends(get_service)],
 ) -> JSONResponse:
     out = await run_in_threadpool(run_embeddings, req, emb, service)
-    out.update(model=service.state.model_id, dim=emb.dim, model_fingerprint=emb.model_fingerprint, normalized=True,
-               took_ms=round((time.perf_counter() - request.state.t0) * 1000, 3))
+    out.update(
+        model=service.state.model_id,
+        dim=emb.dim,
+        model_fingerprint=emb.model_fingerprint,
+        normalized=True,
+        took_ms=round((time.perf_counter() - request.state.t0) * 1000, 3),
+    )
     return JSONResponse(out)

@@ -35,16 +35,27 @@ def local_image(item_id: str, idx: SearchIndex, service: Service) -> LocalImage:
     return found
 
 
-@router.get("/items/{item_id:path}/image", summary="the item's image file (local collections)",
-            response_class=Response, responses=_NOT_FOUND)
+@router.get(
+    "/items/{item_id:path}/image",
+    summary="the item's image file (local collections)",
+    response_class=Response,
+    responses=_NOT_FOUND,
+)
 def item_image(item_id: str, idx: IndexDep, service: ServiceDep) -> Response:
     found = local_image(item_id, idx, service)
-    return FileResponse(found.path, media_type=found.media_type,
-                        headers={"cache-control": "public, max-age=3600", **ITEM_HEADERS})
+    return FileResponse(
+        found.path,
+        media_type=found.media_type,
+        headers={"cache-control": "public, max-age=3600", **ITEM_HEADERS},
+    )
 
 
-@router.get("/items/{item_id:path}/thumbnail", summary="a small JPEG/PNG of the item's image (cached)",
-            response_class=Response, responses=_NOT_FOUND)
+@router.get(
+    "/items/{item_id:path}/thumbnail",
+    summary="a small JPEG/PNG of the item's image (cached)",
+    response_class=Response,
+    responses=_NOT_FOUND,
+)
 def item_thumbnail(item_id: str, request: Request, idx: IndexDep, service: ServiceDep) -> Response:
     found = local_image(item_id, idx, service)
     background = idx.image_options.background
@@ -63,5 +74,8 @@ def item_thumbnail(item_id: str, request: Request, idx: IndexDep, service: Servi
         raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.message})") from None
     except OSError as e:
         raise ArtifactError(f"item {item_id[:200]!r}: its image cannot be read ({e.strerror or e})") from None
-    return Response(data, media_type=media, headers={
-        "cache-control": "public, max-age=3600", "etag": etag, **ITEM_HEADERS})
+    return Response(
+        data,
+        media_type=media,
+        headers={"cache-control": "public, max-age=3600", "etag": etag, **ITEM_HEADERS},
+    )

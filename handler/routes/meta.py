@@ -37,23 +37,34 @@ async def page(request: Request) -> HTMLResponse:
 async def docs(request: Request) -> HTMLResponse:
     base = base_path(request)
     assets = f"{base}/static/swagger-ui"
-    return get_swagger_ui_html(openapi_url=f"{base}{request.app.openapi_url}", title=f"{request.app.title} - API",
-                               swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-                               swagger_css_url=f"{assets}/swagger-ui.css",
-                               swagger_favicon_url=f"{assets}/favicon-32x32.png")
+    return get_swagger_ui_html(
+        openapi_url=f"{base}{request.app.openapi_url}",
+        title=f"{request.app.title} - API",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=f"{assets}/favicon-32x32.png",
+    )
 
 
-@router.get("/health", summary="200 when the model and index are loaded and verified, else 503 with reason "
-                               "codes (the messages need x-api-key when API_KEY is set)")
+@router.get(
+    "/health",
+    summary="200 when the model and index are loaded and verified, else 503 with reason "
+    "codes (the messages need x-api-key when API_KEY is set)",
+)
 async def health(request: Request, service: ServiceDep) -> JSONResponse:
     state = service.state
     details = has_api_key(request.scope, state.api_key)
     body = state.health(details=details)
     if body["status"] != "ok":
         problems = state.problems()
-        message = body["reason"] if details else (
-            f"the service is unavailable ({body['reason']}); the details are in the service's logs "
-            "(or send x-api-key)")
+        message = (
+            body["reason"]
+            if details
+            else (
+                f"the service is unavailable ({body['reason']}); the details are in the service's logs "
+                "(or send x-api-key)"
+            )
+        )
         body["error"] = {"code": problems[0].code, "message": message}
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
@@ -69,10 +80,14 @@ async def info(service: ServiceDep) -> JSONResponse:
         "model": state.embedder.info() if state.embedder is not None else None,
         "index": None,
         "parameters": {
-            "k_default": inputs.K_DEFAULT, "k_max": inputs.K_MAX, "offset_max": inputs.OFFSET_MAX,
-            "ef_max": inputs.EF_MAX, "max_text_chars": inputs.MAX_TEXT_CHARS,
+            "k_default": inputs.K_DEFAULT,
+            "k_max": inputs.K_MAX,
+            "offset_max": inputs.OFFSET_MAX,
+            "ef_max": inputs.EF_MAX,
+            "max_text_chars": inputs.MAX_TEXT_CHARS,
             "max_embed_texts": inputs.MAX_EMBED_TEXTS,
-            "max_request_text_chars": inputs.MAX_REQUEST_TEXT_CHARS, "max_embed_images": inputs.MAX_EMBED_IMAGES,
+            "max_request_text_chars": inputs.MAX_REQUEST_TEXT_CHARS,
+            "max_embed_images": inputs.MAX_EMBED_IMAGES,
             "max_body_bytes": service.body_limit,
             **({k: v for k, v in settings.public().items() if k not in hidden} if settings else {}),
         },
@@ -85,10 +100,18 @@ async def info(service: ServiceDep) -> JSONResponse:
     if idx is not None:
         m = idx.manifest
         body["index"] = {
-            "version": idx.version, "count": idx.count, "dim": idx.dim,
-            "model_fingerprint": idx.model_fingerprint, "precision": m.get("precision"),
-            "space": m.get("space"), "M": m.get("M"), "ef": idx.ef, "ef_construction": m.get("ef_construction"),
-            "built_at": m.get("built_at"), "builder": m.get("builder"), "stats": m.get("stats"),
+            "version": idx.version,
+            "count": idx.count,
+            "dim": idx.dim,
+            "model_fingerprint": idx.model_fingerprint,
+            "precision": m.get("precision"),
+            "space": m.get("space"),
+            "M": m.get("M"),
+            "ef": idx.ef,
+            "ef_construction": m.get("ef_construction"),
+            "built_at": m.get("built_at"),
+            "builder": m.get("builder"),
+            "stats": m.get("stats"),
             "swaps": state.swaps,
         }
     return JSONResponse(body)

@@ -62,7 +62,8 @@ async def _parse(request: Request, service: Service) -> SearchRequest:
         return validate(SearchForm, {**inputs.numbers(request.query_params), "image": body}).query(max_bytes)
     raise UnsupportedMediaTypeError(
         f"unsupported content type {mt or '(none)'!r}: send application/json, multipart/form-data "
-        "(an 'image' file or a 'text' field) or an image/* body")
+        "(an 'image' file or a 'text' field) or an image/* body"
+    )
 
 
 def find_label(index: SearchIndex, item_id: Any) -> int | None:
@@ -86,7 +87,9 @@ def _normalise(values: list[float], dim: int) -> np.ndarray:
     return (vec / np.linalg.norm(vec)).astype(np.float32)
 
 
-def run_search(req: SearchRequest, emb: Embedder, idx: SearchIndex, service: Service, base: str) -> dict[str, Any]:
+def run_search(
+    req: SearchRequest, emb: Embedder, idx: SearchIndex, service: Service, base: str
+) -> dict[str, Any]:
     query: dict[str, Any] = {"type": req.type}
     exclude: int | None = None
     if req.type == "text":
@@ -122,18 +125,23 @@ def run_search(req: SearchRequest, emb: Embedder, idx: SearchIndex, service: Ser
         hits = idx.search(vec, req.k, req.offset, ef=req.ef, min_score=req.min_score)[0]
     else:  # "more like this": the item itself is not a result
         hits = idx.search(vec, req.k + req.offset + 1, 0, ef=req.ef, min_score=req.min_score)[0]
-        hits = [h for h in hits if h.label != exclude][req.offset:req.offset + req.k]
+        hits = [h for h in hits if h.label != exclude][req.offset : req.offset + req.k]
     loc = service.locator(idx)
     results = []
     for hit in hits:
         item = hit.item
         image_url, thumb_url = loc.urls(item, base)
         metadata = item.get("metadata")
-        results.append({
-            "id": item.get("id"), "uri": loc.public_uri(item), "score": float(hit.score),
-            "metadata": metadata if isinstance(metadata, dict) else {},
-            "image_url": image_url, "thumbnail_url": thumb_url,
-        })
+        results.append(
+            {
+                "id": item.get("id"),
+                "uri": loc.public_uri(item),
+                "score": float(hit.score),
+                "metadata": metadata if isinstance(metadata, dict) else {},
+                "image_url": image_url,
+                "thumbnail_url": thumb_url,
+            }
+        )
     return {"results": results, "query": query}
 
 
@@ -141,8 +149,11 @@ def run_search(req: SearchRequest, emb: Embedder, idx: SearchIndex, service: Ser
     "/search",
     summary="search the collection by text, image, vector or item id",
     response_model=None,
-    responses={200: {"model": SearchResponse}, 404: {"model": ERROR_RESPONSES[400]["model"],
-                                                      "description": "unknown id"}, **ERROR_RESPONSES},
+    responses={
+        200: {"model": SearchResponse},
+        404: {"model": ERROR_RESPONSES[400]["model"], "description": "unknown id"},
+        **ERROR_RESPONSES,
+    },
     openapi_extra=request_body(("application/json", SearchJSON), ("multipart/form-data", SearchForm)),
 )
 async def search(
@@ -158,6 +169,9 @@ async def search(
     log["results"] = len(body["results"])
     if req.type == "text":
         log["truncated"] = body["query"]["truncated"]
-    body.update(model=service.state.model_id, index_version=idx.version,
-                took_ms=round((time.perf_counter() - request.state.t0) * 1000, 3))
+    body.update(
+        model=service.state.model_id,
+        index_version=idx.version,
+        took_ms=round((time.perf_counter() - request.state.t0) * 1000, 3),
+    )
     return JSONResponse(body)

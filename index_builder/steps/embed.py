@@ -46,7 +46,9 @@ def _load_plan(store: Store, run_id: str) -> dict[str, Any]:
         try:
             _cache[key] = work.read_json(store, work.plan_key(run_id))
         except FileNotFoundError:
-            raise BuildError(f"run {run_id} has no plan in {store.uri} (already published, or never planned)") from None
+            raise BuildError(
+                f"run {run_id} has no plan in {store.uri} (already published, or never planned)"
+            ) from None
     return _cache[key]
 
 
@@ -62,14 +64,20 @@ def _encoder(opts: BuildOptions, options: ImageOptions) -> tuple[Any, ImagePrepr
     if key not in _cache:
         _cache[key] = _load_backend(opts, cache_dir=None)
     backend = _cache[key]
-    pre = ImagePreprocessor(backend.manifest["image"], max_pixels=opts.max_pixels, background=options.background,
-                            draft=options.jpeg_draft)
+    pre = ImagePreprocessor(
+        backend.manifest["image"],
+        max_pixels=opts.max_pixels,
+        background=options.background,
+        draft=options.jpeg_draft,
+    )
     return backend, pre
 
 
 def _run_image_options(plan: dict[str, Any]) -> ImageOptions:
     """The image options every worker of the run applies (pinned by the plan; default for older plans)."""
-    return ImageOptions.from_manifest(plan["image_preprocess"]) if "image_preprocess" in plan else ImageOptions()
+    return (
+        ImageOptions.from_manifest(plan["image_preprocess"]) if "image_preprocess" in plan else ImageOptions()
+    )
 
 
 def _source(uri: str, workers: int, max_bytes: int | None) -> Source:
@@ -88,8 +96,14 @@ def _known(store: Store, run_id: str, plan: dict[str, Any]) -> work.Known | None
     return _cache[key]
 
 
-def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: ImagePreprocessor,
-                 opts: BuildOptions, previous: work.Known | None = None) -> tuple[list[dict[str, Any]], np.ndarray]:
+def _embed_chunk(
+    items: list[dict[str, Any]],
+    src: Source,
+    backend: Any,
+    pre: ImagePreprocessor,
+    opts: BuildOptions,
+    previous: work.Known | None = None,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     # content the previous version holds (this id's old bytes, or a renamed/copied file): publish takes its
     # vector, nothing to embed
     known: dict[str, CachedVector] = {}
@@ -105,8 +119,17 @@ def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: Im
             hit = CachedVector(np.zeros(0, np.float32), *wh) if wh else None
         return hit
 
-    sources = [SourceItem(id=it["id"], uri=it["uri"], size=it.get("size"), mtime=it.get("mtime"),
-                          etag=it.get("etag"), key=it.get("key")) for it in items]
+    sources = [
+        SourceItem(
+            id=it["id"],
+            uri=it["uri"],
+            size=it.get("size"),
+            mtime=it.get("mtime"),
+            etag=it.get("etag"),
+            key=it.get("key"),
+        )
+        for it in items
+    ]
     rows: list[dict[str, Any]] = []
     pending: list[tuple[int, np.ndarray]] = []
     vectors: list[np.ndarray] = []
@@ -119,11 +142,22 @@ def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: Im
                 vectors.append(vec)
             pending.clear()
 
-    stream = prepared_stream(sources, src, pre, lookup, workers=max(1, opts.workers),
-                             ahead=max(2 * opts.batch_size, 4 * opts.workers))
+    stream = prepared_stream(
+        sources,
+        src,
+        pre,
+        lookup,
+        workers=max(1, opts.workers),
+        ahead=max(2 * opts.batch_size, 4 * opts.workers),
+    )
     for p, it in zip(stream, items, strict=True):
-        row: dict[str, Any] = {"sig": work.item_sig(it), "sha256": p.sha256, "size": p.size, "width": p.width,
-                               "height": p.height}
+        row: dict[str, Any] = {
+            "sig": work.item_sig(it),
+            "sha256": p.sha256,
+            "size": p.size,
+            "width": p.width,
+            "height": p.height,
+        }
         rows.append(row)
         if p.warnings:
             row["warnings"] = list(p.warnings)
@@ -140,9 +174,15 @@ def _embed_chunk(items: list[dict[str, Any]], src: Source, backend: Any, pre: Im
     return rows, arr
 
 
-def embed_batch(store: Store, run_id: str, items: list[dict[str, Any]], *,
-                remaining_s: Callable[[], float] | None = None, overrides: dict[str, Any] | None = None,
-                on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
+def embed_batch(
+    store: Store,
+    run_id: str,
+    items: list[dict[str, Any]],
+    *,
+    remaining_s: Callable[[], float] | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Embed ``items`` (the plan's todo entries) for run ``run_id``. ``remaining_s``: seconds left before
     the caller is killed (Lambda's ``get_remaining_time_in_millis() / 1000``). ``overrides``: worker-local
     options (``device``, ``threads``, ``workers``, ``backend``/``pretrained`` for a GPU worker).
@@ -156,7 +196,7 @@ def embed_batch(store: Store, run_id: str, items: list[dict[str, Any]], *,
     slowest = 0.0
     backend = pre = src = None
     for start in range(0, len(items), chunk):
-        part = items[start:start + chunk]
+        part = items[start : start + chunk]
         key = prefix + work.chunk_key(part) + ".npz"
         stats["chunks"] += 1
         if store.exists(key):
@@ -164,15 +204,19 @@ def embed_batch(store: Store, run_id: str, items: list[dict[str, Any]], *,
             continue
         if remaining_s is not None and remaining_s() < max(MIN_MARGIN_S, 2 * slowest + 5):
             done = start // chunk
-            raise BatchIncomplete(f"stopped before the deadline with {done} of {-(-len(items) // chunk)} chunk(s) "
-                                  "of the batch written; the retry continues from there")
+            raise BatchIncomplete(
+                f"stopped before the deadline with {done} of {-(-len(items) // chunk)} chunk(s) "
+                "of the batch written; the retry continues from there"
+            )
         t_chunk = time.perf_counter()
         if backend is None:
             backend, pre = _encoder(opts, _run_image_options(plan))
             src = _source(opts.source, max(4, opts.workers), opts.max_file_bytes)
             if backend.model_fingerprint != plan["model_fingerprint"] or backend.dim != plan["dim"]:
-                raise BuildError(f"--bundle {opts.bundle} is model {backend.model_fingerprint}, but run {run_id} "
-                                 f"was planned for {plan['model_fingerprint']}")
+                raise BuildError(
+                    f"--bundle {opts.bundle} is model {backend.model_fingerprint}, but run {run_id} "
+                    f"was planned for {plan['model_fingerprint']}"
+                )
         rows, vectors = _embed_chunk(part, src, backend, pre, opts, _known(store, run_id, plan))
         work.write_chunk(store, key, rows, vectors)
         stats["embedded"] += sum(1 for r in rows if "vec" in r)

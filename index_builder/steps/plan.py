@@ -39,18 +39,52 @@ __all__ = ["DEFAULT_CHUNK_ITEMS", "batch_items_for", "plan"]
 DEFAULT_CHUNK_ITEMS = 64  # images per checkpointed output object (also the batch size granule)
 # options a run's embed and publish steps use (the plan pins them, so every worker embeds alike)
 # (the image options - background, JPEG draft - are pinned as the plan's ``image_preprocess``)
-RUN_OPTIONS = ("source", "bundle", "precision", "backend", "device", "pretrained", "max_pixels", "max_file_bytes",
-               "batch_size", "M", "ef_construction", "ef", "keep_versions", "strict", "allow_empty", "full", "threads",
-               "workers")
+RUN_OPTIONS = (
+    "source",
+    "bundle",
+    "precision",
+    "backend",
+    "device",
+    "pretrained",
+    "max_pixels",
+    "max_file_bytes",
+    "batch_size",
+    "M",
+    "ef_construction",
+    "ef",
+    "keep_versions",
+    "strict",
+    "allow_empty",
+    "full",
+    "threads",
+    "workers",
+)
 # manifest fields that vary between builds of the same index (as index_builder.build compares them)
-_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version", "schema_version", "kind")
+_VOLATILE = (
+    "version",
+    "files",
+    "built_at",
+    "builder",
+    "stats",
+    "build",
+    "previous_version",
+    "schema_version",
+    "kind",
+)
 
 
 MAX_BATCH_BYTES = 245_760  # template.yaml ItemBatcher.MaxInputBytesPerBatch (Step Functions allows 256 KiB)
 
 
-def batch_items_for(todo: int, *, rate: float, budget_s: float, chunk: int, workers: int | None = None,
-                    max_items: int | None = None) -> int:
+def batch_items_for(
+    todo: int,
+    *,
+    rate: float,
+    budget_s: float,
+    chunk: int,
+    workers: int | None = None,
+    max_items: int | None = None,
+) -> int:
     """Images per batch: what one worker embeds in ``budget_s`` at ``rate`` images/s, at most ``max_items``
     (what fits the batch byte limit), and (when ``workers`` is given) small enough for ~4 batches per
     worker; a multiple of ``chunk``."""
@@ -91,7 +125,11 @@ def _same_file_failed(item: SourceItem, err: dict[str, Any] | None) -> bool:
     if err is None or item.size is None or err.get("size") is None or err.get("reason") == "not_embedded":
         return False
     return (err.get("uri"), err.get("size"), err.get("mtime"), err.get("etag")) == (
-        item.uri, item.size, item.mtime, item.etag)
+        item.uri,
+        item.size,
+        item.mtime,
+        item.etag,
+    )
 
 
 def _previous_options(manifest: dict[str, Any]) -> ImageOptions | None:
@@ -140,9 +178,18 @@ def _forget_run(store: Store, stale: dict[str, Any], current: str | None, log: _
         log.warn(f"cannot clean up after interrupted run {run} ({e}); harmless, pruned later")
 
 
-def plan(opts: BuildOptions, *, store: Store | None = None, source: Source | None = None,
-         batch_items: int | None = None, parallel: int | None = None, rate: float = 20.0, budget_s: float = 600.0,
-         chunk_items: int = DEFAULT_CHUNK_ITEMS, lock_ttl: float = 6 * 3600) -> dict[str, Any]:
+def plan(
+    opts: BuildOptions,
+    *,
+    store: Store | None = None,
+    source: Source | None = None,
+    batch_items: int | None = None,
+    parallel: int | None = None,
+    rate: float = 20.0,
+    budget_s: float = 600.0,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    lock_ttl: float = 6 * 3600,
+) -> dict[str, Any]:
     """Plan one run. Returns the summary (also the Step Functions state): ``run_id``, ``changed`` (False:
     nothing to do, lock released, nothing written), ``index_uri``, ``items`` (``{"Bucket", "Key"}`` of the
     todo list for an S3 index, else ``{"Key"}``), ``batch_items``, ``todo`` and ``counts``."""
@@ -157,24 +204,53 @@ def plan(opts: BuildOptions, *, store: Store | None = None, source: Source | Non
     bundle = read_bundle_manifest(opts.bundle)
     fingerprint, dim = str(bundle["model_fingerprint"]), int(bundle["embed_dim"])
     if opts.backend == "onnx" and opts.precision not in (bundle.get("precisions") or {}):
-        raise BuildError(f"--precision {opts.precision}: bundle {opts.bundle} has "
-                         f"{', '.join(bundle.get('precisions') or {})}")
+        raise BuildError(
+            f"--precision {opts.precision}: bundle {opts.bundle} has "
+            f"{', '.join(bundle.get('precisions') or {})}"
+        )
     src = source or open_source(opts.source, workers=max(4, opts.workers))
 
     run_id = new_version_id()
     lock = BuildLock(dest, ttl=lock_ttl)
     stale = lock.acquire(run_id)
     try:
-        return _plan_locked(opts, dest, src, lock, stale, run_id, fingerprint, dim, log, batch_items, parallel,
-                            rate, budget_s, chunk_items)
+        return _plan_locked(
+            opts,
+            dest,
+            src,
+            lock,
+            stale,
+            run_id,
+            fingerprint,
+            dim,
+            log,
+            batch_items,
+            parallel,
+            rate,
+            budget_s,
+            chunk_items,
+        )
     except BaseException:
         lock.release(run_id)
         raise
 
 
-def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, stale: Any, run_id: str,
-                 fingerprint: str, dim: int, log: _Log, batch_items: int | None, parallel: int | None,
-                 rate: float, budget_s: float, chunk_items: int) -> dict[str, Any]:
+def _plan_locked(
+    opts: BuildOptions,
+    dest: Store,
+    src: Source,
+    lock: BuildLock,
+    stale: Any,
+    run_id: str,
+    fingerprint: str,
+    dim: int,
+    log: _Log,
+    batch_items: int | None,
+    parallel: int | None,
+    rate: float,
+    budget_s: float,
+    chunk_items: int,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     pointer, manifest = None, None
     try:
@@ -183,8 +259,10 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
             manifest = read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
     except SearchError as e:
         if not opts.full:
-            raise BuildError(f"--out {dest.uri}: the current index cannot be read ({e.message}); "
-                             "pass --full to build a new version from scratch") from None
+            raise BuildError(
+                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                "pass --full to build a new version from scratch"
+            ) from None
         pointer, manifest = None, None
     current = pointer["version"] if pointer else None
     if stale is not None:
@@ -193,8 +271,11 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         raise BuildError(
             f"--out {dest.uri} holds version {current} built with model {manifest['model_fingerprint']}, "
             f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be mixed. "
-            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with.")
-    options = ImageOptions(background=opts.background)  # as the serial build's ImagePreprocessor (JPEG draft on)
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was built with."
+        )
+    options = ImageOptions(
+        background=opts.background
+    )  # as the serial build's ImagePreprocessor (JPEG draft on)
     image_preprocess = options.to_manifest()
     model_key = shard_key(fingerprint, opts.precision, opts.backend, dim, image_preprocess)
     for obj in list(dest.list(work.OUT)):  # outputs of another model / precision / backend are useless now
@@ -209,26 +290,41 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         raise BuildError(f"--source {src.uri}: {e.message}") from None
     skipped = dict(sorted(getattr(src, "skipped", {}).items()))
     if not items and not opts.allow_empty:
-        raise BuildError(f"--source {src.uri} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); check the "
-                         "path or prefix, or pass --allow-empty to publish an empty index")
+        raise BuildError(
+            f"--source {src.uri} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); check the "
+            "path or prefix, or pass --allow-empty to publish an empty index"
+        )
 
     prev_items: list[dict[str, Any]] | None = None
     prev_errors: dict[Any, dict[str, Any]] = {}
     if manifest and not opts.full and manifest.get("precision", "fp32") == opts.precision:
         was = _previous_options(manifest)
         if was != options:
-            described = (f"background {format_background(was.background)}, JPEG draft {'on' if was.jpeg_draft else 'off'}"
-                         if was else "unknown options")
-            log.info(f"version {current} prepared images with {described}, this build with background "
-                     f"{image_preprocess['background']}: every image is embedded again")
+            described = (
+                f"background {format_background(was.background)}, JPEG draft {'on' if was.jpeg_draft else 'off'}"
+                if was
+                else "unknown options"
+            )
+            log.info(
+                f"version {current} prepared images with {described}, this build with background "
+                f"{image_preprocess['background']}: every image is embedded again"
+            )
         else:
             try:
                 prev_items = _previous_items(dest, current or "", manifest)
                 # the previous errors of unchanged files hold only under the same limits
-                prev_errors = _previous_errors(dest, current or "", manifest) if _same_limits(manifest, opts) else {}
+                prev_errors = (
+                    _previous_errors(dest, current or "", manifest) if _same_limits(manifest, opts) else {}
+                )
             except (SearchError, ValueError) as e:
-                log.warn(f"cannot reuse the vectors of version {current} ({e}); every image is embedded again")
-    by_id = {row["id"]: label for label, row in enumerate(prev_items or []) if isinstance(row, dict) and "id" in row}
+                log.warn(
+                    f"cannot reuse the vectors of version {current} ({e}); every image is embedded again"
+                )
+    by_id = {
+        row["id"]: label
+        for label, row in enumerate(prev_items or [])
+        if isinstance(row, dict) and "id" in row
+    }
 
     listing: list[dict[str, Any]] = []
     todo: list[dict[str, Any]] = []
@@ -238,17 +334,29 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         label = by_id.get(item.id)
         row = prev_items[label] if prev_items is not None and label is not None else None
         if item.error is not None or _same_file_failed(item, prev_errors.get(item.id)):
-            err = list(item.error) if item.error is not None else [prev_errors[item.id]["reason"],
-                                                                     prev_errors[item.id]["message"]]
+            err = (
+                list(item.error)
+                if item.error is not None
+                else [prev_errors[item.id]["reason"], prev_errors[item.id]["message"]]
+            )
             entry.update(state="error", error=err)
             if item.error is None:
-                entry["carried"] = True  # publish lists it with the errors found while embedding (serial order)
+                entry["carried"] = (
+                    True  # publish lists it with the errors found while embedding (serial order)
+                )
             was = prev_errors.get(item.id)
             if was is None or [was.get("reason"), was.get("message")] != err:
                 same_rows = False
-        elif row is not None and _unchanged_row(item, row) and (
-                opts.max_pixels is None or row.get("width") is None or row.get("height") is None
-                or row["width"] * row["height"] <= opts.max_pixels):
+        elif (
+            row is not None
+            and _unchanged_row(item, row)
+            and (
+                opts.max_pixels is None
+                or row.get("width") is None
+                or row.get("height") is None
+                or row["width"] * row["height"] <= opts.max_pixels
+            )
+        ):
             entry.update(state="reuse", label=label)
             if _item_row(item, row["sha256"], item.size, row.get("width"), row.get("height")) != row:
                 same_rows = False  # e.g. the sidecar metadata changed
@@ -262,42 +370,107 @@ def _plan_locked(opts: BuildOptions, dest: Store, src: Source, lock: BuildLock, 
         listing.append(entry)
     reused = sum(1 for e in listing if e["state"] == "reuse")
     errors = sum(1 for e in listing if e["state"] == "error")
-    counts = {"listed": len(items), "reuse": reused, "todo": len(todo), "errors": errors,
-              "removed": len(set(by_id) - {i.id for i in items}) if prev_items is not None else None}
+    counts = {
+        "listed": len(items),
+        "reuse": reused,
+        "todo": len(todo),
+        "errors": errors,
+        "removed": len(set(by_id) - {i.id for i in items}) if prev_items is not None else None,
+    }
     summary: dict[str, Any] = {"run_id": run_id, "index_uri": dest.uri, "todo": len(todo), "counts": counts}
 
-    settings = {"model_fingerprint": fingerprint, "precision": opts.precision, "source": src.uri,
-                "backend": opts.backend, "image_preprocess": image_preprocess, "M": opts.M,
-                "ef_construction": opts.ef_construction, "ef": opts.ef, "dim": dim, "count": reused, "space": "ip"}
+    settings = {
+        "model_fingerprint": fingerprint,
+        "precision": opts.precision,
+        "source": src.uri,
+        "backend": opts.backend,
+        "image_preprocess": image_preprocess,
+        "M": opts.M,
+        "ef_construction": opts.ef_construction,
+        "ef": opts.ef,
+        "dim": dim,
+        "count": reused,
+        "space": "ip",
+    }
     labels = [e["label"] for e in listing if e["state"] == "reuse"]
-    if (same_rows and prev_items is not None and labels == list(range(len(prev_items)))
-            and errors == len(prev_errors) and manifest is not None and _same_settings(manifest, settings)):
+    if (
+        same_rows
+        and prev_items is not None
+        and labels == list(range(len(prev_items)))
+        and errors == len(prev_errors)
+        and manifest is not None
+        and _same_settings(manifest, settings)
+    ):
         dest.delete_prefix(work.OUT)  # outputs of an interrupted run that published before it died
         lock.release(run_id)
         log.info(f"{dest.uri}: no changes since version {current}; nothing to do")
-        stats = {"embedded": 0, "resumed": 0, "unchanged": reused, "reused": 0, "added": 0, "changed": 0,
-                 "removed": 0, "errors": errors, "warnings": 0, "listed": len(items), "count": reused,
-                 "skipped": skipped}
-        return {**summary, "changed": False, "version": current, "batch_items": 0, "items": None, "stats": stats}
+        stats = {
+            "embedded": 0,
+            "resumed": 0,
+            "unchanged": reused,
+            "reused": 0,
+            "added": 0,
+            "changed": 0,
+            "removed": 0,
+            "errors": errors,
+            "warnings": 0,
+            "listed": len(items),
+            "count": reused,
+            "skipped": skipped,
+        }
+        return {
+            **summary,
+            "changed": False,
+            "version": current,
+            "batch_items": 0,
+            "items": None,
+            "stats": stats,
+        }
 
     if parallel:  # local pool: smaller chunks for small runs, so that every worker gets several
         chunk_items = min(chunk_items, max(1, math.ceil(len(todo) / (4 * parallel))))
     widest = max((len(work.dumps(t)) + 1 for t in todo), default=1)
-    n = batch_items or batch_items_for(len(todo), rate=rate, budget_s=budget_s, chunk=chunk_items, workers=parallel,
-                                       max_items=max(1, (MAX_BATCH_BYTES - 1024) // widest))
+    n = batch_items or batch_items_for(
+        len(todo),
+        rate=rate,
+        budget_s=budget_s,
+        chunk=chunk_items,
+        workers=parallel,
+        max_items=max(1, (MAX_BATCH_BYTES - 1024) // widest),
+    )
     run_opts = {k: v for k, v in asdict(opts).items() if k in RUN_OPTIONS}
     run_opts["source"] = src.uri
-    info = {"run_id": run_id, "version": run_id, "options": run_opts, "model_fingerprint": fingerprint, "dim": dim,
-            "model_key": model_key, "image_preprocess": image_preprocess, "skipped": skipped, "previous": pointer, "counts": counts, "batch_items": n,
-            "chunk_items": chunk_items, "created": time.time(), "plan_seconds": round(time.perf_counter() - t0, 3)}
-    known = bool(todo) and prev_items is not None and work.write_known(dest, work.known_key(run_id), prev_items)
+    info = {
+        "run_id": run_id,
+        "version": run_id,
+        "options": run_opts,
+        "model_fingerprint": fingerprint,
+        "dim": dim,
+        "model_key": model_key,
+        "image_preprocess": image_preprocess,
+        "skipped": skipped,
+        "previous": pointer,
+        "counts": counts,
+        "batch_items": n,
+        "chunk_items": chunk_items,
+        "created": time.time(),
+        "plan_seconds": round(time.perf_counter() - t0, 3),
+    }
+    known = (
+        bool(todo) and prev_items is not None and work.write_known(dest, work.known_key(run_id), prev_items)
+    )
     info["known"] = known
     dest.write_bytes(work.listing_key(run_id), b"".join(work.dumps(e) + b"\n" for e in listing))
     dest.write_bytes(work.items_key(run_id), work.dumps(todo))
     dest.write_bytes(work.plan_key(run_id), work.dumps(info))  # last: a plan without it is incomplete
-    where = {"Key": (dest.prefix + "/" if isinstance(dest, S3Store) and dest.prefix else "") + work.items_key(run_id)}
+    where = {
+        "Key": (dest.prefix + "/" if isinstance(dest, S3Store) and dest.prefix else "")
+        + work.items_key(run_id)
+    }
     if isinstance(dest, S3Store):
         where["Bucket"] = dest.bucket
-    log.info(f"planned run {run_id}: {len(items)} listed, {reused} unchanged, {len(todo)} to embed in batches of "
-             f"{n}, {errors} error(s)")
+    log.info(
+        f"planned run {run_id}: {len(items)} listed, {reused} unchanged, {len(todo)} to embed in batches of "
+        f"{n}, {errors} error(s)"
+    )
     return {**summary, "changed": True, "version": run_id, "batch_items": n, "items": where}

@@ -36,7 +36,9 @@ def _finish(store: Store, run_id: str, keep: int, log: _Log) -> list[str]:
     try:
         pruned = prune(store, keep)
     except (SearchError, OSError, ValueError) as e:
-        log.warn(f"version {run_id} is published, but pruning old versions failed ({e}); the next build retries")
+        log.warn(
+            f"version {run_id} is published, but pruning old versions failed ({e}); the next build retries"
+        )
     store.delete_prefix(work.run_prefix(run_id))
     store.delete_prefix(work.OUT)
     BuildLock(store).release(run_id)
@@ -58,7 +60,9 @@ def _outputs(store: Store, model_key: str) -> dict[str, tuple[dict[str, Any], np
     return found
 
 
-def publish_run(store: Store, run_id: str, *, quiet: bool = True, lock_ttl: float = 6 * 3600) -> dict[str, Any]:
+def publish_run(
+    store: Store, run_id: str, *, quiet: bool = True, lock_ttl: float = 6 * 3600
+) -> dict[str, Any]:
     """Publish run ``run_id``. Returns ``{"version", "published": bool, "stats", "pruned", "errors"}``."""
     log = _Log(quiet)
     t0 = time.perf_counter()
@@ -68,23 +72,41 @@ def publish_run(store: Store, run_id: str, *, quiet: bool = True, lock_ttl: floa
     except FileNotFoundError:
         if pointer and pointer["version"] == run_id:  # published and cleaned up already
             BuildLock(store).release(run_id)
-            return {"version": run_id, "published": True, "already": True, "stats": {}, "pruned": [], "errors": []}
+            return {
+                "version": run_id,
+                "published": True,
+                "already": True,
+                "stats": {},
+                "pruned": [],
+                "errors": [],
+            }
         raise BuildError(f"run {run_id} has no plan in {store.uri}; nothing was published") from None
     opts = plan["options"]
     if pointer and pointer["version"] == run_id:  # a retry after the pointer moved: only clean up
         manifest = read_manifest(store, run_id, pointer["manifest_sha256"])
         pruned = _finish(store, run_id, opts["keep_versions"], log)
-        return {"version": run_id, "published": True, "already": True, "stats": manifest.get("stats", {}),
-                "pruned": pruned, "errors": []}
+        return {
+            "version": run_id,
+            "published": True,
+            "already": True,
+            "stats": manifest.get("stats", {}),
+            "pruned": pruned,
+            "errors": [],
+        }
     lock = BuildLock(store, ttl=lock_ttl)
     lock.refresh(run_id)  # BuildLocked if another live build took it (e.g. ours expired)
     before = plan["previous"]["version"] if plan["previous"] else None
     if (pointer["version"] if pointer else None) != before:
-        raise BuildError(f"{store.uri} moved from version {before} to {pointer['version'] if pointer else None} "
-                         f"since run {run_id} was planned; start a new build")
+        raise BuildError(
+            f"{store.uri} moved from version {before} to {pointer['version'] if pointer else None} "
+            f"since run {run_id} was planned; start a new build"
+        )
 
-    listing = [json.loads(line) for line in store.read_bytes(work.listing_key(run_id)).decode().splitlines()
-               if line.strip()]
+    listing = [
+        json.loads(line)
+        for line in store.read_bytes(work.listing_key(run_id)).decode().splitlines()
+        if line.strip()
+    ]
     prev: _Previous | None = None
     needs_prev = any(e["state"] == "reuse" for e in listing)
     outputs = _outputs(store, plan["model_key"])
@@ -92,17 +114,28 @@ def publish_run(store: Store, run_id: str, *, quiet: bool = True, lock_ttl: floa
         needs_prev = any(row.get("previous") for row, _ in outputs.values())
     with tempfile.TemporaryDirectory(prefix="index-publish-") as tmp:
         if pointer is not None and needs_prev:
-            prev = _Previous(pointer["version"], read_manifest(store, pointer["version"], pointer["manifest_sha256"]))
+            prev = _Previous(
+                pointer["version"], read_manifest(store, pointer["version"], pointer["manifest_sha256"])
+            )
             if not _load_previous_vectors(store, prev, Path(tmp), log):
-                raise BuildError(f"the vectors of version {prev.version} cannot be read; nothing was published. "
-                                 "Start a new build (with --full if this persists)")
+                raise BuildError(
+                    f"the vectors of version {prev.version} cannot be read; nothing was published. "
+                    "Start a new build (with --full if this persists)"
+                )
         result = _assemble(store, run_id, plan, listing, outputs, prev, log, t0)
     return result
 
 
-def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dict[str, Any]],
-              outputs: dict[str, tuple[dict[str, Any], np.ndarray | None]], prev: _Previous | None, log: _Log,
-              t0: float) -> dict[str, Any]:
+def _assemble(
+    store: Store,
+    run_id: str,
+    plan: dict[str, Any],
+    listing: list[dict[str, Any]],
+    outputs: dict[str, tuple[dict[str, Any], np.ndarray | None]],
+    prev: _Previous | None,
+    log: _Log,
+    t0: float,
+) -> dict[str, Any]:
     opts = plan["options"]
     dim = int(plan["dim"])
     rows: list[dict[str, Any]] = []
@@ -112,8 +145,15 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     warnings: list[dict[str, Any]] = []  # {"id", "uri", "message"} per warning, in source order
     how = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
     for e in listing:
-        item = SourceItem(id=e["id"], uri=e["uri"], size=e.get("size"), mtime=e.get("mtime"), etag=e.get("etag"),
-                          metadata=e.get("metadata") or {}, key=e.get("key"))
+        item = SourceItem(
+            id=e["id"],
+            uri=e["uri"],
+            size=e.get("size"),
+            mtime=e.get("mtime"),
+            etag=e.get("etag"),
+            metadata=e.get("metadata") or {},
+            key=e.get("key"),
+        )
         if e["state"] == "error":  # carried: the same file failed in the previous version (not read again)
             (embed_errors if e.get("carried") else listing_errors).append(error_row(item, *e["error"]))
             continue
@@ -126,8 +166,9 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
             continue
         out = outputs.get(work.item_sig(e))
         if out is None:
-            embed_errors.append(error_row(item, "not_embedded", "its batch failed in this run; the next build "
-                                           "embeds it"))
+            embed_errors.append(
+                error_row(item, "not_embedded", "its batch failed in this run; the next build embeds it")
+            )
             continue
         r, vec = out
         warnings += [{"id": item.id, "uri": item.uri, "message": w} for w in r.get("warnings") or ()]
@@ -137,8 +178,9 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
         if r.get("previous"):
             cached = prev.cached(r["sha256"]) if prev is not None else None
             if cached is None:
-                embed_errors.append(error_row(item, "not_embedded", "its previous vector is gone; the next build "
-                                               "embeds it"))
+                embed_errors.append(
+                    error_row(item, "not_embedded", "its previous vector is gone; the next build embeds it")
+                )
                 continue
             vec = cached.vector
             label = prev.rows.get(item.id) if prev is not None else None
@@ -153,40 +195,83 @@ def _assemble(store: Store, run_id: str, plan: dict[str, Any], listing: list[dic
     if opts.get("strict") and errors:
         shown = "\n".join(f"  {e['id']}: {e['reason']}: {e['message']}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise BuildError(f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
-                         f"(computed embeddings are kept in {store.uri_for(work.OUT)}; fix or remove the files and "
-                         "re-run)")
+        raise BuildError(
+            f"--strict: {len(errors)} file(s) could not be indexed; nothing was published:\n{shown}{more}\n"
+            f"(computed embeddings are kept in {store.uri_for(work.OUT)}; fix or remove the files and "
+            "re-run)"
+        )
     if not rows and not opts.get("allow_empty"):
         first = f", first: {errors[0]['id']}: {errors[0]['message']}" if errors else ""
-        raise BuildError(f"none of the {len(listing)} image(s) of {opts['source']} could be indexed ({len(errors)} "
-                         f"error(s){first}); nothing was published")
+        raise BuildError(
+            f"none of the {len(listing)} image(s) of {opts['source']} could be indexed ({len(errors)} "
+            f"error(s){first}); nothing was published"
+        )
     vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
     ids = {r["id"] for r in rows}
     prev_ids = set(prev.rows) if prev is not None else _prev_ids(store, plan)
-    stats = {**how, "added": len(ids - prev_ids), "changed": sum(1 for r in rows if r["id"] in prev_ids)
-             - how["unchanged"], "removed": len(prev_ids - ids), "errors": len(errors), "warnings": len(warnings),
-             "listed": len(listing), "count": len(rows), "skipped": plan.get("skipped", {})}
-    fields = {"model_fingerprint": plan["model_fingerprint"], "precision": opts["precision"],
-              "source": opts["source"], "stats": stats, "builder": BUILDER, "backend": opts["backend"],
-              "previous_version": plan["previous"]["version"] if plan["previous"] else None,
-              "image_preprocess": plan.get("image_preprocess"),
-              "build": {"steps": True, "batch_items": plan["batch_items"], "batch_size": opts["batch_size"],
-                        "max_pixels": opts["max_pixels"], "max_file_bytes": opts.get("max_file_bytes"),
-                        "full": opts["full"]}}
+    stats = {
+        **how,
+        "added": len(ids - prev_ids),
+        "changed": sum(1 for r in rows if r["id"] in prev_ids) - how["unchanged"],
+        "removed": len(prev_ids - ids),
+        "errors": len(errors),
+        "warnings": len(warnings),
+        "listed": len(listing),
+        "count": len(rows),
+        "skipped": plan.get("skipped", {}),
+    }
+    fields = {
+        "model_fingerprint": plan["model_fingerprint"],
+        "precision": opts["precision"],
+        "source": opts["source"],
+        "stats": stats,
+        "builder": BUILDER,
+        "backend": opts["backend"],
+        "previous_version": plan["previous"]["version"] if plan["previous"] else None,
+        "image_preprocess": plan.get("image_preprocess"),
+        "build": {
+            "steps": True,
+            "batch_items": plan["batch_items"],
+            "batch_size": opts["batch_size"],
+            "max_pixels": opts["max_pixels"],
+            "max_file_bytes": opts.get("max_file_bytes"),
+            "full": opts["full"],
+        },
+    }
     prefix = version_prefix(run_id)
     if store.exists(prefix + MANIFEST) or any(True for _ in store.list(prefix)):
         store.delete_prefix(prefix)  # a publish killed before the pointer moved: never current, rewrite it
-    manifest = write_version(store, run_id, vectors=vectors, items=rows, manifest_fields=fields, M=opts["M"],
-                             ef_construction=opts["ef_construction"], ef=opts["ef"], errors=errors)
+    manifest = write_version(
+        store,
+        run_id,
+        vectors=vectors,
+        items=rows,
+        manifest_fields=fields,
+        M=opts["M"],
+        ef_construction=opts["ef_construction"],
+        ef=opts["ef"],
+        errors=errors,
+    )
     if not BuildLock(store).held_by(run_id):
-        raise BuildLocked(f"run {run_id} lost the lock of {store.uri} while writing version {run_id}; "
-                          "the pointer was not moved")
+        raise BuildLocked(
+            f"run {run_id} lost the lock of {store.uri} while writing version {run_id}; "
+            "the pointer was not moved"
+        )
     publish(store, run_id, manifest)
     pruned = _finish(store, run_id, opts["keep_versions"], log)
-    return {"version": run_id, "published": True, "already": False, "stats": stats, "pruned": pruned,
-            "errors": errors, "warnings": warnings, "skipped": stats["skipped"],
-            "previous_version": fields["previous_version"],
-            "seconds": round(time.perf_counter() - t0, 3), "manifest": manifest}
+    return {
+        "version": run_id,
+        "published": True,
+        "already": False,
+        "stats": stats,
+        "pruned": pruned,
+        "errors": errors,
+        "warnings": warnings,
+        "skipped": stats["skipped"],
+        "previous_version": fields["previous_version"],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "manifest": manifest,
+    }
 
 
 def _prev_ids(store: Store, plan: dict[str, Any]) -> set[Any]:

@@ -60,8 +60,12 @@ def write_known(store: Store, key: str, rows: list[dict[str, Any]]) -> bool:
         return False
     order = sorted(seen)
     buf = io.BytesIO()
-    np.savez(buf, sha256=np.array(order, dtype="S32"), width=np.array([seen[k][0] for k in order], np.int32),
-             height=np.array([seen[k][1] for k in order], np.int32))
+    np.savez(
+        buf,
+        sha256=np.array(order, dtype="S32"),
+        width=np.array([seen[k][0] for k in order], np.int32),
+        height=np.array([seen[k][1] for k in order], np.int32),
+    )
     store.write_bytes(key, buf.getvalue())
     return True
 
@@ -87,7 +91,9 @@ def out_prefix(model_key: str) -> str:
 
 def item_sig(item: dict[str, Any]) -> str:
     """What identifies one input: the same id, uri, size, mtime and etag give the same output."""
-    text = json.dumps([item.get("id"), item.get("uri"), item.get("size"), item.get("mtime"), item.get("etag")])
+    text = json.dumps(
+        [item.get("id"), item.get("uri"), item.get("size"), item.get("mtime"), item.get("etag")]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -20,7 +20,10 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--work", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, f"bench --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     text = out.read_text(encoding="utf-8")
@@ -41,10 +44,24 @@ def test_only_keeps_other_sections(tmp_path: Path) -> None:
     from bench.common import Goal, Section
     from bench.report import merge, render
 
-    old = Section("footprint", MEASURES["footprint"], body=["old footprint"],
-                  goals=[Goal("g", "t", "m", True)], data={"_run": "old"})
-    run_old = {"id": "old", "started": "yesterday", "command": "python -m bench", "quick": False,
-               "machine": {}, "threads": 2, "seconds": 1.0, "load_start": (0, 0, 0), "load_end": (0, 0, 0)}
+    old = Section(
+        "footprint",
+        MEASURES["footprint"],
+        body=["old footprint"],
+        goals=[Goal("g", "t", "m", True)],
+        data={"_run": "old"},
+    )
+    run_old = {
+        "id": "old",
+        "started": "yesterday",
+        "command": "python -m bench",
+        "quick": False,
+        "machine": {},
+        "threads": 2,
+        "seconds": 1.0,
+        "load_start": (0, 0, 0),
+        "load_end": (0, 0, 0),
+    }
     out = tmp_path / "B.md"
     sections, runs = merge({}, [old], run_old)
     out.write_text(render(sections, run_old, runs, out, tmp_path))

@@ -39,8 +39,12 @@ def _doc_texts() -> dict[str, str]:
 
 def test_example_item_ids_exist_in_the_demo_index(demo_images):
     images, _ = demo_images
-    ids = {(doc, m.group(0)) for doc, text in _doc_texts().items() for m in ITEM_ID.finditer(text)
-           if not m.group(0).startswith(("artifacts/", "/data/"))}  # files (below) and example server paths
+    ids = {
+        (doc, m.group(0))
+        for doc, text in _doc_texts().items()
+        for m in ITEM_ID.finditer(text)
+        if not m.group(0).startswith(("artifacts/", "/data/"))
+    }  # files (below) and example server paths
     assert any(doc == "docs/api.md" for doc, _ in ids)
     missing = sorted((doc, i) for doc, i in ids if not (images / i).is_file())
     assert not missing, f"example ids that the demo index does not have: {missing}"
@@ -50,8 +54,11 @@ def test_example_image_files_are_demo_images(demo_images):
     images, rel = demo_images
     files = {(doc, m.group(1)) for doc, text in _doc_texts().items() for m in FILE_ARG.finditer(text)}
     assert {doc for doc, _ in files} == set(_doc_texts()), files  # README and api.md both upload an image
-    bad = sorted((doc, f) for doc, f in files
-                 if not Path(f).is_relative_to(rel) or not (images / Path(f).relative_to(rel)).is_file())
+    bad = sorted(
+        (doc, f)
+        for doc, f in files
+        if not Path(f).is_relative_to(rel) or not (images / Path(f).relative_to(rel)).is_file()
+    )
     assert not bad, f"example files `make demo` does not write under {rel}: {bad}"
 
 
@@ -77,8 +84,9 @@ def test_api_doc_agrees_with_the_builder_on_http_items(tmp_path):
 
 def _make(*args: str, cwd: Path = ROOT) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
-    done = subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -127,9 +127,24 @@ def test_write_collection_bytes_are_deterministic(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "demo.shapes", "--out", str(out), "--count", "5", "--seed", "1",
-         "--size", "48", "--format", "png"],
-        cwd=REPO, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "demo.shapes",
+            "--out",
+            str(out),
+            "--count",
+            "5",
+            "--seed",
+            "1",
+            "--size",
+            "48",
+            "--format",
+            "png",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     images = sorted(out.rglob("img_*.png"))
     sidecars = sorted(out.rglob("img_*.json"))

@@ -20,9 +20,26 @@ def test_short_training_run_writes_loadable_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "ckpt" / "demo-clip.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "demo.train", "--out", str(out), "--steps", "3", "--batch-size", "8",
-         "--log-every", "1", "--eval-per-class", "1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "demo.train",
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--log-every",
+            "1",
+            "--eval-per-class",
+            "1",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained 3 steps" in proc.stdout

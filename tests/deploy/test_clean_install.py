@@ -28,30 +28,55 @@ from scripts.footprint import deploy_footprint, dir_size
 from tests.deploy.conftest import INDEX_VERSION, write_events
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"torch", "torchvision", "open-clip-torch", "open-clip", "onnx", "onnxscript", "tqdm", "pytest", "ruff",
-             "httpx", "uvicorn", "matplotlib", "hypothesis", "selenium"}
+FORBIDDEN = {
+    "torch",
+    "torchvision",
+    "open-clip-torch",
+    "open-clip",
+    "onnx",
+    "onnxscript",
+    "tqdm",
+    "pytest",
+    "ruff",
+    "httpx",
+    "uvicorn",
+    "matplotlib",
+    "hypothesis",
+    "selenium",
+}
 pytestmark = pytest.mark.slow
 
 
 def lambda_python() -> str:
     """CPython 3.12 (as in public.ecr.aws/lambda/python:3.12) with venv, else this interpreter."""
     home = os.path.expanduser("~")
-    candidates = [shutil.which("python3.12"), *sorted(glob.glob(f"{home}/.pyenv/versions/3.12*/bin/python3.12")),
-                  *sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12")), "/usr/bin/python3.12",
-                  "/usr/local/bin/python3.12"]
+    candidates = [
+        shutil.which("python3.12"),
+        *sorted(glob.glob(f"{home}/.pyenv/versions/3.12*/bin/python3.12")),
+        *sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12")),
+        "/usr/bin/python3.12",
+        "/usr/local/bin/python3.12",
+    ]
     for candidate in candidates:
         if not candidate or not os.access(candidate, os.X_OK):
             continue
-        probe = subprocess.run([candidate, "-c", "import sys, venv, ensurepip; print(sys.version_info[:2])"],
-                               capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys, venv, ensurepip; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
             return candidate
     return getattr(sys, "_base_executable", sys.executable)
 
 
 def _pip_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    }
     env.update(HNSWLIB_NO_NATIVE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     return env
 
@@ -74,19 +99,62 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
     subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
     python = venv / "bin" / "python"
     t0 = time.monotonic()
-    result = subprocess.run([str(python), "-m", "pip", "install", "--no-input", "-c", str(ROOT / "constraints.txt"),
-                             "-r", str(ROOT / "requirements" / "handler.txt")],
-                            env=_pip_env(), capture_output=True, text=True, timeout=1500, cwd=base)
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-r",
+            str(ROOT / "requirements" / "handler.txt"),
+        ],
+        env=_pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=base,
+    )
     if result.returncode == 0:
-        result = subprocess.run([str(python), "-m", "pip", "install", "--no-input", "--no-deps", "-c",
-                                 str(ROOT / "constraints.txt"), "-r", str(ROOT / "requirements" / "handler-nodeps.txt")],
-                                env=_pip_env(), capture_output=True, text=True, timeout=600, cwd=base)
+        result = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--no-deps",
+                "-c",
+                str(ROOT / "constraints.txt"),
+                "-r",
+                str(ROOT / "requirements" / "handler-nodeps.txt"),
+            ],
+            env=_pip_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=base,
+        )
     seconds = time.monotonic() - t0
     if result.returncode != 0:
-        pytest.fail(f"pip install -r requirements/handler.txt failed in a clean venv ({base_python}):\n"
-                    f"{(result.stdout + result.stderr)[-6000:]}", pytrace=False)
-    info = subprocess.run([str(python), "-c", "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); "
-                           "print('%d.%d.%d' % sys.version_info[:3])"], capture_output=True, text=True, check=True)
+        pytest.fail(
+            f"pip install -r requirements/handler.txt failed in a clean venv ({base_python}):\n"
+            f"{(result.stdout + result.stderr)[-6000:]}",
+            pytrace=False,
+        )
+    info = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); "
+            "print('%d.%d.%d' % sys.version_info[:3])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     site, version = info.stdout.split()
     return CleanVenv(venv, python, Path(site), base_python, version, seconds)
 
@@ -95,8 +163,11 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
 def task_root(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, deploy_index: Path) -> Path:
     """A fresh directory like the image's /var/task: handler/ only, plus a model and an index next to it."""
     root = tmp_path_factory.mktemp("task")
-    shutil.copytree(ROOT / "handler", root / "handler",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
+    shutil.copytree(
+        ROOT / "handler",
+        root / "handler",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
+    )
     shutil.copytree(tiny_bundle, root / "model")
     shutil.copytree(deploy_index, root / "index", ignore=shutil.ignore_patterns(".work"))
     return root
@@ -107,9 +178,17 @@ def lambda_env(model: Path | str, index: Path | str, cache: Path, **extra: str) 
     env, unresolved = invoke.template_environment(overrides={"ArtifactBucket": "example-bucket"})
     assert not unresolved
     env.update(MODEL_URI=str(model), INDEX_URI=str(index), CACHE_DIR=str(cache))
-    env.update({"PATH": "/usr/bin:/bin", "HOME": str(cache), "LANG": "C.UTF-8",
-                "AWS_LAMBDA_FUNCTION_NAME": "SearchFunction", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(
+        {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cache),
+            "LANG": "C.UTF-8",
+            "AWS_LAMBDA_FUNCTION_NAME": "SearchFunction",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     env.update(extra)
     return env
 
@@ -143,35 +222,63 @@ print(json.dumps({
 
 
 def serve(venv: CleanVenv, root: Path, env: dict[str, str], events: dict[str, Path]) -> dict[str, Any]:
-    result = subprocess.run([str(venv.python), "-E", "-s", "-c", _SERVE, json.dumps({k: str(v) for k, v in events.items()})],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(venv.python), "-E", "-s", "-c", _SERVE, json.dumps({k: str(v) for k, v in events.items()})],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_only_the_handler_set_is_installed(clean_venv: CleanVenv) -> None:
-    listing = subprocess.run([str(clean_venv.python), "-m", "pip", "list", "--format", "json"], env=_pip_env(),
-                             capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        [str(clean_venv.python), "-m", "pip", "list", "--format", "json"],
+        env=_pip_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing.stdout)}
     assert not installed & FORBIDDEN, installed & FORBIDDEN
     assert {"onnxruntime", "hnswlib", "numpy", "pillow", "fastapi", "mangum", "boto3"} <= installed
     for module in ("torch", "open_clip", "torchvision"):
-        probe = subprocess.run([str(clean_venv.python), "-E", "-s", "-c", f"import {module}"], capture_output=True,
-                               text=True, cwd=clean_venv.path)
+        probe = subprocess.run(
+            [str(clean_venv.python), "-E", "-s", "-c", f"import {module}"],
+            capture_output=True,
+            text=True,
+            cwd=clean_venv.path,
+        )
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
     # hnswlib was compiled here (no wheel on PyPI) without -march=native, so it runs on any x86_64 host.
-    probe = subprocess.run([str(clean_venv.python), "-c", "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
-                            "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())"],
-                           capture_output=True, text=True, cwd=clean_venv.path)
+    probe = subprocess.run(
+        [
+            str(clean_venv.python),
+            "-c",
+            "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
+            "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=clean_venv.path,
+    )
     assert probe.stdout.strip() == "2", probe.stderr
 
 
-def test_text_and_image_search_through_lambda_handler(clean_venv: CleanVenv, task_root: Path, query_image: bytes,
-                                                      tmp_path: Path) -> None:
+def test_text_and_image_search_through_lambda_handler(
+    clean_venv: CleanVenv, task_root: Path, query_image: bytes, tmp_path: Path
+) -> None:
     events = write_events(tmp_path / "events", query_image)
     env = lambda_env(task_root / "model", task_root / "index", tmp_path / "cache")
-    out = serve(clean_venv, task_root, env, {k: events[k] for k in ("health", "search-text", "search-image",
-                                                                   "search-image-multipart", "info")})
+    out = serve(
+        clean_venv,
+        task_root,
+        env,
+        {k: events[k] for k in ("health", "search-text", "search-image", "search-image-multipart", "info")},
+    )
     assert Path(out["handler_file"]).resolve() == (task_root / "handler" / "__init__.py").resolve()
     assert out["loaded"] == [] and out["importable"] == []
     responses = out["responses"]
@@ -194,57 +301,103 @@ def job_root(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory) ->
     """Like the job image's /var/task: handler/ + index_builder/, and tqdm (the only extra requirement of
     requirements/index_builder.txt) in ``site-extra/`` next to them, outside the clean venv."""
     root = tmp_path_factory.mktemp("job")
-    result = subprocess.run([str(clean_venv.python), "-m", "pip", "install", "--no-input", "--target",
-                             str(root / "site-extra"), "--no-deps", "-c", str(ROOT / "constraints.txt"), "tqdm"],
-                            env=_pip_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(clean_venv.python),
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--target",
+            str(root / "site-extra"),
+            "--no-deps",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "tqdm",
+        ],
+        env=_pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for package in ("handler", "index_builder"):
-        shutil.copytree(ROOT / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
+        shutil.copytree(
+            ROOT / package,
+            root / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
+        )
     return root
 
 
 def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
     """The rebuild state machine's steps in the clean venv: ``plan_handler(event)``, ``embed_handler`` over
     the whole todo list as one ItemBatcher batch, ``publish_handler(plan)``; returns a summary."""
-    code = ("import sys, json; sys.path.insert(1, 'site-extra')\n"
-            "from handler.core.storage import open_store\n"
-            "from index_builder.sfn_handlers import embed_handler, plan_handler, publish_handler\n"
-            "from index_builder.steps import work\n"
-            f"plan = plan_handler({json.dumps(event)!r}, None)\n"
-            "store = open_store(plan['index_uri'])\n"
-            "items = json.loads(store.read_bytes(work.items_key(plan['run_id'])))\n"
-            "embed_handler({'Items': items, 'BatchInput': {'run_id': plan['run_id']}}, None)\n"
-            "out = publish_handler(plan, None)\n"
-            "result = {'ok': out['published'], 'version': out['version'], 'index_uri': plan['index_uri']}\n"
-            "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n")
-    run = subprocess.run([str(venv.python), "-E", "-s", "-c", code], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=600)
+    code = (
+        "import sys, json; sys.path.insert(1, 'site-extra')\n"
+        "from handler.core.storage import open_store\n"
+        "from index_builder.sfn_handlers import embed_handler, plan_handler, publish_handler\n"
+        "from index_builder.steps import work\n"
+        f"plan = plan_handler({json.dumps(event)!r}, None)\n"
+        "store = open_store(plan['index_uri'])\n"
+        "items = json.loads(store.read_bytes(work.items_key(plan['run_id'])))\n"
+        "embed_handler({'Items': items, 'BatchInput': {'run_id': plan['run_id']}}, None)\n"
+        "out = publish_handler(plan, None)\n"
+        "result = {'ok': out['published'], 'version': out['version'], 'index_uri': plan['index_uri']}\n"
+        "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n"
+    )
+    run = subprocess.run(
+        [str(venv.python), "-E", "-s", "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["torch"] is False
     return out["result"]
 
 
-def test_rebuild_job_runs_without_torch(clean_venv: CleanVenv, task_root: Path, job_root: Path,
-                                        deploy_collection: Path, tmp_path: Path, query_image: bytes) -> None:
+def test_rebuild_job_runs_without_torch(
+    clean_venv: CleanVenv,
+    task_root: Path,
+    job_root: Path,
+    deploy_collection: Path,
+    tmp_path: Path,
+    query_image: bytes,
+) -> None:
     """requirements/index_builder.txt = handler set + tqdm: the job image's set builds and publishes."""
     index = tmp_path / "built-index"
-    env = lambda_env(task_root / "model", index, tmp_path / "cache", SOURCE_URI=str(deploy_collection),
-                     KEEP_VERSIONS="2", PRECISION="fp32", TQDM_DISABLE="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    env = lambda_env(
+        task_root / "model",
+        index,
+        tmp_path / "cache",
+        SOURCE_URI=str(deploy_collection),
+        KEEP_VERSIONS="2",
+        PRECISION="fp32",
+        TQDM_DISABLE="1",
+        XDG_CACHE_HOME=str(tmp_path / "xdg"),
+    )
     out = {"result": run_job(clean_venv, job_root, env, {"full": True})}
     assert out["result"]["ok"] is True
     # ...and the search function serves what the job published
     events = write_events(tmp_path / "events", query_image)
-    served = serve(clean_venv, task_root, lambda_env(task_root / "model", index, tmp_path / "cache"),
-                   {"search-image": events["search-image"]})
+    served = serve(
+        clean_venv,
+        task_root,
+        lambda_env(task_root / "model", index, tmp_path / "cache"),
+        {"search-image": events["search-image"]},
+    )
     body = json.loads(served["responses"]["search-image"]["body"])
     assert body["index_version"] == out["result"]["version"]
     assert body["results"][0]["score"] > 0.999
 
 
-def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_dependency_footprint(
+    clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Installed size of the handler set (whole site-packages of the clean venv) vs the torch stack."""
     total = dir_size(clean_venv.site_packages)
     tooling = sum(dir_size(p) for p in clean_venv.site_packages.glob("pip*"))
@@ -263,10 +416,12 @@ def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.Te
     path = tmp_path_factory.getbasetemp() / "deploy-footprint.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     with capsys.disabled():
-        print(f"\n[deploy footprint] handler dependency set {(total - tooling) / 1e6:.1f} MB (+ pip "
-              f"{tooling / 1e6:.1f} MB) in a clean Python {clean_venv.version} venv (pip install "
-              f"{record['pip_install_seconds']} s); torch stack in this environment {measured['torch_stack_mb']} MB "
-              f"({record['torch_stack_over_handler']}x); written to {path}")
+        print(
+            f"\n[deploy footprint] handler dependency set {(total - tooling) / 1e6:.1f} MB (+ pip "
+            f"{tooling / 1e6:.1f} MB) in a clean Python {clean_venv.version} venv (pip install "
+            f"{record['pip_install_seconds']} s); torch stack in this environment {measured['torch_stack_mb']} MB "
+            f"({record['torch_stack_over_handler']}x); written to {path}"
+        )
     without_pip = total - tooling
     assert 50e6 < without_pip < 500e6
     # Two measurements of the same set (different Python minor versions possibly): within 25 %.
@@ -276,9 +431,16 @@ def test_dependency_footprint(clean_venv: CleanVenv, tmp_path_factory: pytest.Te
 
 
 @pytest.mark.s3
-def test_deployed_configuration_against_s3(clean_venv: CleanVenv, task_root: Path, job_root: Path, s3_server: Any,
-                                           tiny_bundle: Path, deploy_collection: Path, query_image: bytes,
-                                           tmp_path: Path) -> None:
+def test_deployed_configuration_against_s3(
+    clean_venv: CleanVenv,
+    task_root: Path,
+    job_root: Path,
+    s3_server: Any,
+    tiny_bundle: Path,
+    deploy_collection: Path,
+    query_image: bytes,
+    tmp_path: Path,
+) -> None:
     """The template's default configuration, with S3 (SeaweedFS) standing in for the artifact bucket: the
     rebuild job builds from s3://<bucket>/collection with the bundle at s3://<bucket>/models/clip into
     s3://<bucket>/indexes/clip writing nothing outside that prefix (what its IAM policy allows), and the
@@ -295,22 +457,32 @@ def test_deployed_configuration_against_s3(clean_venv: CleanVenv, task_root: Pat
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
     before = keys()
-    job_env, unresolved = invoke.template_environment(function="PlanFunction",
-                                                      overrides={"ArtifactBucket": bucket})
+    job_env, unresolved = invoke.template_environment(
+        function="PlanFunction", overrides={"ArtifactBucket": bucket}
+    )
     assert not unresolved
     assert job_env["INDEX_URI"] == f"s3://{bucket}/indexes/clip"
-    job_env.update(s3_server.env(), PATH="/usr/bin:/bin", HOME=str(tmp_path), LANG="C.UTF-8",
-                   CACHE_DIR=str(tmp_path / "job-cache"), XDG_CACHE_HOME=str(tmp_path / "job-xdg"))
+    job_env.update(
+        s3_server.env(),
+        PATH="/usr/bin:/bin",
+        HOME=str(tmp_path),
+        LANG="C.UTF-8",
+        CACHE_DIR=str(tmp_path / "job-cache"),
+        XDG_CACHE_HOME=str(tmp_path / "job-xdg"),
+    )
     result = run_job(clean_venv, job_root, job_env, {})
     assert result["ok"] is True and result["index_uri"] == f"s3://{bucket}/indexes/clip"
     written = keys() - before
     assert written and all(k.startswith("indexes/clip/") for k in written), sorted(written)
     assert before <= keys(), "the job deleted nothing outside its prefix"
 
-    env = lambda_env(f"s3://{bucket}/models/clip", f"s3://{bucket}/indexes/clip", tmp_path / "cache",
-                     **s3_server.env())
+    env = lambda_env(
+        f"s3://{bucket}/models/clip", f"s3://{bucket}/indexes/clip", tmp_path / "cache", **s3_server.env()
+    )
     events = write_events(tmp_path / "events", query_image)
-    served = serve(clean_venv, task_root, env, {k: events[k] for k in ("health", "search-text", "search-image")})
+    served = serve(
+        clean_venv, task_root, env, {k: events[k] for k in ("health", "search-text", "search-image")}
+    )
     responses = served["responses"]
     assert [r["statusCode"] for r in responses.values()] == [200, 200, 200], responses
     body = json.loads(responses["search-image"]["body"])

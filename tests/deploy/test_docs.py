@@ -74,9 +74,15 @@ def test_deploy_doc_commands_use_the_template_default_prefixes(defaults):
     for role, _bucket, prefix, command in found:
         by_role[role].append((prefix, command))
     # Upload, build and point-the-service-at commands all exist, so the check cannot pass vacuously.
-    assert {role: len(v) >= 2 for role, v in by_role.items()} == dict.fromkeys(ROLE_OF_FLAG.values(), True), found
-    wrong = [f"{role}: {prefix!r} != template default {defaults[role]!r} in `{command}`"
-             for role, items in by_role.items() for prefix, command in items if prefix != defaults[role]]
+    assert {role: len(v) >= 2 for role, v in by_role.items()} == dict.fromkeys(ROLE_OF_FLAG.values(), True), (
+        found
+    )
+    wrong = [
+        f"{role}: {prefix!r} != template default {defaults[role]!r} in `{command}`"
+        for role, items in by_role.items()
+        for prefix, command in items
+        if prefix != defaults[role]
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -85,19 +91,26 @@ def test_deploy_doc_uses_one_bucket_for_the_walkthrough():
     buckets = {bucket for _role, bucket, _prefix, _cmd in s3_locations(shell_commands(text)) if bucket != "b"}
     deployed = set(re.findall(r"ArtifactBucket=([a-z0-9.-]+)", text))
     created = set(re.findall(r"aws s3 mb s3://([a-z0-9.-]+)", text))
-    assert deployed and created, "the doc shows `aws s3 mb` and `sam deploy --parameter-overrides ArtifactBucket=`"
+    assert deployed and created, (
+        "the doc shows `aws s3 mb` and `sam deploy --parameter-overrides ArtifactBucket=`"
+    )
     assert buckets == deployed == created
 
 
 def test_deploy_doc_parameter_table_states_the_template_defaults(defaults):
-    row = next(line for line in DEPLOY_MD.read_text(encoding="utf-8").splitlines()
-               if line.startswith("| `ModelPrefix` / `IndexPrefix` / `SourcePrefix` |"))
+    row = next(
+        line
+        for line in DEPLOY_MD.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `ModelPrefix` / `IndexPrefix` / `SourcePrefix` |")
+    )
     stated = re.findall(r"`([^`]+)`", row.split("|")[2])
     assert stated == [defaults["ModelPrefix"], defaults["IndexPrefix"], defaults["SourcePrefix"]]
 
 
 def test_parser_sees_a_wrong_prefix():
-    doc = "```bash\naws s3 sync x/bundle s3://bk/models/other\n.venv/bin/python -m export --out x/bundle\n```\n"
+    doc = (
+        "```bash\naws s3 sync x/bundle s3://bk/models/other\n.venv/bin/python -m export --out x/bundle\n```\n"
+    )
     # sync before export: not known as a bundle dir yet, so it counts as a source upload; order matters.
     assert s3_locations(shell_commands(doc))[0][:3] == ("SourcePrefix", "bk", "models/other")
     doc = "```bash\npython -m export --out x/bundle\naws s3 sync x/bundle s3://bk/models/other\n```\n"

@@ -23,9 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "invoke.py"
 
 
-def run_invoke(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+def run_invoke(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def parse_output(stdout: str) -> tuple[str, dict[str, Any], str]:
@@ -44,7 +53,10 @@ def no_container_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """PATH with a ``docker`` whose ``info`` fails first, as on a machine without a daemon."""
     fake = tmp_path / "no-daemon-bin"
     fake.mkdir(exist_ok=True)
-    _script(fake / "docker", "import sys\nprint('Cannot connect to the Docker daemon', file=sys.stderr)\nsys.exit(1)\n")
+    _script(
+        fake / "docker",
+        "import sys\nprint('Cannot connect to the Docker daemon', file=sys.stderr)\nsys.exit(1)\n",
+    )
     return {**env, "PATH": f"{fake}{os.pathsep}{env.get('PATH', '')}"}
 
 
@@ -64,7 +76,9 @@ def test_template_environment_resolves_parameters() -> None:
     assert unresolved["INDEX_URI"] == "s3://<ArtifactBucket>/indexes/clip"
     assert resolved["PRECISION"] == "fp32" and resolved["INDEX_REFRESH_SECONDS"] == "60"
     assert resolved["API_KEY"] == "" and resolved["ORT_THREADS"] == ""
-    resolved, unresolved = invoke.template_environment(overrides={"ArtifactBucket": "bkt", "Precision": "int8"})
+    resolved, unresolved = invoke.template_environment(
+        overrides={"ArtifactBucket": "bkt", "Precision": "int8"}
+    )
     assert unresolved == {}
     assert resolved["MODEL_URI"] == "s3://bkt/models/clip" and resolved["PRECISION"] == "int8"
     with pytest.raises(ValueError, match="unknown template parameter"):
@@ -74,11 +88,16 @@ def test_template_environment_resolves_parameters() -> None:
 
 def test_resolver_intrinsics() -> None:
     template = {
-        "Parameters": {"A": {"Type": "String", "Default": "x"}, "N": {"Type": "Number", "Default": 3},
-                       "Flag": {"Type": "String", "Default": "true"}},
-        "Conditions": {"On": {"Fn::Equals": [{"Ref": "Flag"}, "true"]},
-                       "Off": {"Fn::Not": [{"Condition": "On"}]},
-                       "Both": {"Fn::And": [{"Condition": "On"}, {"Fn::Or": [{"Condition": "Off"}, True]}]}},
+        "Parameters": {
+            "A": {"Type": "String", "Default": "x"},
+            "N": {"Type": "Number", "Default": 3},
+            "Flag": {"Type": "String", "Default": "true"},
+        },
+        "Conditions": {
+            "On": {"Fn::Equals": [{"Ref": "Flag"}, "true"]},
+            "Off": {"Fn::Not": [{"Condition": "On"}]},
+            "Both": {"Fn::And": [{"Condition": "On"}, {"Fn::Or": [{"Condition": "Off"}, True]}]},
+        },
     }
     r = invoke.Resolver(template)
     assert r.resolve({"Fn::Sub": "${A}-${N}-${AWS::Region}-${!Literal}"}).startswith("x-3-")
@@ -96,8 +115,9 @@ def test_function_environment_defaults_and_caller_overrides() -> None:
     env, notes = invoke.function_environment(environ={})
     assert env["MODEL_URI"] == str(invoke.DEMO_MODEL) and env["INDEX_URI"] == str(invoke.DEMO_INDEX)
     assert env["PRECISION"] == "fp32" and env["CACHE_DIR"] == "/tmp/clip-search"
-    env, notes = invoke.function_environment(environ={"MODEL_URI": "s3://b/m", "LOG_LEVEL": "DEBUG"},
-                                             params={"Precision": "int8"})
+    env, notes = invoke.function_environment(
+        environ={"MODEL_URI": "s3://b/m", "LOG_LEVEL": "DEBUG"}, params={"Precision": "int8"}
+    )
     assert env["MODEL_URI"] == "s3://b/m" and env["INDEX_URI"] == str(invoke.DEMO_INDEX)
     assert env["LOG_LEVEL"] == "DEBUG" and env["PRECISION"] == "int8"
     assert any("LOG_LEVEL from the caller" in n for n in notes)
@@ -116,8 +136,9 @@ def test_path_choice_without_a_container_runtime(monkeypatch: pytest.MonkeyPatch
 # ---------------------------------------------------------------------------------------------------------
 # the subprocess path, for real
 # ---------------------------------------------------------------------------------------------------------
-def test_subprocess_path_answers_text_and_image_searches(tiny_bundle: Path, deploy_index: Path,
-                                                         event_files: dict[str, Path], tmp_path: Path) -> None:
+def test_subprocess_path_answers_text_and_image_searches(
+    tiny_bundle: Path, deploy_index: Path, event_files: dict[str, Path], tmp_path: Path
+) -> None:
     env = no_container_env(artifact_env(tiny_bundle, deploy_index), tmp_path)
     for name in ("search-text", "search-image", "search-image-multipart"):
         result = run_invoke(str(event_files[name]), "--env-from-template", "--expect-status", "200", env=env)
@@ -137,12 +158,23 @@ def test_subprocess_path_answers_text_and_image_searches(tiny_bundle: Path, depl
             assert body["results"][0]["score"] > 0.999, "the query image is in the collection"
 
 
-def test_template_parameters_reach_the_function(tiny_bundle: Path, deploy_index: Path,
-                                                event_files: dict[str, Path], tmp_path: Path) -> None:
+def test_template_parameters_reach_the_function(
+    tiny_bundle: Path, deploy_index: Path, event_files: dict[str, Path], tmp_path: Path
+) -> None:
     env = no_container_env(artifact_env(tiny_bundle, deploy_index), tmp_path)
     out = tmp_path / "response.json"
-    result = run_invoke(str(event_files["info"]), "--param", "Precision=int8", "--param", "ModelId=deploy-test",
-                        "--param", "IndexRefreshSeconds=7", "--output", str(out), env=env)
+    result = run_invoke(
+        str(event_files["info"]),
+        "--param",
+        "Precision=int8",
+        "--param",
+        "ModelId=deploy-test",
+        "--param",
+        "IndexRefreshSeconds=7",
+        "--output",
+        str(out),
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     info = json.loads(json.loads(out.read_text())["body"])
     assert info["index"]["version"] == INDEX_VERSION
@@ -166,8 +198,9 @@ def test_usage_errors(tmp_path: Path, event_files: dict[str, Path]) -> None:
     assert result.returncode == 2 and "unknown template parameter" in result.stderr
 
 
-def test_expect_status_mismatch_fails(tiny_bundle: Path, deploy_index: Path, event_files: dict[str, Path],
-                                      tmp_path: Path) -> None:
+def test_expect_status_mismatch_fails(
+    tiny_bundle: Path, deploy_index: Path, event_files: dict[str, Path], tmp_path: Path
+) -> None:
     env = no_container_env(artifact_env(tiny_bundle, deploy_index), tmp_path)
     result = run_invoke(str(event_files["health"]), "--expect-status", "201", "--mode", "subprocess", env=env)
     assert result.returncode == 1 and "statusCode 200 != expected 201" in result.stderr
@@ -202,12 +235,15 @@ def fake_container(tmp_path: Path) -> tuple[dict[str, str], Path]:
     sam = _script(bin_dir / "sam", FAKE_SAM)
     record = tmp_path / "sam-calls.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in invoke.CONFIG_NAMES}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", SAM_CLI=str(sam), FAKE_SAM_RECORD=str(record))
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", SAM_CLI=str(sam), FAKE_SAM_RECORD=str(record)
+    )
     return env, record
 
 
-def test_sam_path_when_a_container_runtime_answers(fake_container: tuple[dict[str, str], Path],
-                                                   event_files: dict[str, Path]) -> None:
+def test_sam_path_when_a_container_runtime_answers(
+    fake_container: tuple[dict[str, str], Path], event_files: dict[str, Path]
+) -> None:
     env, record = fake_container
     env.update(MODEL_URI="s3://artifacts/models/clip", INDEX_URI="s3://artifacts/indexes/clip")
     result = run_invoke(str(event_files["health"]), "--no-build", "--param", "Precision=int8", env=env)
@@ -220,15 +256,21 @@ def test_sam_path_when_a_container_runtime_answers(fake_container: tuple[dict[st
     args = calls[0]["args"]
     assert args[:3] == ["local", "invoke", "SearchFunction"]
     assert calls[0]["event"] == json.loads(event_files["health"].read_text())
-    assert "--parameter-overrides" in args and "Precision=int8" in args[args.index("--parameter-overrides") + 1]
+    assert (
+        "--parameter-overrides" in args and "Precision=int8" in args[args.index("--parameter-overrides") + 1]
+    )
     variables = calls[0]["env_vars"]["SearchFunction"]
     assert set(variables) == set(invoke.config_names())
     assert variables["MODEL_URI"] == "s3://artifacts/models/clip" and variables["PRECISION"] == "int8"
     assert "Invoking Container" in result.stderr  # sam's own log passes through
 
 
-def test_local_artifacts_fall_back_to_the_subprocess(fake_container: tuple[dict[str, str], Path], tiny_bundle: Path,
-                                                     deploy_index: Path, event_files: dict[str, Path]) -> None:
+def test_local_artifacts_fall_back_to_the_subprocess(
+    fake_container: tuple[dict[str, str], Path],
+    tiny_bundle: Path,
+    deploy_index: Path,
+    event_files: dict[str, Path],
+) -> None:
     """A container cannot read local paths: with a runtime present, local MODEL_URI/INDEX_URI still run in
     the subprocess, and the first line says why."""
     env, record = fake_container
@@ -244,8 +286,13 @@ def test_local_artifacts_fall_back_to_the_subprocess(fake_container: tuple[dict[
     assert result.returncode == 2 and "not readable inside the container" in result.stderr
 
 
-SAMPLE_EVENTS = ("search-text.json", "search-image.json", "search-text-v1.json", "search-image-function-url.json",
-                 "embeddings.json")
+SAMPLE_EVENTS = (
+    "search-text.json",
+    "search-image.json",
+    "search-text-v1.json",
+    "search-image-function-url.json",
+    "embeddings.json",
+)
 
 
 @pytest.mark.parametrize("name", SAMPLE_EVENTS)

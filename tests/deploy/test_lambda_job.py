@@ -10,9 +10,22 @@ import pytest
 from index_builder import lambda_job
 from index_builder.lambda_job import RebuildFailed, build_argv, handler
 
-ENV = {"SOURCE_URI": "s3://b/collection", "MODEL_URI": "s3://b/models/clip", "INDEX_URI": "s3://b/indexes/clip",
-       "PRECISION": "fp32", "KEEP_VERSIONS": "3"}
-BASE = ["build", "--source", "s3://b/collection", "--bundle", "s3://b/models/clip", "--out", "s3://b/indexes/clip"]
+ENV = {
+    "SOURCE_URI": "s3://b/collection",
+    "MODEL_URI": "s3://b/models/clip",
+    "INDEX_URI": "s3://b/indexes/clip",
+    "PRECISION": "fp32",
+    "KEEP_VERSIONS": "3",
+}
+BASE = [
+    "build",
+    "--source",
+    "s3://b/collection",
+    "--bundle",
+    "s3://b/models/clip",
+    "--out",
+    "s3://b/indexes/clip",
+]
 
 
 def test_default_event_builds_from_the_environment() -> None:
@@ -24,33 +37,64 @@ def test_default_event_builds_from_the_environment() -> None:
 
 
 def test_event_overrides() -> None:
-    event = {"source": "s3://b/other", "full": True, "workers": 4, "precision": "int8", "keep_versions": 5,
-             "strict": True}
+    event = {
+        "source": "s3://b/other",
+        "full": True,
+        "workers": 4,
+        "precision": "int8",
+        "keep_versions": 5,
+        "strict": True,
+    }
     assert build_argv(event, ENV) == [
-        "build", "--source", "s3://b/other", "--bundle", "s3://b/models/clip", "--out", "s3://b/indexes/clip",
-        "--precision", "int8", "--workers", "4", "--keep-versions", "5", "--full", "--strict"]
+        "build",
+        "--source",
+        "s3://b/other",
+        "--bundle",
+        "s3://b/models/clip",
+        "--out",
+        "s3://b/indexes/clip",
+        "--precision",
+        "int8",
+        "--workers",
+        "4",
+        "--keep-versions",
+        "5",
+        "--full",
+        "--strict",
+    ]
     assert "--full" not in build_argv({"full": False}, ENV)
     assert build_argv(json.dumps({"full": True}), ENV)[-1] == "--full"
 
 
 def test_eventbridge_envelope_is_unwrapped() -> None:
-    scheduled = {"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
-                 "account": "123456789012", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
-                 "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"], "detail": {}}
+    scheduled = {
+        "version": "0",
+        "id": "x",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"],
+        "detail": {},
+    }
     assert build_argv(scheduled, ENV) == build_argv({}, ENV)
 
 
-@pytest.mark.parametrize("event, message", [
-    ({"ful": True}, "unknown event key"),
-    ({"out": "s3://b/elsewhere"}, "unknown event key"),
-    ({"full": "yes"}, "true or false"),
-    ({"workers": 0}, "positive integer"),
-    ({"workers": True}, "positive integer"),
-    ({"source": ""}, "non-empty string"),
-    ({"precision": "fp64"}, "must be one of"),
-    ([1, 2], "JSON object"),
-    ("not json", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ({"ful": True}, "unknown event key"),
+        ({"out": "s3://b/elsewhere"}, "unknown event key"),
+        ({"full": "yes"}, "true or false"),
+        ({"workers": 0}, "positive integer"),
+        ({"workers": True}, "positive integer"),
+        ({"source": ""}, "non-empty string"),
+        ({"precision": "fp64"}, "must be one of"),
+        ([1, 2], "JSON object"),
+        ("not json", "not JSON"),
+    ],
+)
 def test_bad_events_are_refused(event: object, message: str) -> None:
     with pytest.raises(RebuildFailed, match=message):
         build_argv(event, ENV)
@@ -74,12 +118,15 @@ def test_cli_failure_raises(monkeypatch: pytest.MonkeyPatch) -> None:
         handler({})
 
 
-def test_argparse_exit_becomes_a_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_argparse_exit_becomes_a_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert lambda_job.run_cli(["build", "--no-such-flag"]) == 2
 
 
-def test_job_builds_publishes_and_rebuilds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path,
-                                           deploy_collection: Path) -> None:
+def test_job_builds_publishes_and_rebuilds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, deploy_collection: Path
+) -> None:
     """The handler runs the real CLI: a first build, an incremental one, a full one; each publishes."""
     from handler.core.index import load_index, read_pointer
 
@@ -140,5 +187,8 @@ def test_job_logs_are_json_lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     with pytest.raises(RebuildFailed):
         handler({})
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [(x["event"], x["level"]) for x in lines] == [("rebuild_start", "INFO"), ("rebuild_failed", "ERROR")]
+    assert [(x["event"], x["level"]) for x in lines] == [
+        ("rebuild_start", "INFO"),
+        ("rebuild_failed", "ERROR"),
+    ]
     assert lines[1]["rc"] == 1 and "time" in lines[1]

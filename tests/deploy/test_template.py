@@ -35,15 +35,21 @@ def template() -> dict[str, Any]:
 def _sam_env(tmp_path: Path) -> dict[str, str]:
     """No AWS credentials, profile or region: what validate --lint needs must be offline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
-    env.update(SAM_CLI_TELEMETRY="0", AWS_CONFIG_FILE=str(tmp_path / "none"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        SAM_CLI_TELEMETRY="0",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     return env
 
 
 def _need_sam() -> None:
     if not SAM.is_file():
-        pytest.skip(f"{SAM} is absent: create it with `make sam-venv` (python3 -m venv .venv-sam && "
-                    ".venv-sam/bin/pip install -c requirements/sam-constraints.txt -r requirements/sam.txt)")
+        pytest.skip(
+            f"{SAM} is absent: create it with `make sam-venv` (python3 -m venv .venv-sam && "
+            ".venv-sam/bin/pip install -c requirements/sam-constraints.txt -r requirements/sam.txt)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -51,8 +57,14 @@ def _need_sam() -> None:
 # ---------------------------------------------------------------------------------------------------------
 def test_sam_validate_lint_passes_offline(tmp_path: Path) -> None:
     _need_sam()
-    result = subprocess.run([str(SAM), "validate", "--lint", "--template", str(TEMPLATE)], cwd=ROOT,
-                            env=_sam_env(tmp_path), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(SAM), "validate", "--lint", "--template", str(TEMPLATE)],
+        cwd=ROOT,
+        env=_sam_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
@@ -62,8 +74,14 @@ def test_sam_validate_lint_catches_errors(tmp_path: Path) -> None:
     _need_sam()
     broken = tmp_path / "template.yaml"
     broken.write_text(TEMPLATE.read_text().replace("InvokeMode: BUFFERED", "InvokeMode: BUFFERD"))
-    result = subprocess.run([str(SAM), "validate", "--lint", "--template", str(broken)], cwd=tmp_path,
-                            env=_sam_env(tmp_path), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(SAM), "validate", "--lint", "--template", str(broken)],
+        cwd=tmp_path,
+        env=_sam_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode != 0
     assert "BUFFERD" in result.stdout + result.stderr
 
@@ -91,8 +109,13 @@ def translated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _need_sam()
     tmp = tmp_path_factory.mktemp("sam-translate")
     env = {**_sam_env(tmp), "AWS_DEFAULT_REGION": "us-east-1"}
-    result = subprocess.run([str(SAM_VENV / "bin" / "python"), "-c", _TRANSLATE, str(TEMPLATE)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(SAM_VENV / "bin" / "python"), "-c", _TRANSLATE, str(TEMPLATE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -116,18 +139,25 @@ INDEX_ARN = "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${IndexPrefix}/"
 def test_translated_roles_scope_writes_to_the_index_prefix(translated: dict[str, Any]) -> None:
     resources = translated["Resources"]
     for role in [f"{name}Role" for name in REBUILD_FUNCTIONS] + ["RebuildStateMachineRole"]:
-        writes = [s for s in _statements(resources[role])
-                  if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))]
+        writes = [
+            s
+            for s in _statements(resources[role])
+            if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))
+        ]
         assert writes, f"{role} must be able to write its part of the index prefix"
         for statement in writes:
             for resource in _as_list(statement["Resource"]):
                 assert resource["Fn::Sub"].startswith(INDEX_ARN), (role, statement)
-    search_writes = [s for s in _statements(resources["SearchFunctionRole"])
-                     if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))]
+    search_writes = [
+        s
+        for s in _statements(resources["SearchFunctionRole"])
+        if any(WRITE_ACTIONS.match(a) for a in _as_list(s["Action"]))
+    ]
     assert search_writes == [], "the search function only reads"
     for name in ("SearchFunctionRole", *(f"{n}Role" for n in REBUILD_FUNCTIONS)):
         assert resources[name]["Properties"]["ManagedPolicyArns"] == [
-            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        ]
 
 
 def test_translated_api_routes_and_schedule(translated: dict[str, Any]) -> None:
@@ -195,8 +225,9 @@ def test_template_defaults_pass_the_service_validation(template: dict[str, Any])
     service's own defaults (no drift between the two), URIs and threads aside."""
     from handler.config import Settings
 
-    resolved, unresolved = invoke.template_environment(TEMPLATE, "SearchFunction",
-                                                       {"ArtifactBucket": "example-bucket"})
+    resolved, unresolved = invoke.template_environment(
+        TEMPLATE, "SearchFunction", {"ArtifactBucket": "example-bucket"}
+    )
     assert unresolved == {}
     assert resolved["MODEL_URI"] == "s3://example-bucket/models/clip"
     assert resolved["INDEX_URI"] == "s3://example-bucket/indexes/clip"
@@ -204,8 +235,9 @@ def test_template_defaults_pass_the_service_validation(template: dict[str, Any])
     deployed = Settings.from_env(resolved)
     defaults = Settings.from_env({"MODEL_URI": resolved["MODEL_URI"], "INDEX_URI": resolved["INDEX_URI"]})
     assert deployed.with_(ort_threads=1) == defaults.with_(ort_threads=1)
-    baked, _ = invoke.template_environment(TEMPLATE, "SearchFunction",
-                                           {"ArtifactBucket": "example-bucket", "BakedModel": "true"})
+    baked, _ = invoke.template_environment(
+        TEMPLATE, "SearchFunction", {"ArtifactBucket": "example-bucket", "BakedModel": "true"}
+    )
     assert baked["MODEL_URI"] == "/opt/model" and baked["MODEL_VERIFY"] == "off"
     assert resolved["MODEL_VERIFY"] == "sha256"  # S3 bundles: always verified anyway
     # Every precision the template allows is one the service accepts.
@@ -216,12 +248,25 @@ def test_template_defaults_pass_the_service_validation(template: dict[str, Any])
 
 def test_api_events_and_parameters(template: dict[str, Any]) -> None:
     events = _function(template, "SearchFunction")["Properties"]["Events"]
-    routes = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events.values()
-              if e["Type"] == "HttpApi"}
+    routes = {
+        (e["Properties"]["Path"], e["Properties"]["Method"])
+        for e in events.values()
+        if e["Type"] == "HttpApi"
+    }
     assert routes == {("/", "ANY"), ("/{proxy+}", "ANY")}
     params = template["Parameters"]
-    for name in ("MemorySize", "OrtThreads", "Precision", "ArtifactBucket", "ModelPrefix", "IndexPrefix", "ApiKey",
-                 "CorsOrigins", "IndexRefreshSeconds", "EnableFunctionUrl"):
+    for name in (
+        "MemorySize",
+        "OrtThreads",
+        "Precision",
+        "ArtifactBucket",
+        "ModelPrefix",
+        "IndexPrefix",
+        "ApiKey",
+        "CorsOrigins",
+        "IndexRefreshSeconds",
+        "EnableFunctionUrl",
+    ):
         assert name in params, name
     assert params["ApiKey"]["NoEcho"] is True
     assert params["ApiKey"]["Default"] == ""
@@ -255,7 +300,10 @@ def test_rebuild_state_machine(template: dict[str, Any]) -> None:
         fn = _function(template, name)
         props = fn["Properties"]
         assert props["PackageType"] == "Image" and props["Architectures"] == ["x86_64"]
-        assert fn["Metadata"]["Dockerfile"] == "index_builder/Dockerfile" and fn["Metadata"]["DockerTag"] == "rebuild"
+        assert (
+            fn["Metadata"]["Dockerfile"] == "index_builder/Dockerfile"
+            and fn["Metadata"]["DockerTag"] == "rebuild"
+        )
         module, _, attr = props["ImageConfig"]["Command"][0].rpartition(".")
         assert callable(getattr(importlib.import_module(module), attr))
         assert props["Timeout"] == 900
@@ -278,8 +326,9 @@ def test_rebuild_state_machine(template: dict[str, Any]) -> None:
     assert len(schedule) == 1
     assert schedule[0]["Properties"]["State"] == {"Fn::If": ["ScheduleEnabled", "ENABLED", "DISABLED"]}
     # the map's concurrency and failure threshold are stack parameters, passed through the plan's output
-    plan_env = invoke.template_environment(TEMPLATE, "PlanFunction", {"ArtifactBucket": "b",
-                                                                       "RebuildMaxConcurrency": "7"})[0]
+    plan_env = invoke.template_environment(
+        TEMPLATE, "PlanFunction", {"ArtifactBucket": "b", "RebuildMaxConcurrency": "7"}
+    )[0]
     assert plan_env["MAX_CONCURRENCY"] == "7" and plan_env["TOLERATED_FAILURE_PERCENTAGE"] == "0"
 
 
@@ -418,7 +467,9 @@ def test_handler_dockerfile() -> None:
     # A baked bundle is verified once at image build, so cold starts may skip the sha256 (MODEL_VERIFY=off).
     assert ("ENV", "MODEL_VERIFY=off") in baked
     assert any(i == "RUN" and "read_manifest('/opt/model').verify()" in r for i, r in baked)
-    assert any(i == "RUN" and "compileall" in r for i, r in runtime), "no .pyc: Lambda's /var/task is read-only"
+    assert any(i == "RUN" and "compileall" in r for i, r in runtime), (
+        "no .pyc: Lambda's /var/task is read-only"
+    )
     text = (ROOT / "handler" / "Dockerfile").read_text()
     assert not re.search(r"^[^#]*\b(torch|open_clip)\b", text, re.M)
 
@@ -427,7 +478,11 @@ def test_index_builder_dockerfile() -> None:
     args, instructions = parse_dockerfile(ROOT / "index_builder" / "Dockerfile")
     assert args["BASE_IMAGE"] == "public.ecr.aws/lambda/python:3.12"
     pip = [r for s, i, r in instructions if i == "RUN" and "pip install" in r]
-    assert len(pip) == 1 and "-r /build/requirements/index_builder.txt" in pip[0] and "-c /build/constraints.txt" in pip[0]
+    assert (
+        len(pip) == 1
+        and "-r /build/requirements/index_builder.txt" in pip[0]
+        and "-c /build/constraints.txt" in pip[0]
+    )
     assert any(i == "ENV" and "HNSWLIB_NO_NATIVE=1" in r for s, i, r in instructions if s == "build")
     final = [(i, r) for s, i, r in instructions if s == "runtime"]
     assert ("CMD", '["index_builder.lambda_job.handler"]') in final
@@ -447,15 +502,27 @@ def test_build_context_holds_what_the_images_copy_and_nothing_else() -> None:
                     continue  # the baked stage's MODEL_DIR: checked below
                 path = ROOT / src
                 assert path.exists(), f"{dockerfile}: COPY {src}: not in the repository"
-                files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                                        and "__pycache__" not in p.parts]
+                files = (
+                    [path]
+                    if path.is_file()
+                    else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+                )
                 for f in files:
                     assert dockerignore_included(f.relative_to(ROOT).as_posix(), patterns), f
     for rel in ("artifacts/demo/bundle/manifest.json", "artifacts/vitb32/bundle/visual.onnx"):
         assert dockerignore_included(rel, patterns), rel
-    for rel in (".venv/bin/python", ".venv-sam/bin/sam", "tests/deploy/test_template.py", "artifacts/demo/index/CURRENT",
-                "export/cli.py", "demo/model/demo-clip.pt", ".git/HEAD", "handler/__pycache__/app.cpython-312.pyc",
-                ".aws-sam/build/template.yaml", "bench/out/x.json"):
+    for rel in (
+        ".venv/bin/python",
+        ".venv-sam/bin/sam",
+        "tests/deploy/test_template.py",
+        "artifacts/demo/index/CURRENT",
+        "export/cli.py",
+        "demo/model/demo-clip.pt",
+        ".git/HEAD",
+        "handler/__pycache__/app.cpython-312.pyc",
+        ".aws-sam/build/template.yaml",
+        "bench/out/x.json",
+    ):
         assert not dockerignore_included(rel, patterns), rel
 
 
@@ -479,8 +546,11 @@ def test_requirement_sets() -> None:
     assert builder - handler == {"tqdm"}
     pins = _pins()
     assert not (handler | builder) - set(pins), "every runtime requirement is pinned in constraints.txt"
-    sam = [line for line in (ROOT / "requirements" / "sam.txt").read_text().splitlines()
-           if line.strip() and not line.startswith("#")]
+    sam = [
+        line
+        for line in (ROOT / "requirements" / "sam.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert len(sam) == 1 and re.fullmatch(r"aws-sam-cli==\d+\.\d+\.\d+", sam[0])
     frozen = (ROOT / "requirements" / "sam-constraints.txt").read_text()
     assert sam[0] in frozen.splitlines()

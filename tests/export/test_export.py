@@ -28,8 +28,10 @@ def _torch_model(name: str, checkpoint):
 
 def _images(n: int, seed: int = 123) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 255, (int(h), int(w), 3), dtype=np.uint8))
-            for h, w in rng.integers(20, 260, (n, 2))]
+    return [
+        Image.fromarray(rng.integers(0, 255, (int(h), int(w), 3), dtype=np.uint8))
+        for h, w in rng.integers(20, 260, (n, 2))
+    ]
 
 
 def _ort(path, precision="fp32"):
@@ -47,10 +49,15 @@ def _check_parity_against_torch(bundle, name, checkpoint):
         ref_v = model.encode_image(pixels, normalize=True).numpy()
     text, visual = _ort(bundle / "textual.onnx"), _ort(bundle / "visual.onnx")
     for bs in (1, 3):
-        got_t = np.concatenate([text.run(None, {"input_ids": ids.numpy()[i:i + bs]})[0]
-                                for i in range(0, len(ids), bs)])
-        got_v = np.concatenate([visual.run(None, {"pixel_values": pixels.numpy()[i:i + bs]})[0]
-                                for i in range(0, len(pixels), bs)])
+        got_t = np.concatenate(
+            [text.run(None, {"input_ids": ids.numpy()[i : i + bs]})[0] for i in range(0, len(ids), bs)]
+        )
+        got_v = np.concatenate(
+            [
+                visual.run(None, {"pixel_values": pixels.numpy()[i : i + bs]})[0]
+                for i in range(0, len(pixels), bs)
+            ]
+        )
         assert np.abs(got_t - ref_t).max() <= 1e-5, f"text batch {bs}"
         assert np.abs(got_v - ref_v).max() <= 1e-5, f"image batch {bs}"
         np.testing.assert_allclose(np.linalg.norm(got_v, axis=1), 1.0, atol=1e-5)
@@ -75,19 +82,32 @@ def test_manifest_describes_bundle(tiny_bundle, tiny_checkpoint):
     bundle.verify()
     m = bundle.manifest
     assert m["schema_version"] == 1 and m["kind"] == "clip-onnx-bundle"
-    assert m["model"] == {"name": "tiny-clip", "pretrained": None, "checkpoint": m["model"]["checkpoint"],
-                          "random_init": False, "config": json.loads(TINY_CONFIG.read_text())}
+    assert m["model"] == {
+        "name": "tiny-clip",
+        "pretrained": None,
+        "checkpoint": m["model"]["checkpoint"],
+        "random_init": False,
+        "config": json.loads(TINY_CONFIG.read_text()),
+    }
     assert m["model"]["checkpoint"]["file"] == tiny_checkpoint.name
     assert m["embed_dim"] == 32
     assert m["text"]["context_length"] == 16
     assert m["text"]["tokenizer"]["sot_token_id"] == 49406 and m["text"]["tokenizer"]["eot_token_id"] == 49407
-    assert m["image"] == {"size": [32, 32], "mean": list(open_clip.OPENAI_DATASET_MEAN),
-                          "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic",
-                          "resize_mode": "shortest", "fill_color": 0}
+    assert m["image"] == {
+        "size": [32, 32],
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
     on_disk = sorted(p.name for p in tiny_bundle.iterdir() if p.name != "manifest.json")
     assert sorted(m["files"]) == on_disk
     for name, entry in m["files"].items():
-        assert entry == {"sha256": sha256_file(tiny_bundle / name), "size": (tiny_bundle / name).stat().st_size}
+        assert entry == {
+            "sha256": sha256_file(tiny_bundle / name),
+            "size": (tiny_bundle / name).stat().st_size,
+        }
     fp32 = {n: m["files"][n]["sha256"] for n in ("textual.onnx", "visual.onnx")}
     assert m["model_fingerprint"] == fingerprint(fp32) == m["precisions"]["fp32"]["fingerprint"]
     assert set(m["precisions"]) == {"fp32", "fp16", "int8"}
@@ -108,7 +128,9 @@ def test_precision_variants_load_and_meet_recorded_thresholds(tiny_bundle, preci
     # Independent check on fresh inputs: the variant stays close to fp32.
     pixels = np.random.default_rng(5).normal(size=(3, 3, 32, 32)).astype(np.float32)
     ref = _ort(tiny_bundle / "visual.onnx").run(None, {"pixel_values": pixels})[0]
-    got = _ort(tiny_bundle / onnx_filename("visual", precision), precision).run(None, {"pixel_values": pixels})[0]
+    got = _ort(tiny_bundle / onnx_filename("visual", precision), precision).run(
+        None, {"pixel_values": pixels}
+    )[0]
     cos = (ref * got).sum(1) / np.linalg.norm(got, axis=1)
     assert cos.min() >= thresholds["cosine_min"]
     ids = np.zeros((2, 16), np.int64)
@@ -129,7 +151,15 @@ def test_tampered_file_is_refused(tiny_bundle, tmp_path):
 def test_existing_bundle_needs_force(tiny_bundle, tiny_checkpoint, tmp_path, capsys):
     out = shutil.copytree(tiny_bundle, tmp_path / "b")
     before = (out / "manifest.json").read_text()
-    args = ["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out), "--quiet"]
+    args = [
+        "--model-config",
+        str(TINY_CONFIG),
+        "--pretrained",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 1
     assert "already exists; pass --force" in capsys.readouterr().err
     assert (out / "manifest.json").read_text() == before
@@ -146,8 +176,20 @@ def test_interrupted_export_leaves_no_bundle(tiny_checkpoint, tmp_path, monkeypa
 
     monkeypatch.setattr(parity, "measure_parity", boom)
     out = tmp_path / "bundle"
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out),
-                 "--quiet"]) == 130
+    assert (
+        main(
+            [
+                "--model-config",
+                str(TINY_CONFIG),
+                "--pretrained",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 130
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -160,7 +202,10 @@ def test_parity_failure_fails_export(tiny_checkpoint, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(parity, "measure_parity", worse)
     out = tmp_path / "bundle"
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out)]) == 1
+    assert (
+        main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out)])
+        == 1
+    )
     assert "parity check failed" in capsys.readouterr().err
     assert not out.exists()
 
@@ -186,7 +231,10 @@ def test_bad_input_exits_nonzero_with_message(args, message, tmp_path, capsys):
 def test_corrupt_checkpoint_and_bad_config(tmp_path, capsys):
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"definitely not a checkpoint")
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(bad), "--out", str(tmp_path / "b")]) == 1
+    assert (
+        main(["--model-config", str(TINY_CONFIG), "--pretrained", str(bad), "--out", str(tmp_path / "b")])
+        == 1
+    )
     assert "could not load checkpoint" in capsys.readouterr().err
     cfg = tmp_path / "broken.json"
     cfg.write_text("{not json")
@@ -201,7 +249,9 @@ def test_weights_that_cannot_be_downloaded_say_how_to_pass_a_local_file(tmp_path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert main(["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--out", str(tmp_path / "b")]) == 1
+    assert (
+        main(["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--out", str(tmp_path / "b")]) == 1
+    )
     err = capsys.readouterr().err
     assert "could not load pretrained weights" in err and "--pretrained /path/to/checkpoint" in err
 
@@ -209,8 +259,19 @@ def test_weights_that_cannot_be_downloaded_say_how_to_pass_a_local_file(tmp_path
 def test_unwritable_output(tiny_checkpoint, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint),
-                 "--out", str(blocker / "bundle")]) == 1
+    assert (
+        main(
+            [
+                "--model-config",
+                str(TINY_CONFIG),
+                "--pretrained",
+                str(tiny_checkpoint),
+                "--out",
+                str(blocker / "bundle"),
+            ]
+        )
+        == 1
+    )
     assert "cannot create parent directory" in capsys.readouterr().err
 
 
@@ -229,8 +290,22 @@ def test_defaults_come_from_openclip_api_environment(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_export_parity(tiny_checkpoint, tmp_path):
     out = tmp_path / "cuda"
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out),
-                 "--device", "cuda", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--model-config",
+                str(TINY_CONFIG),
+                "--pretrained",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--device",
+                "cuda",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = read_manifest(out).manifest
     assert m["parity"]["device"] == "cuda" and m["parity"]["passed"]
 
@@ -245,7 +320,9 @@ def test_onnx_batch_axis_is_dynamic(tiny_bundle):
 
 def _tiny_torch(checkpoint):
     open_clip.add_model_config(TINY_CONFIG)
-    return open_clip.create_model("tiny-clip", pretrained=str(checkpoint)).eval(), open_clip.get_tokenizer("tiny-clip")
+    return open_clip.create_model("tiny-clip", pretrained=str(checkpoint)).eval(), open_clip.get_tokenizer(
+        "tiny-clip"
+    )
 
 
 def test_text_graph_takes_any_length_and_trimming_is_exact(tiny_bundle, tiny_checkpoint):
@@ -264,20 +341,23 @@ def test_text_graph_takes_any_length_and_trimming_is_exact(tiny_bundle, tiny_che
     sess = _ort(tiny_bundle / "textual.onnx")
     full = sess.run(None, {"input_ids": ids.numpy()})[0]
     for i in range(len(texts)):  # each text alone, trimmed to its own tokens
-        row = ids.numpy()[i:i + 1]
+        row = ids.numpy()[i : i + 1]
         n = int(np.flatnonzero(row[0])[-1]) + 1
         got = sess.run(None, {"input_ids": row[:, :n]})[0]
-        assert np.abs(got - ref[i:i + 1]).max() <= 1e-5 and np.abs(got - full[i:i + 1]).max() <= 1e-6
+        assert np.abs(got - ref[i : i + 1]).max() <= 1e-5 and np.abs(got - full[i : i + 1]).max() <= 1e-6
     for precision in ("fp16", "int8"):  # variants derived from the fp32 graph keep the dynamic axis
         sess = _ort(tiny_bundle / onnx_filename("textual", precision), precision)
         short, whole = (sess.run(None, {"input_ids": ids.numpy()[1:2, :n]})[0][0] for n in (4, 16))
         assert float(short @ whole / np.linalg.norm(short) / np.linalg.norm(whole)) > 0.99
 
 
-@pytest.mark.parametrize(("text_cfg", "reason"), [
-    ({"no_causal_mask": True}, "not causal"),
-    ({"pool_type": "first"}, "pools with 'first'"),
-])
+@pytest.mark.parametrize(
+    ("text_cfg", "reason"),
+    [
+        ({"no_causal_mask": True}, "not causal"),
+        ({"pool_type": "first"}, "pools with 'first'"),
+    ],
+)
 def test_towers_where_trimming_is_invalid_keep_fixed_length(text_cfg, reason, tmp_path):
     """A non-causal or non-EOT-pooled text tower keeps context_length columns and says why."""
     cfg = json.loads(TINY_CONFIG.read_text())
@@ -297,15 +377,31 @@ def test_trimmed_vs_untrimmed_mismatch_fails_export(tiny_checkpoint, tmp_path, m
     """The exporter runs the runtime's own trimming; if trimming changed a result, export fails."""
     monkeypatch.setattr(parity, "runtime_trim", lambda ids, pad_id: ids[:, : max(1, ids.shape[1] // 2)])
     out = tmp_path / "bundle"
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out)]) == 1
+    assert (
+        main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out)])
+        == 1
+    )
     assert "trimmed vs untrimmed text" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_fixed_length_text_option(tiny_checkpoint, tmp_path):
     out = tmp_path / "fixed"
-    assert main(["--model-config", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint), "--out", str(out),
-                 "--fixed-length-text", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--model-config",
+                str(TINY_CONFIG),
+                "--pretrained",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--fixed-length-text",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = read_manifest(out).manifest["text"]
     assert text["variable_length"] is False and "--fixed-length-text" in text["variable_length_reason"]
     assert _ort(out / "textual.onnx").get_inputs()[0].shape == ["batch", 16]

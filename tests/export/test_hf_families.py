@@ -15,8 +15,17 @@ import pytest
 from tests.bundle_fixtures import export_bundle
 from tests.hf_fixtures import MULTILINGUAL, save_text_config, save_tokenizer
 
-TINY_VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32,
-               "timm_model_name": None, "timm_model_pretrained": None, "timm_pool": None, "timm_proj": None}
+TINY_VISION = {
+    "image_size": 32,
+    "layers": 1,
+    "width": 64,
+    "patch_size": 8,
+    "head_width": 32,
+    "timm_model_name": None,
+    "timm_model_pretrained": None,
+    "timm_pool": None,
+    "timm_proj": None,
+}
 TINY_TEXT = {"width": 32, "heads": 2, "layers": 2}
 
 # family -> (open_clip model, tokenizer kind, HF text model type or None, preprocess-from tag or None)
@@ -39,8 +48,9 @@ def export_family(family: str, root: Path) -> Path:
     args = ["--model", model, "--pretrained", "none", "--tokenizer", str(tok_dir)]
     if hf_type:
         pad = AutoTokenizer.from_pretrained(str(tok_dir)).pad_token_id
-        cfg_dir = save_text_config(hf_type, root / "hf-config", vocab_size=vocab, pad_token_id=pad,
-                                   context_length=77)
+        cfg_dir = save_text_config(
+            hf_type, root / "hf-config", vocab_size=vocab, pad_token_id=pad, context_length=77
+        )
         args += ["--hf-config", str(cfg_dir)]
     else:
         override["text_cfg"] = {**TINY_TEXT, "vocab_size": vocab}
@@ -86,12 +96,17 @@ def test_builder_and_service_end_to_end(family_bundle, tmp_path):
     family, bundle = family_bundle
     src, dest = tmp_path / "src", tmp_path / "index"
     write_collection(src, 12, 0, size=48, fmt="png")
-    assert build_main(["build", "--source", str(src), "--bundle", str(bundle), "--out", str(dest), "--quiet"]) == 0
+    assert (
+        build_main(["build", "--source", str(src), "--bundle", str(bundle), "--out", str(dest), "--quiet"])
+        == 0
+    )
     client = make_client(make_settings(bundle, dest))
     r = client.post("/search", json={"text": "ein rotes Quadrat 🟥", "k": 3})
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 3
-    r = client.post("/search", files={"image": ("q.png", render_png("red", "circle"), "image/png")}, data={"k": "3"})
+    r = client.post(
+        "/search", files={"image": ("q.png", render_png("red", "circle"), "image/png")}, data={"k": "3"}
+    )
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 3
     # NLLB's source-language code is a request option; other models refuse it with a 4xx JSON error.

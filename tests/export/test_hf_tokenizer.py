@@ -74,7 +74,9 @@ def test_bad_input_is_rejected(pair):
     name, _, tok, _ = pair
     with pytest.raises(InvalidTextError):
         tok([b"bytes"])
-    with pytest.raises(InvalidTextError, match="no language option" if name != "nllb" else "unknown language"):
+    with pytest.raises(
+        InvalidTextError, match="no language option" if name != "nllb" else "unknown language"
+    ):
         tok(["x"], language="xx_Xxxx")
 
 

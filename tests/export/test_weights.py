@@ -21,8 +21,13 @@ from tests.index_builder.conftest import collection
 
 @pytest.fixture(scope="module")
 def random_bundle(tmp_path_factory):
-    return export_bundle(tmp_path_factory.mktemp("random") / "bundle", "--model-config", str(TINY_CONFIG),
-                         "--pretrained", "none")
+    return export_bundle(
+        tmp_path_factory.mktemp("random") / "bundle",
+        "--model-config",
+        str(TINY_CONFIG),
+        "--pretrained",
+        "none",
+    )
 
 
 def _model(bundle):
@@ -39,7 +44,9 @@ def test_manifest_records_random_init(random_bundle, tiny_bundle):
 
 def test_info_warns_about_a_random_init_bundle(random_bundle, tiny_bundle):
     body = make_client(make_settings(random_bundle)).get("/info").json()
-    assert body["model"]["random_init"] is True and body["warnings"] == [{"component": "model", "code": "random_init", "message": RANDOM_INIT_WARNING}]
+    assert body["model"]["random_init"] is True and body["warnings"] == [
+        {"component": "model", "code": "random_init", "message": RANDOM_INIT_WARNING}
+    ]
     body = make_client(make_settings(tiny_bundle)).get("/info").json()
     assert body["model"]["random_init"] is False and "warnings" not in body
 
@@ -49,8 +56,21 @@ def test_builder_warns_about_a_random_init_bundle(random_bundle, tiny_bundle, tm
     for bundle, warned in ((random_bundle, True), (tiny_bundle, False)):
         capsys.readouterr()
         out = tmp_path / f"index-{warned}"
-        assert index_builder(["build", "--source", str(tmp_path / "images"), "--bundle", str(bundle),
-                              "--out", str(out), "--quiet"]) == 0
+        assert (
+            index_builder(
+                [
+                    "build",
+                    "--source",
+                    str(tmp_path / "images"),
+                    "--bundle",
+                    str(bundle),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert (f"warning: {RANDOM_INIT_WARNING}" in capsys.readouterr().err) is warned
 
 
@@ -66,9 +86,14 @@ def test_unreachable_hub_fails_fast_without_download_attempts(tmp_path, capsys, 
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    assert main(["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--out", str(tmp_path / "b")]) == 1
+    assert (
+        main(["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--out", str(tmp_path / "b")]) == 1
+    )
     err = capsys.readouterr().err
-    assert "model hub (https://huggingface.co) is unreachable" in err and "--pretrained /path/to/checkpoint" in err
+    assert (
+        "model hub (https://huggingface.co) is unreachable" in err
+        and "--pretrained /path/to/checkpoint" in err
+    )
     assert len(attempts) == 1, attempts  # the probe; no download retries
 
 
@@ -93,7 +118,12 @@ def test_checkpoint_architecture_mismatch_shows_the_mismatch(tiny_checkpoint, tm
     cfg["vision_cfg"]["layers"] = 3
     other = tmp_path / "other-clip.json"
     other.write_text(json.dumps(cfg))
-    assert main(["--model-config", str(other), "--pretrained", str(tiny_checkpoint), "--out", str(tmp_path / "b")]) == 1
+    assert (
+        main(
+            ["--model-config", str(other), "--pretrained", str(tiny_checkpoint), "--out", str(tmp_path / "b")]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "could not load checkpoint" in err and "matches the architecture" in err
     assert "size mismatch for text_projection" in err
@@ -102,15 +132,18 @@ def test_checkpoint_architecture_mismatch_shows_the_mismatch(tiny_checkpoint, tm
 
 def test_error_detail_keeps_every_kind_of_line_but_bounds_the_size():
     keys = ", ".join(f'"layer.{i}.weight"' for i in range(2000))
-    exc = RuntimeError("Error(s) in loading state_dict for CLIP:\n\tMissing key(s) in state_dict: " + keys +
-                       "\n" + "\n".join(f"\tsize mismatch for p{i}: [3] vs [4]." for i in range(30)))
+    exc = RuntimeError(
+        "Error(s) in loading state_dict for CLIP:\n\tMissing key(s) in state_dict: "
+        + keys
+        + "\n"
+        + "\n".join(f"\tsize mismatch for p{i}: [3] vs [4]." for i in range(30))
+    )
     lines = model_loading.error_detail(exc).split("\n  ")
     assert lines[0] == "Error(s) in loading state_dict for CLIP:"
-    assert lines[1].startswith("Missing key(s) in state_dict: \"layer.0.weight\"") and lines[1].endswith(" ...")
+    assert lines[1].startswith('Missing key(s) in state_dict: "layer.0.weight"') and lines[1].endswith(" ...")
     assert "size mismatch for p0: [3] vs [4]." in lines
     assert len(lines) == model_loading.ERROR_LINES + 1 and lines[-1] == "... (20 more lines)"
     assert max(map(len, lines)) <= model_loading.ERROR_LINE_CHARS + 4
-
 
 
 def _initializers(path):

@@ -31,26 +31,42 @@ def collection_items(images_dir: Path, paths: Sequence[Path]) -> list[dict[str, 
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-        items.append({
-            "id": path.relative_to(images_dir).as_posix(),
-            "uri": str(path),
-            "metadata": json.loads(path.with_suffix(".json").read_text()),
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "width": width,
-            "height": height,
-        })
+        items.append(
+            {
+                "id": path.relative_to(images_dir).as_posix(),
+                "uri": str(path),
+                "metadata": json.loads(path.with_suffix(".json").read_text()),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": width,
+                "height": height,
+            }
+        )
     return items
 
 
-def write_index(index_dir: Path | str, embedder: Any, items: list[dict[str, Any]], vectors: np.ndarray,
-                version: str, source: str | None, **manifest: Any) -> dict[str, Any]:
+def write_index(
+    index_dir: Path | str,
+    embedder: Any,
+    items: list[dict[str, Any]],
+    vectors: np.ndarray,
+    version: str,
+    source: str | None,
+    **manifest: Any,
+) -> dict[str, Any]:
     """Write one version with index_builder.publish and move the pointer to it."""
     from index_builder.publish import publish, write_version
 
-    fields = {"model_fingerprint": embedder.model_fingerprint, "precision": embedder.precision, "source": source,
-              "stats": {"embedded": len(items), "unchanged": 0, "removed": 0}, **manifest}
-    m = write_version(str(index_dir), version, vectors=vectors, items=items, manifest_fields=fields, threads=1)
+    fields = {
+        "model_fingerprint": embedder.model_fingerprint,
+        "precision": embedder.precision,
+        "source": source,
+        "stats": {"embedded": len(items), "unchanged": 0, "removed": 0},
+        **manifest,
+    }
+    m = write_version(
+        str(index_dir), version, vectors=vectors, items=items, manifest_fields=fields, threads=1
+    )
     publish(str(index_dir), version, m)
     return m
 
@@ -63,8 +79,9 @@ def demo_embedder(demo_bundle: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def demo_collection(tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any
-                    ) -> tuple[Path, list[dict[str, Any]], np.ndarray]:
+def demo_collection(
+    tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any
+) -> tuple[Path, list[dict[str, Any]], np.ndarray]:
     """(images_dir, items, vectors) of the demo collection."""
     from demo.shapes import write_collection
 
@@ -75,8 +92,9 @@ def demo_collection(tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any
 
 
 @pytest.fixture(scope="session")
-def demo_index(tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any, demo_collection: Any
-               ) -> tuple[Path, Path]:
+def demo_index(
+    tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any, demo_collection: Any
+) -> tuple[Path, Path]:
     """(index_dir, images_dir): the demo collection indexed with the demo bundle (one published version)."""
     images_dir, items, vectors = demo_collection
     index_dir = tmp_path_factory.mktemp("demo-index")
@@ -84,8 +102,9 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory, demo_embedder: Any, dem
     return index_dir, images_dir
 
 
-def make_settings(model_uri: str | os.PathLike[str], index_uri: str | os.PathLike[str] | None = None,
-                  **overrides: Any) -> Any:
+def make_settings(
+    model_uri: str | os.PathLike[str], index_uri: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Any:
     from handler.config import Settings
 
     base = {"MODEL_URI": str(model_uri), "ORT_THREADS": "2", "INDEX_REFRESH_SECONDS": "0"}

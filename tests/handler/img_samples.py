@@ -28,11 +28,16 @@ def photo_like(w: int, h: int, seed: int = 0) -> Image.Image:
 @functools.lru_cache(maxsize=64)
 def _photo_like(w: int, h: int, seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
-    base = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), "RGB").resize((w, h), Image.BICUBIC)
+    base = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), "RGB").resize(
+        (w, h), Image.BICUBIC
+    )
     draw = ImageDraw.Draw(base)
     for _ in range(25):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(w // 40 + 1, w // 4 + 2)), y0 + int(rng.integers(h // 40 + 1, h // 4 + 2))
+        x1, y1 = (
+            x0 + int(rng.integers(w // 40 + 1, w // 4 + 2)),
+            y0 + int(rng.integers(h // 40 + 1, h // 4 + 2)),
+        )
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
     for _ in range(10):
@@ -74,7 +79,11 @@ def make_mode(mode: str, w: int, h: int, seed: int = 0) -> Image.Image:
             img = Image.fromarray((g / 255.0).astype(np.float32), "F")
         else:  # 16-bit levels g * 257 plus noise that rounds away (|r| <= 128)
             v = np.clip(g * 257 + rng.integers(-128, 129, g.shape), 0, 65535)
-            img = Image.fromarray(v.astype(np.uint16)) if mode == "I;16" else Image.fromarray(v.astype(np.int32), "I")
+            img = (
+                Image.fromarray(v.astype(np.uint16))
+                if mode == "I;16"
+                else Image.fromarray(v.astype(np.int32), "I")
+            )
         assert img.mode == mode
         img.info[EIGHT_BIT] = gray
         return img
@@ -101,7 +110,9 @@ def animated_gif(w: int = 40, h: int = 30, frames: int = 3) -> bytes:
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png_header_only(w: int, h: int) -> bytes:

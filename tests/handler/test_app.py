@@ -82,8 +82,9 @@ def test_embedding_and_id_queries(demo_client: Any, demo_embedder: Any) -> None:
     by_vec = _search(demo_client, embedding=[float(x) * 3.5 for x in vec], k=8)  # not normalised: fine
     assert [r["id"] for r in by_vec["results"]] == [r["id"] for r in by_text["results"]]
     assert by_vec["query"] == {"type": "embedding", "dim": demo_embedder.dim, "k": 8, "offset": 0}
-    np.testing.assert_allclose([r["score"] for r in by_vec["results"]], [r["score"] for r in by_text["results"]],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        [r["score"] for r in by_vec["results"]], [r["score"] for r in by_text["results"]], atol=1e-5
+    )
     first = by_text["results"][0]
     similar = _search(demo_client, id=first["id"], k=5)
     assert similar["query"]["type"] == "id" and similar["query"]["id"] == first["id"]
@@ -130,28 +131,36 @@ def test_long_text_is_truncated_and_reported(demo_client: Any, demo_embedder: An
 def test_embeddings_match_runtime(demo_client: Any, demo_embedder: Any) -> None:
     texts = ["a red circle", "a photo of a white star", "x " * 200]
     pngs = [render_png("blue", "square"), render_png("orange", "triangle", seed=3)]
-    r = demo_client.post("/embeddings", json={"text": texts, "image": [base64.b64encode(p).decode() for p in pngs]})
+    r = demo_client.post(
+        "/embeddings", json={"text": texts, "image": [base64.b64encode(p).decode() for p in pngs]}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "demo-clip" and body["dim"] == demo_embedder.dim == 128
     assert body["model_fingerprint"] == demo_embedder.model_fingerprint and body["normalized"] is True
     np.testing.assert_allclose(np.array(body["text_embeddings"]), demo_embedder.embed_texts(texts), atol=1e-6)
-    np.testing.assert_allclose(np.array(body["image_embeddings"]), demo_embedder.embed_images(pngs), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(body["image_embeddings"]), demo_embedder.embed_images(pngs), atol=1e-6
+    )
     assert body["text_truncated"] == [False, False, True]
     # single values (not lists) and one modality at a time
     one = demo_client.post("/embeddings", json={"text": "a red circle"}).json()
     assert "image_embeddings" not in one and len(one["text_embeddings"]) == 1
     np.testing.assert_allclose(one["text_embeddings"][0], body["text_embeddings"][0], atol=1e-6)
-    img = demo_client.post("/embeddings", json={"image": "data:image/png;base64," + base64.b64encode(pngs[0]).decode()})
+    img = demo_client.post(
+        "/embeddings", json={"image": "data:image/png;base64," + base64.b64encode(pngs[0]).decode()}
+    )
     assert "text_embeddings" not in img.json()
     np.testing.assert_allclose(img.json()["image_embeddings"][0], body["image_embeddings"][0], atol=1e-6)
 
 
 def test_language_refused_by_a_model_without_languages(demo_client: Any) -> None:
     """Only NLLB tokenizers take `language` (issue 16); the CLIP BPE demo model answers 400 invalid_text."""
-    for r in (demo_client.post("/embeddings", json={"text": "a", "language": "fra_Latn"}),
-              demo_client.post("/search", json={"text": "a", "language": "fra_Latn"}),
-              demo_client.post("/search", data={"text": "a", "language": "fra_Latn"})):
+    for r in (
+        demo_client.post("/embeddings", json={"text": "a", "language": "fra_Latn"}),
+        demo_client.post("/search", json={"text": "a", "language": "fra_Latn"}),
+        demo_client.post("/search", data={"text": "a", "language": "fra_Latn"}),
+    ):
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text", r.text
 
 
@@ -178,7 +187,9 @@ def test_health_info_docs_page(demo_client: Any, demo_embedder: Any) -> None:
     info = demo_client.get("/info").json()
     assert info["model"]["model_fingerprint"] == demo_embedder.model_fingerprint
     assert info["model_id"] == "demo-clip"
-    assert info["index"]["version"] == "v0001" and info["index"]["count"] == 256 and info["index"]["dim"] == 128
+    assert (
+        info["index"]["version"] == "v0001" and info["index"]["count"] == 256 and info["index"]["dim"] == 128
+    )
     assert info["parameters"]["k_max"] == 100 and info["parameters"]["max_image_bytes"] == 4_500_000
     assert "api_key" not in json.dumps(info["parameters"]).replace("api_key_required", "")
     assert demo_client.get("/docs").status_code == 200
@@ -213,24 +224,28 @@ def test_item_image_and_thumbnail(demo_client: Any, demo_index: tuple[Path, Path
     assert demo_client.get(result["thumbnail_url"], headers={"if-none-match": etag}).status_code == 304
 
 
-@pytest.mark.parametrize("path", [
-    "/items/..%2F..%2F..%2Fetc%2Fpasswd/image",
-    "/items/../../../../etc/passwd/image",
-    "/items/%2Fetc%2Fpasswd/image",
-    "/items//etc/passwd/image",
-    "/items/img_00000.jpg%00/image",
-    "/items/nonexistent/thumbnail",
-    "/items/set_a/../../img_00000.jpg/image",
-    "/items/manifest.json/image",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/items/..%2F..%2F..%2Fetc%2Fpasswd/image",
+        "/items/../../../../etc/passwd/image",
+        "/items/%2Fetc%2Fpasswd/image",
+        "/items//etc/passwd/image",
+        "/items/img_00000.jpg%00/image",
+        "/items/nonexistent/thumbnail",
+        "/items/set_a/../../img_00000.jpg/image",
+        "/items/manifest.json/image",
+    ],
+)
 def test_item_routes_refuse_paths_outside_the_index(demo_client: Any, path: str) -> None:
     r = demo_client.get(path)
     assert r.status_code == 404, (path, r.status_code, r.text[:200])
     assert r.json()["error"]["code"] in ("unknown_id", "not_found")
 
 
-def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo_embedder: Any,
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_item_routes_refuse_files_outside_the_collection(
+    demo_bundle: Path, demo_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.handler.conftest import write_index
 
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
@@ -270,7 +285,16 @@ def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo
         assert r.status_code == 200, (item_id, r.text)
         assert r.content == inside.read_bytes()
         assert client.get(f"/items/{item_id}/thumbnail").status_code == 200
-    for item_id in ("absolute-outside", "dotdot", "dotdot-abs", "symlink", "not-image", "dir", "missing", "s3"):
+    for item_id in (
+        "absolute-outside",
+        "dotdot",
+        "dotdot-abs",
+        "symlink",
+        "not-image",
+        "dir",
+        "missing",
+        "s3",
+    ):
         for kind in ("image", "thumbnail"):
             r = client.get(f"/items/{item_id}/{kind}")
             assert r.status_code == 404, (item_id, kind, r.status_code)
@@ -287,7 +311,9 @@ def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo
     moved = tmp_path / "moved"
     (moved / "sub").mkdir(parents=True)
     Image.new("RGB", (8, 8), "green").save(moved / "sub" / "ok.png")
-    client2 = make_client(make_settings(demo_bundle, index_dir, COLLECTION_ROOT=moved, PRESIGN_EXPIRY_SECONDS=60))
+    client2 = make_client(
+        make_settings(demo_bundle, index_dir, COLLECTION_ROOT=moved, PRESIGN_EXPIRY_SECONDS=60)
+    )
     r = client2.get("/items/ok/image")
     assert r.status_code == 200 and r.content == (moved / "sub" / "ok.png").read_bytes()
     assert client2.get("/items/relative/image").content == (moved / "sub" / "ok.png").read_bytes()
@@ -301,10 +327,15 @@ def test_item_routes_refuse_files_outside_the_collection(demo_bundle: Path, demo
 
 def test_api_key(demo_bundle: Path, demo_index: tuple[Path, Path]) -> None:
     client = make_client(make_settings(demo_bundle, demo_index[0], API_KEY="s3cret-key-123"))
-    for method, path, kwargs in [("post", "/search", {"json": {"text": "a red circle"}}),
-                                 ("post", "/embeddings", {"json": {"text": "a"}}),
-                                 ("get", "/info", {}), ("get", "/docs", {}), ("get", "/openapi.json", {}),
-                                 ("get", "/items/img_00000.jpg/thumbnail", {}), ("get", "/nope", {})]:
+    for method, path, kwargs in [
+        ("post", "/search", {"json": {"text": "a red circle"}}),
+        ("post", "/embeddings", {"json": {"text": "a"}}),
+        ("get", "/info", {}),
+        ("get", "/docs", {}),
+        ("get", "/openapi.json", {}),
+        ("get", "/items/img_00000.jpg/thumbnail", {}),
+        ("get", "/nope", {}),
+    ]:
         r = getattr(client, method)(path, **kwargs)
         assert r.status_code == 401, (path, r.status_code)
         assert r.json()["error"]["code"] == "unauthorized"
@@ -318,18 +349,35 @@ def test_api_key(demo_bundle: Path, demo_index: tuple[Path, Path]) -> None:
 
 def test_cors(demo_bundle: Path, demo_index: tuple[Path, Path], demo_client: Any) -> None:
     origin = "https://search.example.com"
-    client = make_client(make_settings(demo_bundle, demo_index[0], CORS_ORIGINS=f"{origin}, http://localhost:3000",
-                                       API_KEY="s3cret-key-123"))
-    r = client.post("/search", json={"text": "a red circle"}, headers={"origin": origin, "x-api-key": "s3cret-key-123"})
+    client = make_client(
+        make_settings(
+            demo_bundle,
+            demo_index[0],
+            CORS_ORIGINS=f"{origin}, http://localhost:3000",
+            API_KEY="s3cret-key-123",
+        )
+    )
+    r = client.post(
+        "/search", json={"text": "a red circle"}, headers={"origin": origin, "x-api-key": "s3cret-key-123"}
+    )
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
-    pre = client.options("/search", headers={"origin": origin, "access-control-request-method": "POST",
-                                             "access-control-request-headers": "content-type,x-api-key"})
+    pre = client.options(
+        "/search",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-api-key",
+        },
+    )
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == origin
     assert "x-api-key" in pre.headers["access-control-allow-headers"].lower()
     denied = client.post("/search", json={"text": "x"}, headers={"origin": origin})  # 401 still carries CORS
     assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == origin
-    other = client.post("/search", json={"text": "a"}, headers={"origin": "https://evil.example",
-                                                                "x-api-key": "s3cret-key-123"})
+    other = client.post(
+        "/search",
+        json={"text": "a"},
+        headers={"origin": "https://evil.example", "x-api-key": "s3cret-key-123"},
+    )
     assert "access-control-allow-origin" not in other.headers
     # unset CORS_ORIGINS: no CORS headers at all
     r = demo_client.post("/search", json={"text": "a red circle"}, headers={"origin": origin})
@@ -353,7 +401,9 @@ def test_request_log_lines(demo_client: Any, capsys: pytest.CaptureFixture[str])
     assert text["query_type"] == "text" and text["k"] == 4 and text["text_length"] == len(secret_text)
     assert text["index_version"] == "v0001" and text["latency_ms"] > 0 and text["truncated"] is False
     emf = text["_aws"]["CloudWatchMetrics"][0]
-    assert emf["Namespace"] == "ClipSearch" and emf["Metrics"] == [{"Name": "latency_ms", "Unit": "Milliseconds"}]
+    assert emf["Namespace"] == "ClipSearch" and emf["Metrics"] == [
+        {"Name": "latency_ms", "Unit": "Milliseconds"}
+    ]
     assert emf["Dimensions"] == [["route"]]
     assert image["query_type"] == "image" and image["image_bytes"] == len(png)
     assert bad["status"] == 400 and bad["error"] == "invalid_text"

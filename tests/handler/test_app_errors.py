@@ -20,11 +20,22 @@ B64 = base64.b64encode(PNG).decode()
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's calling card)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _jpeg(size: tuple[int, int]) -> bytes:
@@ -86,7 +97,12 @@ SEARCH_JSON_CASES = [
     ("image-truncated-jpeg", {"image": _b64(_jpeg((300, 200))[:400])}, 400, "invalid_image"),
     ("image-header-only", {"image": _b64(PNG[:16])}, 400, "invalid_image"),
     ("image-bomb-header", {"image": _b64(_png_header_only(100_000, 100_000))}, 413, "image_too_large"),
-    ("image-bomb-wide", {"image": _b64(_png_header_only(2**31 - 1, 1))}, (400, 413), ("image_too_large", "invalid_image")),
+    (
+        "image-bomb-wide",
+        {"image": _b64(_png_header_only(2**31 - 1, 1))},
+        (400, 413),
+        ("image_too_large", "invalid_image"),
+    ),
     ("embedding-wrong-length", {"embedding": [0.1] * 127}, 400, "invalid_embedding"),
     ("embedding-too-long", {"embedding": [0.1] * 129}, 400, "invalid_embedding"),
     ("embedding-empty", {"embedding": []}, 400, "invalid_embedding"),
@@ -105,8 +121,9 @@ SEARCH_JSON_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [c[1:] for c in SEARCH_JSON_CASES],
-                         ids=[c[0] for c in SEARCH_JSON_CASES])
+@pytest.mark.parametrize(
+    ("body", "status", "code"), [c[1:] for c in SEARCH_JSON_CASES], ids=[c[0] for c in SEARCH_JSON_CASES]
+)
 def test_search_json_bad_input(demo_client: Any, body: dict[str, Any], status: Any, code: Any) -> None:
     r = demo_client.post("/search", json=body)
     if isinstance(status, tuple):
@@ -135,30 +152,52 @@ RAW_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "ctype", "status", "code"), [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES])
-def test_search_raw_bad_input(demo_client: Any, body: bytes, ctype: str | None, status: int, code: Any) -> None:
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "code"), [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES]
+)
+def test_search_raw_bad_input(
+    demo_client: Any, body: bytes, ctype: str | None, status: int, code: Any
+) -> None:
     headers = {"content-type": ctype} if ctype else {}
     assert_error(demo_client.post("/search", content=body, headers=headers), status, code)
 
 
 def test_search_multipart_bad_input(demo_client: Any) -> None:
     post = demo_client.post
-    assert_error(post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"text": "a"}), 400,
-                 "invalid_request")
-    assert_error(post("/search", data={"k": "5"}, files={"unused": ("x", b"", "text/plain")}), 400, "invalid_request")
+    assert_error(
+        post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"text": "a"}),
+        400,
+        "invalid_request",
+    )
+    assert_error(
+        post("/search", data={"k": "5"}, files={"unused": ("x", b"", "text/plain")}), 400, "invalid_request"
+    )
     assert_error(post("/search", files={"k": (None, "5")}), 400, "invalid_request")  # neither text nor image
-    assert_error(post("/search", files={"image": ("a.txt", b"plain text", "text/plain")}), 400, "invalid_image")
+    assert_error(
+        post("/search", files={"image": ("a.txt", b"plain text", "text/plain")}), 400, "invalid_image"
+    )
     assert_error(post("/search", files={"image": ("a.png", PNG[:100], "image/png")}), 400, "invalid_image")
-    assert_error(post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"k": "many"}), 400,
-                 "invalid_request")
-    assert_error(post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"k": "0"}), 400,
-                 "invalid_request")
-    assert_error(post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"min_score": "nan"}), 400,
-                 "invalid_request")
+    assert_error(
+        post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"k": "many"}),
+        400,
+        "invalid_request",
+    )
+    assert_error(
+        post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"k": "0"}), 400, "invalid_request"
+    )
+    assert_error(
+        post("/search", files={"image": ("a.png", PNG, "image/png")}, data={"min_score": "nan"}),
+        400,
+        "invalid_request",
+    )
     assert_error(post("/search", files={"text": (None, "   ")}), 400, "invalid_text")
-    assert_error(post("/search", files={"text": ("t.txt", b"a red circle", "text/plain")}), 400, "invalid_request")
+    assert_error(
+        post("/search", files={"text": ("t.txt", b"a red circle", "text/plain")}), 400, "invalid_request"
+    )
     assert_error(post("/search", files={"id": (None, "nope")}), 404, "unknown_id")
-    assert_error(post("/search", files=[("text", (None, "a")), ("text", (None, "b"))]), 400, "invalid_request")
+    assert_error(
+        post("/search", files=[("text", (None, "a")), ("text", (None, "b"))]), 400, "invalid_request"
+    )
     assert_error(post("/search", files={"image": (None, "!!notbase64!!")}), 400, "invalid_base64")
     assert_error(post("/search", data={"text": "a", "extra": "x"}), 400, "invalid_request")  # urlencoded form
     assert post("/search", data={"text": "a red circle", "k": "2"}).status_code == 200
@@ -171,26 +210,47 @@ def test_search_raw_image_query_params(demo_client: Any) -> None:
 
 
 def test_size_limits(demo_bundle: Path, demo_index: tuple[Path, Path]) -> None:
-    client = make_client(make_settings(demo_bundle, demo_index[0], MAX_IMAGE_BYTES=2000, MAX_IMAGE_PIXELS=10_000))
+    client = make_client(
+        make_settings(demo_bundle, demo_index[0], MAX_IMAGE_BYTES=2000, MAX_IMAGE_PIXELS=10_000)
+    )
     big = render_png("red", "circle", size=300)  # > 2000 bytes, 90000 pixels
     assert len(big) > 2000
     assert_error(client.post("/search", json={"image": _b64(big)}), 413, "image_too_large")
-    assert_error(client.post("/search", json={"image": "data:image/png;base64," + _b64(big)}), 413, "image_too_large")
-    assert_error(client.post("/search", files={"image": ("a.png", big, "image/png")}), 413,
-                 ("image_too_large", "payload_too_large"))
-    assert_error(client.post("/search", content=big, headers={"content-type": "image/png"}), 413,
-                 ("image_too_large", "payload_too_large"))
+    assert_error(
+        client.post("/search", json={"image": "data:image/png;base64," + _b64(big)}), 413, "image_too_large"
+    )
+    assert_error(
+        client.post("/search", files={"image": ("a.png", big, "image/png")}),
+        413,
+        ("image_too_large", "payload_too_large"),
+    )
+    assert_error(
+        client.post("/search", content=big, headers={"content-type": "image/png"}),
+        413,
+        ("image_too_large", "payload_too_large"),
+    )
     assert_error(client.post("/embeddings", json={"image": [_b64(big)]}), 413, "image_too_large")
     small_bytes_many_pixels = _jpeg((200, 200))  # compresses to < 2000 bytes but 40000 pixels
     assert len(small_bytes_many_pixels) < 2000
-    assert_error(client.post("/search", json={"image": _b64(small_bytes_many_pixels)}), 413, "image_too_large")
+    assert_error(
+        client.post("/search", json={"image": _b64(small_bytes_many_pixels)}), 413, "image_too_large"
+    )
     # the body limit: a request far over it is refused before it is parsed
     huge = b'{"text": "' + b"a" * 3_000_000 + b'"}'
-    assert_error(client.post("/search", content=huge, headers={"content-type": "application/json"}), 413,
-                 "payload_too_large")
-    assert_error(client.post("/search", content=b"{}", headers={"content-type": "application/json",
-                                                               "content-length": "999999999"}), 413,
-                 "payload_too_large")
+    assert_error(
+        client.post("/search", content=huge, headers={"content-type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
+    assert_error(
+        client.post(
+            "/search",
+            content=b"{}",
+            headers={"content-type": "application/json", "content-length": "999999999"},
+        ),
+        413,
+        "payload_too_large",
+    )
     ok = _jpeg((32, 32))
     assert len(ok) < 2000
     assert client.post("/search", json={"image": _b64(ok)}).status_code == 200
@@ -214,20 +274,29 @@ EMBEDDINGS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [c[1:] for c in EMBEDDINGS_CASES],
-                         ids=[c[0] for c in EMBEDDINGS_CASES])
+@pytest.mark.parametrize(
+    ("body", "status", "code"), [c[1:] for c in EMBEDDINGS_CASES], ids=[c[0] for c in EMBEDDINGS_CASES]
+)
 def test_embeddings_bad_input(demo_client: Any, body: Any, status: int, code: str) -> None:
     assert_error(demo_client.post("/embeddings", json=body), status, code)
 
 
 def test_embeddings_bad_requests(demo_client: Any) -> None:
     post = demo_client.post
-    assert_error(post("/embeddings", content=b"{", headers={"content-type": "application/json"}), 400, "invalid_json")
-    assert_error(post("/embeddings", content=b"[]", headers={"content-type": "application/json"}), 400,
-                 "invalid_request")
+    assert_error(
+        post("/embeddings", content=b"{", headers={"content-type": "application/json"}), 400, "invalid_json"
+    )
+    assert_error(
+        post("/embeddings", content=b"[]", headers={"content-type": "application/json"}),
+        400,
+        "invalid_request",
+    )
     assert_error(post("/embeddings", files={"text": (None, "a")}), 415, "unsupported_media_type")
-    assert_error(post("/embeddings", content=b"a", headers={"content-type": "text/plain"}), 415,
-                 "unsupported_media_type")
+    assert_error(
+        post("/embeddings", content=b"a", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
 
 
 def test_routes_and_methods(demo_client: Any) -> None:
@@ -283,6 +352,8 @@ def test_lone_surrogates_are_replaced_not_fatal(demo_client: Any) -> None:
     r = demo_client.post("/search", content=b'{"text": "a red \\ud83d circle"}', headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["query"]["text"] == "a red \ufffd circle"
-    assert_error(demo_client.post("/search", content=b'{"id": "\\udc00"}', headers=headers), 404, "unknown_id")
+    assert_error(
+        demo_client.post("/search", content=b'{"id": "\\udc00"}', headers=headers), 404, "unknown_id"
+    )
     r = demo_client.post("/embeddings", content=b'{"text": ["\\ud800"]}', headers=headers)
     assert r.status_code == 200 and len(r.json()["text_embeddings"]) == 1

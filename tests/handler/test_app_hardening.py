@@ -40,7 +40,9 @@ def log_lines(out: str) -> list[dict[str, Any]]:
 # -- 5: parsing and decoding off the event loop ------------------------------------------------------------------
 
 
-def test_json_parsing_and_decoding_run_off_the_event_loop(demo_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_parsing_and_decoding_run_off_the_event_loop(
+    demo_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, str]] = []
 
     def spy(name: str, real: Any) -> Any:
@@ -51,6 +53,7 @@ def test_json_parsing_and_decoding_run_off_the_event_loop(demo_client: Any, monk
             except RuntimeError:
                 seen.append((name, "worker thread"))
             return real(*args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(inputs, "parse_json", spy("parse_json", inputs.parse_json))
@@ -104,8 +107,9 @@ def test_health_answers_while_a_huge_json_body_is_handled(demo_state: Any) -> No
 
         def big() -> None:
             try:
-                r = httpx.post(url + "/search", content=body, headers={"content-type": "application/json"},
-                               timeout=120)
+                r = httpx.post(
+                    url + "/search", content=body, headers={"content-type": "application/json"}, timeout=120
+                )
                 status.append(r.status_code)
             finally:
                 done.set()
@@ -141,17 +145,20 @@ def test_json_value_count_is_bounded_before_parsing() -> None:
 BIG = "9" * 4301
 
 
-@pytest.mark.parametrize(("route", "body"), [
-    ("/search", '{"text": "a", "k": @}'),
-    ("/search", '{"text": "a", "offset": -@}'),
-    ("/search", '{"text": "a", "ef": #}'),
-    ("/search", '{"text": "a", "min_score": @}'),
-    ("/search", '{"embedding": [@, 1, 2]}'),
-    ("/search", '{"id": @}'),
-    ("/embeddings", '{"text": @}'),
-    ("/embeddings", '{"image": [@]}'),
-    ("/embeddings", '{"text": "a", "extra": {"n": @}}'),
-])
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/search", '{"text": "a", "k": @}'),
+        ("/search", '{"text": "a", "offset": -@}'),
+        ("/search", '{"text": "a", "ef": #}'),
+        ("/search", '{"text": "a", "min_score": @}'),
+        ("/search", '{"embedding": [@, 1, 2]}'),
+        ("/search", '{"id": @}'),
+        ("/embeddings", '{"text": @}'),
+        ("/embeddings", '{"image": [@]}'),
+        ("/embeddings", '{"text": "a", "extra": {"n": @}}'),
+    ],
+)
 def test_oversized_json_integers_are_a_400(demo_client: Any, route: str, body: str) -> None:
     body = body.replace("@", BIG).replace("#", "1" * 10_000)
     r = demo_client.post(route, content=body.encode(), headers={"content-type": "application/json"})
@@ -161,20 +168,25 @@ def test_oversized_json_integers_are_a_400(demo_client: Any, route: str, body: s
 
 def test_oversized_integers_in_form_and_query_parameters(demo_client: Any) -> None:
     assert_error(demo_client.post("/search", data={"text": "a", "k": BIG}), 400, "invalid_request")
-    r = demo_client.post(f"/search?k={BIG}", content=render_png("red", "circle"), headers={"content-type": "image/png"})
+    r = demo_client.post(
+        f"/search?k={BIG}", content=render_png("red", "circle"), headers={"content-type": "image/png"}
+    )
     assert_error(r, 400, "invalid_request")
 
 
 # -- 8: metric dimensions and the API key on OPTIONS -------------------------------------------------------------
 
 
-def test_metric_routes_come_from_a_fixed_set(demo_bundle: Path, demo_index: tuple[Path, Path],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_metric_routes_come_from_a_fixed_set(
+    demo_bundle: Path, demo_index: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     client = make_client(make_settings(demo_bundle, demo_index[0], API_KEY=API_KEY))
     from handler.routes import embeddings, items, meta, search
 
     routers = (meta.router, search.router, embeddings.router, items.router)  # included lazily by FastAPI
-    templates = {getattr(r, "path", None) for r in (*client.app.routes, *(r for x in routers for r in x.routes))}
+    templates = {
+        getattr(r, "path", None) for r in (*client.app.routes, *(r for x in routers for r in x.routes))
+    }
     templates -= {None}
     capsys.readouterr()
     key = {"x-api-key": API_KEY}
@@ -213,16 +225,20 @@ def test_only_cors_preflights_skip_the_api_key(demo_bundle: Path, demo_index: tu
 # -- 12: query precision vs the index's precision ----------------------------------------------------------------
 
 
-def test_precision_mismatch_is_served_with_a_warning(demo_bundle: Path, demo_index: tuple[Path, Path],
-                                                     capsys: pytest.CaptureFixture[str],
-                                                     demo_client: Any) -> None:
+def test_precision_mismatch_is_served_with_a_warning(
+    demo_bundle: Path, demo_index: tuple[Path, Path], capsys: pytest.CaptureFixture[str], demo_client: Any
+) -> None:
     capsys.readouterr()
     client = make_client(make_settings(demo_bundle, demo_index[0], PRECISION="int8"))
     lines = log_lines(capsys.readouterr().out)
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     warning = health.json()["warnings"][0]
-    assert warning["code"] == "precision_mismatch" and "int8" in warning["message"] and "fp32" in warning["message"]
+    assert (
+        warning["code"] == "precision_mismatch"
+        and "int8" in warning["message"]
+        and "fp32" in warning["message"]
+    )
     info = client.get("/info").json()
     assert info["warnings"][0]["code"] == "precision_mismatch"
     assert info["index"]["precision"] == "fp32" and info["model"]["precision"] == "int8"
@@ -241,8 +257,9 @@ def test_precision_mismatch_is_served_with_a_warning(demo_bundle: Path, demo_ind
 # -- 18: a terse public /health ----------------------------------------------------------------------------------
 
 
-def test_unhealthy_health_details_need_the_api_key(demo_bundle: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_unhealthy_health_details_need_the_api_key(
+    demo_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     secret_path = tmp_path / "internal-bucket-name" / "indexes"
     client = make_client(make_settings(demo_bundle, secret_path, API_KEY=API_KEY))
     logs = capsys.readouterr().out
@@ -251,7 +268,9 @@ def test_unhealthy_health_details_need_the_api_key(demo_bundle: Path, tmp_path: 
     text = public.text
     assert "internal-bucket-name" not in text and str(tmp_path) not in text
     body = public.json()
-    assert body["status"] == "unavailable" and body["problems"] == [{"component": "index", "code": body["error"]["code"]}]
+    assert body["status"] == "unavailable" and body["problems"] == [
+        {"component": "index", "code": body["error"]["code"]}
+    ]
     assert body["reason"] == f"index: {body['error']['code']}"
     assert "logs" in body["error"]["message"]
     wrong = client.get("/health", headers={"x-api-key": "nope"})
@@ -265,8 +284,9 @@ def test_unhealthy_health_details_need_the_api_key(demo_bundle: Path, tmp_path: 
 def test_invalid_configuration_details_need_the_api_key(demo_bundle: Path, tmp_path: Path) -> None:
     from tests.handler.test_lambda import invoke, lambda_module, load_event
 
-    with lambda_module(MODEL_URI=demo_bundle, CORS_ORIGINS="ftp://internal.example.corp", API_KEY=API_KEY,
-                       CACHE_DIR=tmp_path) as module:
+    with lambda_module(
+        MODEL_URI=demo_bundle, CORS_ORIGINS="ftp://internal.example.corp", API_KEY=API_KEY, CACHE_DIR=tmp_path
+    ) as module:
         status, _, body = invoke(module, load_event("health.json"))
         assert status == 503 and body["problems"] == [{"component": "config", "code": "config_error"}]
         assert "internal.example" not in json.dumps(body)
@@ -318,8 +338,9 @@ def test_public_uri_forms(tmp_path: Path) -> None:
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
 
 
-def test_item_images_are_sniffed_rasters_with_sandbox_headers(demo_bundle: Path, demo_embedder: Any,
-                                                              tmp_path: Path) -> None:
+def test_item_images_are_sniffed_rasters_with_sandbox_headers(
+    demo_bundle: Path, demo_embedder: Any, tmp_path: Path
+) -> None:
     root = tmp_path / "collection"
     root.mkdir()
     Image.new("RGB", (8, 8), "red").save(root / "photo.png")
@@ -327,10 +348,14 @@ def test_item_images_are_sniffed_rasters_with_sandbox_headers(demo_bundle: Path,
     Image.new("RGB", (8, 8), "green").save(root / "later.svg", format="PNG")  # indexed as a PNG ...
     (root / "evil.png").write_bytes(SVG)  # an SVG named .png
     (root / "page.gif").write_bytes(b"<html><script>alert(1)</script></html>")
-    rows = [{"id": name, "uri": str(root / name)}
-            for name in ("photo.png", "misnamed.jpg", "later.svg", "evil.png", "page.gif")]
+    rows = [
+        {"id": name, "uri": str(root / name)}
+        for name in ("photo.png", "misnamed.jpg", "later.svg", "evil.png", "page.gif")
+    ]
     index_dir = tmp_path / "index"
-    write_index(index_dir, demo_embedder, rows, demo_embedder.embed_texts([r["id"] for r in rows]), "v1", str(root))
+    write_index(
+        index_dir, demo_embedder, rows, demo_embedder.embed_texts([r["id"] for r in rows]), "v1", str(root)
+    )
     client = make_client(make_settings(demo_bundle, index_dir))
     (root / "later.svg").write_bytes(SVG)  # ... and replaced by an SVG after indexing
 
@@ -360,8 +385,14 @@ def test_sniff_raster() -> None:
 
     from handler.media import sniff_raster
 
-    for fmt, media in (("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp"),
-                       ("BMP", "image/bmp"), ("TIFF", "image/tiff")):
+    for fmt, media in (
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("GIF", "image/gif"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("TIFF", "image/tiff"),
+    ):
         buf = io.BytesIO()
         Image.new("RGB", (4, 4)).save(buf, format=fmt)
         assert sniff_raster(buf.getvalue()[:16]) == media, fmt

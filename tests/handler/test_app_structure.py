@@ -66,6 +66,9 @@ def test_service_modules_are_small_and_leave_starlette_privates_alone(path: Path
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                assert not (isinstance(target, ast.Attribute) and target.attr.startswith("_")
-                            and isinstance(target.value, ast.Name) and target.value.id == "request"), \
-                    f"{path.name}:{node.lineno} writes a private attribute of a request"
+                assert not (
+                    isinstance(target, ast.Attribute)
+                    and target.attr.startswith("_")
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "request"
+                ), f"{path.name}:{node.lineno} writes a private attribute of a request"

@@ -35,16 +35,18 @@ def events(out: str, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def swap_setup(tmp_path: Path, demo_bundle: Path, demo_embedder: Any, demo_collection: Any
-               ) -> tuple[Path, Any, list[dict[str, Any]], np.ndarray]:
+def swap_setup(
+    tmp_path: Path, demo_bundle: Path, demo_embedder: Any, demo_collection: Any
+) -> tuple[Path, Any, list[dict[str, Any]], np.ndarray]:
     images_dir, items, vectors = demo_collection
     index_dir = tmp_path / "index"
     write_index(index_dir, demo_embedder, versioned(items[:64], "v1"), vectors[:64], "v1", str(images_dir))
     return index_dir, demo_embedder, items, vectors
 
 
-def test_hot_swap_and_broken_version(swap_setup: Any, demo_bundle: Path, demo_collection: Any,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_hot_swap_and_broken_version(
+    swap_setup: Any, demo_bundle: Path, demo_collection: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     index_dir, emb, items, vectors = swap_setup
     source = str(demo_collection[0])
     state = ServiceState(make_settings(demo_bundle, index_dir, INDEX_REFRESH_SECONDS=0)).load()
@@ -96,8 +98,9 @@ def test_refresh_interval(swap_setup: Any, demo_bundle: Path, demo_collection: A
     assert client.post("/search", json={"text": "a", "k": 1}).json()["index_version"] == "v2"
 
 
-def test_index_published_after_start(tmp_path: Path, demo_bundle: Path, demo_embedder: Any,
-                                     demo_collection: Any) -> None:
+def test_index_published_after_start(
+    tmp_path: Path, demo_bundle: Path, demo_embedder: Any, demo_collection: Any
+) -> None:
     images_dir, items, vectors = demo_collection
     index_dir = tmp_path / "late-index"
     state = ServiceState(make_settings(demo_bundle, index_dir, INDEX_REFRESH_SECONDS=0)).load()
@@ -108,7 +111,9 @@ def test_index_published_after_start(tmp_path: Path, demo_bundle: Path, demo_emb
     assert client.post("/search", json={"text": "a", "k": 3}).json()["index_version"] == "first"
 
 
-def test_concurrent_requests_never_mix_versions(swap_setup: Any, demo_bundle: Path, demo_collection: Any) -> None:
+def test_concurrent_requests_never_mix_versions(
+    swap_setup: Any, demo_bundle: Path, demo_collection: Any
+) -> None:
     index_dir, emb, items, vectors = swap_setup
     state = ServiceState(make_settings(demo_bundle, index_dir, INDEX_REFRESH_SECONDS=0)).load()
     app = create_app(state)
@@ -135,8 +140,14 @@ def test_concurrent_requests_never_mix_versions(swap_setup: Any, demo_bundle: Pa
         for n in range(2, 6):
             version = f"v{n}"
             count = 40 + 30 * n
-            write_index(index_dir, emb, versioned(items[:count], version), vectors[:count], version,
-                        str(demo_collection[0]))
+            write_index(
+                index_dir,
+                emb,
+                versioned(items[:count], version),
+                vectors[:count],
+                version,
+                str(demo_collection[0]),
+            )
             time.sleep(0.3)
     finally:
         stop.set()

@@ -42,15 +42,32 @@ def serve(bundle: Path, index: Path, tmp: Path, **env: str) -> Iterator[str]:
     environ.update(ORT_THREADS="1", CACHE_DIR=str(tmp / "cache"), LOG_LEVEL="WARNING", **env)
     log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handler.serve", "--bundle", str(bundle), "--index", str(index),
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "handler.serve",
+            "--bundle",
+            str(bundle),
+            "--index",
+            str(index),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"handler.serve exited with {proc.returncode}: {(tmp / f'serve-{port}.log').read_text()}")
+                pytest.fail(
+                    f"handler.serve exited with {proc.returncode}: {(tmp / f'serve-{port}.log').read_text()}"
+                )
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -74,17 +91,28 @@ def serve(bundle: Path, index: Path, tmp: Path, **env: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"headless Chromium not available ({CHROMIUM}, {CHROMEDRIVER}): "
-                    "apt-get install -y chromium chromium-driver")
+        pytest.skip(
+            f"headless Chromium not available ({CHROMIUM}, {CHROMEDRIVER}): "
+            "apt-get install -y chromium chromium-driver"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-                "--disable-dev-shm-usage", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-quic",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(arg)
     os.environ.setdefault("SE_AVOID_STATS", "true")
     driver = webdriver.Chrome(service=Service(shutil.which(CHROMEDRIVER) or CHROMEDRIVER), options=options)
@@ -96,7 +124,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def site(demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def site(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     with serve(demo_bundle, demo_index[0], tmp_path_factory.mktemp("serve")) as url:
         yield url
 
@@ -196,8 +226,10 @@ def test_invalid_upload_shows_the_error(browser: Any, site: str, tmp_path: Path)
     bogus = tmp_path / "not-an-image.png"
     bogus.write_bytes(b"this is plain text, not a PNG")
     browser.find_element("id", "file").send_keys(str(bogus))
-    error = wait(browser, lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed()
-                 else False)
+    error = wait(
+        browser,
+        lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False,
+    )
     assert "invalid image" in error.text and "not a recognised image" in error.text
     assert results(browser) == []
     # an empty query is refused in the page itself
@@ -209,15 +241,21 @@ def test_invalid_upload_shows_the_error(browser: Any, site: str, tmp_path: Path)
     wait(browser, lambda d: "type something" in d.find_element("id", "error").text)
 
 
-def test_api_key_is_sent(browser: Any, demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path) -> None:
+def test_api_key_is_sent(
+    browser: Any, demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path
+) -> None:
     with serve(demo_bundle, demo_index[0], tmp_path, API_KEY=API_KEY) as url:
         open_page(browser, url)
         wait(browser, lambda d: "API key" in d.find_element("id", "info").text)
         from selenium.webdriver.common.keys import Keys
 
         browser.find_element("id", "query").send_keys("a red circle", Keys.ENTER)
-        error = wait(browser, lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed()
-                     else False)
+        error = wait(
+            browser,
+            lambda d: (
+                d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False
+            ),
+        )
         assert "unauthorized" in error.text and "missing x-api-key" in error.text
         browser.find_element("css selector", "#settings summary").click()
         browser.find_element("id", "api-key").send_keys(API_KEY)

@@ -19,9 +19,17 @@ from tests.conftest import normalized_vectors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 
-FUZZ = settings(max_examples=700, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=700,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
 DIM = 32
 COUNT = 60
 IDS = [f"item-{i}" for i in range(COUNT - 2)] + [7, "dir/with spaces/ünï.png"]
@@ -38,10 +46,19 @@ def fuzz_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     emb = load_bundle(tiny_bundle)
     index_dir = tmp_path_factory.mktemp("fuzz-index")
-    items = [{"id": item_id, "uri": f"/nonexistent/{i}.png", "metadata": {"n": i}} for i, item_id in enumerate(IDS)]
+    items = [
+        {"id": item_id, "uri": f"/nonexistent/{i}.png", "metadata": {"n": i}} for i, item_id in enumerate(IDS)
+    ]
     write_index(index_dir, emb, items, normalized_vectors(COUNT, DIM, seed=3), "fuzz", "/nonexistent")
-    state = ServiceState(make_settings(tiny_bundle, index_dir, MAX_IMAGE_BYTES=200_000,
-                                       MAX_IMAGE_PIXELS=250_000, INDEX_REFRESH_SECONDS=3600)).load()
+    state = ServiceState(
+        make_settings(
+            tiny_bundle,
+            index_dir,
+            MAX_IMAGE_BYTES=200_000,
+            MAX_IMAGE_PIXELS=250_000,
+            INDEX_REFRESH_SECONDS=3600,
+        )
+    ).load()
     assert state.healthy(), state.problems()
     return TestClient(create_app(state), raise_server_exceptions=False)
 
@@ -74,12 +91,21 @@ def check(r: Any, route: str) -> None:
 
 # -- strategies -------------------------------------------------------------------------------------------------
 
-any_text = st.text(max_size=30) | st.text(st.characters(exclude_categories=()), max_size=8)  # lone surrogates too
-json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | any_text)
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c,
-                                                                                              max_size=3),
-                           max_leaves=12)
+any_text = st.text(max_size=30) | st.text(
+    st.characters(exclude_categories=()), max_size=8
+)  # lone surrogates too
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=12,
+)
 
 IMAGE_MODES = ["RGB", "L", "RGBA", "P", "1", "LA", "I;16", "I", "F", "CMYK", "YCbCr"]
 IMAGE_FORMATS = ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]
@@ -105,7 +131,7 @@ def image_bytes(draw: Any) -> bytes:
         data = data[: draw(st.integers(0, len(data)))]
     elif damage == "flip" and data:
         i = draw(st.integers(0, len(data) - 1))
-        data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+        data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1 :]
     elif damage == "prefix":
         data = draw(st.binary(max_size=8)) + data
     return data
@@ -118,7 +144,7 @@ def b64(data: bytes, style: str) -> str:
     if style == "urlsafe":
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
     if style == "wrapped":
-        return "\n".join(text[i:i + 60] for i in range(0, len(text), 60))
+        return "\n".join(text[i : i + 60] for i in range(0, len(text), 60))
     return text
 
 
@@ -129,10 +155,15 @@ image_field = st.one_of(
     json_values,
 )
 query_values = {
-    "text": st.text(max_size=300) | st.text(alphabet="ab <>&;!\u00e9\u732b\U0001f408\ud83d", max_size=200) | json_values,
+    "text": st.text(max_size=300)
+    | st.text(alphabet="ab <>&;!\u00e9\u732b\U0001f408\ud83d", max_size=200)
+    | json_values,
     "image": image_field,
-    "embedding": st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM)
-    | st.lists(st.floats() | st.integers(-(2**65), 2**65), min_size=0, max_size=40) | json_values,
+    "embedding": st.lists(
+        st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM
+    )
+    | st.lists(st.floats() | st.integers(-(2**65), 2**65), min_size=0, max_size=40)
+    | json_values,
     "id": st.sampled_from(IDS) | st.integers() | st.text(max_size=20) | json_values,
 }
 param_values = {
@@ -147,7 +178,9 @@ param_values = {
 def search_bodies(draw: Any) -> dict[str, Any]:
     """Mostly-valid shapes: usually exactly one query field, params sometimes present, sometimes junk."""
     n_queries = draw(st.sampled_from([1, 1, 1, 1, 0, 2]))
-    kinds = draw(st.lists(st.sampled_from(list(query_values)), min_size=n_queries, max_size=n_queries, unique=True))
+    kinds = draw(
+        st.lists(st.sampled_from(list(query_values)), min_size=n_queries, max_size=n_queries, unique=True)
+    )
     body = {kind: draw(query_values[kind]) for kind in kinds}
     for name, strategy in param_values.items():
         if draw(st.booleans()):
@@ -167,40 +200,71 @@ def test_search_schema_fuzz(fuzz_client: Any, body: dict[str, Any]) -> None:
 
 
 @FUZZ
-@given(body=json_values | st.dictionaries(st.sampled_from(["text", "image", "embedding", "id", "k", "offset",
-                                                            "min_score", "ef", "x"]), json_values, max_size=5))
+@given(
+    body=json_values
+    | st.dictionaries(
+        st.sampled_from(["text", "image", "embedding", "id", "k", "offset", "min_score", "ef", "x"]),
+        json_values,
+        max_size=5,
+    )
+)
 def test_search_arbitrary_json(fuzz_client: Any, body: Any) -> None:
     check(post_json(fuzz_client, "/search", body), "/search")
 
 
 @FUZZ
-@given(data=st.binary(max_size=300) | image_bytes(),
-       ctype=st.sampled_from(["application/json", "multipart/form-data", "multipart/form-data; boundary=xyz",
-                              "application/x-www-form-urlencoded", "image/png", "image/jpeg", "text/plain", "",
-                              "application/json; charset=latin-1", "image/*"]),
-       route=st.sampled_from(["/search", "/embeddings"]))
+@given(
+    data=st.binary(max_size=300) | image_bytes(),
+    ctype=st.sampled_from(
+        [
+            "application/json",
+            "multipart/form-data",
+            "multipart/form-data; boundary=xyz",
+            "application/x-www-form-urlencoded",
+            "image/png",
+            "image/jpeg",
+            "text/plain",
+            "",
+            "application/json; charset=latin-1",
+            "image/*",
+        ]
+    ),
+    route=st.sampled_from(["/search", "/embeddings"]),
+)
 def test_raw_bodies(fuzz_client: Any, data: bytes, ctype: str, route: str) -> None:
     headers = {"content-type": ctype} if ctype else {}
     check(fuzz_client.post(route, content=data, headers=headers), route)
 
 
 @FUZZ
-@given(text=st.none() | query_values["text"] | st.lists(query_values["text"], max_size=5),
-       image=st.none() | image_field | st.lists(image_field, max_size=3),
-       extra=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=2))
+@given(
+    text=st.none() | query_values["text"] | st.lists(query_values["text"], max_size=5),
+    image=st.none() | image_field | st.lists(image_field, max_size=3),
+    extra=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=2),
+)
 def test_embeddings_fuzz(fuzz_client: Any, text: Any, image: Any, extra: Any) -> None:
-    body = {**({"text": text} if text is not None else {}), **({"image": image} if image is not None else {}),
-            **(extra or {})}
+    body = {
+        **({"text": text} if text is not None else {}),
+        **({"image": image} if image is not None else {}),
+        **(extra or {}),
+    }
     check(post_json(fuzz_client, "/embeddings", body), "/embeddings")
 
 
 @FUZZ
-@given(image=st.none() | image_bytes() | st.binary(max_size=64),
-       fields=st.dictionaries(st.sampled_from(["text", "id", "k", "offset", "min_score", "ef", "image", "zz"]),
-                              st.text(max_size=20) | st.integers(-5, 200).map(str), max_size=4),
-       filename=st.text(max_size=12), mime=st.sampled_from(["image/png", "application/octet-stream", "text/plain"]))
-def test_search_multipart_fuzz(fuzz_client: Any, image: bytes | None, fields: dict[str, str], filename: str,
-                               mime: str) -> None:
+@given(
+    image=st.none() | image_bytes() | st.binary(max_size=64),
+    fields=st.dictionaries(
+        st.sampled_from(["text", "id", "k", "offset", "min_score", "ef", "image", "zz"]),
+        st.text(max_size=20) | st.integers(-5, 200).map(str),
+        max_size=4,
+    ),
+    filename=st.text(max_size=12),
+    mime=st.sampled_from(["image/png", "application/octet-stream", "text/plain"]),
+)
+def test_search_multipart_fuzz(
+    fuzz_client: Any, image: bytes | None, fields: dict[str, str], filename: str, mime: str
+) -> None:
     files = {"image": (filename or "f", image, mime)} if image is not None else None
     data = {k: v for k, v in fields.items() if not (files and k == "image")}
     if files is None and not data:
@@ -244,6 +308,7 @@ def _timed(fn: Any, reps: int) -> tuple[float, Any]:
 def test_huge_single_word_cost_ratio(fuzz_client: Any, route: str, kind: str) -> None:
     """A huge single-word text costs a bounded multiple of a short one (was O(n^2): 20k chars ~15 s).
     A ratio to a short request on the same client, not an absolute time."""
+
     def send(text: str) -> Any:
         return post_json(fuzz_client, route, {"text": text} if route == "/search" else {"text": [text]})
 
@@ -258,30 +323,67 @@ def test_huge_single_word_cost_ratio(fuzz_client: Any, route: str, kind: str) ->
 # -- issue 11: oversized integers anywhere, surrogate paths through the Lambda entry ---------------------------
 
 #: integer literals past Python's 4300-digit conversion limit (kept as text: int() of them would raise here)
-huge_ints = st.builds(lambda sign, lead, n, digit: f"{sign}{lead}{digit * n}", st.sampled_from(["", "-"]),
-                      st.sampled_from("123456789"), st.integers(4300, 6000), st.sampled_from("0123456789"))
+huge_ints = st.builds(
+    lambda sign, lead, n, digit: f"{sign}{lead}{digit * n}",
+    st.sampled_from(["", "-"]),
+    st.sampled_from("123456789"),
+    st.integers(4300, 6000),
+    st.sampled_from("0123456789"),
+)
 
 
 @settings(FUZZ, max_examples=150)
-@given(route=st.sampled_from(["/search", "/embeddings"]),
-       field=st.sampled_from(["k", "offset", "ef", "min_score", "embedding", "id", "text", "image", "zz"]),
-       nested=st.booleans(), base=search_bodies(), big=st.data())
-def test_oversized_integers_fuzz(fuzz_client: Any, route: str, field: str, nested: bool, base: dict[str, Any],
-                                 big: Any) -> None:
+@given(
+    route=st.sampled_from(["/search", "/embeddings"]),
+    field=st.sampled_from(["k", "offset", "ef", "min_score", "embedding", "id", "text", "image", "zz"]),
+    nested=st.booleans(),
+    base=search_bodies(),
+    big=st.data(),
+)
+def test_oversized_integers_fuzz(
+    fuzz_client: Any, route: str, field: str, nested: bool, base: dict[str, Any], big: Any
+) -> None:
     """Integers past Python's 4300-digit conversion limit, in any field (alone or inside a list): 4xx."""
     literal = big.draw(huge_ints)
-    body = json.dumps({**base, field: "__BIG__"}).replace('"__BIG__"', f"[1, {literal}]" if nested else literal)
+    body = json.dumps({**base, field: "__BIG__"}).replace(
+        '"__BIG__"', f"[1, {literal}]" if nested else literal
+    )
     r = fuzz_client.post(route, content=body.encode(), headers={"content-type": "application/json"})
     check(r, route)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
-EVENT_NAMES = ["health.json", "health-v1.json", "health-function-url.json", "search-text.json",
-               "search-text-v1.json", "search-text-function-url.json"]
+EVENT_NAMES = [
+    "health.json",
+    "health-v1.json",
+    "health-function-url.json",
+    "search-text.json",
+    "search-text-v1.json",
+    "search-text-function-url.json",
+]
 path_chars = st.characters(codec=None, exclude_categories=())  # lone surrogates included
-fuzz_paths = st.lists(st.sampled_from(["health", "items", "search", "static", "image", "thumbnail", "", "..",
-                                       "%2F", "\ud800", "\udfff", "\ud83d", "7"]) | st.text(path_chars, max_size=6),
-                      min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
+fuzz_paths = st.lists(
+    st.sampled_from(
+        [
+            "health",
+            "items",
+            "search",
+            "static",
+            "image",
+            "thumbnail",
+            "",
+            "..",
+            "%2F",
+            "\ud800",
+            "\udfff",
+            "\ud83d",
+            "7",
+        ]
+    )
+    | st.text(path_chars, max_size=6),
+    min_size=1,
+    max_size=5,
+).map(lambda parts: "/" + "/".join(parts))
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,9 @@ def test_request_pixel_budget_checked_before_decoding(demo_client: Any) -> None:
     r = demo_client.post("/embeddings", json={"image": [bomb, bomb, bomb]})
     assert _error(r) == (413, "too_many_pixels"), r.text
     assert "147000000 pixels" in r.json()["error"]["message"] and "100000000" in r.json()["error"]["message"]
-    r = demo_client.post("/embeddings", json={"image": [bomb, bomb]})  # within the budget: decoded, and corrupt
+    r = demo_client.post(
+        "/embeddings", json={"image": [bomb, bomb]}
+    )  # within the budget: decoded, and corrupt
     assert _error(r) == (400, "invalid_image"), r.text
 
 

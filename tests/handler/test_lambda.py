@@ -58,23 +58,46 @@ def invoke(module: Any, event: Any) -> tuple[int, dict[str, str], Any]:
 
 
 @pytest.fixture(scope="module")
-def demo_lambda(demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[Any]:
-    with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], INDEX_REFRESH_SECONDS=0,
-                       CACHE_DIR=tmp_path_factory.mktemp("cache"), ORT_THREADS=2) as module:
+def demo_lambda(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    with lambda_module(
+        MODEL_URI=demo_bundle,
+        INDEX_URI=demo_index[0],
+        INDEX_REFRESH_SECONDS=0,
+        CACHE_DIR=tmp_path_factory.mktemp("cache"),
+        ORT_THREADS=2,
+    ) as module:
         assert module.state.healthy(), module.state.problems()
         yield module
 
 
 EXPECTED = {
-    "health.json": 200, "health-v1.json": 200, "health-function-url.json": 200, "info.json": 200,
-    "page.json": 200, "page-v1.json": 200, "docs.json": 200, "openapi.json": 200,
-    "search-text.json": 200, "search-text-paged.json": 200, "search-image.json": 200,
-    "search-image-multipart.json": 200, "search-text-multipart.json": 200, "search-id.json": 200,
-    "embeddings.json": 200, "item-image.json": 200, "item-thumbnail.json": 200, "search-bad-json.json": 400,
-    "search-text-v1.json": 200, "search-image-multipart-v1.json": 200, "embeddings-v1.json": 200,
-    "search-text-function-url.json": 200, "search-image-function-url.json": 200,
-    "embeddings-function-url.json": 200, "unknown-event.json": 400,
+    "health.json": 200,
+    "health-v1.json": 200,
+    "health-function-url.json": 200,
+    "info.json": 200,
+    "page.json": 200,
+    "page-v1.json": 200,
+    "docs.json": 200,
+    "openapi.json": 200,
+    "search-text.json": 200,
+    "search-text-paged.json": 200,
+    "search-image.json": 200,
+    "search-image-multipart.json": 200,
+    "search-text-multipart.json": 200,
+    "search-id.json": 200,
+    "embeddings.json": 200,
+    "item-image.json": 200,
+    "item-thumbnail.json": 200,
+    "search-bad-json.json": 400,
+    "search-text-v1.json": 200,
+    "search-image-multipart-v1.json": 200,
+    "embeddings-v1.json": 200,
+    "search-text-function-url.json": 200,
+    "search-image-function-url.json": 200,
+    "embeddings-function-url.json": 200,
+    "unknown-event.json": 400,
 }
 
 
@@ -107,18 +130,29 @@ def test_every_sample_event(demo_lambda: Any, name: str) -> None:
 
 def test_search_results_match_between_event_shapes(demo_lambda: Any, demo_client: Any) -> None:
     want = demo_client.post("/search", json={"text": "a red circle", "k": 5}).json()
-    for name in ("search-text.json", "search-text-v1.json", "search-text-function-url.json",
-                 "search-text-multipart.json"):
+    for name in (
+        "search-text.json",
+        "search-text-v1.json",
+        "search-text-function-url.json",
+        "search-text-multipart.json",
+    ):
         _, _, body = invoke(demo_lambda, load_event(name))
         assert [r["id"] for r in body["results"]] == [r["id"] for r in want["results"]], name
-    image = [invoke(demo_lambda, load_event(n))[2] for n in
-             ("search-image.json", "search-image-multipart.json", "search-image-multipart-v1.json",
-              "search-image-function-url.json")]
+    image = [
+        invoke(demo_lambda, load_event(n))[2]
+        for n in (
+            "search-image.json",
+            "search-image-multipart.json",
+            "search-image-multipart-v1.json",
+            "search-image-function-url.json",
+        )
+    ]
     assert len({tuple(r["id"] for r in b["results"]) for b in image}) == 1
 
 
-def _v2(method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None,
-        b64: bool = False) -> dict[str, Any]:
+def _v2(
+    method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None, b64: bool = False
+) -> dict[str, Any]:
     event = load_event("health.json")
     event["rawPath"] = path
     event["requestContext"]["http"].update(method=method, path=path)
@@ -134,7 +168,9 @@ def test_errors_and_routes_through_lambda(demo_lambda: Any) -> None:
     assert status == 404 and body["error"]["code"] == "not_found"
     status, headers, body = invoke(demo_lambda, _v2("GET", "/search"))
     assert status == 405 and body["error"]["code"] == "method_not_allowed" and headers["allow"] == "POST"
-    status, _, body = invoke(demo_lambda, _v2("POST", "/search", '{"text": ""}', {"content-type": "application/json"}))
+    status, _, body = invoke(
+        demo_lambda, _v2("POST", "/search", '{"text": ""}', {"content-type": "application/json"})
+    )
     assert status == 400 and body["error"]["code"] == "invalid_text"
     status, _, body = invoke(demo_lambda, _v2("POST", "/search", "a", {"content-type": "text/plain"}))
     assert status == 415
@@ -142,23 +178,47 @@ def test_errors_and_routes_through_lambda(demo_lambda: Any) -> None:
     assert status == 404
     # a base64 JSON body (API Gateway binary media types = */*)
     raw = base64.b64encode(json.dumps({"text": "a red circle", "k": 2}).encode()).decode()
-    status, _, body = invoke(demo_lambda, _v2("POST", "/search", raw, {"content-type": "application/json"}, b64=True))
+    status, _, body = invoke(
+        demo_lambda, _v2("POST", "/search", raw, {"content-type": "application/json"}, b64=True)
+    )
     assert status == 200 and len(body["results"]) == 2
 
 
-@pytest.mark.parametrize("event", [
-    None, "GET /health", [], 42, {},
-    {"source": "aws.events", "detail-type": "Scheduled Event"},
-    {"Records": [{"eventSource": "aws:s3"}]},
-    {"version": "2.0", "requestContext": {}},
-    {"version": "2.0", "requestContext": {"http": {"method": "GET"}}},
-    {"version": "2.0", "requestContext": {"http": {"method": None, "path": "/health", "sourceIp": "1.2.3.4"}}},
-    {"resource": "/", "requestContext": {}},
-    {"resource": "/", "requestContext": {}, "httpMethod": "GET", "path": "/health", "headers": {"a": None}},
-    {"resource": "/", "requestContext": {}, "httpMethod": "GET", "path": "/health", "headers": ["x"]},
-    {"version": "2.0", "requestContext": {"http": {"method": "POST", "path": "/search", "sourceIp": "1"}},
-     "headers": {"content-type": "application/json"}, "body": "abc", "isBase64Encoded": True},
-], ids=lambda e: repr(e)[:40])
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        "GET /health",
+        [],
+        42,
+        {},
+        {"source": "aws.events", "detail-type": "Scheduled Event"},
+        {"Records": [{"eventSource": "aws:s3"}]},
+        {"version": "2.0", "requestContext": {}},
+        {"version": "2.0", "requestContext": {"http": {"method": "GET"}}},
+        {
+            "version": "2.0",
+            "requestContext": {"http": {"method": None, "path": "/health", "sourceIp": "1.2.3.4"}},
+        },
+        {"resource": "/", "requestContext": {}},
+        {
+            "resource": "/",
+            "requestContext": {},
+            "httpMethod": "GET",
+            "path": "/health",
+            "headers": {"a": None},
+        },
+        {"resource": "/", "requestContext": {}, "httpMethod": "GET", "path": "/health", "headers": ["x"]},
+        {
+            "version": "2.0",
+            "requestContext": {"http": {"method": "POST", "path": "/search", "sourceIp": "1"}},
+            "headers": {"content-type": "application/json"},
+            "body": "abc",
+            "isBase64Encoded": True,
+        },
+    ],
+    ids=lambda e: repr(e)[:40],
+)
 def test_unknown_or_malformed_events_get_400(demo_lambda: Any, event: Any) -> None:
     out = demo_lambda.lambda_handler(event, None)
     assert out["statusCode"] == 400, out
@@ -167,8 +227,12 @@ def test_unknown_or_malformed_events_get_400(demo_lambda: Any, event: Any) -> No
 
 def test_stage_prefixes(demo_lambda: Any) -> None:
     # HTTP API on a named stage: the path carries the stage
-    event = _v2("POST", "/beta/search", json.dumps({"text": "a red circle", "k": 1}),
-                {"content-type": "application/json"})
+    event = _v2(
+        "POST",
+        "/beta/search",
+        json.dumps({"text": "a red circle", "k": 1}),
+        {"content-type": "application/json"},
+    )
     event["requestContext"]["stage"] = "beta"
     status, _, body = invoke(demo_lambda, event)
     assert status == 200 and body["results"][0]["image_url"].startswith("/beta/items/")
@@ -183,9 +247,16 @@ def test_stage_prefixes(demo_lambda: Any) -> None:
     assert status == 200 and body["results"][0]["image_url"].startswith("/items/")
 
 
-def test_api_key_and_cors_through_lambda(demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path) -> None:
-    with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], API_KEY="k3y-for-tests",
-                       CORS_ORIGINS="https://app.example", CACHE_DIR=tmp_path) as module:
+def test_api_key_and_cors_through_lambda(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with lambda_module(
+        MODEL_URI=demo_bundle,
+        INDEX_URI=demo_index[0],
+        API_KEY="k3y-for-tests",
+        CORS_ORIGINS="https://app.example",
+        CACHE_DIR=tmp_path,
+    ) as module:
         event = load_event("search-text.json")
         event["headers"]["origin"] = "https://app.example"
         status, headers, body = invoke(module, event)
@@ -203,8 +274,9 @@ def test_api_key_and_cors_through_lambda(demo_bundle: Path, demo_index: tuple[Pa
         assert invoke(module, load_event("info.json"))[0] == 401
 
 
-def test_cold_start_metrics_and_request_logs(demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cold_start_metrics_and_request_logs(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     capsys.readouterr()
     with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], CACHE_DIR=tmp_path) as module:
         invoke(module, load_event("search-text.json"))
@@ -239,14 +311,20 @@ def test_imports_with_bad_configuration(tmp_path: Path, demo_bundle: Path) -> No
         assert status == 503 and body["problems"][0]["component"] == "model"
 
 
-def test_fingerprint_mismatch_is_refused(demo_bundle: Path, demo_embedder: Any, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_fingerprint_mismatch_is_refused(
+    demo_bundle: Path, demo_embedder: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from index_builder.publish import publish, write_version
     from tests.conftest import normalized_vectors
 
     index_dir = tmp_path / "index"
-    m = write_version(str(index_dir), "other-model", vectors=normalized_vectors(4, 128),
-                      items=[{"id": i} for i in range(4)], manifest_fields={"model_fingerprint": "sha256:" + "0" * 64})
+    m = write_version(
+        str(index_dir),
+        "other-model",
+        vectors=normalized_vectors(4, 128),
+        items=[{"id": i} for i in range(4)],
+        manifest_fields={"model_fingerprint": "sha256:" + "0" * 64},
+    )
     publish(str(index_dir), "other-model", m)
     capsys.readouterr()
     with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=index_dir, CACHE_DIR=tmp_path) as module:
@@ -262,8 +340,9 @@ def test_fingerprint_mismatch_is_refused(demo_bundle: Path, demo_embedder: Any, 
     assert demo_embedder.model_fingerprint in failed[0]["message"]
 
 
-def test_lambda_function_imports_no_training_stack(demo_bundle: Path, demo_index: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_lambda_function_imports_no_training_stack(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path
+) -> None:
     code = (
         "import sys, time\n"
         "t = time.perf_counter()\n"
@@ -276,14 +355,17 @@ def test_lambda_function_imports_no_training_stack(demo_bundle: Path, demo_index
     )
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env.update(MODEL_URI=str(demo_bundle), INDEX_URI=str(demo_index[0]), CACHE_DIR=str(tmp_path))
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     bad, _ = res.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert bad == "[]", res.stdout  # local artifacts: not even boto3
 
 
-def test_cold_start_creates_the_visual_session_in_the_background(demo_bundle: Path, demo_index: tuple[Path, Path],
-                                                                 tmp_path: Path) -> None:
+def test_cold_start_creates_the_visual_session_in_the_background(
+    demo_bundle: Path, demo_index: tuple[Path, Path], tmp_path: Path
+) -> None:
     """The text tower is ready at import; the visual session follows in a thread without any image query,
     so the first image query does not load it on the request path."""
     with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], CACHE_DIR=tmp_path) as module:

@@ -10,8 +10,14 @@ import pytest
 
 from tests.handler.test_lambda import demo_lambda, invoke, load_event  # noqa: F401  (fixture)
 
-SURROGATE_PATHS = ["/he\ud800alth", "/items/\udc00/image", "/items/a\ud83d/thumbnail", "/\udfff",
-                   "/search\ud800", "/static/\ud800.js"]
+SURROGATE_PATHS = [
+    "/he\ud800alth",
+    "/items/\udc00/image",
+    "/items/a\ud83d/thumbnail",
+    "/\udfff",
+    "/search\ud800",
+    "/static/\ud800.js",
+]
 
 
 def with_path(name: str, path: str) -> dict[str, Any]:
@@ -25,11 +31,26 @@ def with_path(name: str, path: str) -> dict[str, Any]:
     return event
 
 
-@pytest.mark.parametrize("name", ["health.json", "health-v1.json", "health-function-url.json",
-                                  "search-text.json", "search-text-v1.json", "search-text-function-url.json"])
-@pytest.mark.parametrize("path", SURROGATE_PATHS, ids=lambda p: p.encode("utf-8", "backslashreplace").decode())
-def test_surrogate_paths_get_json_errors(demo_lambda: Any, capsys: pytest.CaptureFixture[str],  # noqa: F811
-                                         name: str, path: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "health.json",
+        "health-v1.json",
+        "health-function-url.json",
+        "search-text.json",
+        "search-text-v1.json",
+        "search-text-function-url.json",
+    ],
+)
+@pytest.mark.parametrize(
+    "path", SURROGATE_PATHS, ids=lambda p: p.encode("utf-8", "backslashreplace").decode()
+)
+def test_surrogate_paths_get_json_errors(
+    demo_lambda: Any,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    name: str,
+    path: str,
+) -> None:
     status, headers, body = invoke(demo_lambda, with_path(name, path))
     assert headers["content-type"].startswith("application/json"), (status, body)
     assert 400 <= status < 500, (status, body)
@@ -48,7 +69,9 @@ def test_failures_outside_the_app_are_json(capsys: pytest.CaptureFixture[str]) -
         raise RuntimeError("boom")
 
     async def half(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"text/plain"]]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"text/plain"]]}
+        )
         raise RuntimeError("after the start")
 
     for app in (broken, half):
@@ -58,18 +81,25 @@ def test_failures_outside_the_app_are_json(capsys: pytest.CaptureFixture[str]) -
     assert "lambda_error" in capsys.readouterr().out
 
 
-def test_surrogate_path_with_the_lambda_log_setup(demo_bundle: Any, demo_index: Any, tmp_path: Any,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_surrogate_path_with_the_lambda_log_setup(
+    demo_bundle: Any, demo_index: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """On Lambda the mangum logger writes JSON lines too (its "GET <path> 404" line raised before)."""
     import logging
 
     from tests.handler.test_lambda import lambda_module
 
-    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
-             for name, lg in ((n, logging.getLogger(n)) for n in ("handler", "mangum"))}
+    saved = {
+        name: (lg.handlers[:], lg.level, lg.propagate)
+        for name, lg in ((n, logging.getLogger(n)) for n in ("handler", "mangum"))
+    }
     try:
-        with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=demo_index[0], CACHE_DIR=tmp_path,
-                           AWS_LAMBDA_FUNCTION_NAME="clip-search-test") as module:
+        with lambda_module(
+            MODEL_URI=demo_bundle,
+            INDEX_URI=demo_index[0],
+            CACHE_DIR=tmp_path,
+            AWS_LAMBDA_FUNCTION_NAME="clip-search-test",
+        ) as module:
             capsys.readouterr()
             for name in ("health.json", "health-v1.json", "health-function-url.json"):
                 status, _, body = invoke(module, with_path(name, "/he\ud800alth"))
@@ -107,7 +137,13 @@ def test_safe_mangum_uses_mangums_extension_points() -> None:
         pass
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"application/json"]]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [[b"content-type", b"application/json"]],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"ok": true}'})
 
     out = Safe(app)(load_event("health.json"), None)
@@ -121,10 +157,23 @@ def test_safe_mangum_uses_mangums_extension_points() -> None:
         def __init__(self, event: Any, context: Any, config: Any) -> None:
             self.event = event
 
-        scope = property(lambda self: {"type": "http", "method": "GET", "path": "/", "headers": [],
-                                       "query_string": b"", "http_version": "1.1", "scheme": "https",
-                                       "server": None, "client": None, "root_path": "", "raw_path": None,
-                                       "aws.event": self.event, "aws.context": None})
+        scope = property(
+            lambda self: {
+                "type": "http",
+                "method": "GET",
+                "path": "/",
+                "headers": [],
+                "query_string": b"",
+                "http_version": "1.1",
+                "scheme": "https",
+                "server": None,
+                "client": None,
+                "root_path": "",
+                "raw_path": None,
+                "aws.event": self.event,
+                "aws.context": None,
+            }
+        )
         body = b""
 
         def __call__(self, response: Any) -> dict[str, Any]:

@@ -35,9 +35,14 @@ def search(module: Any, text: str = "a red circle", k: int = 5) -> dict[str, Any
     return body
 
 
-def test_s3_artifacts_hot_swap_and_broken_version(s3_server: Any, demo_bundle: Path, demo_embedder: Any,
-                                                  demo_collection: Any, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_s3_artifacts_hot_swap_and_broken_version(
+    s3_server: Any,
+    demo_bundle: Path,
+    demo_embedder: Any,
+    demo_collection: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     bucket = s3_server.make_bucket()
     model_uri, index_uri = f"s3://{bucket}/models/demo", f"s3://{bucket}/indexes/demo"
     upload_dir(demo_bundle, model_uri)
@@ -45,8 +50,9 @@ def test_s3_artifacts_hot_swap_and_broken_version(s3_server: Any, demo_bundle: P
     write_index(index_uri, demo_embedder, versioned(items, "v1"), vectors, "v1", str(images_dir))
     cache = tmp_path / "cache"
 
-    with lambda_module(MODEL_URI=model_uri, INDEX_URI=index_uri, CACHE_DIR=cache, INDEX_REFRESH_SECONDS=0,
-                       ORT_THREADS=2) as module:
+    with lambda_module(
+        MODEL_URI=model_uri, INDEX_URI=index_uri, CACHE_DIR=cache, INDEX_REFRESH_SECONDS=0, ORT_THREADS=2
+    ) as module:
         assert module.state.healthy(), module.state.problems()
         status, _, health = invoke(module, load_event("health.json"))
         assert status == 200 and health["index"]["version"] == "v1"
@@ -57,12 +63,17 @@ def test_s3_artifacts_hot_swap_and_broken_version(s3_server: Any, demo_bundle: P
         status, _, emb = invoke(module, load_event("embeddings.json"))
         assert status == 200 and len(emb["text_embeddings"]) == 2
         # local item files still served (the collection is local, the index is in S3)
-        status, headers, _ = invoke(module, {**load_event("item-thumbnail.json")} | _path(
-            "item-thumbnail.json", f"/items/{body['results'][0]['id']}/thumbnail"))
+        status, headers, _ = invoke(
+            module,
+            {**load_event("item-thumbnail.json")}
+            | _path("item-thumbnail.json", f"/items/{body['results'][0]['id']}/thumbnail"),
+        )
         assert status == 200 and headers["content-type"] == "image/jpeg"
 
         # pointer move: the next request after INDEX_REFRESH_SECONDS=0 uses the new version
-        write_index(index_uri, demo_embedder, versioned(items[:100], "v2"), vectors[:100], "v2", str(images_dir))
+        write_index(
+            index_uri, demo_embedder, versioned(items[:100], "v2"), vectors[:100], "v2", str(images_dir)
+        )
         body = search(module)
         assert body["index_version"] == "v2" and all(r["id"].startswith("v2:") for r in body["results"])
         status, _, info = invoke(module, load_event("info.json"))
@@ -71,8 +82,13 @@ def test_s3_artifacts_hot_swap_and_broken_version(s3_server: Any, demo_bundle: P
         # a broken version (bad checksum) is refused: the old index stays, health stays 200
         capsys.readouterr()
         store = open_store(index_uri)
-        m = write_version(store, "v3", vectors=vectors[:50], items=versioned(items[:50], "v3"),
-                          manifest_fields={"model_fingerprint": demo_embedder.model_fingerprint, "source": None})
+        m = write_version(
+            store,
+            "v3",
+            vectors=vectors[:50],
+            items=versioned(items[:50], "v3"),
+            manifest_fields={"model_fingerprint": demo_embedder.model_fingerprint, "source": None},
+        )
         bad = tmp_path / "index.hnsw"
         store.download_file("versions/v3/index.hnsw", bad)
         corrupt(bad)
@@ -85,7 +101,9 @@ def test_s3_artifacts_hot_swap_and_broken_version(s3_server: Any, demo_bundle: P
         assert len(failed) == 1 and failed[0]["wanted_version"] == "v3" and "sha256" in failed[0]["message"]
 
         # and a later good version still gets in
-        write_index(index_uri, demo_embedder, versioned(items[:30], "v4"), vectors[:30], "v4", str(images_dir))
+        write_index(
+            index_uri, demo_embedder, versioned(items[:30], "v4"), vectors[:30], "v4", str(images_dir)
+        )
         assert search(module)["index_version"] == "v4"
 
 
@@ -116,8 +134,9 @@ def test_s3_bundle_checksums_and_cache_reuse(s3_server: Any, demo_bundle: Path, 
         assert module.state.healthy()
 
 
-def test_s3_item_images_get_presigned_urls(s3_server: Any, demo_bundle: Path, demo_embedder: Any,
-                                           demo_collection: Any, tmp_path: Path) -> None:
+def test_s3_item_images_get_presigned_urls(
+    s3_server: Any, demo_bundle: Path, demo_embedder: Any, demo_collection: Any, tmp_path: Path
+) -> None:
     bucket = s3_server.make_bucket()
     images_dir, items, vectors = demo_collection
     store = open_store(f"s3://{bucket}/images")
@@ -127,8 +146,9 @@ def test_s3_item_images_get_presigned_urls(s3_server: Any, demo_bundle: Path, de
         rows.append({**item, "uri": store.uri_for(item["id"])})
     index_uri = f"s3://{bucket}/index"
     write_index(index_uri, demo_embedder, rows, vectors[:8], "v1", store.uri)
-    with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=index_uri, CACHE_DIR=tmp_path, PRESIGN_EXPIRY_SECONDS=120
-                       ) as module:
+    with lambda_module(
+        MODEL_URI=demo_bundle, INDEX_URI=index_uri, CACHE_DIR=tmp_path, PRESIGN_EXPIRY_SECONDS=120
+    ) as module:
         body = search(module, k=3)
         for result in body["results"]:
             url = result["image_url"]

@@ -32,7 +32,11 @@ def test_sniff_raster_trusts_bytes_not_names() -> None:
     assert sniff_raster(b"\xff\xd8\xff\xe0") == "image/jpeg"
     assert sniff_raster(b"GIF89a") == "image/gif"
     assert sniff_raster(b"RIFF\x00\x00\x00\x00WEBP") == "image/webp"
-    assert sniff_raster(b"<svg xmlns=...") is None and sniff_raster(b"<html>") is None and sniff_raster(b"") is None
+    assert (
+        sniff_raster(b"<svg xmlns=...") is None
+        and sniff_raster(b"<html>") is None
+        and sniff_raster(b"") is None
+    )
 
 
 def test_item_id_path_escapes_but_keeps_slashes() -> None:
@@ -44,7 +48,10 @@ def test_urls_and_public_uris(tmp_path: Path) -> None:
     img = png(root, "sub/a b.png")
     loc = ImageLocator(str(root), None)
     item = {"id": "sub/a b.png", "uri": str(img)}
-    assert loc.urls(item, "/prod") == ("/prod/items/sub/a%20b.png/image", "/prod/items/sub/a%20b.png/thumbnail")
+    assert loc.urls(item, "/prod") == (
+        "/prod/items/sub/a%20b.png/image",
+        "/prod/items/sub/a%20b.png/thumbnail",
+    )
     assert loc.public_uri(item) == "sub/a b.png"  # never the server path
     assert loc.public_uri({"uri": "file://" + str(img)}) == "sub/a b.png"
     assert loc.public_uri({"uri": "https://x.example/i.png"}) == "https://x.example/i.png"
@@ -54,7 +61,10 @@ def test_urls_and_public_uris(tmp_path: Path) -> None:
     s3 = ImageLocator("s3://bucket/photos/", None)
     assert s3.public_uri({"uri": "s3://bucket/photos/a/b.jpg"}) == "a/b.jpg"
     assert s3.public_uri({"uri": "s3://other/a.jpg"}) is None  # no bucket names of other prefixes
-    assert ImageLocator("s3://bucket/photos/list.jsonl", None).public_uri({"uri": "s3://bucket/photos/x.jpg"}) == "x.jpg"
+    assert (
+        ImageLocator("s3://bucket/photos/list.jsonl", None).public_uri({"uri": "s3://bucket/photos/x.jpg"})
+        == "x.jpg"
+    )
 
 
 def test_local_files_stay_under_the_root(tmp_path: Path) -> None:
@@ -68,8 +78,17 @@ def test_local_files_stay_under_the_root(tmp_path: Path) -> None:
     found = loc.local_file({"uri": "a.png"})
     assert found is not None and found.path == img.resolve() and found.media_type == "image/png"
     assert found.etag == f'"{found.size:x}-{found.mtime_ns:x}"'
-    for uri in ("link.png", "../secret.png", str(outside), "fake.png", "fifo.png", "missing.png", "a\x00.png",
-                "s3://b/a.png", "file://otherhost/" + str(img)):
+    for uri in (
+        "link.png",
+        "../secret.png",
+        str(outside),
+        "fake.png",
+        "fifo.png",
+        "missing.png",
+        "a\x00.png",
+        "s3://b/a.png",
+        "file://otherhost/" + str(img),
+    ):
         assert loc.local_file({"uri": uri}) is None, uri
     assert ImageLocator(None, None).local_file({"uri": str(img)}) is None  # no root: nothing is served
 

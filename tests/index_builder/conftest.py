@@ -49,7 +49,17 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 
 def build_args(source: Any, bundle: Any, out: Any, *extra: Any) -> list[str]:
-    return ["build", "--source", str(source), "--bundle", str(bundle), "--out", str(out), "--quiet", *map(str, extra)]
+    return [
+        "build",
+        "--source",
+        str(source),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--quiet",
+        *map(str, extra),
+    ]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -84,8 +94,12 @@ def read_version(dest: Any, version: str | None = None) -> dict[str, Any]:
     assert version is not None, f"no published version at {dest}"
     prefix = version_prefix(version)
     manifest = json.loads(store.read_bytes(prefix + "manifest.json"))
-    items = [json.loads(line) for line in store.read_bytes(prefix + "items.jsonl").decode().splitlines() if line]
-    errors = [json.loads(line) for line in store.read_bytes(prefix + "errors.jsonl").decode().splitlines() if line]
+    items = [
+        json.loads(line) for line in store.read_bytes(prefix + "items.jsonl").decode().splitlines() if line
+    ]
+    errors = [
+        json.loads(line) for line in store.read_bytes(prefix + "errors.jsonl").decode().splitlines() if line
+    ]
     import io
 
     emb = np.load(io.BytesIO(store.read_bytes(prefix + "embeddings.npy")), allow_pickle=False)

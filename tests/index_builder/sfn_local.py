@@ -69,8 +69,15 @@ class LocalStateMachine:
     """``LocalStateMachine(params, s3_client, context_factory).run(input)``. ``params``: template parameter
     overrides (ArtifactBucket, prefixes); ``env_overrides``: extra environment per function logical id."""
 
-    def __init__(self, params: Mapping[str, str], s3: Any, *, context: Callable[[str], Any] | None = None,
-                 env_overrides: Mapping[str, Mapping[str, str]] | None = None, template: Path = TEMPLATE):
+    def __init__(
+        self,
+        params: Mapping[str, str],
+        s3: Any,
+        *,
+        context: Callable[[str], Any] | None = None,
+        env_overrides: Mapping[str, Mapping[str, str]] | None = None,
+        template: Path = TEMPLATE,
+    ):
         self.template = invoke.load_template(template)
         sm = self.template["Resources"]["RebuildStateMachine"]["Properties"]
         self.definition = sm["Definition"]
@@ -101,7 +108,9 @@ class LocalStateMachine:
             try:
                 with _environ(env):
                     self.calls.append((state_name, data))
-                    result = json.loads(json.dumps(fn(json.loads(json.dumps(data)), self.context(state_name))))
+                    result = json.loads(
+                        json.dumps(fn(json.loads(json.dumps(data)), self.context(state_name)))
+                    )
                     if isinstance(result, dict) and "run_id" in result:
                         self.plan_outputs[result["run_id"]] = result
                     return result
@@ -130,7 +139,7 @@ class LocalStateMachine:
         tolerated = path_get(data, state["ToleratedFailurePercentagePath"])
         results, failures = [], 0
         for start in range(0, len(items), size):
-            event = {"Items": items[start:start + size], "BatchInput": batch_input}
+            event = {"Items": items[start : start + size], "BatchInput": batch_input}
             assert len(json.dumps(event)) <= batcher.get("MaxInputBytesPerBatch", 262144)
             try:
                 results.append(self._run(state["ItemProcessor"], event))
@@ -139,13 +148,16 @@ class LocalStateMachine:
                 self.failures.append(e)
         batches = -(-len(items) // size)
         if failures and failures * 100 > tolerated * batches:
-            raise Failed("States.ExceedToleratedFailureThreshold",
-                         f"{failures} of {batches} batches failed, first: {self.failures[0]}")
+            raise Failed(
+                "States.ExceedToleratedFailureThreshold",
+                f"{failures} of {batches} batches failed, first: {self.failures[0]}",
+            )
         writer = state.get("ResultWriter")
         if writer:
             out = resolve_params(writer["Parameters"], data)
-            self.s3.put_object(Bucket=out["Bucket"], Key=out["Prefix"] + "/manifest.json",
-                               Body=json.dumps(results).encode())
+            self.s3.put_object(
+                Bucket=out["Bucket"], Key=out["Prefix"] + "/manifest.json", Body=json.dumps(results).encode()
+            )
 
     def _run(self, machine: Mapping[str, Any], data: Any) -> Any:
         name = machine["StartAt"]

@@ -46,11 +46,23 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
     m = v["manifest"]
     assert m["model_fingerprint"] == embedder.model_fingerprint
     assert (m["precision"], m["dim"], m["count"], m["M"], m["ef_construction"], m["ef"]) == (
-        "fp32", embedder.dim, 96, 16, 200, 128)
-    assert m["source"] == str(src) and m["builder"].startswith("index_builder") and m["built_at"].endswith("Z")
+        "fp32",
+        embedder.dim,
+        96,
+        16,
+        200,
+        128,
+    )
+    assert (
+        m["source"] == str(src) and m["builder"].startswith("index_builder") and m["built_at"].endswith("Z")
+    )
     assert m["backend"] == "onnx" and m["previous_version"] is None
     assert {k: m["stats"][k] for k in ("embedded", "unchanged", "removed", "errors")} == {
-        "embedded": 96, "unchanged": 0, "removed": 0, "errors": 0}
+        "embedded": 96,
+        "unchanged": 0,
+        "removed": 0,
+        "errors": 0,
+    }
     assert set(m["files"]) == {"index.hnsw", "items.jsonl", "embeddings.npy", "errors.jsonl"}
     assert {row["id"] for row in v["items"]} == ids_of(paths, src)
     assert v["errors"] == []
@@ -58,7 +70,11 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
     row = next(r for r in v["items"] if r["id"] == "set_a/img_00001.jpg")
     path = src / "set_a/img_00001.jpg"
     assert set(row) >= {"id", "uri", "size", "mtime", "sha256", "width", "height", "metadata"}
-    assert row["uri"] == str(path) and row["size"] == path.stat().st_size and row["mtime"] == path.stat().st_mtime
+    assert (
+        row["uri"] == str(path)
+        and row["size"] == path.stat().st_size
+        and row["mtime"] == path.stat().st_mtime
+    )
     assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (row["width"], row["height"]) == (64, 64)
     assert row["metadata"] == json.loads(path.with_suffix(".json").read_text())
@@ -69,7 +85,10 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
     assert cos.min() > 0.99999
     assert not (dest / ".work").exists()  # work dir cleaned after publishing
     index = load_index(dest, expected_fingerprint=embedder.model_fingerprint)
-    assert index.count == 96 and index.get_item("set_a/img_00001.jpg")["metadata"]["shape"] == row["metadata"]["shape"]
+    assert (
+        index.count == 96
+        and index.get_item("set_a/img_00001.jpg")["metadata"]["shape"] == row["metadata"]["shape"]
+    )
 
 
 def test_result_does_not_depend_on_workers_or_batching(demo_bundle: Path, tmp_path: Path, cli) -> None:
@@ -101,7 +120,9 @@ def test_semantic_sanity_red_circle(demo_bundle: Path, embedder, tmp_path: Path,
 def _recall_at_10(index, vectors: np.ndarray, queries: np.ndarray) -> float:
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     hits = index.search(queries, k=10)
-    found = [len({h.label for h in row} & set(truth.tolist())) for row, truth in zip(hits, exact, strict=True)]
+    found = [
+        len({h.label for h in row} & set(truth.tolist())) for row, truth in zip(hits, exact, strict=True)
+    ]
     return float(np.sum(found)) / exact.size
 
 
@@ -121,9 +142,16 @@ def test_recall_at_default_parameters(tmp_path: Path) -> None:
     image_like = base + 0.3 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(dim)
     text_like = base + 1.5 * gap + 0.8 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(dim)
     items = [{"id": i} for i in range(len(vectors))]
-    manifest = write_version(tmp_path, "v1", vectors=vectors, items=items,
-                             manifest_fields={"model_fingerprint": "sha256:test"}, M=defaults.M,
-                             ef_construction=defaults.ef_construction, ef=defaults.ef)
+    manifest = write_version(
+        tmp_path,
+        "v1",
+        vectors=vectors,
+        items=items,
+        manifest_fields={"model_fingerprint": "sha256:test"},
+        M=defaults.M,
+        ef_construction=defaults.ef_construction,
+        ef=defaults.ef,
+    )
     publish(tmp_path, "v1", manifest)
     index = load_index(tmp_path)
     for name, queries in (("image-like", image_like), ("text-like", text_like)):
@@ -199,14 +227,23 @@ def test_touched_and_renamed_files_are_not_embedded_again(demo_bundle: Path, tmp
     paths[1].rename(src / "renamed.jpg")  # same bytes under a new id: vector reused by content hash
     assert cli(*build_args(src, demo_bundle, dest)).rc == 0
     stats = read_version(dest)["manifest"]["stats"]
-    assert (stats["embedded"], stats["unchanged"], stats["reused"], stats["added"], stats["removed"]) == (0, 19, 1, 1, 1)
+    assert (stats["embedded"], stats["unchanged"], stats["reused"], stats["added"], stats["removed"]) == (
+        0,
+        19,
+        1,
+        1,
+        1,
+    )
 
 
 def test_jsonl_source(demo_bundle: Path, tmp_path: Path, cli) -> None:
     paths = collection(tmp_path / "imgs", 12, seed=4)
     manifest = tmp_path / "m" / "collection.jsonl"
     manifest.parent.mkdir()
-    lines = [{"id": f"item-{i}", "uri": str(p), "caption": f"caption {i}", "tags": ["x", i]} for i, p in enumerate(paths[:10])]
+    lines = [
+        {"id": f"item-{i}", "uri": str(p), "caption": f"caption {i}", "tags": ["x", i]}
+        for i, p in enumerate(paths[:10])
+    ]
     lines.append({"id": 77, "uri": os.path.relpath(paths[10], manifest.parent)})  # relative to the manifest
     lines.append({"id": "missing", "uri": str(tmp_path / "nope.jpg")})
     manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
@@ -221,7 +258,9 @@ def test_jsonl_source(demo_bundle: Path, tmp_path: Path, cli) -> None:
     assert v["manifest"]["stats"]["errors"] == 1 and v["manifest"]["source"] == str(manifest)
 
     # duplicate ids are refused, naming both lines; nothing is published
-    manifest.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"id": "item-0", "uri": str(paths[1])}) + "\n")
+    manifest.write_text(
+        json.dumps(lines[0]) + "\n" + json.dumps({"id": "item-0", "uri": str(paths[1])}) + "\n"
+    )
     before = current(dest)
     r = cli(*build_args(manifest, demo_bundle, dest))
     assert r.rc == 1 and "duplicate id 'item-0'" in r.err and "line 2" in r.err and "line 1" in r.err
@@ -236,7 +275,12 @@ def _png_bomb_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _bad_collection(src: Path) -> tuple[set[str], dict[str, str]]:
@@ -263,9 +307,17 @@ def _bad_collection(src: Path) -> tuple[set[str], dict[str, str]]:
     (bad_dir / "broken.jpg").symlink_to(bad_dir / "does-not-exist.jpg")
     (bad_dir / "loop.jpg").symlink_to(bad_dir / "loop.jpg")
     (bad_dir / "readme.txt").write_text("ignored: not an image extension")
-    reasons = {"bad/zero.jpg": "empty", "bad/truncated.jpg": "truncated", "bad/truncated.png": "truncated",
-               "bad/text.png": "not_an_image", "bad/garbage.jpg": "not_an_image", "bad/bomb.png": "too_large",
-               "bad/big.jpg": "too_large", "bad/broken.jpg": "unreadable", "bad/loop.jpg": "unreadable"}
+    reasons = {
+        "bad/zero.jpg": "empty",
+        "bad/truncated.jpg": "truncated",
+        "bad/truncated.png": "truncated",
+        "bad/text.png": "not_an_image",
+        "bad/garbage.jpg": "not_an_image",
+        "bad/bomb.png": "too_large",
+        "bad/big.jpg": "too_large",
+        "bad/broken.jpg": "unreadable",
+        "bad/loop.jpg": "unreadable",
+    }
     return good, reasons
 
 
@@ -311,7 +363,9 @@ def test_info_and_verify(demo_bundle: Path, tmp_path: Path, cli) -> None:
     src, dest = tmp_path / "src", tmp_path / "index"
     collection(src, 12, seed=6)
     assert cli(*build_args(src, demo_bundle, dest)).rc == 0
-    assert cli(*build_args(src, demo_bundle, dest, "--ef-construction", 100)).rc == 0  # a new setting: new version
+    assert (
+        cli(*build_args(src, demo_bundle, dest, "--ef-construction", 100)).rc == 0
+    )  # a new setting: new version
     r = cli("info", dest, "--json")
     assert r.rc == 0
     info = r.json()  # exactly one JSON object
@@ -362,19 +416,23 @@ def test_precision_variant_and_switching(demo_bundle: Path, tmp_path: Path, cli)
     assert r.rc == 1 and "fp16" in r.err and "Traceback" not in r.err
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--source", "{tmp}/missing"], 2, "no such folder or manifest file"),
-    (["--bundle", "{tmp}"], 1, "not a model bundle"),
-    (["--M", "1"], 2, "--M 1: must be an integer >= 2"),
-    (["--batch-size", "0"], 2, "--batch-size"),
-    (["--source", "{tmp}/empty"], 1, "has no images"),
-    (["--out", "gs://bucket/x"], 2, "unsupported scheme"),
-    (["--backend", "torch"], 2, "--backend torch needs --pretrained"),
-    (["--pretrained", "x.pt"], 2, "only used by --backend torch"),
-    (["--device", "cuda"], 2, "the onnx backend runs on cpu"),
-])
-def test_user_errors_are_clear(demo_bundle: Path, tmp_path: Path, cli, args: list[str], code: int,
-                               message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--source", "{tmp}/missing"], 2, "no such folder or manifest file"),
+        (["--bundle", "{tmp}"], 1, "not a model bundle"),
+        (["--M", "1"], 2, "--M 1: must be an integer >= 2"),
+        (["--batch-size", "0"], 2, "--batch-size"),
+        (["--source", "{tmp}/empty"], 1, "has no images"),
+        (["--out", "gs://bucket/x"], 2, "unsupported scheme"),
+        (["--backend", "torch"], 2, "--backend torch needs --pretrained"),
+        (["--pretrained", "x.pt"], 2, "only used by --backend torch"),
+        (["--device", "cuda"], 2, "the onnx backend runs on cpu"),
+    ],
+)
+def test_user_errors_are_clear(
+    demo_bundle: Path, tmp_path: Path, cli, args: list[str], code: int, message: str
+) -> None:
     src = tmp_path / "src"
     collection(src, 2)
     (tmp_path / "empty").mkdir()
@@ -384,7 +442,7 @@ def test_user_errors_are_clear(demo_bundle: Path, tmp_path: Path, cli, args: lis
         if args[i] in base:
             base[args[i]] = args[i + 1].format(tmp=tmp_path)
         else:
-            extra += args[i:i + 2]
+            extra += args[i : i + 2]
     r = cli("build", *[x for kv in base.items() for x in kv], *extra)
     assert r.rc == code, (r.rc, r.err)
     assert message in r.err and "Traceback" not in r.err
@@ -394,17 +452,21 @@ def test_user_errors_are_clear(demo_bundle: Path, tmp_path: Path, cli, args: lis
 def test_onnx_build_does_not_import_torch(demo_bundle: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     collection(src, 4)
-    code = ("import sys; from index_builder.cli import main; "
-            f"rc = main(['build', '--source', {str(src)!r}, '--bundle', {str(demo_bundle)!r}, "
-            f"'--out', {str(tmp_path / 'index')!r}, '--quiet']); "
-            "bad = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]; "
-            "print(rc, bad); sys.exit(rc or len(bad))")
-    proc = subprocess.run([*cli_command()[:1], "-c", code], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys; from index_builder.cli import main; "
+        f"rc = main(['build', '--source', {str(src)!r}, '--bundle', {str(demo_bundle)!r}, "
+        f"'--out', {str(tmp_path / 'index')!r}, '--quiet']); "
+        "bad = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]; "
+        "print(rc, bad); sys.exit(rc or len(bad))"
+    )
+    proc = subprocess.run(
+        [*cli_command()[:1], "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 []" in proc.stdout
-    help_proc = subprocess.run(cli_command("build", "--help"), env=subprocess_env(), capture_output=True, text=True,
-                               timeout=60)
+    help_proc = subprocess.run(
+        cli_command("build", "--help"), env=subprocess_env(), capture_output=True, text=True, timeout=60
+    )
     assert help_proc.returncode == 0 and "--keep-versions" in help_proc.stdout
 
 
@@ -419,7 +481,9 @@ def test_rebuild_without_changes_publishes_nothing(demo_bundle: Path, tmp_path: 
     v2 = current(dest)
     assert v2 != v1
     (src / "logo.svg").write_text("<svg/>")  # not an image: reported, changes nothing
-    r = cli("build", "--source", src, "--bundle", demo_bundle, "--out", dest, "--keep-versions", 2, "--ef", 64)
+    r = cli(
+        "build", "--source", src, "--bundle", demo_bundle, "--out", dest, "--keep-versions", 2, "--ef", 64
+    )
     assert r.rc == 0, r.err
     assert f"no changes: {dest} stays at version {v2}, nothing published" in r.out and "unchanged 10" in r.out
     assert "skipped 1 .svg" in r.out
@@ -448,7 +512,9 @@ def test_verify_accepts_duplicate_images(demo_bundle: Path, tmp_path: Path, cli)
     assert r.rc == 0 and "intact" in r.out, r.err
 
 
-def test_unindexable_files_are_reported_by_name_without_content(demo_bundle: Path, tmp_path: Path, cli) -> None:
+def test_unindexable_files_are_reported_by_name_without_content(
+    demo_bundle: Path, tmp_path: Path, cli
+) -> None:
     """Issue 11 #4, #15, #16, #20 end to end: a file over --max-file-bytes is not read, skipped files are
     counted by extension, Pillow warnings name the file (silenced by --quiet), and neither errors.jsonl nor
     the output quotes file content or follows a symlink out of the folder."""
@@ -466,7 +532,10 @@ def test_unindexable_files_are_reported_by_name_without_content(demo_bundle: Pat
     assert r.rc == 0, r.err
     v = read_version(dest)
     assert {e["id"]: e["reason"] for e in v["errors"]} == {
-        "huge.jpg": "file_too_large", "passwd.jpg": "outside_root", "text.jpg": "not_an_image"}
+        "huge.jpg": "file_too_large",
+        "passwd.jpg": "outside_root",
+        "text.jpg": "not_an_image",
+    }
     assert v["manifest"]["count"] == 7
     skipped = {".svg": 2, ".heic": 1, ".txt": 1, "hidden": 1}
     assert v["manifest"]["stats"]["skipped"] == skipped and v["manifest"]["stats"]["warnings"] == 1
@@ -479,12 +548,14 @@ def test_unindexable_files_are_reported_by_name_without_content(demo_bundle: Pat
     assert r.rc == 0 and "Tag data" not in r.err and "warning" not in r.err  # --quiet
     out = r.json()
     assert out["skipped"] == skipped and [(w["id"], w["message"][:11]) for w in out["warnings"]] == [
-        ("exif.jpg", "UserWarning")]
+        ("exif.jpg", "UserWarning")
+    ]
     assert "root:x" not in r.out
 
 
-def test_precision_defaults_to_the_services_precision(demo_bundle: Path, tmp_path: Path, cli,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precision_defaults_to_the_services_precision(
+    demo_bundle: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without --precision the builder embeds with the service's PRECISION (int8 service -> int8 index)."""
     src = tmp_path / "src"
     collection(src, 4, seed=3)

@@ -21,8 +21,9 @@ def _post_image(client: Any, data: bytes, k: int = 3) -> Any:
     return client.post(f"/search?k={k}", content=data, headers={"content-type": "image/png"})
 
 
-def test_45mp_image_indexed_queried_and_thumbnailed_with_default_settings(demo_bundle: Path, tmp_path: Path,
-                                                                          cli) -> None:
+def test_45mp_image_indexed_queried_and_thumbnailed_with_default_settings(
+    demo_bundle: Path, tmp_path: Path, cli
+) -> None:
     """Builder, query and thumbnail share one pixel limit: a 45 MP photo is indexed, can be the query and
     has a thumbnail (before: builder 50 MP, service 40 MP -> 413 for the query, 503 for the thumbnail)."""
     assert DEFAULT_MAX_PIXELS >= 45_000_000
@@ -63,8 +64,10 @@ def _icons(folder: Path) -> dict[str, bytes]:
         "triangle": lambda d: d.polygon([(48, 10), (86, 84), (10, 84)], fill=(0, 0, 0, 255)),
         "bar": lambda d: d.rectangle((8, 40, 88, 56), fill=(0, 0, 0, 255)),
         "ring": lambda d: d.ellipse((10, 10, 86, 86), outline=(0, 0, 0, 255), width=8),
-        "cross": lambda d: (d.rectangle((42, 8, 54, 88), fill=(0, 0, 0, 255)),
-                            d.rectangle((8, 42, 88, 54), fill=(0, 0, 0, 255))),
+        "cross": lambda d: (
+            d.rectangle((42, 8, 54, 88), fill=(0, 0, 0, 255)),
+            d.rectangle((8, 42, 88, 54), fill=(0, 0, 0, 255)),
+        ),
     }
     files: dict[str, bytes] = {}
     for name, draw in shapes.items():
@@ -85,8 +88,9 @@ def _icons(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def test_transparent_icons_distinct_and_same_vector_in_builder_and_service(demo_bundle: Path, tmp_path: Path,
-                                                                           cli) -> None:
+def test_transparent_icons_distinct_and_same_vector_in_builder_and_service(
+    demo_bundle: Path, tmp_path: Path, cli
+) -> None:
     from handler.core.preprocess import ImagePreprocessor
     from handler.core.runtime import load_bundle
 
@@ -113,7 +117,6 @@ def test_transparent_icons_distinct_and_same_vector_in_builder_and_service(demo_
     client = make_client(make_settings(demo_bundle, dest))
     names = sorted(files)
 
-
     r = client.post("/embeddings", json={"image": [base64.b64encode(files[n]).decode() for n in names]})
     assert r.status_code == 200, r.text
     served = np.asarray(r.json()["image_embeddings"], dtype=np.float32)
@@ -130,7 +133,8 @@ def test_transparent_icons_distinct_and_same_vector_in_builder_and_service(demo_
 
 
 def test_index_without_image_record_served_as_before_and_rebuilt_with_background(
-        demo_bundle: Path, tmp_path: Path, cli) -> None:
+    demo_bundle: Path, tmp_path: Path, cli
+) -> None:
     """An index written before ``image_preprocess`` existed keeps its meaning (alpha dropped, JPEGs at
     full size); the next build re-embeds everything with the new default instead of reusing vectors."""
     import hashlib
@@ -141,8 +145,17 @@ def test_index_without_image_record_served_as_before_and_rebuilt_with_background
     emb = load_bundle(demo_bundle, threads=2)
     names = sorted(files)
     old = emb.embed_pixels(np.stack([emb.preprocess(files[n], LEGACY_OPTIONS) for n in names]))
-    items = [{"id": n, "uri": str(tmp_path / "icons" / n), "size": len(files[n]),
-              "sha256": hashlib.sha256(files[n]).hexdigest(), "width": 96, "height": 96} for n in names]
+    items = [
+        {
+            "id": n,
+            "uri": str(tmp_path / "icons" / n),
+            "size": len(files[n]),
+            "sha256": hashlib.sha256(files[n]).hexdigest(),
+            "width": 96,
+            "height": 96,
+        }
+        for n in names
+    ]
     dest = tmp_path / "index"
     manifest = write_index(dest, emb, items, old, "v0001", str(tmp_path / "icons"))
     assert "image_preprocess" not in manifest
@@ -165,7 +178,9 @@ def test_index_without_image_record_served_as_before_and_rebuilt_with_background
 
 
 @pytest.mark.parametrize("background", ["black", "#336699", "none"])
-def test_background_option_recorded_and_followed(demo_bundle: Path, tmp_path: Path, cli, background: str) -> None:
+def test_background_option_recorded_and_followed(
+    demo_bundle: Path, tmp_path: Path, cli, background: str
+) -> None:
     from handler.core.preprocess import ImageOptions, parse_background
 
     files = _icons(tmp_path / "icons")

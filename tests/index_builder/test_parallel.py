@@ -36,7 +36,12 @@ def coll(tmp_path: Path) -> Path:
 
 def _same_index(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["items"] == b["items"]
-    keys = ("id", "uri", "reason", "message")  # the steps add size/mtime to skip the same broken file next time
+    keys = (
+        "id",
+        "uri",
+        "reason",
+        "message",
+    )  # the steps add size/mtime to skip the same broken file next time
     assert [{k: e[k] for k in keys} for e in a["errors"]] == [{k: e[k] for k in keys} for e in b["errors"]]
     np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=1e-6, rtol=0)
 
@@ -59,8 +64,9 @@ def test_parallel_equals_serial(cli: Any, coll: Path, demo_bundle: Path, tmp_pat
     assert len(_versions(par)) == 1
 
 
-def test_second_parallel_build_while_one_runs_exits_clearly(cli: Any, coll: Path, demo_bundle: Path,
-                                                            tmp_path: Path) -> None:
+def test_second_parallel_build_while_one_runs_exits_clearly(
+    cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path
+) -> None:
     from index_builder.lock import BuildLock
 
     dest = tmp_path / "idx"
@@ -95,8 +101,14 @@ def test_sigkill_then_rerun_completes(where: str, coll: Path, demo_bundle: Path,
     serial, dest = tmp_path / "serial", tmp_path / "idx"
     args = build_args(coll, demo_bundle, dest, "--parallel", "2")
     if where == "embedding":
-        proc = subprocess.Popen(cli_command(*args), cwd=ROOT, env=subprocess_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cli_command(*args),
+            cwd=ROOT,
+            env=subprocess_env(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_for(lambda: _chunks(dest) >= 1 or proc.poll() is not None)
             assert proc.poll() is None, "finished before it could be killed"
@@ -106,22 +118,29 @@ def test_sigkill_then_rerun_completes(where: str, coll: Path, demo_bundle: Path,
         assert _versions(dest) == []
     else:
         module, _, name = KILL_AT[where].rpartition(".")
-        code = (f"import os, signal, {module} as m\n"
-                f"real = m.{name}\n"
-                f"def dying(*a, **k):\n    r = real(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-                f"m.{name} = dying\n"
-                f"from index_builder.cli import main\nmain({[str(a) for a in args]!r})\n")
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True)
+        code = (
+            f"import os, signal, {module} as m\n"
+            f"real = m.{name}\n"
+            f"def dying(*a, **k):\n    r = real(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"m.{name} = dying\n"
+            f"from index_builder.cli import main\nmain({[str(a) for a in args]!r})\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
         assert (dest / ".rebuild" / "LOCK").exists()
     first = _chunks(dest)
 
-    rerun = subprocess.run(cli_command(*args, "--json"), cwd=ROOT, env=subprocess_env(), capture_output=True,
-                           text=True)
+    rerun = subprocess.run(
+        cli_command(*args, "--json"), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert len(_versions(dest)) == 1, "nothing published twice, no orphan version left"
     assert not (dest / ".rebuild").exists()
-    subprocess.run(cli_command(*build_args(coll, demo_bundle, serial)), cwd=ROOT, env=subprocess_env(), check=True)
+    subprocess.run(
+        cli_command(*build_args(coll, demo_bundle, serial)), cwd=ROOT, env=subprocess_env(), check=True
+    )
     _same_index(read_version(dest), read_version(serial))
     if where == "after_pointer_moved":
         assert '"published": false' in rerun.stdout  # it had published; the rerun only cleaned up
@@ -139,16 +158,30 @@ def test_torch_embed_worker(device: str, cli: Any, coll: Path, demo_bundle: Path
 
     onnx, gpu = tmp_path / "onnx", tmp_path / "gpu"
     assert cli(*build_args(coll, demo_bundle, onnx)).rc == 0
-    r = cli(*build_args(coll, demo_bundle, gpu, "--parallel", "2", "--backend", "torch", "--device", device,
-                        "--pretrained", demo.CHECKPOINT_PATH))
+    r = cli(
+        *build_args(
+            coll,
+            demo_bundle,
+            gpu,
+            "--parallel",
+            "2",
+            "--backend",
+            "torch",
+            "--device",
+            device,
+            "--pretrained",
+            demo.CHECKPOINT_PATH,
+        )
+    )
     assert r.rc == 0, r.err
     a, b = read_version(gpu), read_version(onnx)
     assert [i["id"] for i in a["items"]] == [i["id"] for i in b["items"]]
     np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=2e-3)
 
 
-def test_metadata_change_alone_publishes_without_embedding(cli: Any, coll: Path, demo_bundle: Path,
-                                                           tmp_path: Path) -> None:
+def test_metadata_change_alone_publishes_without_embedding(
+    cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path
+) -> None:
     import json
 
     dest = tmp_path / "idx"
@@ -211,7 +244,9 @@ def _mixed_collection(src: Path) -> None:
 MIXED = ("--max-file-bytes", 40_000, "--background", "#336699")
 
 
-def test_parallel_equals_serial_with_image_options_and_limits(cli: Any, demo_bundle: Path, tmp_path: Path) -> None:
+def test_parallel_equals_serial_with_image_options_and_limits(
+    cli: Any, demo_bundle: Path, tmp_path: Path
+) -> None:
     """The step-wise build applies the run's --background and --max-file-bytes in every worker and writes the
     serial build's manifest: image_preprocess, stats (skipped, warnings), build limits, errors, vectors."""
     src, serial, par = tmp_path / "src", tmp_path / "serial", tmp_path / "par"
@@ -222,10 +257,15 @@ def test_parallel_equals_serial_with_image_options_and_limits(cli: Any, demo_bun
     a, b = read_version(par), read_version(serial)
     _same_index(a, b)
     assert a["errors"] == b["errors"]  # the same rows, in the same order
-    assert {e["id"]: e["reason"] for e in a["errors"]} == {"huge.jpg": "file_too_large",
-                                                          "passwd.jpg": "outside_root"}
-    assert a["manifest"]["image_preprocess"] == b["manifest"]["image_preprocess"] == {
-        "background": "#336699", "jpeg_draft": True}
+    assert {e["id"]: e["reason"] for e in a["errors"]} == {
+        "huge.jpg": "file_too_large",
+        "passwd.jpg": "outside_root",
+    }
+    assert (
+        a["manifest"]["image_preprocess"]
+        == b["manifest"]["image_preprocess"]
+        == {"background": "#336699", "jpeg_draft": True}
+    )
     assert a["manifest"]["stats"] == b["manifest"]["stats"]
     assert a["manifest"]["stats"]["skipped"] == {".svg": 1} and a["manifest"]["stats"]["warnings"] == 1
     for key in ("max_pixels", "max_file_bytes"):
@@ -259,15 +299,20 @@ def test_no_change_and_reuse_agree_with_serial(cli: Any, demo_bundle: Path, tmp_
     assert s["embedded"] == s["count"] == 10 and s["unchanged"] == 0, s  # white background: no vector reused
     assert read_version(dest)["manifest"]["image_preprocess"]["background"] == "#ffffff"
 
-    r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--ef", 64, "--parallel", "2", "--json"))
+    r = cli(
+        *build_args(
+            src, demo_bundle, dest, "--max-file-bytes", 40_000, "--ef", 64, "--parallel", "2", "--json"
+        )
+    )
     assert r.rc == 0 and r.json()["published"] is True and r.json()["stats"]["embedded"] == 0, r.err
     assert read_version(dest)["manifest"]["ef"] == 64
     r = cli(*build_args(src, demo_bundle, dest, "--max-file-bytes", 40_000, "--ef", 64, "--json"))
     assert r.rc == 0 and r.json()["published"] is False, "serial agrees: nothing changed"
 
 
-def test_serial_build_while_the_lock_is_held_exits_clearly(cli: Any, coll: Path, demo_bundle: Path,
-                                                           tmp_path: Path) -> None:
+def test_serial_build_while_the_lock_is_held_exits_clearly(
+    cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path
+) -> None:
     """The serial build takes the step-wise build's .rebuild/LOCK: the two never run on one index at once."""
     from index_builder.lock import BuildLock
 

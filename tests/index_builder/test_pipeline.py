@@ -20,7 +20,12 @@ PRE = ImagePreprocessor({"size": 32})
 
 def _jpeg_with_bad_exif(colour: tuple[int, int, int]) -> bytes:
     """A valid JPEG whose EXIF names a tag beyond its data: Pillow warns (UserWarning) when reading it."""
-    ifd = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010E, 2, 100, 1000) + struct.pack("<I", 0)
+    ifd = (
+        b"II*\x00"
+        + struct.pack("<IH", 8, 1)
+        + struct.pack("<HHII", 0x010E, 2, 100, 1000)
+        + struct.pack("<I", 0)
+    )
     out = io.BytesIO()
     Image.new("RGB", (16, 16), colour).save(out, "JPEG", exif=b"Exif\x00\x00" + ifd)
     return out.getvalue()
@@ -59,12 +64,15 @@ def test_error_messages_never_quote_file_content(tmp_path: Path) -> None:
     p = prepare(0, item, source, PRE, lambda sha: None)
     assert p.error is not None and p.error[0] == "not_an_image"
     assert "root" not in p.error[1] and "upload" not in p.error[1]
-    assert safe_message("corrupt: b'root:x:0' and b\"\\x89PNG\" (Bob's b'x')") == \
-        "corrupt: b'...' and b'...' (Bob's b'...')"
+    assert (
+        safe_message("corrupt: b'root:x:0' and b\"\\x89PNG\" (Bob's b'x')")
+        == "corrupt: b'...' and b'...' (Bob's b'...')"
+    )
 
 
-def test_warnings_are_recorded_per_item_from_worker_threads(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_warnings_are_recorded_per_item_from_worker_threads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 11 #16: Pillow warnings were printed without the file name (and only once per warning line)."""
     for i in range(12):
         data = _jpeg_with_bad_exif((20 * i, 0, 0)) if i % 3 == 0 else _plain_jpeg(i)

@@ -18,8 +18,12 @@ from index_builder.publish import list_versions, new_version_id, prune, publish,
 from tests.conftest import normalized_vectors
 
 FP = "sha256:" + "ab" * 32
-FIELDS = {"model_fingerprint": FP, "precision": "int8", "source": "s3://images/",
-          "stats": {"embedded": 3, "unchanged": 0, "removed": 0}}
+FIELDS = {
+    "model_fingerprint": FP,
+    "precision": "int8",
+    "source": "s3://images/",
+    "stats": {"embedded": 3, "unchanged": 0, "removed": 0},
+}
 
 
 def write(store: Store, version: str, n: int = 12, dim: int = 8, **kw: Any) -> dict[str, Any]:
@@ -44,14 +48,44 @@ def test_write_version_layout_and_manifest(tmp_path: Path) -> None:
     manifest = write(store, "v1", M=8, ef_construction=50, ef=20, errors=errors, threads=1)
     vdir = tmp_path / "versions/v1"
     assert sorted(p.name for p in vdir.iterdir()) == [
-        "embeddings.npy", "errors.jsonl", "index.hnsw", "items.jsonl", "manifest.json"]
+        "embeddings.npy",
+        "errors.jsonl",
+        "index.hnsw",
+        "items.jsonl",
+        "manifest.json",
+    ]
     stored = json.loads((vdir / "manifest.json").read_bytes())
     assert stored == manifest
-    assert {k: manifest[k] for k in ("schema_version", "kind", "version", "dim", "count", "space", "M",
-                                      "ef_construction", "ef", "model_fingerprint", "precision", "source")} == {
-        "schema_version": 1, "kind": "clip-hnsw-index", "version": "v1", "dim": 8, "count": 12, "space": "ip",
-        "M": 8, "ef_construction": 50, "ef": 20, "model_fingerprint": FP, "precision": "int8",
-        "source": "s3://images/"}
+    assert {
+        k: manifest[k]
+        for k in (
+            "schema_version",
+            "kind",
+            "version",
+            "dim",
+            "count",
+            "space",
+            "M",
+            "ef_construction",
+            "ef",
+            "model_fingerprint",
+            "precision",
+            "source",
+        )
+    } == {
+        "schema_version": 1,
+        "kind": "clip-hnsw-index",
+        "version": "v1",
+        "dim": 8,
+        "count": 12,
+        "space": "ip",
+        "M": 8,
+        "ef_construction": 50,
+        "ef": 20,
+        "model_fingerprint": FP,
+        "precision": "int8",
+        "source": "s3://images/",
+    }
     assert manifest["stats"] == {"embedded": 3, "unchanged": 0, "removed": 0, "errors": 1}
     assert manifest["built_at"].endswith("Z") and manifest["builder"].startswith("index_builder")
     for name, entry in manifest["files"].items():
@@ -99,7 +133,8 @@ def test_publish_refuses_incomplete_versions(tmp_path: Path) -> None:
     good_pointer = store.read_bytes("CURRENT")
     assert json.loads(good_pointer) == {
         "version": "v1",
-        "manifest_sha256": hashlib.sha256(store.read_bytes("versions/v1/manifest.json")).hexdigest()}
+        "manifest_sha256": hashlib.sha256(store.read_bytes("versions/v1/manifest.json")).hexdigest(),
+    }
 
     manifest2 = write(store, "v2")
     (tmp_path / "versions/v2/embeddings.npy").unlink()
@@ -145,8 +180,9 @@ def test_prune(tmp_path: Path) -> None:
 
 def test_empty_collection(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    manifest = write_version(store, "v0", vectors=np.zeros((0, 8), np.float32), items=[],
-                             manifest_fields={"model_fingerprint": FP})
+    manifest = write_version(
+        store, "v0", vectors=np.zeros((0, 8), np.float32), items=[], manifest_fields={"model_fingerprint": FP}
+    )
     assert manifest["count"] == 0 and manifest["files"]["items.jsonl"]["size"] == 0
     publish(store, "v0", manifest)
     index = load_index(store)

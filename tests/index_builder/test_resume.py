@@ -41,7 +41,9 @@ def _wait_for_shard(proc: subprocess.Popen[bytes], work: Path, timeout: float = 
     pytest.fail("no checkpoint shard appeared")
 
 
-def test_sigkill_mid_build_then_resume(demo_bundle: Path, tmp_path: Path, cli, capsys, record_property) -> None:
+def test_sigkill_mid_build_then_resume(
+    demo_bundle: Path, tmp_path: Path, cli, capsys, record_property
+) -> None:
     src, dest = tmp_path / "src", tmp_path / "index"
     first = collection(src / "first", 40, seed=30)
     assert cli(*build_args(src, demo_bundle, dest)).rc == 0
@@ -49,8 +51,9 @@ def test_sigkill_mid_build_then_resume(demo_bundle: Path, tmp_path: Path, cli, c
     more = collection(src / "more", 400, seed=31)
     total_new = len(more)
 
-    cmd = cli_command(*build_args(src, demo_bundle, dest, "--shard-size", SHARD, "--batch-size", SHARD,
-                                  "--workers", 2))
+    cmd = cli_command(
+        *build_args(src, demo_bundle, dest, "--shard-size", SHARD, "--batch-size", SHARD, "--workers", 2)
+    )
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for_shard(proc, dest / ".work")
@@ -72,8 +75,10 @@ def test_sigkill_mid_build_then_resume(demo_bundle: Path, tmp_path: Path, cli, c
     stats = read_version(dest)["manifest"]["stats"]
     record_property("resume", {k: stats[k] for k in ("resumed", "embedded")})
     with capsys.disabled():
-        print(f"\n[resume] resumed {stats['resumed']} + embedded {stats['embedded']} of {total_new} new images "
-              f"({len(shards)} shards survived the kill)")
+        print(
+            f"\n[resume] resumed {stats['resumed']} + embedded {stats['embedded']} of {total_new} new images "
+            f"({len(shards)} shards survived the kill)"
+        )
     assert stats["resumed"] >= checkpointed and stats["embedded"] < total_new
     assert stats["resumed"] + stats["embedded"] == total_new
     assert (stats["unchanged"], stats["added"], stats["removed"], stats["errors"]) == (40, total_new, 0, 0)
@@ -111,7 +116,11 @@ def test_stale_and_corrupt_shards_are_never_used(tmp_path: Path) -> None:
     work.close()
 
     # another model / precision / backend: other key, the old shards are discarded, not read
-    for key_args in (("sha256:b", "fp32", "onnx"), ("sha256:a", "int8", "onnx"), ("sha256:a", "fp32", "torch")):
+    for key_args in (
+        ("sha256:b", "fp32", "onnx"),
+        ("sha256:a", "int8", "onnx"),
+        ("sha256:a", "fp32", "torch"),
+    ):
         other = WorkDir(tmp_path / "work", shard_key(*key_args, dim), {}).open()
         assert other.load_shards(dim, warnings.append)[0] == {}
         other.close()
@@ -161,9 +170,18 @@ def test_source_storage_failure_aborts_and_keeps_checkpoints(demo_bundle: Path, 
                 raise StorageError(f"cannot read {item.uri}: connection reset")
             return super().read(item)
 
-    opts = BuildOptions(source=str(src), bundle=str(demo_bundle), out=str(dest), batch_size=8, shard_size=8,
-                        workers=1, quiet=True)
-    with pytest.raises(BuildError, match=r"reading the source failed: cannot read .* connection reset") as exc:
+    opts = BuildOptions(
+        source=str(src),
+        bundle=str(demo_bundle),
+        out=str(dest),
+        batch_size=8,
+        shard_size=8,
+        workers=1,
+        quiet=True,
+    )
+    with pytest.raises(
+        BuildError, match=r"reading the source failed: cannot read .* connection reset"
+    ) as exc:
         build(opts, source=Flaky(src))
     assert "re-run" in str(exc.value) and current(dest) == v1
     r = cli(*build_args(src, demo_bundle, dest))

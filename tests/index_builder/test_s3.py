@@ -68,8 +68,9 @@ def test_build_folder_into_s3(s3_server, demo_bundle: Path, tmp_path: Path, cli,
     assert r.rc == 1 and "embeddings.npy" in r.err
 
 
-def test_build_from_s3_prefix_with_s3_bundle(s3_server, demo_bundle: Path, tmp_path: Path, cli,
-                                             cache_home: Path) -> None:
+def test_build_from_s3_prefix_with_s3_bundle(
+    s3_server, demo_bundle: Path, tmp_path: Path, cli, cache_home: Path
+) -> None:
     bucket = s3_server.make_bucket()
     client = s3_server.client()
     src = tmp_path / "src"
@@ -90,8 +91,10 @@ def test_build_from_s3_prefix_with_s3_bundle(s3_server, demo_bundle: Path, tmp_p
     assert row["metadata"] == json.loads((src / "set_b/img_00002.json").read_text())
     assert [(e["id"], e["reason"]) for e in v["errors"]] == [("bad/empty.jpg", "empty")]
     assert v["manifest"]["source"] == source
-    assert v["manifest"]["model_fingerprint"] == json.loads((demo_bundle / "manifest.json").read_text())[
-        "model_fingerprint"]
+    assert (
+        v["manifest"]["model_fingerprint"]
+        == json.loads((demo_bundle / "manifest.json").read_text())["model_fingerprint"]
+    )
 
     # incremental over S3: unchanged objects are not downloaded again; a replaced object is
     client.put_object(Bucket=bucket, Key="photos/2024/set_b/img_00002.jpg", Body=paths[3].read_bytes())
@@ -101,7 +104,12 @@ def test_build_from_s3_prefix_with_s3_bundle(s3_server, demo_bundle: Path, tmp_p
     stats = read_version(dest)["manifest"]["stats"]
     # the replaced object holds another image's bytes: its vector is reused by content hash, not recomputed
     assert (stats["embedded"], stats["reused"], stats["changed"], stats["removed"], stats["unchanged"]) == (
-        0, 1, 1, 1, 46)
+        0,
+        1,
+        1,
+        1,
+        46,
+    )
 
 
 def test_jsonl_with_s3_and_local_uris(s3_server, demo_bundle: Path, tmp_path: Path, cli) -> None:
@@ -176,8 +184,15 @@ class FailingStore(Store):
 
 
 @pytest.mark.parametrize("when", ["pointer", "files"])
-def test_s3_down_mid_publish(s3_server, demo_bundle: Path, tmp_path: Path, cli, cache_home: Path,
-                             monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+def test_s3_down_mid_publish(
+    s3_server,
+    demo_bundle: Path,
+    tmp_path: Path,
+    cli,
+    cache_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
     bucket = s3_server.make_bucket()
     src, dest = tmp_path / "src", f"s3://{bucket}/index"
     collection(src / "a", 24, seed=43)
@@ -213,15 +228,18 @@ def test_s3_down_mid_publish(s3_server, demo_bundle: Path, tmp_path: Path, cli, 
     assert sorted(list_versions(dest)) == [v1, index.version]  # the unpublished attempt was removed
 
 
-def test_s3_key_with_empty_segment_is_an_item_error(s3_server, demo_bundle: Path, tmp_path: Path, cli,
-                                                    cache_home: Path) -> None:
+def test_s3_key_with_empty_segment_is_an_item_error(
+    s3_server, demo_bundle: Path, tmp_path: Path, cli, cache_home: Path
+) -> None:
     """Issue 11 #9: a key like ``photos/a//b.jpg`` (legal in S3) aborted every build with a ValueError."""
     bucket = s3_server.make_bucket()
     client = s3_server.client()
     paths = collection(tmp_path / "src", 4, seed=45)
     upload_tree(client, bucket, "photos", tmp_path / "src")
     client.put_object(Bucket=bucket, Key="photos/odd//b.jpg", Body=paths[0].read_bytes())
-    listed = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="photos/odd").get("Contents", [])]
+    listed = [
+        o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="photos/odd").get("Contents", [])
+    ]
     if listed != ["photos/odd//b.jpg"]:
         pytest.skip(f"this S3 server does not keep empty key segments (lists {listed}); see test_sources.py")
     r = cli(*build_args(f"s3://{bucket}/photos", demo_bundle, tmp_path / "index"))

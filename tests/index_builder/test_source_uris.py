@@ -30,14 +30,21 @@ def test_open_source_file_uris_and_s3_case(tmp_path: Path) -> None:
 
 def test_jsonl_item_uris(tmp_path: Path) -> None:
     (tmp_path / "a b.jpg").write_bytes(b"x")
-    rows = [{"id": 1, "uri": f"file://localhost{tmp_path}/a%20b.jpg"}, {"id": 2, "uri": "a b.jpg"},
-            {"id": 3, "uri": "S3://bkt/k.jpg"}]
+    rows = [
+        {"id": 1, "uri": f"file://localhost{tmp_path}/a%20b.jpg"},
+        {"id": 2, "uri": "a b.jpg"},
+        {"id": 3, "uri": "S3://bkt/k.jpg"},
+    ]
     path = tmp_path / "list.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     src = JsonlSource(str(path), workers=1)
     src._stat = lambda item: None  # type: ignore[method-assign]  # no S3 here
     items = src.list()
-    assert [it.uri for it in items] == [str(tmp_path / "a b.jpg"), str(tmp_path / "a b.jpg"), "s3://bkt/k.jpg"]
+    assert [it.uri for it in items] == [
+        str(tmp_path / "a b.jpg"),
+        str(tmp_path / "a b.jpg"),
+        "s3://bkt/k.jpg",
+    ]
     path.write_text(json.dumps({"id": 1, "uri": "file://otherhost/x.jpg"}) + "\n")
     with pytest.raises(BuildError, match="line 1: invalid storage URI"):
         JsonlSource(str(path), workers=1).list()

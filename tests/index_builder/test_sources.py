@@ -18,16 +18,32 @@ def test_folder_listing_counts_what_it_skips(tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     for name in ("a.jpg", "b.png", "c.avif", "d.ico", "sub/e.JPG", "a.json"):  # a.json: a.jpg's sidecar
         (src / name).write_bytes(b"x")
-    for name in ("logo.svg", "sub/icon.SVG", "photo.heic", "scan.ppm", "notes.txt", "README", "orphan.json",
-                 ".DS_Store", ".hidden.jpg"):
+    for name in (
+        "logo.svg",
+        "sub/icon.SVG",
+        "photo.heic",
+        "scan.ppm",
+        "notes.txt",
+        "README",
+        "orphan.json",
+        ".DS_Store",
+        ".hidden.jpg",
+    ):
         (src / name).write_bytes(b"x")
     (src / ".git").mkdir()
     (src / ".git" / "x.jpg").write_bytes(b"x")  # inside a hidden folder: the folder counts once
     source = FolderSource(src)
     ids = [it.id for it in source.list()]
     assert ids == ["a.jpg", "b.png", "c.avif", "d.ico", "sub/e.JPG"]
-    assert dict(source.skipped) == {".svg": 2, ".heic": 1, ".ppm": 1, ".txt": 1, "no extension": 1, ".json": 1,
-                                    "hidden": 3}
+    assert dict(source.skipped) == {
+        ".svg": 2,
+        ".heic": 1,
+        ".ppm": 1,
+        ".txt": 1,
+        "no extension": 1,
+        ".json": 1,
+        "hidden": 3,
+    }
 
 
 def test_symlinks_out_of_the_folder_are_not_followed(tmp_path: Path) -> None:
@@ -84,7 +100,16 @@ class _FakeS3(S3Store):
 
 def test_s3_keys_with_empty_dot_or_dotdot_segments_are_item_errors() -> None:
     """Issue 11 #9: ``photos/a//b.jpg`` raised ValueError in the listing and aborted every build."""
-    keys = ["a//b.jpg", "a/./c.jpg", "a/../d.jpg", "ok.jpg", "ok.json", "a//b.json", "x/.hidden/e.jpg", "f.svg"]
+    keys = [
+        "a//b.jpg",
+        "a/./c.jpg",
+        "a/../d.jpg",
+        "ok.jpg",
+        "ok.json",
+        "a//b.json",
+        "x/.hidden/e.jpg",
+        "f.svg",
+    ]
     source = S3Source(_FakeS3(keys))
     items = {it.id: it for it in source.list()}
     assert sorted(items) == ["a/../d.jpg", "a/./c.jpg", "a//b.jpg", "ok.jpg"]

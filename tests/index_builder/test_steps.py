@@ -45,9 +45,18 @@ def stack(s3_server: Any, bucket: str, tmp_path: Path) -> dict[str, Any]:
     coll = tmp_path / "coll"
     collection(coll, 30, size=48)
     _upload(s3, bucket, coll, f"{prefix}/collection")
-    return {"s3": s3, "bucket": bucket, "coll": coll, "prefix": prefix, "index": f"s3://{bucket}/{prefix}/indexes/clip",
-            "params": {"ArtifactBucket": bucket, "SourcePrefix": f"{prefix}/collection",
-                       "IndexPrefix": f"{prefix}/indexes/clip"}}
+    return {
+        "s3": s3,
+        "bucket": bucket,
+        "coll": coll,
+        "prefix": prefix,
+        "index": f"s3://{bucket}/{prefix}/indexes/clip",
+        "params": {
+            "ArtifactBucket": bucket,
+            "SourcePrefix": f"{prefix}/collection",
+            "IndexPrefix": f"{prefix}/indexes/clip",
+        },
+    }
 
 
 class Deadline:
@@ -134,7 +143,11 @@ def test_second_start_exits_clearly_and_changes_nothing(stack: dict[str, Any]) -
     won = [r for r in results if isinstance(r, dict)]
     lost = [r for r in results if isinstance(r, Failed)]
     assert len(won) == 1 and len(lost) == 1, results
-    assert lost[0].error == "BuildLocked" and "another build" in lost[0].cause and "nothing was changed" in lost[0].cause
+    assert (
+        lost[0].error == "BuildLocked"
+        and "another build" in lost[0].cause
+        and "nothing was changed" in lost[0].cause
+    )
     store = open_store(stack["index"])
     runs = {o.key.split("/")[2] for o in store.list(work.RUNS)}
     assert runs == {won[0]["run_id"]}, "the loser wrote nothing"
@@ -163,8 +176,10 @@ def test_duplicated_batch_delivery_writes_the_same_result(stack: dict[str, Any])
     items = work.read_json(store, work.items_key(summary["run_id"]))
     batch = items[:12]
     results: list[dict[str, Any]] = []
-    threads = [threading.Thread(target=lambda: results.append(embed_batch(store, summary["run_id"], batch)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(embed_batch(store, summary["run_id"], batch)))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -185,13 +200,19 @@ def test_worker_out_of_time_raises_and_the_retry_continues(stack: dict[str, Any]
     items = work.read_json(store, work.items_key(summary["run_id"]))[:12]
     deadline = Deadline(1)
     with pytest.raises(BatchIncomplete, match="1 of 3 chunk"):
-        embed_batch(store, summary["run_id"], items,
-                    remaining_s=lambda: deadline.get_remaining_time_in_millis() / 1000)
+        embed_batch(
+            store,
+            summary["run_id"],
+            items,
+            remaining_s=lambda: deadline.get_remaining_time_in_millis() / 1000,
+        )
     done = embed_batch(store, summary["run_id"], items)
     assert done["found"] == 1 and done["embedded"] == 8
 
 
-def test_publish_retried_after_the_pointer_moved(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_retried_after_the_pointer_moved(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from index_builder.steps import publish_step
 
     summary = _plan_run(stack)
@@ -209,7 +230,9 @@ def test_publish_retried_after_the_pointer_moved(stack: dict[str, Any], monkeypa
     versions_before = {o.key.split("/")[1] for o in store.list("versions/")}
     retried = publish_run(store, summary["run_id"])
     assert retried["already"] is True and retried["stats"]["count"] == 30
-    assert {o.key.split("/")[1] for o in store.list("versions/")} == versions_before, "nothing published twice"
+    assert {o.key.split("/")[1] for o in store.list("versions/")} == versions_before, (
+        "nothing published twice"
+    )
     assert not list(store.list(".rebuild/"))
     again = publish_run(store, summary["run_id"])  # a third time, after the clean-up: still fine
     assert again["already"] is True
@@ -236,8 +259,10 @@ def test_local_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     import sys
 
     store = open_store(tmp_path / "idx")
-    code = ("import sys; from handler.core.storage import open_store; from index_builder.lock import BuildLock; "
-            f"BuildLock(open_store({str(tmp_path / 'idx')!r})).acquire('dead-run')")
+    code = (
+        "import sys; from handler.core.storage import open_store; from index_builder.lock import BuildLock; "
+        f"BuildLock(open_store({str(tmp_path / 'idx')!r})).acquire('dead-run')"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
     taken = BuildLock(store).acquire("new-run")
     assert taken is not None and taken.data["run_id"] == "dead-run"
@@ -300,8 +325,9 @@ def _last_plan_output(sm: LocalStateMachine) -> dict[str, Any]:
     return sm.plan_outputs[run_id]
 
 
-def test_tolerated_failures_publish_the_rest_and_list_them(stack: dict[str, Any],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tolerated_failures_publish_the_rest_and_list_them(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Within RebuildToleratedFailurePercentage the run publishes; the failed batch's images are errors
     (not_embedded) and the next run embeds them."""
     from index_builder.steps import embed as embed_mod
@@ -337,15 +363,24 @@ def test_background_in_the_execution_input(stack: dict[str, Any], demo_bundle: P
     icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(icon).ellipse((8, 8, 56, 56), fill=(0, 0, 0, 255))
     icon.save(stack["coll"] / "icon.png")
-    stack["s3"].upload_file(str(stack["coll"] / "icon.png"), stack["bucket"], f"{stack['prefix']}/collection/icon.png")
+    stack["s3"].upload_file(
+        str(stack["coll"] / "icon.png"), stack["bucket"], f"{stack['prefix']}/collection/icon.png"
+    )
 
     out = LocalStateMachine(stack["params"], stack["s3"]).run({"background": "black"})
     assert out["published"] is True and out["stats"]["count"] == 31
     v = read_version(stack["index"])
     assert v["manifest"]["image_preprocess"] == {"background": "#000000", "jpeg_draft": True}
     serial = tmp_path / "serial"
-    build(BuildOptions(source=str(stack["coll"]), bundle=str(demo_bundle), out=str(serial), quiet=True,
-                       background=(0, 0, 0)))
+    build(
+        BuildOptions(
+            source=str(stack["coll"]),
+            bundle=str(demo_bundle),
+            out=str(serial),
+            quiet=True,
+            background=(0, 0, 0),
+        )
+    )
     expected = vectors_by_id(read_version(serial))
     np.testing.assert_allclose(vectors_by_id(v)["icon.png"], expected["icon.png"], atol=1e-6, rtol=0)
 

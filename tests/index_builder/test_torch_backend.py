@@ -21,8 +21,19 @@ def _compare(demo_bundle: Path, tmp_path: Path, cli, device: str) -> float:
     collection(src, 48, seed=50, size=96)
     onnx_dest, torch_dest = tmp_path / "onnx", tmp_path / f"torch-{device}"
     assert cli(*build_args(src, demo_bundle, onnx_dest)).rc == 0
-    r = cli(*build_args(src, demo_bundle, torch_dest, "--backend", "torch", "--pretrained", _checkpoint(),
-                        "--device", device))
+    r = cli(
+        *build_args(
+            src,
+            demo_bundle,
+            torch_dest,
+            "--backend",
+            "torch",
+            "--pretrained",
+            _checkpoint(),
+            "--device",
+            device,
+        )
+    )
     assert r.rc == 0, r.err
     a, b = read_version(onnx_dest), read_version(torch_dest)
     assert b["manifest"]["backend"] == "torch" and b["manifest"]["build"]["device"] == device
@@ -56,10 +67,15 @@ def test_torch_backend_refuses_other_weights(demo_bundle: Path, tmp_path: Path, 
     r = cli(*build_args(src, demo_bundle, dest, "--backend", "torch", "--pretrained", other))
     assert r.rc == 1 and "Traceback" not in r.err
     assert "sha256" in r.err and "differs from the checkpoint the bundle was exported from" in r.err
-    r = cli(*build_args(src, demo_bundle, dest, "--backend", "torch", "--pretrained", tmp_path / "missing.pt"))
+    r = cli(
+        *build_args(src, demo_bundle, dest, "--backend", "torch", "--pretrained", tmp_path / "missing.pt")
+    )
     assert r.rc == 2 and "no such checkpoint file" in r.err
-    r = cli(*build_args(src, demo_bundle, dest, "--backend", "torch", "--pretrained", _checkpoint(),
-                        "--precision", "int8"))
+    r = cli(
+        *build_args(
+            src, demo_bundle, dest, "--backend", "torch", "--pretrained", _checkpoint(), "--precision", "int8"
+        )
+    )
     assert r.rc == 2 and "fp32" in r.err
     assert current(dest) is None
 
@@ -70,8 +86,19 @@ def test_torch_backend_cuda_unavailable_is_a_clear_error(demo_bundle: Path, tmp_
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     collection(tmp_path / "src", 2)
-    r = cli(*build_args(tmp_path / "src", demo_bundle, tmp_path / "index", "--backend", "torch", "--pretrained",
-                        _checkpoint(), "--device", "cuda"))
+    r = cli(
+        *build_args(
+            tmp_path / "src",
+            demo_bundle,
+            tmp_path / "index",
+            "--backend",
+            "torch",
+            "--pretrained",
+            _checkpoint(),
+            "--device",
+            "cuda",
+        )
+    )
     assert r.rc == 2 and "CUDA is not available" in r.err
 
 

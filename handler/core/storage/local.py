@@ -152,9 +152,13 @@ class LocalStore(Store):
         import time
 
         cutoff = time.time() - max_age
-        stale = [o.key for o in self._walk(self.root, "", tmp=True)
-                 if o.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX) and o.mtime < cutoff
-                 and not any(p.startswith(".") for p in o.key.split("/")[:-1])]
+        stale = [
+            o.key
+            for o in self._walk(self.root, "", tmp=True)
+            if o.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+            and o.mtime < cutoff
+            and not any(p.startswith(".") for p in o.key.split("/")[:-1])
+        ]
         for key in stale:
             path = self.root / key
             with contextlib.suppress(FileNotFoundError):

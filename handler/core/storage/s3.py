@@ -36,10 +36,15 @@ def s3_client() -> Any:
     try:
         attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
     except ValueError as e:
-        raise ConfigError(f"AWS_MAX_ATTEMPTS must be an integer, got {os.environ['AWS_MAX_ATTEMPTS']!r}") from e
+        raise ConfigError(
+            f"AWS_MAX_ATTEMPTS must be an integer, got {os.environ['AWS_MAX_ATTEMPTS']!r}"
+        ) from e
     config = Config(
         region_name=region,
-        retries={"mode": os.environ.get("AWS_RETRY_MODE", "standard"), "total_max_attempts": max(1, attempts)},
+        retries={
+            "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+            "total_max_attempts": max(1, attempts),
+        },
         connect_timeout=5,
         read_timeout=60,
         s3={"addressing_style": "path"} if endpoint else None,
@@ -165,7 +170,7 @@ class S3Store(Store):
                         continue  # directory markers
                     etag = obj.get("ETag")
                     yield ObjectInfo(
-                        key=full[len(base):],
+                        key=full[len(base) :],
                         size=int(obj["Size"]),
                         mtime=obj["LastModified"].timestamp(),
                         etag=etag.strip('"') if etag else None,
@@ -187,9 +192,12 @@ class S3Store(Store):
         keys = [o.key for o in self.list(prefix, page_size=page_size)]
         batch = max(1, min(int(page_size or 1000), 1000))
         for i in range(0, len(keys), batch):
-            chunk = keys[i:i + batch]
+            chunk = keys[i : i + batch]
             response = self._call(
-                "delete", prefix, self.client.delete_objects, Bucket=self.bucket,
+                "delete",
+                prefix,
+                self.client.delete_objects,
+                Bucket=self.bucket,
                 Delete={"Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True},
             )
             errors = response.get("Errors") or []

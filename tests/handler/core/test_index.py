@@ -29,11 +29,19 @@ FP = "sha256:" + "ab" * 32
 OTHER_FP = "sha256:" + "cd" * 32
 
 
-def build(store: Store, version: str, vectors: np.ndarray, *, fingerprint: str = FP, **kw: Any) -> dict[str, Any]:
+def build(
+    store: Store, version: str, vectors: np.ndarray, *, fingerprint: str = FP, **kw: Any
+) -> dict[str, Any]:
     """Write and publish a version whose items are ``{"id": "img-<row>", "path": ...}``."""
     items = [{"id": f"img-{i}", "path": f"images/{i}.jpg"} for i in range(len(vectors))]
-    manifest = write_version(store, version, vectors=vectors, items=items,
-                             manifest_fields={"model_fingerprint": fingerprint, "precision": "fp32"}, **kw)
+    manifest = write_version(
+        store,
+        version,
+        vectors=vectors,
+        items=items,
+        manifest_fields={"model_fingerprint": fingerprint, "precision": "fp32"},
+        **kw,
+    )
     publish(store, version, manifest)
     return manifest
 
@@ -45,8 +53,10 @@ def rewrite_manifest(store: Store, version: str, changes: dict[str, Any]) -> Non
     manifest.update(changes)
     data = json.dumps(manifest).encode()
     store.write_bytes(key, data)
-    store.write_bytes("CURRENT", json.dumps({"version": version,
-                                             "manifest_sha256": hashlib.sha256(data).hexdigest()}).encode())
+    store.write_bytes(
+        "CURRENT",
+        json.dumps({"version": version, "manifest_sha256": hashlib.sha256(data).hexdigest()}).encode(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +143,14 @@ def test_batch_queries_and_validation(small_index: SearchIndex, vectors: np.ndar
     assert [row[0].label for row in results] == [0, 1, 2, 3, 4]
     assert small_index.search(np.zeros((0, 16), np.float32), k=3) == []
     assert small_index.search(vectors[:2].astype(np.float64), k=1)[1][0].label == 1
-    for bad in ({"k": 0}, {"k": -1}, {"k": 2.5}, {"k": 1, "offset": -1}, {"k": 1, "ef": 0},
-                {"k": 1, "min_score": float("nan")}):
+    for bad in (
+        {"k": 0},
+        {"k": -1},
+        {"k": 2.5},
+        {"k": 1, "offset": -1},
+        {"k": 1, "ef": 0},
+        {"k": 1, "min_score": float("nan")},
+    ):
         with pytest.raises(BadInputError):
             small_index.search(vectors[0], **bad)
     with pytest.raises(ValueError, match="shape"):
@@ -201,16 +217,22 @@ def test_manifest_and_pointer_checks(tmp_path: Path, vectors: np.ndarray) -> Non
     manifest_path.write_bytes(manifest_path.read_bytes().replace(b'"ef": 64', b'"ef": 65'))
     with pytest.raises(ArtifactError, match="does not match the CURRENT pointer"):
         load_index(store.uri)
-    for changes, message in (({"schema_version": 2}, "schema_version"),
-                             ({"kind": "clip-onnx-bundle"}, "kind"),
-                             ({"version": "v2"}, "names version"),
-                             ({"dim": 8}, "holds 20 vectors of 16 floats")):
+    for changes, message in (
+        ({"schema_version": 2}, "schema_version"),
+        ({"kind": "clip-onnx-bundle"}, "kind"),
+        ({"version": "v2"}, "names version"),
+        ({"dim": 8}, "holds 20 vectors of 16 floats"),
+    ):
         build(store, f"v-{message.split()[0]}", vectors[:20])
         rewrite_manifest(store, f"v-{message.split()[0]}", changes)
         with pytest.raises(ArtifactError, match=message):
             load_index(store.uri)
-    for bad in (b"not json", b"[]", b'{"version": "../x", "manifest_sha256": "' + b"0" * 64 + b'"}',
-                b'{"version": "v1", "manifest_sha256": "short"}'):
+    for bad in (
+        b"not json",
+        b"[]",
+        b'{"version": "../x", "manifest_sha256": "' + b"0" * 64 + b'"}',
+        b'{"version": "v1", "manifest_sha256": "short"}',
+    ):
         store.write_bytes("CURRENT", bad)
         with pytest.raises(ArtifactError, match="CURRENT"):
             read_pointer(store)
@@ -242,8 +264,9 @@ def test_check_for_update(tmp_path: Path, vectors: np.ndarray) -> None:
 
 
 @pytest.mark.s3
-def test_round_trip_s3_with_cache(s3_server, tmp_path: Path, vectors: np.ndarray,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_round_trip_s3_with_cache(
+    s3_server, tmp_path: Path, vectors: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = f"s3://{s3_server.make_bucket()}/index"
     store = open_store(uri)
     build(store, "v1", vectors)
@@ -257,8 +280,9 @@ def test_round_trip_s3_with_cache(s3_server, tmp_path: Path, vectors: np.ndarray
 
     downloads: list[str] = []
     real = S3Store.download_file
-    monkeypatch.setattr(S3Store, "download_file",
-                        lambda self, key, path: (downloads.append(key), real(self, key, path))[1])
+    monkeypatch.setattr(
+        S3Store, "download_file", lambda self, key, path: (downloads.append(key), real(self, key, path))[1]
+    )
     load_index(uri, cache_dir=cache)
     assert downloads == []  # warm cache, checksums match
     next(cache.rglob("items.jsonl")).write_bytes(b"corrupt")
@@ -316,8 +340,9 @@ def test_ef_gate_never_changes_ef_under_a_running_search() -> None:
             gate.release()
         done.append(1)
 
-    threads = [threading.Thread(target=worker, args=([10] * 150 if i % 2 else [10, 20, 30] * 50,))
-               for i in range(6)]
+    threads = [
+        threading.Thread(target=worker, args=([10] * 150 if i % 2 else [10, 20, 30] * 50,)) for i in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -34,7 +34,11 @@ def test_log_event_is_a_logging_record_rendered_as_one_json_line(capsys, restore
     assert [r.msg for r in seen] == ["request"]  # it went through stdlib logging
     line = json.loads(capsys.readouterr().out)
     assert {k: line[k] for k in ("level", "event", "status", "path")} == {
-        "level": "INFO", "event": "request", "status": 200, "path": "/x"}
+        "level": "INFO",
+        "event": "request",
+        "status": 200,
+        "path": "/x",
+    }
     configure_logging("WARNING", loggers=())
     log_event("quiet")
     log_event("loud", level="ERROR")

@@ -50,18 +50,34 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 TOL = 1e-5
 
 
-def cfg(size: int | tuple[int, int] = 224, interpolation: str = "bicubic", resize_mode: str = "shortest",
-        fill_color: int = 0) -> dict:
+def cfg(
+    size: int | tuple[int, int] = 224,
+    interpolation: str = "bicubic",
+    resize_mode: str = "shortest",
+    fill_color: int = 0,
+) -> dict:
     sz = [size, size] if isinstance(size, int) else list(size)
-    return {"size": sz, "mean": list(MEAN), "std": list(STD), "interpolation": interpolation,
-            "resize_mode": resize_mode, "fill_color": fill_color}
+    return {
+        "size": sz,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "interpolation": interpolation,
+        "resize_mode": resize_mode,
+        "fill_color": fill_color,
+    }
 
 
 def reference(c: dict):
     size = c["size"][0] if c["size"][0] == c["size"][1] else tuple(c["size"])
-    return image_transform(size, is_train=False, mean=tuple(c["mean"]), std=tuple(c["std"]),
-                           resize_mode=c["resize_mode"], interpolation=c["interpolation"],
-                           fill_color=c["fill_color"])
+    return image_transform(
+        size,
+        is_train=False,
+        mean=tuple(c["mean"]),
+        std=tuple(c["std"]),
+        resize_mode=c["resize_mode"],
+        interpolation=c["interpolation"],
+        fill_color=c["fill_color"],
+    )
 
 
 def assert_close(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -99,8 +115,12 @@ def check(img: Image.Image, c: dict, what: str) -> None:
 # smaller than the crop, exactly the crop (224 / 64 / 96x64), off-by-one, portrait, landscape, tiny
 SMALL_SIZES = [(1, 1), (2, 3), (50, 30), (64, 64), (64, 96), (224, 224), (225, 224), (300, 200), (130, 333)]
 LARGE_SIZES = [(640, 480), (1000, 1000), (480, 1280)]
-SETTINGS = [(size, interp, mode) for size in (224, 64, (96, 64), (64, 128))
-            for interp in ("bicubic", "bilinear") for mode in ("shortest", "longest", "squash")]
+SETTINGS = [
+    (size, interp, mode)
+    for size in (224, 64, (96, 64), (64, 128))
+    for interp in ("bicubic", "bilinear")
+    for mode in ("shortest", "longest", "squash")
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -140,12 +160,20 @@ def test_parity_extreme_aspect(wh: tuple[int, int]) -> None:
 
 
 @settings(max_examples=250, deadline=None, database=None, derandomize=True)
-@given(w=st.integers(1, 400), h=st.integers(1, 400), th=st.integers(1, 300), tw=st.integers(1, 300),
-       square=st.booleans(), mode=st.sampled_from(["RGB", "RGBA", "P", "L", "LA", "I;16", "F", "1"]),
-       interp=st.sampled_from(["bicubic", "bilinear"]), rmode=st.sampled_from(["shortest", "longest", "squash"]),
-       fill=st.integers(0, 255))
-def test_parity_random_geometry(w: int, h: int, th: int, tw: int, square: bool, mode: str, interp: str,
-                                rmode: str, fill: int) -> None:
+@given(
+    w=st.integers(1, 400),
+    h=st.integers(1, 400),
+    th=st.integers(1, 300),
+    tw=st.integers(1, 300),
+    square=st.booleans(),
+    mode=st.sampled_from(["RGB", "RGBA", "P", "L", "LA", "I;16", "F", "1"]),
+    interp=st.sampled_from(["bicubic", "bilinear"]),
+    rmode=st.sampled_from(["shortest", "longest", "squash"]),
+    fill=st.integers(0, 255),
+)
+def test_parity_random_geometry(
+    w: int, h: int, th: int, tw: int, square: bool, mode: str, interp: str, rmode: str, fill: int
+) -> None:
     size = th if square else (th, tw)
     img = make_mode(mode, w, h, seed=w * 1000 + h)
     c = cfg(size, interp, rmode, fill)
@@ -168,22 +196,45 @@ def test_longest_extreme_aspect_clamps_instead_of_crashing() -> None:
 
 
 def test_parity_large_images() -> None:
-    for mode, (w, h) in [("RGB", (3000, 2000)), ("RGBA", (1500, 2500)), ("P", (2500, 1200)), ("L", (2049, 2047))]:
+    for mode, (w, h) in [
+        ("RGB", (3000, 2000)),
+        ("RGBA", (1500, 2500)),
+        ("P", (2500, 1200)),
+        ("L", (2049, 2047)),
+    ]:
         img = make_mode(mode, w, h, seed=5)
         for rmode in ("shortest", "longest"):
             check(img, cfg(224, "bicubic", rmode), f"{mode} {w}x{h} {rmode}")
 
 
 def test_parity_with_preprocess_cfg_v2() -> None:
-    for pc in [PreprocessCfg(), PreprocessCfg(size=(96, 64), interpolation="bilinear", resize_mode="longest",
-                                                 fill_color=128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))]:
+    for pc in [
+        PreprocessCfg(),
+        PreprocessCfg(
+            size=(96, 64),
+            interpolation="bilinear",
+            resize_mode="longest",
+            fill_color=128,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        ),
+    ]:
         size = list(pc.size) if isinstance(pc.size, tuple) else [pc.size, pc.size]
-        section = {"size": size, "mean": list(pc.mean), "std": list(pc.std), "interpolation": pc.interpolation,
-                   "resize_mode": pc.resize_mode, "fill_color": pc.fill_color}
+        section = {
+            "size": size,
+            "mean": list(pc.mean),
+            "std": list(pc.std),
+            "interpolation": pc.interpolation,
+            "resize_mode": pc.resize_mode,
+            "fill_color": pc.fill_color,
+        }
         for w, h in [(640, 480), (50, 70)]:
             img = make_mode("RGB", w, h)
-            assert_close(ImagePreprocessor(section)(img), image_transform_v2(pc, is_train=False)(img).numpy(),
-                         f"v2 {pc} {w}x{h}")
+            assert_close(
+                ImagePreprocessor(section)(img),
+                image_transform_v2(pc, is_train=False)(img).numpy(),
+                f"v2 {pc} {w}x{h}",
+            )
 
 
 def test_non_square_shortest_uses_bicubic_like_open_clip() -> None:
@@ -199,8 +250,10 @@ def test_nearest_matches_torchvision() -> None:
 
     for w, h in [(640, 480), (30, 50), (1, 1)]:
         img = make_mode("RGB", w, h)
-        for rmode, ops in [("shortest", [Resize(224, InterpolationMode.NEAREST), CenterCrop(224)]),
-                           ("squash", [Resize((224, 224), InterpolationMode.NEAREST)])]:
+        for rmode, ops in [
+            ("shortest", [Resize(224, InterpolationMode.NEAREST), CenterCrop(224)]),
+            ("squash", [Resize((224, 224), InterpolationMode.NEAREST)]),
+        ]:
             ref = Compose([*ops, lambda im: im.convert("RGB"), ToTensor(), Normalize(MEAN, STD)])(img).numpy()
             assert_close(ImagePreprocessor(cfg(224, "nearest", rmode))(img), ref, f"nearest {rmode} {w}x{h}")
 
@@ -233,17 +286,33 @@ def test_output_layout_and_batch() -> None:
 
 
 def test_manifest_section_from_docs() -> None:
-    section = {"size": [224, 224], "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",
-               "resize_mode": "shortest", "fill_color": 0}
+    section = {
+        "size": [224, 224],
+        "mean": list(MEAN),
+        "std": list(STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
     pp = ImagePreprocessor.from_manifest(section)
     img = make_mode("RGB", 500, 375)
     assert_close(pp(img), reference(section)(img).numpy(), "docs manifest")
 
 
-@pytest.mark.parametrize("bad", [
-    {"size": "224"}, {"size": [0, 224]}, {"size": [1, 2, 3]}, {"mean": [0.5, 0.5]}, {"std": [0.0, 1, 1]},
-    {"interpolation": "lanczos"}, {"resize_mode": "crop"}, {"fill_color": [0, 0, 0]}, {"mean": "abc"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": "224"},
+        {"size": [0, 224]},
+        {"size": [1, 2, 3]},
+        {"mean": [0.5, 0.5]},
+        {"std": [0.0, 1, 1]},
+        {"interpolation": "lanczos"},
+        {"resize_mode": "crop"},
+        {"fill_color": [0, 0, 0]},
+        {"mean": "abc"},
+    ],
+)
 def test_invalid_config(bad: dict) -> None:
     with pytest.raises(ArtifactError):
         ImagePreprocessor({**cfg(), **bad})
@@ -251,10 +320,17 @@ def test_invalid_config(bad: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ decoding
 
+
 def test_every_format_decodes() -> None:
     img = noise_rgb(120, 90, seed=1)
     assert set(ALLOWED_FORMATS) >= {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
-    lossless = {"PNG": {}, "WEBP": {"lossless": True}, "BMP": {}, "TIFF": {}, "TIFF-LZW": {"compression": "tiff_lzw"}}
+    lossless = {
+        "PNG": {},
+        "WEBP": {"lossless": True},
+        "BMP": {},
+        "TIFF": {},
+        "TIFF-LZW": {"compression": "tiff_lzw"},
+    }
     for name, kw in lossless.items():
         out = decode_image(encode(img, name.split("-")[0], **kw))
         assert out.size == (120, 90)
@@ -289,8 +365,16 @@ def test_decode_sources(tmp_path: Path) -> None:
 def test_empty_and_garbage() -> None:
     with pytest.raises(InvalidImageError, match="empty image data"):
         decode_image(b"")
-    for junk in (b"hello, this is not an image", b"\x00" * 100, b"%PDF-1.4\n", b"<svg xmlns='x'></svg>",
-                 b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP"):
+    for junk in (
+        b"hello, this is not an image",
+        b"\x00" * 100,
+        b"%PDF-1.4\n",
+        b"<svg xmlns='x'></svg>",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF89a",
+        b"RIFF\x00\x00\x00\x00WEBP",
+    ):
         with pytest.raises(InvalidImageError):
             decode_image(junk)
     with pytest.raises(InvalidImageError, match="not a recognised image"):
@@ -384,7 +468,7 @@ def test_fuzzed_bytes_only_raise_our_errors() -> None:
             if rng.random() < 0.7:
                 data[pos] = int(rng.integers(0, 256))
             elif rng.random() < 0.5:
-                del data[pos: pos + int(rng.integers(1, 50))]
+                del data[pos : pos + int(rng.integers(1, 50))]
             else:
                 data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8).tobytes()
         try:
@@ -400,6 +484,7 @@ def test_fuzzed_bytes_only_raise_our_errors() -> None:
 
 # ------------------------------------------------------------------------------ draft / region path
 
+
 def test_draft_mode_close() -> None:
     exact = ImagePreprocessor(cfg(224), draft=False)
     drafted = ImagePreprocessor(cfg(224))  # the default
@@ -411,7 +496,9 @@ def test_draft_mode_close() -> None:
         loaded = drafted.load(data)
         # decoded at reduced scale, but never below 2x the resize target; orientation still applied
         assert min(loaded.size) >= 2 * 224
-        assert (loaded.size[0] > loaded.size[1]) == ((h if orientation >= 5 else w) > (w if orientation >= 5 else h))
+        assert (loaded.size[0] > loaded.size[1]) == (
+            (h if orientation >= 5 else w) > (w if orientation >= 5 else h)
+        )
         if (w, h) == (3000, 2000):
             assert loaded.size == (750, 500)
     png = encode(photo_like(1200, 900), "PNG")  # not a JPEG: draft is a no-op
@@ -440,15 +527,18 @@ def test_preprocess_speed() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = ("import sys, handler.core.tokenizer, handler.core.preprocess; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, handler.core.tokenizer, handler.core.preprocess; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     root = Path(__file__).resolve().parents[3]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 # ----------------------------------------------------------------- aspect ratio, bit depth, transparency
+
 
 def test_aspect_ratio_cap_checked_before_decoding() -> None:
     from handler.core.errors import ImageAspectRatioError
@@ -561,14 +651,21 @@ def test_transparency_composited_over_the_background() -> None:
         expected = ImagePreprocessor(cfg(32))(Image.new("RGB", (80, 60), bg))
         assert np.array_equal(out, expected), bg
     # background=None: open_clip's behaviour (alpha dropped; black once premultiplied resizing touched it)
-    assert np.array_equal(ImagePreprocessor(cfg(32), background=None)(clear),
-                          ImagePreprocessor(cfg(32))(Image.new("RGB", (80, 60), (0, 0, 0))))
+    assert np.array_equal(
+        ImagePreprocessor(cfg(32), background=None)(clear),
+        ImagePreprocessor(cfg(32))(Image.new("RGB", (80, 60), (0, 0, 0))),
+    )
 
 
 def test_background_parsing_and_options() -> None:
     from handler.core.preprocess import LEGACY_OPTIONS, ImageOptions, parse_background
 
-    assert parse_background("white") == parse_background("#FFF") == parse_background("255, 255,255") == (255,) * 3
+    assert (
+        parse_background("white")
+        == parse_background("#FFF")
+        == parse_background("255, 255,255")
+        == (255,) * 3
+    )
     assert parse_background("#102030") == (16, 32, 48) and parse_background([1, 2, 3]) == (1, 2, 3)
     assert parse_background("none") is None and parse_background(None) is None
     for bad in ("purple", "#12345", "1,2", "1,2,256", [1, 2, True], 7):

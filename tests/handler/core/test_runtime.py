@@ -95,16 +95,18 @@ def test_embedder_api(tiny_bundle):
     assert emb.embed_images([]).shape == (0, 32)
     # Batching does not change results.
     many = [f"text number {i}" for i in range(70)]
-    np.testing.assert_allclose(emb.embed_texts(many), np.concatenate([emb.embed_texts([t]) for t in many]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        emb.embed_texts(many), np.concatenate([emb.embed_texts([t]) for t in many]), atol=1e-5
+    )
     ids, truncated = emb.tokenize_with_info(["short", "long " * 50])
     assert truncated == [False, True] and ids[1, -1] == 49407
 
 
 # int8 on both models: without reduce_range the int8 text towers fell to cosine 0.96 (tiny) / 0.986 (demo) on
 # this AVX2 CPU (u8s8 saturation without VNNI); the export quantizes with 7-bit weights since then.
-@pytest.mark.parametrize(("bundle", "precision"), [
-    ("tiny_bundle", "fp16"), ("tiny_bundle", "int8"), ("demo_bundle", "int8")])
+@pytest.mark.parametrize(
+    ("bundle", "precision"), [("tiny_bundle", "fp16"), ("tiny_bundle", "int8"), ("demo_bundle", "int8")]
+)
 def test_precision_variants(request, bundle, precision):
     path = request.getfixturevalue(bundle)
     ref = load_bundle(path)
@@ -162,8 +164,9 @@ def test_load_bundle_from_s3_with_local_cache(tiny_bundle, s3_server, tmp_path):
     local = load_bundle(tiny_bundle, precision="int8")
     np.testing.assert_array_equal(remote.embed_texts(TEXTS), local.embed_texts(TEXTS))
     cached = sorted(p.name for p in next(cache.joinpath("bundles").iterdir()).iterdir())
-    assert cached == sorted(["manifest.json", "textual.int8.onnx", "visual.int8.onnx",
-                             "bpe_simple_vocab_16e6.txt.gz"]), "only the chosen precision is fetched"
+    assert cached == sorted(
+        ["manifest.json", "textual.int8.onnx", "visual.int8.onnx", "bpe_simple_vocab_16e6.txt.gz"]
+    ), "only the chosen precision is fetched"
     # A second cold start reuses the cache; a corrupted cache file is detected and fetched again.
     target = next(cache.joinpath("bundles").iterdir()) / "textual.int8.onnx"
     target.write_bytes(b"garbage")
@@ -192,8 +195,12 @@ def test_no_torch_imports_in_handler_sources():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names
-                          if n.split(".")[0] in {"torch", "torchvision", "open_clip", "transformers", "export", "index_builder"}]
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.split(".")[0]
+                in {"torch", "torchvision", "open_clip", "transformers", "export", "index_builder"}
+            ]
     assert offenders == [], "handler/ must not import torch, open_clip, transformers, export or index_builder"
 
 
@@ -208,11 +215,15 @@ def test_core_imports_nothing_from_the_service():
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "handler"]
-            offenders += [f"{path.name}: {n}" for n in names
-                          if n.startswith("handler") and not n.startswith("handler.core")]
+                names = [node.module] + [
+                    f"{node.module}.{a.name}" for a in node.names if node.module == "handler"
+                ]
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.startswith("handler") and not n.startswith("handler.core")
+            ]
     assert offenders == [], offenders
-
 
 
 class _SpySession:
@@ -234,7 +245,7 @@ def test_variable_length_bundle_runs_each_batch_up_to_its_longest_text(tiny_bund
     full = emb._text.session.run(None, {"input_ids": ids})[0]
     spy = emb._text.session = _SpySession(emb._text.session)
     got = emb.embed_texts(texts)
-    longest = [int(np.flatnonzero(ids[i:i + 2].any(axis=0))[-1]) + 1 for i in (0, 2)]
+    longest = [int(np.flatnonzero(ids[i : i + 2].any(axis=0))[-1]) + 1 for i in (0, 2)]
     assert spy.shapes == [(2, longest[0]), (2, longest[1])] and longest[0] < 16
     assert np.abs(got - full).max() <= 1e-6
 
@@ -245,8 +256,14 @@ def test_bundle_without_the_flag_keeps_fixed_length(tiny_checkpoint, tmp_path):
 
     from tests.bundle_fixtures import TINY_CONFIG, export_bundle
 
-    old = export_bundle(tmp_path / "old", "--model-config", str(TINY_CONFIG), "--pretrained",
-                        str(tiny_checkpoint), "--fixed-length-text")
+    old = export_bundle(
+        tmp_path / "old",
+        "--model-config",
+        str(TINY_CONFIG),
+        "--pretrained",
+        str(tiny_checkpoint),
+        "--fixed-length-text",
+    )
     manifest = json.loads((old / "manifest.json").read_text())
     for key in ("variable_length", "variable_length_reason"):
         manifest["text"].pop(key)

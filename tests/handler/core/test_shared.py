@@ -46,8 +46,9 @@ def test_create_session_options(monkeypatch: pytest.MonkeyPatch, precision: str,
     opts = seen["opts"]
     assert opts.intra_op_num_threads == 3 and opts.inter_op_num_threads == 1
     level = encoders.ort.GraphOptimizationLevel
-    assert opts.graph_optimization_level == (level.ORT_ENABLE_EXTENDED if precision == "fp16"
-                                             else level.ORT_ENABLE_ALL)
+    assert opts.graph_optimization_level == (
+        level.ORT_ENABLE_EXTENDED if precision == "fp16" else level.ORT_ENABLE_ALL
+    )
     if not spinning:
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
@@ -66,18 +67,31 @@ class _FakeStore:
 
 
 def _manifest(**over: Any) -> bytes:
-    m = {"kind": KIND, "schema_version": SCHEMA_VERSION, "model_fingerprint": "sha256:x", "embed_dim": 4,
-         "text": {}, "image": {}, "precisions": ["fp32"], "files": {}}
+    m = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "model_fingerprint": "sha256:x",
+        "embed_dim": 4,
+        "text": {},
+        "image": {},
+        "precisions": ["fp32"],
+        "files": {},
+    }
     m.update(over)
     return json.dumps(m).encode()
 
 
-def test_load_manifest_validates_s3_bundles_like_local_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_load_manifest_validates_s3_bundles_like_local_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The builder's S3 reader accepted any JSON object with a model_fingerprint; now one validator."""
-    for raw, match in [(None, "is not a model bundle"), (b"{", "unreadable manifest"),
-                       (_manifest(kind="other"), "not a clip-onnx-bundle manifest"),
-                       (_manifest(schema_version=99), "schema_version 99"),
-                       (json.dumps({"model_fingerprint": "x"}).encode(), "not a clip-onnx-bundle manifest")]:
+    for raw, match in [
+        (None, "is not a model bundle"),
+        (b"{", "unreadable manifest"),
+        (_manifest(kind="other"), "not a clip-onnx-bundle manifest"),
+        (_manifest(schema_version=99), "schema_version 99"),
+        (json.dumps({"model_fingerprint": "x"}).encode(), "not a clip-onnx-bundle manifest"),
+    ]:
         monkeypatch.setattr(storage, "open_store", lambda uri, raw=raw: _FakeStore(raw))
         with pytest.raises(ArtifactError, match=match):
             load_manifest("S3://bkt/m")

@@ -140,8 +140,21 @@ def test_uri_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["", "   ", "s3://", "s3:///prefix", "s3://Bad_Bucket/x", "s3://ab/x", "s3://bkt/a/../b", "s3:/bkt/x",
-     "gs://bkt/x", "http://host/x", "file://otherhost/x", "file:relative", "s3://bkt/x?versionId=1"],
+    [
+        "",
+        "   ",
+        "s3://",
+        "s3:///prefix",
+        "s3://Bad_Bucket/x",
+        "s3://ab/x",
+        "s3://bkt/a/../b",
+        "s3:/bkt/x",
+        "gs://bkt/x",
+        "http://host/x",
+        "file://otherhost/x",
+        "file:relative",
+        "s3://bkt/x?versionId=1",
+    ],
 )
 def test_bad_uris(uri: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -210,8 +223,14 @@ def test_default_region_and_lazy_boto3(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
     env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
-                         capture_output=True, text=True, cwd=tmp_path, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "us-east-1"
 
@@ -269,8 +288,10 @@ def test_s3_fetch_dir(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     store = open_store(f"s3://{s3_server.make_bucket()}/remote")
     store.write_bytes("v/a.bin", b"aaaa")
     store.write_bytes("v/b.bin", b"bb")
-    expected = {k: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                for k, d in (("v/a.bin", b"aaaa"), ("v/b.bin", b"bb"))}
+    expected = {
+        k: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+        for k, d in (("v/a.bin", b"aaaa"), ("v/b.bin", b"bb"))
+    }
     cache = tmp_path / "cache"
     root = fetch_dir(store.uri, cache, ["v/a.bin", "v/b.bin"], expected=expected)
     assert root == cache and (cache / "v/a.bin").read_bytes() == b"aaaa"
@@ -333,8 +354,11 @@ def test_local_writes_get_the_umask_mode_not_0600(tmp_path: Path, umask: int) ->
         open_store(tmp_path / "store").download_file("versions/v/index.hnsw", tmp_path / "copy")
     finally:
         os.umask(old)
-    for path in (tmp_path / "store/versions/v/manifest.json", tmp_path / "store/versions/v/index.hnsw",
-                 tmp_path / "copy"):
+    for path in (
+        tmp_path / "store/versions/v/manifest.json",
+        tmp_path / "store/versions/v/index.hnsw",
+        tmp_path / "copy",
+    ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
@@ -356,7 +380,11 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     root = tmp_path / "index"
     store = open_store(root)
     store.write_bytes("versions/v1/manifest.json", b"{}")
-    old = [root / ".tmp-CURRENT.abc", root / "versions/v1/.tmp-index.hnsw.x", root / "versions/v2/.tmp-items.y"]
+    old = [
+        root / ".tmp-CURRENT.abc",
+        root / "versions/v1/.tmp-index.hnsw.x",
+        root / "versions/v2/.tmp-items.y",
+    ]
     fresh = root / "versions/v3/.tmp-index.hnsw.z"  # a build writing right now
     work = root / ".work/shards-k/.tmp-000001.npz.q"  # a build's own work dir: not the store's business
     for path in [*old, fresh, work]:

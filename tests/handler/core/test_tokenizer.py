@@ -23,8 +23,13 @@ open_clip = pytest.importorskip("open_clip")
 from open_clip.tokenizer import SimpleTokenizer, default_bpe  # noqa: E402
 
 VOCAB = default_bpe()
-HYP = settings(max_examples=1500, deadline=None, database=None, derandomize=True,
-               suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(
+    max_examples=1500,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +75,9 @@ def test_vocab_identical(tok: ClipTokenizer, ref: SimpleTokenizer) -> None:
     assert (tok.sot_token_id, tok.eot_token_id, tok.vocab_size) == (49406, 49407, 49408)
 
 
-def test_corpus_identical_to_open_clip(tok: ClipTokenizer, ref: SimpleTokenizer, corpus_texts: list[str]) -> None:
+def test_corpus_identical_to_open_clip(
+    tok: ClipTokenizer, ref: SimpleTokenizer, corpus_texts: list[str]
+) -> None:
     assert len(corpus_texts) >= 10_000
     ours, flags = tok.tokenize_with_info(corpus_texts)
     _assert_same(ours, _ref_ids(ref, corpus_texts), corpus_texts)
@@ -163,8 +170,10 @@ def test_hypothesis_pieces(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)
-@given(st.text(alphabet=st.one_of(st.characters(), st.characters(categories=_ODD_CATEGORIES)), max_size=60),
-       st.sampled_from(["lower", "whitespace", "canonicalize"]))
+@given(
+    st.text(alphabet=st.one_of(st.characters(), st.characters(categories=_ODD_CATEGORIES)), max_size=60),
+    st.sampled_from(["lower", "whitespace", "canonicalize"]),
+)
 def test_hypothesis_all_categories_and_modes(text: str, clean: str) -> None:
     ours, ref = _MODES[clean]
     assert list(ours(text)[0]) == ref(text)[0].tolist()
@@ -172,8 +181,10 @@ def test_hypothesis_all_categories_and_modes(text: str, clean: str) -> None:
 
 _REF = SimpleTokenizer(VOCAB)
 _OURS = ClipTokenizer(VOCAB)
-_MODES = {m: (ClipTokenizer(VOCAB, clean=m), SimpleTokenizer(VOCAB, clean=m))
-          for m in ("lower", "whitespace", "canonicalize")}
+_MODES = {
+    m: (ClipTokenizer(VOCAB, clean=m), SimpleTokenizer(VOCAB, clean=m))
+    for m in ("lower", "whitespace", "canonicalize")
+}
 
 
 def _compare_one(text: str) -> None:
@@ -255,7 +266,9 @@ def test_overlong_texts_match_open_clip(name: str, tok: ClipTokenizer, ref: Simp
 
 
 @settings(max_examples=400, deadline=None, database=None, derandomize=True)
-@given(st.text(alphabet="abeinrst", min_size=1, max_size=400) | st.text(alphabet="aab", min_size=1, max_size=400))
+@given(
+    st.text(alphabet="abeinrst", min_size=1, max_size=400) | st.text(alphabet="aab", min_size=1, max_size=400)
+)
 def test_hypothesis_long_words_bpe(word: str) -> None:
     """Heap BPE == open_clip's loop on long words over small alphabets (many ties and overlapping pairs)."""
     assert _OURS.bpe(word) == _REF.bpe(word)
@@ -284,10 +297,19 @@ def _bundle(tmp_path: Path) -> Path:
     return tmp_path
 
 
-TEXT_SECTION = {"context_length": 77, "vocab_size": 49408,
-                "tokenizer": {"type": "clip_bpe", "vocab_file": "bpe_simple_vocab_16e6.txt.gz",
-                              "clean": "lower", "reduction_mask": None,
-                              "sot_token_id": 49406, "eot_token_id": 49407, "pad_token_id": 0}}
+TEXT_SECTION = {
+    "context_length": 77,
+    "vocab_size": 49408,
+    "tokenizer": {
+        "type": "clip_bpe",
+        "vocab_file": "bpe_simple_vocab_16e6.txt.gz",
+        "clean": "lower",
+        "reduction_mask": None,
+        "sot_token_id": 49406,
+        "eot_token_id": 49407,
+        "pad_token_id": 0,
+    },
+}
 
 
 def _section(**tok_overrides: object) -> dict:
@@ -301,21 +323,26 @@ def test_from_manifest(tmp_path: Path, ref: SimpleTokenizer) -> None:
     assert (t("a photo") == _ref_ids(ref, ["a photo"])).all()
     t32 = ClipTokenizer.from_manifest(tmp_path, _section(context_length=32, clean="whitespace"))
     assert t32("A Photo").shape == (1, 32)
-    assert (t32("A Photo") == SimpleTokenizer(VOCAB, context_length=32, clean="whitespace")("A Photo").numpy()).all()
+    assert (
+        t32("A Photo") == SimpleTokenizer(VOCAB, context_length=32, clean="whitespace")("A Photo").numpy()
+    ).all()
 
 
-@pytest.mark.parametrize(("overrides", "match"), [
-    ({"reduction_mask": "simple"}, "reduction_mask"),
-    ({"type": "hf"}, "tokenizer type"),
-    ({"sot_token_id": 1}, "sot_token_id"),
-    ({"eot_token_id": 2}, "eot_token_id"),
-    ({"pad_token_id": 49407}, "pad_token_id"),
-    ({"vocab_size": 50000}, "vocab_size"),
-    ({"clean": "upper"}, "clean mode"),
-    ({"context_length": 1}, "context_length"),
-    ({"vocab_file": "missing.txt.gz"}, "cannot read"),
-    ({"vocab_file": "../etc/passwd"}, "plain file name"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"reduction_mask": "simple"}, "reduction_mask"),
+        ({"type": "hf"}, "tokenizer type"),
+        ({"sot_token_id": 1}, "sot_token_id"),
+        ({"eot_token_id": 2}, "eot_token_id"),
+        ({"pad_token_id": 49407}, "pad_token_id"),
+        ({"vocab_size": 50000}, "vocab_size"),
+        ({"clean": "upper"}, "clean mode"),
+        ({"context_length": 1}, "context_length"),
+        ({"vocab_file": "missing.txt.gz"}, "cannot read"),
+        ({"vocab_file": "../etc/passwd"}, "plain file name"),
+    ],
+)
 def test_from_manifest_errors(tmp_path: Path, overrides: dict, match: str) -> None:
     with pytest.raises(ArtifactError, match=match):
         ClipTokenizer.from_manifest(_bundle(tmp_path), _section(**overrides))
@@ -346,9 +373,11 @@ def test_construction_is_fast() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = ("import sys, handler.core.tokenizer; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, handler.core.tokenizer; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     root = Path(__file__).resolve().parents[3]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr

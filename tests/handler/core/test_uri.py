@@ -12,26 +12,43 @@ from handler.core.storage import LocalStore, S3Store, open_store
 from handler.core.uri import Location, is_s3, parse_uri, scheme_of
 
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("/abs/dir", Location("file", path="/abs/dir")),
-    ("rel/dir", Location("file", path="rel/dir")),
-    ("~/x", Location("file", path="~/x")),
-    ("file:///abs/dir", Location("file", path="/abs/dir")),
-    ("file://localhost/abs/dir", Location("file", path="/abs/dir")),
-    ("FILE:///a%20b/c%2Bd", Location("file", path="/a b/c+d")),
-    ("s3://bkt", Location("s3", bucket="bkt")),
-    ("s3://bkt/a/b/", Location("s3", bucket="bkt", key="a/b")),
-    ("S3://bkt/x", Location("s3", bucket="bkt", key="x")),
-    ("s3://bkt/a%20b", Location("s3", bucket="bkt", key="a%20b")),  # S3 keys are literal
-])
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("/abs/dir", Location("file", path="/abs/dir")),
+        ("rel/dir", Location("file", path="rel/dir")),
+        ("~/x", Location("file", path="~/x")),
+        ("file:///abs/dir", Location("file", path="/abs/dir")),
+        ("file://localhost/abs/dir", Location("file", path="/abs/dir")),
+        ("FILE:///a%20b/c%2Bd", Location("file", path="/a b/c+d")),
+        ("s3://bkt", Location("s3", bucket="bkt")),
+        ("s3://bkt/a/b/", Location("s3", bucket="bkt", key="a/b")),
+        ("S3://bkt/x", Location("s3", bucket="bkt", key="x")),
+        ("s3://bkt/a%20b", Location("s3", bucket="bkt", key="a%20b")),  # S3 keys are literal
+    ],
+)
 def test_parse(uri: str, expected: Location) -> None:
     assert parse_uri(uri) == expected
 
 
-@pytest.mark.parametrize("uri", [
-    "", "  ", "s3://", "s3:/bkt/x", "gs://bkt/x", "http://host/x", "file://otherhost/x", "file:relative",
-    "s3://bkt/x?versionId=1", "s3://BAD_bucket/x", "s3://bkt/a//b", "s3://bkt/../x", "file:///a%00b",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "  ",
+        "s3://",
+        "s3:/bkt/x",
+        "gs://bkt/x",
+        "http://host/x",
+        "file://otherhost/x",
+        "file:relative",
+        "s3://bkt/x?versionId=1",
+        "s3://BAD_bucket/x",
+        "s3://bkt/a//b",
+        "s3://bkt/../x",
+        "file:///a%00b",
+    ],
+)
 def test_malformed_uris_name_the_value(uri: str) -> None:
     with pytest.raises(ConfigError, match="invalid storage URI"):
         parse_uri(uri)
@@ -50,7 +67,13 @@ def test_str_is_canonical() -> None:
 
 
 def test_scheme_of_and_is_s3() -> None:
-    assert [scheme_of(u) for u in ("S3://b", "file:///x", "/x", "a:b", "gs://b")] == ["s3", "file", "", "", "gs"]
+    assert [scheme_of(u) for u in ("S3://b", "file:///x", "/x", "a:b", "gs://b")] == [
+        "s3",
+        "file",
+        "",
+        "",
+        "gs",
+    ]
     assert is_s3("S3://b/k") and is_s3("s3://b") and not is_s3("/s3://b") and not is_s3("file:///x")
 
 
@@ -83,7 +106,11 @@ def test_load_bundle_parses_like_open_store(monkeypatch: pytest.MonkeyPatch) -> 
     for uri in ("S3://bkt/models/x", "file://localhost/opt/my%20model", "file:///opt/m", "/opt/m2"):
         with pytest.raises(_Reached):
             runtime.load_bundle(uri)
-    assert seen == [("fetch", "s3://bkt/models/x"), ("read", Path("/opt/my model")), ("read", Path("/opt/m")),
-                    ("read", Path("/opt/m2"))]
+    assert seen == [
+        ("fetch", "s3://bkt/models/x"),
+        ("read", Path("/opt/my model")),
+        ("read", Path("/opt/m")),
+        ("read", Path("/opt/m2")),
+    ]
     with pytest.raises(ConfigError, match="unsupported scheme"):
         runtime.load_bundle("gs://bkt/x")
