@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= events/search-text.json
 
 .PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
-	sam-venv sam-validate footprint browser-deps
+	sam-venv sam-validate footprint browser-deps models-table
 
 help:
 	@echo "make setup         create the virtualenv $(VENV) (if missing) and install the development requirements"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-encode  only the encoder benchmarks"
 	@echo "make bench-build   only the index rebuild benchmarks"
 	@echo "make footprint     deployment footprint: the Lambda runtime dependencies vs the PyTorch stack"
+	@echo "make models-table  docs/models.md: export/runtime coverage of the OpenCLIP families (ROWS=ci for a subset)"
 	@echo "make sam-venv      install SAM CLI into its own virtualenv $(SAM_VENV)"
 	@echo "make sam-validate  sam validate --lint on template.yaml (offline)"
 	@echo "make browser-deps  headless Chromium + chromedriver for the web-page tests (apt, root)"
@@ -71,6 +72,10 @@ test-fast: $(STAMP)
 
 invoke: $(STAMP)
 	$(PY) scripts/invoke.py $(EVENT) --env-from-template
+
+# Coverage table of the OpenCLIP families (random init, shrunk towers; docs/models.md). ROWS=ci for a subset.
+models-table: $(STAMP)
+	$(PY) scripts/models_table.py --out docs/models.md $(if $(ROWS),--only $(ROWS))
 
 footprint: $(STAMP)
 	$(PY) scripts/footprint.py

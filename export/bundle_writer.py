@@ -14,11 +14,12 @@ from typing import Any
 
 import open_clip
 
-from export import onnx_export, parity
+from export import hf_text, onnx_export, parity
 from export.attention import variable_length_problem
 from export.model_loading import ExportError, LoadedModel, image_section, tokenizer_section
 from handler.core import __version__
 from handler.core.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
+from handler.core.tokenizer_factory import CLIP_BPE, tokenizer_files, tokenizer_type
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def write_bundle(
 def _build(
     loaded: LoadedModel, tmp: Path, *, precisions: list[str], opset: int, variable_length: bool = True
 ) -> dict[str, Any]:
-    text = tokenizer_section(loaded)
+    text = tokenizer_section(loaded, tmp)
     image = image_section(loaded)
     # Variable-length text (the runtime drops the padding after the EOT token) wherever that is exact.
     problem = (
@@ -99,16 +100,21 @@ def _build(
         text["variable_length_reason"] = problem
         log.info("text graph: fixed length %d (%s)", text["context_length"], problem)
     log.info("exporting %s (fp32, opset %d)", loaded.name, opset)
+    try:
+        example = hf_text.example_ids(loaded.tokenizer)
+    except Exception as exc:  # tokenizer libraries raise many types
+        raise ExportError(f"the tokenizer of {loaded.name!r} failed on example text: {exc}") from exc
     fp32 = onnx_export.export_towers(
         loaded.model,
-        text["context_length"],
+        example,
         image["size"],
         tmp,
         opset=opset,
         device=loaded.device,
         variable_length=text["variable_length"],
     )
-    shutil.copyfile(open_clip.tokenizer.default_bpe(), tmp / text["tokenizer"]["vocab_file"])
+    if tokenizer_type(text) == CLIP_BPE:
+        shutil.copyfile(open_clip.tokenizer.default_bpe(), tmp / text["tokenizer"]["vocab_file"])
 
     log.info("measuring PyTorch vs ONNX parity")
     parity_result = parity.measure_parity(
@@ -126,10 +132,15 @@ def _build(
             "--opset, or --fixed-length-text)"
         )
 
-    files = {name: file_entry(tmp / name) for name in (p.name for p in fp32.values())}
+    files: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {}
     for precision in precisions:
         names = {tower: onnx_filename(tower, precision) for tower in ("textual", "visual")}
+        data = {
+            tower: onnx_export.external_data_name(name)
+            for tower, name in names.items()
+            if (tmp / onnx_export.external_data_name(name)).exists()
+        }
         accuracy = None
         if precision != "fp32":
             convert = onnx_export.to_fp16 if precision == "fp16" else onnx_export.to_int8
@@ -142,15 +153,16 @@ def _build(
                     f"{precision} variant is too far from fp32: {json.dumps(accuracy)}; "
                     f"thresholds {parity.VARIANT_THRESHOLDS[precision]}"
                 )
-            for name in names.values():
-                files[name] = file_entry(tmp / name)
+        for name in [*names.values(), *data.values()]:
+            files[name] = file_entry(tmp / name)
         variants[precision] = {
             **names,
-            "fingerprint": fingerprint({n: files[n]["sha256"] for n in names.values()}),
+            **({"external_data": data} if data else {}),
+            "fingerprint": fingerprint({n: files[n]["sha256"] for n in [*names.values(), *data.values()]}),
             "accuracy": accuracy,
         }
-    vocab = text["tokenizer"]["vocab_file"]
-    files[vocab] = file_entry(tmp / vocab)
+    for name in tokenizer_files(text):
+        files[name] = file_entry(tmp / name)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,

@@ -36,6 +36,53 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="OpenCLIP model config JSON for a custom architecture (the model name becomes the file's stem)",
     )
+    p.add_argument(
+        "--model",
+        default=os.environ.get("MODEL_NAME") or "ViT-B-32",
+        help="OpenCLIP model name (env MODEL_NAME; default ViT-B-32)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=os.environ.get("MODEL_PRETRAINED") or "laion2b_s34b_b79k",
+        help="pretrained tag, a local checkpoint path, or 'none' for random init "
+        "(env MODEL_PRETRAINED; default laion2b_s34b_b79k)",
+    )
+    p.add_argument(
+        "--model-config",
+        type=Path,
+        help="OpenCLIP model config JSON for a custom architecture (the model name becomes the file's stem)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        metavar="DIR",
+        help="local Hugging Face tokenizer directory (AutoTokenizer.save_pretrained) used instead of the "
+        "config's hf_tokenizer_name hub id (offline export)",
+    )
+    p.add_argument(
+        "--hf-config",
+        type=Path,
+        metavar="DIR",
+        help="local Hugging Face text-model config directory (config.json) used instead of the "
+        "config's hf_model_name hub id (offline export)",
+    )
+    p.add_argument(
+        "--config-override",
+        metavar="JSON",
+        help="JSON object (inline or a file) deep-merged into the model config, e.g. "
+        '\'{"text_cfg": {"layers": 2}}\'',
+    )
+    p.add_argument(
+        "--preprocess",
+        metavar="JSON",
+        help="image preprocessing (inline JSON or a file): size, mean, std, interpolation, "
+        "resize_mode, fill_color",
+    )
+    p.add_argument(
+        "--preprocess-from",
+        metavar="TAG",
+        help="take the image preprocessing of this pretrained tag (no weights are loaded)",
+    )
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument(
         "--precision",
@@ -72,11 +119,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # Heavy imports only after argument validation, so `--help` and usage errors are instant.
     from export.bundle_writer import write_bundle
+    from export.hf_text import HfExportError, parse_json_arg
     from export.model_loading import ExportError, load_model
 
     started = time.perf_counter()
     try:
-        loaded = load_model(args.model, args.pretrained, model_config=args.model_config, device=args.device)
+        try:
+            override = parse_json_arg(args.config_override, "--config-override")
+            preprocess = parse_json_arg(args.preprocess, "--preprocess")
+        except HfExportError as exc:
+            raise ExportError(str(exc)) from exc
+        loaded = load_model(
+            args.model,
+            args.pretrained,
+            model_config=args.model_config,
+            device=args.device,
+            tokenizer_dir=args.tokenizer,
+            hf_config_dir=args.hf_config,
+            config_override=override,
+            preprocess=preprocess,
+            preprocess_from=args.preprocess_from,
+        )
         manifest = write_bundle(
             loaded,
             args.out,

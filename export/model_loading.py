@@ -16,7 +16,9 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 
+from export import hf_text
 from handler.core.hashing import sha256_file
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -156,12 +158,48 @@ def _hub_offline():
         constants.HF_HUB_OFFLINE = saved
 
 
+#: Image preprocessing a user may set (the input size is the model's own).
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
+
+
+def preprocess_override(
+    name: str, preprocess: dict[str, Any] | None, preprocess_from: str | None
+) -> dict[str, Any] | None:
+    """Image preprocessing from a pretrained tag's config (no weights) and/or an explicit JSON object."""
+    out: dict[str, Any] = {}
+    if preprocess_from:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if preprocess_from not in tags:
+            hint = f" Known tags: {', '.join(tags)}." if tags else f" {name} has no published tags."
+            raise ExportError(
+                f"--preprocess-from {preprocess_from!r}: not a pretrained tag of {name!r}.{hint}"
+            )
+        cfg = open_clip.get_pretrained_cfg(name, preprocess_from)
+        out.update({k: cfg[k] for k in PREPROCESS_KEYS if k in cfg})
+    if preprocess:
+        unknown = sorted(set(preprocess) - set(PREPROCESS_KEYS))
+        if unknown:
+            raise ExportError(f"--preprocess: unknown keys {unknown}; allowed: {', '.join(PREPROCESS_KEYS)}")
+        out.update(preprocess)
+    return out or None
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc)
+    return msg.splitlines()[0] if msg else repr(exc)
+
+
 def load_model(
     name: str,
     pretrained: str | None,
     *,
     model_config: str | Path | None = None,
     device: str = "cpu",
+    tokenizer_dir: str | Path | None = None,
+    hf_config_dir: str | Path | None = None,
+    config_override: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    preprocess_from: str | None = None,
 ) -> LoadedModel:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ExportError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
@@ -172,17 +210,65 @@ def load_model(
         name = registered
     check_model_name(name)
     pretrained_value, checkpoint = _resolve_pretrained(name, pretrained)
+    force_preprocess = preprocess_override(name, preprocess, preprocess_from)
+    custom_cfg = None
+    if tokenizer_dir is not None or hf_config_dir is not None or config_override:
+        try:
+            custom_cfg = hf_text.local_overrides(
+                open_clip.get_model_config(name),
+                tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir is not None else None,
+                hf_config_dir=Path(hf_config_dir) if hf_config_dir is not None else None,
+                override=config_override,
+            )
+        except hf_text.HfExportError as exc:
+            raise ExportError(str(exc)) from exc
+    text_cfg = (custom_cfg or open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    with hf_text.registered_config(name, custom_cfg):
+        model, preprocess_fn = _create(name, pretrained_value, checkpoint, device, force_preprocess, text_cfg)
+        tokenizer = _tokenizer(name, text_cfg)
+        config = open_clip.get_model_config(name) or {}
+    model.eval()
+    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+    return LoadedModel(
+        model=model,
+        name=name,
+        pretrained=None if checkpoint else pretrained_value,
+        checkpoint=checkpoint,
+        config=config,
+        preprocess_cfg=preprocess_cfg,
+        tokenizer=tokenizer,
+        preprocess=preprocess_fn,
+        device=device,
+    )
+
+
+def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_cfg):
+    hf_model = text_cfg.get("hf_model_name")
     from_hub = checkpoint is None and pretrained_value is not None
-    hub = _weights_url(name, pretrained_value) if from_hub and pretrained_value is not None else None
+    hub = _weights_url(name, pretrained_value) if from_hub else None
     offline = hub is not None and not reachable(hub)
     if offline:
         log.warning("the model hub (%s) is unreachable; using the local cache only", hub)
     try:
         with _hub_offline() if offline and open_clip.pretrained.has_hf_hub() else contextlib.nullcontext():
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained_value, device=device, weights_only=True
+            # pretrained_hf=False: never download an HF text tower's base weights (an OpenCLIP checkpoint
+            # holds the tower; a random-init export must stay random and offline).
+            model = open_clip.create_model(
+                name,
+                pretrained=pretrained_value,
+                device=device,
+                weights_only=True,
+                force_preprocess_cfg=force_preprocess,
+                pretrained_hf=False,
             )
-    except Exception as exc:  # torch.load and open_clip raise many types for bad weights
+        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+    except Exception as exc:  # torch.load, open_clip and transformers raise many types
+        if hf_model and _is_hf_text_failure(exc):
+            raise ExportError(
+                f"could not build the Hugging Face text tower {hf_model!r} of {name!r}: {_first_line(exc)}. "
+                "Its config comes from the model hub, which may be unreachable here; save it elsewhere "
+                "(transformers AutoConfig.save_pretrained) and pass --hf-config DIR."
+            ) from exc
         if from_hub:
             where = (
                 f"the model hub ({hub}) is unreachable from here and the weights are not in the local cache"
@@ -194,34 +280,56 @@ def load_model(
                 "checkpoint elsewhere and pass it with --pretrained /path/to/checkpoint.\n  "
                 + error_detail(exc)
             ) from exc
+        if pretrained_value is None:
+            raise ExportError(
+                f"could not build model {name!r} with random init:\n  {error_detail(exc)}"
+            ) from exc
         raise ExportError(
             f"could not load checkpoint {pretrained_value!r} into {name!r}; check that the checkpoint "
             f"matches the architecture (--model / --model-config):\n  {error_detail(exc)}"
         ) from exc
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(name)
-    if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
+    return model, preprocess
+
+
+def _is_hf_text_failure(error: BaseException) -> bool:
+    """Whether an exception came from transformers (config / model download or construction)."""
+    exc: BaseException | None = error
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            if "/transformers/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _tokenizer(name: str, text_cfg: dict[str, Any]):
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as exc:  # transformers / hub / sentencepiece errors
+        source = text_cfg.get("hf_tokenizer_name") or name
+        raise ExportError(
+            f"could not load the tokenizer {source!r} of {name!r}: {_first_line(exc)}. "
+            "Hugging Face tokenizers come from the model hub, which may be unreachable here; save it "
+            "elsewhere (AutoTokenizer.save_pretrained) and pass --tokenizer DIR."
+        ) from exc
+    if not isinstance(tokenizer, (open_clip.tokenizer.SimpleTokenizer, open_clip.tokenizer.HFTokenizer)):
         raise ExportError(
             f"model {name!r} uses tokenizer {type(tokenizer).__name__}; the torch-free runtime supports the "
-            "CLIP BPE tokenizer (SimpleTokenizer) only"
+            "CLIP BPE tokenizer and Hugging Face tokenizers (HFTokenizer)"
         )
-    config = open_clip.get_model_config(name) or {}
-    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
-    return LoadedModel(
-        model=model,
-        name=name,
-        pretrained=None if checkpoint else pretrained_value,
-        checkpoint=checkpoint,
-        config=config,
-        preprocess_cfg=preprocess_cfg,
-        tokenizer=tokenizer,
-        preprocess=preprocess,
-        device=device,
-    )
+    return tokenizer
 
 
-def tokenizer_section(loaded: LoadedModel) -> dict[str, Any]:
+def tokenizer_section(loaded: LoadedModel, out_dir: Path | None = None) -> dict[str, Any]:
+    """Manifest `text` section; writes the tokenizer's files into out_dir when given."""
     tok = loaded.tokenizer
+    if hf_text.is_hf_tokenizer(tok):
+        try:
+            return hf_text.hf_tokenizer_section(tok, out_dir)
+        except hf_text.HfExportError as exc:
+            raise ExportError(f"model {loaded.name!r}: {exc}") from exc
     clean_fn = getattr(tok, "clean_fn", None)
     clean = "lower"
     if clean_fn is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,46 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 MIN_GATHER_TABLE = 1 << 16  # elements: smaller Gather tables (none in CLIP towers) stay float
+#: protobuf cannot serialise a model of 2 GiB or more; above this many bytes of weights the tensors go to an
+#: ONNX external-data file `<name>.onnx.data` next to the graph (margin for the graph itself).
+EXTERNAL_DATA_BYTES = 2**31 - 2**27
+
+
+def needs_external_data(weight_bytes: int, limit: int = EXTERNAL_DATA_BYTES) -> bool:
+    return weight_bytes > limit
+
+
+def external_data_name(onnx_name: str) -> str:
+    return f"{onnx_name}.data"
+
+
+def _initializer_bytes(model: onnx.ModelProto) -> int:
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            total += int(next((e.value for e in t.external_data if e.key == "length"), 0))
+        else:
+            total += len(t.raw_data) or t.ByteSize()
+    return total
+
+
+def save_onnx(model: onnx.ModelProto, dst: Path, limit: int = EXTERNAL_DATA_BYTES) -> Path | None:
+    """Save `model` at dst; weights over `limit` bytes go to one external-data file (returned, else None)."""
+    dst = Path(dst)
+    data = dst.with_name(external_data_name(dst.name))
+    data.unlink(missing_ok=True)
+    if not needs_external_data(_initializer_bytes(model), limit):
+        onnx.save(model, str(dst))
+        return None
+    onnx.save_model(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
+    return data
 
 
 class TextTower(torch.nn.Module):
@@ -55,6 +97,26 @@ def _export(
     in_name, out_name = names["input"]["name"], names["output"]["name"]
     # The fused MHA fast path has no ONNX symbolic; the plain path exports to standard ops.
     torch.backends.mha.set_fastpath_enabled(False)
+    # Export into a scratch directory: for > 2 GB graphs torch writes one file per tensor, which save_onnx
+    # then gathers into a single `<name>.onnx.data`.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{tower}-", dir=out.parent))
+    try:
+        _torch_export(module, example, in_name, out_name, scratch / out.name, opset, input_axes)
+        save_onnx(onnx.load(str(scratch / out.name)), out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def _torch_export(
+    module,
+    example,
+    in_name: str,
+    out_name: str,
+    out: Path,
+    opset: int,
+    input_axes: dict[int, str] | None = None,
+) -> None:
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -68,12 +130,11 @@ def _export(
             do_constant_folding=True,
             dynamo=False,  # the dynamo exporter rejected an output name colliding with an internal one
         )
-    onnx.checker.check_model(str(out), full_check=True)
 
 
 def export_towers(
     model: torch.nn.Module,
-    context_length: int,
+    text_example: torch.Tensor,
     image_size: list[int],
     out_dir: Path,
     *,
@@ -81,18 +142,16 @@ def export_towers(
     device: str = "cpu",
     variable_length: bool = True,
 ) -> dict[str, Path]:
-    """Writes textual.onnx and visual.onnx (fp32) into out_dir, with export-friendly attention (ExportMHA).
+    """Writes textual.onnx and visual.onnx (fp32) into out_dir, with export-friendly attention (ExportMHA);
+    text_example: [n, context_length] ids from the model's own tokenizer.
 
     With ``variable_length`` (and when :func:`variable_length_problem` finds none) the text graph takes any
     sequence length up to context_length (dynamic axis 1, "sequence"); otherwise always context_length."""
     model = model.float().eval()
     variable = variable_length and variable_length_problem(model) is None
-    # A variable-length graph is traced with a short example, so no length can be baked in as a constant.
-    text_example = torch.zeros(
-        (2, min(9, context_length) if variable else context_length), dtype=torch.int64, device=device
-    )
-    text_example[:, 0] = 49406
-    text_example[:, 1] = 49407
+    text_example = text_example.to(device=device, dtype=torch.int64)
+    if variable:  # traced with a short example, so no length can be baked in as a constant
+        text_example = text_example[:, : min(9, text_example.shape[1])]
     image_example = torch.zeros((2, 3, *image_size), dtype=torch.float32, device=device)
     paths = {"textual": out_dir / "textual.onnx", "visual": out_dir / "visual.onnx"}
     # Wrappers must be in eval mode too: the exporter restores the wrapper's mode on the whole module tree
@@ -121,7 +180,7 @@ def to_fp16(src: Path, dst: Path) -> None:
 
     model = onnx.load(str(src))
     converted = convert_float_to_float16(model, keep_io_types=True)
-    onnx.save(converted, str(dst))
+    save_onnx(converted, dst)
 
 
 def to_int8(src: Path, dst: Path) -> None:
@@ -131,8 +190,9 @@ def to_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = dst.with_suffix(".pre.onnx")
+    big = src.with_name(external_data_name(src.name)).exists()
     try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True, save_as_external_data=big)
         quantize_dynamic(
             str(pre),
             str(dst),
@@ -142,12 +202,15 @@ def to_int8(src: Path, dst: Path) -> None:
             # must be exact enough on any Lambda CPU (demo text cosine min 0.9971 -> 0.9996 on AVX2)
             reduce_range=True,
             op_types_to_quantize=["MatMul", "Gemm"],
+            use_external_data_format=big,
         )
+        if big:  # gather whatever quantize_dynamic wrote into the bundle's single-file layout
+            save_onnx(onnx.load(str(dst)), dst)
     finally:
         pre.unlink(missing_ok=True)
     model = onnx.load(str(dst))
     if quantize_gather_tables(model):
-        onnx.save(model, str(dst))
+        save_onnx(model, dst)
 
 
 def quantize_gather_tables(model: onnx.ModelProto) -> int:
@@ -167,11 +230,12 @@ def quantize_gather_tables(model: onnx.ModelProto) -> int:
     graph_inputs = {i.name for i in graph.input}
     done = 0
     for node in list(graph.node):
-        table = node.input[0] if node.op_type == "Gather" and node.input else None
+        if node.op_type != "Gather" or not node.input:
+            continue
+        table = node.input[0]
         init = inits.get(table)
         if (
-            table is None
-            or init is None
+            init is None
             or init.data_type != TensorProto.FLOAT
             or len(init.dims) != 2
             or uses[table] != 1

@@ -119,6 +119,7 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     ef: int | None = None
+    language: str | None = None  # source-language code for tokenizers that take one (NLLB)
 
     def log_fields(self) -> dict[str, Any]:
         """What the request log may say about the query: its type, sizes and parameters, never content."""
@@ -137,6 +138,7 @@ class EmbeddingsRequest:
     texts: list[str] | None = None
     images: list[bytes] | None = None
     precut: list[bool] = field(default_factory=list)
+    language: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
         return {
@@ -345,7 +347,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
     """``multipart/form-data`` / ``application/x-www-form-urlencoded`` -> the fields of a search: numbers
     converted, an uploaded ``image`` file read (bytes), empty fields (and a browser's empty file input)
     dropped. Unknown or repeated fields are refused here: a form's keys are not JSON's."""
-    allowed = ("text", "image", "id", *NUMBER_FIELDS)
+    allowed = ("text", "image", "id", "language", *NUMBER_FIELDS)
     keys = list(form.keys())
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
@@ -357,7 +359,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
         if len(form.getlist(name)) > 1:
             raise InvalidRequestError(f"form field '{name}' given more than once")
     out: dict[str, Any] = numbers(form)
-    for name in ("text", "image", "id"):
+    for name in ("text", "image", "id", "language"):
         value = form.get(name)
         if value is None or (isinstance(value, str) and value == ""):
             continue

@@ -59,6 +59,17 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _Id = Annotated[str, Field(min_length=1, max_length=1024)] | int
+_LANGUAGE_DOC = "source-language code of a text query (NLLB bundles, e.g. 'fra_Latn'); other models refuse it"
+
+
+def _language(value: Any) -> Any:
+    """A language code is checked against the model's tokenizer when the text is tokenized; here only its
+    shape (an empty one is none)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 32:
+        raise InvalidRequestError("'language' must be a short string such as 'fra_Latn'")
+    return value
 
 
 class _Search(BaseModel):
@@ -69,6 +80,9 @@ class _Search(BaseModel):
     offset: int = Field(0, ge=0, le=OFFSET_MAX, description="skip this many results (paging)")
     min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this (cosine)")
     ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
+    language: str | None = Field(None, description=_LANGUAGE_DOC)
+
+    _check_language = field_validator("language", mode="before")(_language)
 
     @model_validator(mode="before")
     @classmethod
@@ -88,7 +102,14 @@ class _Search(BaseModel):
         ``max_image_bytes``."""
         fields = self.model_dump(exclude_none=True)
         kind = next(f for f in QUERY_FIELDS if f in fields)
-        req = SearchRequest(type=kind, k=self.k, offset=self.offset, min_score=self.min_score, ef=self.ef)
+        req = SearchRequest(
+            type=kind,
+            k=self.k,
+            offset=self.offset,
+            min_score=self.min_score,
+            ef=self.ef,
+            language=self.language,
+        )
         value = getattr(self, kind)
         if kind == "text":
             req.text, req.text_precut = inputs.clean_text(value)
@@ -136,6 +157,9 @@ class EmbeddingsJSON(BaseModel):
     image: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_IMAGES)] | None = Field(
         None, description=f"one base64 image or a list (at most {MAX_EMBED_IMAGES})"
     )
+    language: str | None = Field(None, description=_LANGUAGE_DOC)
+
+    _check_language = field_validator("language", mode="before")(_language)
 
     @model_validator(mode="before")
     @classmethod
@@ -147,7 +171,7 @@ class EmbeddingsJSON(BaseModel):
         return _scrubbed(data)
 
     def request(self, max_image_bytes: int) -> EmbeddingsRequest:
-        req = EmbeddingsRequest()
+        req = EmbeddingsRequest(language=self.language)
         if self.text is not None:
             many = isinstance(self.text, list)
             req.texts = []

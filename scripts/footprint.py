@@ -30,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_REQUIREMENTS = ROOT / "requirements" / "handler.txt"
+HANDLER_NODEPS = ROOT / "requirements" / "handler-nodeps.txt"  # installed with --no-deps: no closure
 TORCH_STACK = ("torch", "torchvision", "open_clip_torch")
 
 __all__ = ["closure", "deploy_footprint", "dir_size", "normalize", "requirement_names"]
@@ -159,6 +160,10 @@ def deploy_footprint(
     ``missing`` (requirements not installed there), ``python`` and ``method``."""
     dists = _distributions(site_packages)
     handler_names, handler_missing = closure(requirement_names(handler_requirements), dists)
+    if Path(handler_requirements) == HANDLER_REQUIREMENTS and HANDLER_NODEPS.is_file():
+        nodeps = {normalize(n) for n in requirement_names(HANDLER_NODEPS)}
+        handler_names |= nodeps & set(dists)
+        handler_missing |= nodeps - set(dists)
     torch_names, torch_missing = closure(TORCH_STACK, dists)
     handler_bytes, handler_per = _measure(handler_names, dists)
     torch_bytes, torch_per = _measure(torch_names, dists)

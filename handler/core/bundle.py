@@ -98,6 +98,11 @@ class Bundle:
             )
         return self.path / cast(str, entry[tower])
 
+    def tower_files(self, tower: str, precision: str = "fp32") -> list[str]:
+        """The tower's ONNX file and, for graphs over 2 GB, its external-data file."""
+        data = self.manifest["precisions"][precision].get("external_data", {}).get(tower)
+        return [self.onnx_path(tower, precision).name, *([data] if data else [])]
+
     def verify_file(self, name: str) -> None:
         """Check one file's size and sha256 against the manifest."""
         entry = self.manifest["files"].get(name)

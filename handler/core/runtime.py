@@ -20,7 +20,7 @@ from handler.core.bundle import MANIFEST, Bundle, is_random_init, parse_manifest
 from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
 from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
-from handler.core.tokenizer import ClipTokenizer
+from handler.core.tokenizer_factory import load_tokenizer, tokenize_with_info, tokenizer_files
 from handler.core.uri import parse_uri
 
 if TYPE_CHECKING:
@@ -58,9 +58,9 @@ class Embedder:
         self._paths = {tower: bundle.onnx_path(tower, precision) for tower in ("textual", "visual")}
         text_section = bundle.manifest["text"]
         if verify:
-            bundle.verify([self._paths["textual"].name, text_section["tokenizer"]["vocab_file"]])
+            bundle.verify([*bundle.tower_files("textual", precision), *tokenizer_files(text_section)])
         t0 = time.perf_counter()
-        self.tokenizer = ClipTokenizer.from_manifest(bundle.path, text_section)
+        self.tokenizer = load_tokenizer(bundle.path, text_section)
         self.preprocessor = ImagePreprocessor(bundle.manifest["image"], max_pixels=max_pixels)
         self._preprocessors: dict[ImageOptions, ImagePreprocessor] = {
             self.preprocessor.options: self.preprocessor
@@ -135,7 +135,7 @@ class Embedder:
                 if self._visual is None:
                     t0 = time.perf_counter()
                     if self.verify:
-                        self.bundle.verify([self._paths["visual"].name])
+                        self.bundle.verify(self.bundle.tower_files("visual", self.precision))
                     self._visual = self._load("visual")
                     self.timings["visual_load_s"] = time.perf_counter() - t0
                     self.visual_ready.set()
@@ -149,23 +149,30 @@ class Embedder:
             log.warning("background load of the visual tower failed: %s: %s", type(e).__name__, e)
 
     # -- text -----------------------------------------------------------------------------------------------
-    def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
-        return self.tokenizer(texts)
+    @property
+    def languages(self) -> list[str]:
+        """Language codes the tokenizer accepts (NLLB bundles); empty when it has no language option."""
+        return list(getattr(self.tokenizer, "languages", []))
 
-    def tokenize_with_info(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        return self.tokenizer.tokenize_with_info(list(texts))
+    def tokenize(self, texts: str | Sequence[str], language: str | None = None) -> np.ndarray:
+        return tokenize_with_info(self.tokenizer, [texts] if isinstance(texts, str) else texts, language)[0]
+
+    def tokenize_with_info(
+        self, texts: Sequence[str], language: str | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
+        return tokenize_with_info(self.tokenizer, list(texts), language)
 
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
         return self._text(np.asarray(ids, dtype=np.int64))
 
-    def embed_texts(self, texts: str | Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: str | Sequence[str], language: str | None = None) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
         if not all(isinstance(t, str) for t in texts):
             raise InvalidTextError("every text must be a string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return self.embed_tokens(self.tokenize(list(texts)))
+        return self.embed_tokens(self.tokenize(list(texts), language))
 
     # -- images ---------------------------------------------------------------------------------------------
     def preprocessor_for(self, options: ImageOptions | None = None) -> ImagePreprocessor:
@@ -219,8 +226,8 @@ def fetch_bundle(uri: str, cache_dir: str | os.PathLike[str] | None, precision: 
     raw = store.read_bytes(MANIFEST)
     bundle = Bundle(path=local, manifest=parse_manifest(raw, store.uri_for(MANIFEST)))
     (local / MANIFEST).write_bytes(raw)
-    names = [bundle.onnx_path(t, precision).name for t in ("textual", "visual")]
-    names.append(bundle.manifest["text"]["tokenizer"]["vocab_file"])
+    names = [n for t in ("textual", "visual") for n in bundle.tower_files(t, precision)]
+    names.extend(tokenizer_files(bundle.manifest["text"]))
     missing = [n for n in names if n not in bundle.manifest["files"]]
     if missing:
         raise ArtifactError(

@@ -39,7 +39,7 @@ async def parse_embeddings(
 def run_embeddings(req: EmbeddingsRequest, emb: Embedder, service: Service) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if req.texts:
-        ids, truncated = emb.tokenize_with_info(req.texts)
+        ids, truncated = emb.tokenize_with_info(req.texts, req.language)
         out["text_embeddings"] = emb.embed_tokens(ids).tolist()
         out["text_truncated"] = [bool(t or c) for t, c in zip(truncated, req.precut, strict=True)]
     if req.images:

@@ -94,7 +94,7 @@ def run_search(
     exclude: int | None = None
     if req.type == "text":
         assert req.text is not None
-        ids, truncated = emb.tokenize_with_info([req.text])
+        ids, truncated = emb.tokenize_with_info([req.text], req.language)
         vec = emb.embed_tokens(ids)[0]
         query.update(text=req.text, truncated=bool(truncated[0] or req.text_precut))
     elif req.type == "image":

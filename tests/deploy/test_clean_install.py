@@ -117,6 +117,26 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
         timeout=1500,
         cwd=base,
     )
+    if result.returncode == 0:
+        result = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--no-deps",
+                "-c",
+                str(ROOT / "constraints.txt"),
+                "-r",
+                str(ROOT / "requirements" / "handler-nodeps.txt"),
+            ],
+            env=_pip_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=base,
+        )
     seconds = time.monotonic() - t0
     if result.returncode != 0:
         pytest.fail(

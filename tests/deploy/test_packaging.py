@@ -38,7 +38,7 @@ def _requirements(name: str) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "files"),
     [
-        (None, ["handler.txt"]),
+        (None, ["handler.txt", "handler-nodeps.txt"]),
         ("index-builder", ["index_builder.txt"]),
         ("export", ["export.txt", "torch.txt"]),
         ("dev", ["dev.txt", "torch.txt"]),

@@ -154,6 +154,16 @@ def test_embeddings_match_runtime(demo_client: Any, demo_embedder: Any) -> None:
     np.testing.assert_allclose(img.json()["image_embeddings"][0], body["image_embeddings"][0], atol=1e-6)
 
 
+def test_language_refused_by_a_model_without_languages(demo_client: Any) -> None:
+    """Only NLLB tokenizers take `language` (issue 16); the CLIP BPE demo model answers 400 invalid_text."""
+    for r in (
+        demo_client.post("/embeddings", json={"text": "a", "language": "fra_Latn"}),
+        demo_client.post("/search", json={"text": "a", "language": "fra_Latn"}),
+        demo_client.post("/search", data={"text": "a", "language": "fra_Latn"}),
+    ):
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text", r.text
+
+
 def test_embeddings_only_deployment(demo_bundle: Path) -> None:
     client = make_client(make_settings(demo_bundle))
     health = client.get("/health")

@@ -213,3 +213,23 @@ def test_pixel_budget_sums_headers() -> None:
         "offset": 0,
         "text_length": 3,
     }
+
+
+def test_language_option_in_every_model() -> None:
+    """NLLB's source-language code (issue 16) is a field of SearchJSON, SearchForm (and its form reader) and
+    EmbeddingsJSON; its value is checked against the tokenizer later (unknown code: 400 invalid_text)."""
+    assert validate(SearchJSON, {"text": "a", "language": "fra_Latn"}).query(10).language == "fra_Latn"
+    assert validate(SearchJSON, {"text": "a", "language": ""}).query(10).language is None
+    assert validate(SearchJSON, {"text": "a"}).query(10).language is None
+    assert validate(EmbeddingsJSON, {"text": "a", "language": "fra_Latn"}).request(10).language == "fra_Latn"
+    fields = asyncio.run(inputs.read_form(FormData([("text", "a"), ("language", "deu_Latn")]), 10))
+    assert validate(SearchForm, fields).query(10).language == "deu_Latn"
+    for model, data in (
+        (SearchJSON, {"text": "a", "language": 5}),
+        (SearchJSON, {"text": "a", "language": "x" * 33}),
+        (EmbeddingsJSON, {"text": "a", "language": ["fra_Latn"]}),
+    ):
+        with pytest.raises(InvalidRequestError, match="'language'"):
+            validate(model, data)
+    for model in (SearchJSON, SearchForm, EmbeddingsJSON):
+        assert "language" in model.model_json_schema()["properties"]
