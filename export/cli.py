@@ -37,22 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenCLIP model config JSON for a custom architecture (the model name becomes the file's stem)",
     )
     p.add_argument(
-        "--model",
-        default=os.environ.get("MODEL_NAME") or "ViT-B-32",
-        help="OpenCLIP model name (env MODEL_NAME; default ViT-B-32)",
-    )
-    p.add_argument(
-        "--pretrained",
-        default=os.environ.get("MODEL_PRETRAINED") or "laion2b_s34b_b79k",
-        help="pretrained tag, a local checkpoint path, or 'none' for random init "
-        "(env MODEL_PRETRAINED; default laion2b_s34b_b79k)",
-    )
-    p.add_argument(
-        "--model-config",
-        type=Path,
-        help="OpenCLIP model config JSON for a custom architecture (the model name becomes the file's stem)",
-    )
-    p.add_argument(
         "--tokenizer",
         type=Path,
         metavar="DIR",
