@@ -291,3 +291,31 @@ def normalized_vectors(
         x = rng.standard_normal((n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> Iterator[None]:
+    """Each test starts from the logging set-up the previous one found: CLIs and the Lambda entry configure
+    loggers process-wide (handlers, levels, propagation, the JSON event level), which must not leak into the
+    next test's captured output."""
+    import logging
+
+    from handler.core import logs
+
+    manager = logging.Logger.manager
+    saved = {
+        name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+        for name, lg in manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    module_state = (logs._level, logs._stream, manager.disable)
+    yield
+    for name, lg in list(manager.loggerDict.items()):
+        if not isinstance(lg, logging.Logger):
+            continue
+        handlers, level, propagate, disabled = saved.get(name, ([], logging.NOTSET, True, False))
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+    logs._level, logs._stream, disable = module_state
+    logging.disable(disable)

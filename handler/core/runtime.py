@@ -77,7 +77,9 @@ class Embedder:
         if not lazy_visual:
             self._visual_encoder()
         elif background_visual:
-            threading.Thread(target=self._preload_visual, name="visual-session", daemon=True).start()
+            # not a daemon: a process that exits while onnxruntime builds the session would abort
+            # ("terminate called without an active exception"); exit waits for it instead
+            threading.Thread(target=self._preload_visual, name="visual-session").start()
 
     # -- metadata -------------------------------------------------------------------------------------------
     @property
