@@ -293,29 +293,48 @@ def normalized_vectors(
     return x.astype(np.float32)
 
 
+def _logging_state() -> dict[str, tuple[list[Any], int, bool, bool]]:
+    import logging
+
+    return {
+        name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+
+
+def _baseline() -> tuple[dict[str, tuple[list[Any], int, bool, bool]], tuple[Any, ...]]:
+    import logging
+
+    from handler.core import logs  # creates the JSON event logger and its handler first
+
+    root = logging.getLogger()
+    return _logging_state(), (logs._level, logs._stream, root.handlers[:], root.level)
+
+
+#: The logging set-up before any test ran: restored after each test, so CLIs run in-process (the exporter's
+#: basicConfig, the builder's stderr route) and the Lambda entry's levels, also from session fixtures, never
+#: leak into another test's captured output.
+_LOGGING_BASELINE = _baseline()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_logging() -> Iterator[None]:
-    """Each test starts from the logging set-up the previous one found: CLIs and the Lambda entry configure
-    loggers process-wide (handlers, levels, propagation, the JSON event level), which must not leak into the
-    next test's captured output."""
     import logging
 
     from handler.core import logs
 
-    manager = logging.Logger.manager
-    saved = {
-        name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled)
-        for name, lg in manager.loggerDict.items()
-        if isinstance(lg, logging.Logger)
-    }
-    module_state = (logs._level, logs._stream, manager.disable)
     yield
-    for name, lg in list(manager.loggerDict.items()):
+    saved, (level, stream, root_handlers, root_level) = _LOGGING_BASELINE
+    for name, lg in list(logging.Logger.manager.loggerDict.items()):
         if not isinstance(lg, logging.Logger):
             continue
-        handlers, level, propagate, disabled = saved.get(name, ([], logging.NOTSET, True, False))
+        handlers, lg_level, propagate, disabled = saved.get(name, ([], logging.NOTSET, True, False))
         lg.handlers[:] = handlers
-        lg.setLevel(level)
+        lg.setLevel(lg_level)
         lg.propagate, lg.disabled = propagate, disabled
-    logs._level, logs._stream, disable = module_state
-    logging.disable(disable)
+    root = logging.getLogger()
+    root.handlers[:] = root_handlers
+    root.setLevel(root_level)
+    logging.disable(logging.NOTSET)
+    logs._level, logs._stream = level, stream
