@@ -13,7 +13,7 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= events/search-text.json
 
-.PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-quick bench-encode bench-build clean \
+.PHONY: help setup test test-fast lint demo demo-bundle serve invoke bench bench-report bench-quick bench-encode bench-build clean \
 	sam-venv sam-validate footprint browser-deps models-table
 
 help:
@@ -26,7 +26,8 @@ help:
 	@echo "make test          set up the virtualenv (if missing) and run the whole test suite (what CI runs)"
 	@echo "make test-fast     the edit loop: the suite without the slow tier (no SAM venv, browser, apt, clean installs)"
 	@echo "make lint          ruff check, ruff format --check, mypy (strict on handler/core)"
-	@echo "make bench         run all benchmarks and write BENCHMARKS.md"
+	@echo "make bench         run all benchmarks: numbers to bench/results.json, BENCHMARKS.md rendered from it"
+	@echo "make bench-report  render BENCHMARKS.md again from bench/results.json (no measuring)"
 	@echo "make bench-quick   the CI smoke run of the benchmarks ($(ARTIFACTS)/bench-quick/BENCHMARKS.md)"
 	@echo "make bench-encode  only the encoder benchmarks"
 	@echo "make bench-build   only the index rebuild benchmarks"
@@ -99,6 +100,9 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+bench-report: $(STAMP)
+	$(PY) -m bench.report
 
 bench-quick: $(STAMP)
 	$(PY) -m bench --quick --out $(ARTIFACTS)/bench-quick/BENCHMARKS.md

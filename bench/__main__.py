@@ -32,7 +32,7 @@ from bench.common import (
     wait_until_quiet,
 )
 from bench.common import machine_info as get_machine_info
-from bench.report import ORDER, error_section, merge, read_previous, render
+from bench.report import ORDER, data_path_for, error_section, merge, read_previous, render_data, write_data
 
 MEASURES = {
     "encode": "Encode latency (text, image) — torch vs ONNX fp32/fp16/int8, and tuning",
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", type=Path, default=REPO / "BENCHMARKS.md", help="report file (default BENCHMARKS.md)"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="data file the report is rendered from (default bench/results.json for BENCHMARKS.md, "
+        "else <out>.json)",
     )
     p.add_argument(
         "--plots",
@@ -180,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section)
     run["seconds"] = time.perf_counter() - t0
     run["load_end"] = load_average()
-    merged, runs = merge(read_previous(out), sections, run)
+    data_path = (args.data or data_path_for(out)).resolve()
+    merged, runs = merge(read_previous(data_path, legacy_report=out), sections, run)
+    data = write_data(data_path, merged, run, runs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(merged, run, runs, out, plots), encoding="utf-8")
+    out.write_text(render_data(data, out, plots), encoding="utf-8")
     print(
-        f"bench: wrote {out} in {run['seconds'] / 60:.1f} min"
+        f"bench: wrote {out} (data: {data_path}) in {run['seconds'] / 60:.1f} min"
         + (f"; FAILED: {', '.join(failed)}" if failed else ""),
         flush=True,
     )

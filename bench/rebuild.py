@@ -27,8 +27,11 @@ from bench.common import (
     table,
 )
 
-GOAL_VS_A = 3.0
-GOAL_VS_ENCODE = 0.85
+# Issue 13's restated goals: fp32 cannot be 3x torch eager on a CPU where torch already runs near the
+# fp32 matmul limit (see the encode section), so the rebuild is held to what it controls: end to end close
+# to pure encode for both precisions, and int8 (the builder's default when the service runs int8) 4x torch.
+GOAL_VS_ENCODE = 0.90
+GOAL_INT8_VS_A = 4.0
 # public AWS prices (us-east-1, x86): Lambda per GB-s and per request, Step Functions Standard per transition
 LAMBDA_GB_S = 0.0000166667
 LAMBDA_REQUEST = 0.20 / 1e6
@@ -209,40 +212,54 @@ def run(ctx: Context) -> Section:
         "t_decode): pure encode already uses every core, so decoding on the same cores caps end to "
         "end there.",
     )
-    main = next(iter(results.values()))["rates"]
-    int8 = results[configs[1][0]]["rates"]
-    vs_a = main["end_to_end_total"] / main["torch_sqlite_loop"] if "torch_sqlite_loop" in main else None
-    vs_enc = main["end_to_end_total"] / main["pure_encode"]
-    model = next(iter(results))
-    if vs_a is not None:
-        sec.goals.append(
-            Goal(
-                f"Rebuild vs baseline A ({model})",
-                f"≥ {GOAL_VS_A:g}x",
-                f"{vs_a:.2f}x ({main['end_to_end_total']:.1f} vs {main['torch_sqlite_loop']:.1f} "
-                f"images/s); int8: {int8['end_to_end_total'] / main['torch_sqlite_loop']:.2f}x",
-                vs_a >= GOAL_VS_A,
-                "" if vs_a >= GOAL_VS_A else _why_vs_a(ctx, main, int8),
-            )
-        )
-    sec.goals.append(
-        Goal(
-            f"Rebuild vs pure encode ({model})",
-            f"≥ {GOAL_VS_ENCODE:.0%}",
-            f"{vs_enc:.0%} (embedding phase {main['end_to_end_pipeline'] / main['pure_encode']:.0%})",
-            vs_enc >= GOAL_VS_ENCODE,
-            ""
-            if vs_enc >= GOAL_VS_ENCODE
-            else f"short by {GOAL_VS_ENCODE / vs_enc:.2f}x: on {first['cpus']} shared cores decode + "
-            f"preprocess ({1e3 / main['decode_preprocess_1_thread']:.1f} ms CPU/image) and encode "
-            f"({1e3 / main['pure_encode']:.1f} ms/image at full width) add up; the bound is "
-            f"~{_bound(main):.0%} of pure encode",
-        )
-    )
+    sec.goals.extend(rebuild_goals(results))
     sec.plots.append(_plot(ctx, results))
     sec.data["results"] = results
     _scaling_section(ctx, sec, big)
     return sec
+
+
+def rebuild_goals(results: dict[str, Any]) -> list[Goal]:
+    """The goals, from the measured rates alone: end to end vs pure encode (fp32 and int8), int8 vs A."""
+    goals = []
+    labels = list(results)
+    cpus = results[labels[0]]["cpus"]
+    for label in labels[:2]:  # the ViT-B-32 fp32 and int8 rows
+        r = results[label]["rates"]
+        vs_enc = r["end_to_end_total"] / r["pure_encode"]
+        ok = vs_enc >= GOAL_VS_ENCODE
+        goals.append(
+            Goal(
+                f"Rebuild end to end vs pure encode ({label})",
+                f"≥ {GOAL_VS_ENCODE:.0%}",
+                f"{vs_enc:.0%} (embedding phase {r['end_to_end_pipeline'] / r['pure_encode']:.0%})",
+                ok,
+                ""
+                if ok
+                else f"short by {GOAL_VS_ENCODE / vs_enc:.2f}x: on {cpus} shared cores decode + preprocess "
+                f"({1e3 / r['decode_preprocess_1_thread']:.1f} ms CPU/image) and encode "
+                f"({1e3 / r['pure_encode']:.1f} ms/image at full width) add up; the bound is "
+                f"~{_bound(r):.0%} of pure encode",
+            )
+        )
+    int8 = results[labels[1]]["rates"] if len(labels) > 1 else {}
+    if "torch_sqlite_loop" in int8:
+        vs_a = int8["end_to_end_total"] / int8["torch_sqlite_loop"]
+        fp32 = results[labels[0]]["rates"]
+        goals.append(
+            Goal(
+                f"Rebuild int8 vs baseline A's torch loop ({labels[1]})",
+                f"≥ {GOAL_INT8_VS_A:g}x",
+                f"{vs_a:.2f}x ({int8['end_to_end_total']:.1f} vs {int8['torch_sqlite_loop']:.1f} images/s); "
+                f"fp32: {fp32['end_to_end_total'] / fp32['torch_sqlite_loop']:.2f}x",
+                vs_a >= GOAL_INT8_VS_A,
+                ""
+                if vs_a >= GOAL_INT8_VS_A
+                else f"short by {GOAL_INT8_VS_A / vs_a:.2f}x: int8 pure encode runs at "
+                f"{int8['pure_encode']:.1f} images/s",
+            )
+        )
+    return goals
 
 
 def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
@@ -326,25 +343,6 @@ def _scaling_section(ctx: Context, sec: Section, bundle: Any) -> None:
     )
     sec.data["parallel_scaling"] = scaling
     sec.data["lambda_projection"] = proj
-
-
-def _why_vs_a(ctx: Context, main: dict[str, float], int8: dict[str, float]) -> str:
-    """Data-driven reason: 3x baseline A would need a per-image time below the fp32 matmul limit."""
-    from bench.encode import IMAGE_GFLOP_VITB32, Sgemm
-
-    sg = Sgemm(ctx.threads, 512 if ctx.quick else 2048)
-    sg.sample(5 if ctx.quick else 10)
-    rate = sg.result()["ort_gflops"]
-    need_ms = 1e3 / (GOAL_VS_A * main["torch_sqlite_loop"])
-    limit_ms = 1e3 * IMAGE_GFLOP_VITB32 / rate
-    return (
-        f"short by {GOAL_VS_A / (main['end_to_end_total'] / main['torch_sqlite_loop']):.2f}x: baseline A "
-        f"already takes only {1e3 / main['torch_sqlite_loop']:.0f} ms/image (torch eager is efficient on "
-        f"this CPU); 3x would need {need_ms:.0f} ms/image, below the fp32 limit of {limit_ms:.0f} ms/image "
-        f"(ViT-B-32's {IMAGE_GFLOP_VITB32} GFLOP at the {rate:.0f} GFLOP/s sgemm rate measured here); fp32 "
-        f"pure encode is at {1e3 / main['pure_encode']:.0f} ms. int8 reaches "
-        f"{int8['end_to_end_total'] / main['torch_sqlite_loop']:.1f}x"
-    )
 
 
 def _bound(r: dict[str, float]) -> float:

@@ -1,21 +1,28 @@
-"""BENCHMARKS.md: run header, goal summary, one section per measure, and an embedded data block.
+"""BENCHMARKS.md is rendered from a data file (``bench/results.json`` for the default report).
 
-The data block (an HTML comment at the end of the file) holds every section's rendered content and raw
-numbers, so ``python -m bench --only encode`` can replace the encode section and keep the others (each
-kept section says which run it comes from).
+The data file holds the latest run's header, every run a kept section comes from, and every section's
+rendered content and raw numbers, so ``python -m bench --only encode`` can replace the encode section and
+keep the others (each kept section says which run it comes from). ``python -m bench.report`` renders the
+report again from the data file alone; a test checks that the committed report is exactly that rendering.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import Goal, Section, fmt, table
+from bench.common import PLOTS_DIR, REPO, Goal, Section, fmt, table
 
-DATA_BEGIN = "<!-- bench-data"
-DATA_END = "bench-data -->"
+DATA_FORMAT = 1
+DEFAULT_OUT = REPO / "BENCHMARKS.md"
+DEFAULT_DATA = REPO / "bench" / "results.json"
+# Reports written before the data file existed carried their data in an HTML comment; still read it once.
+_LEGACY_BEGIN = "<!-- bench-data"
+_LEGACY_END = "bench-data -->"
 ORDER = ["encode", "coldstart", "search", "build", "footprint", "accuracy"]
 SHORT = {
     "encode": "Encode",
@@ -27,20 +34,59 @@ SHORT = {
 }
 
 
-def read_previous(out: Path) -> dict[str, Any]:
-    """The data block of an existing report ({} when there is none or it is unreadable)."""
+def data_path_for(out: Path) -> Path:
+    """Where the data of report ``out`` lives: bench/results.json for BENCHMARKS.md, else beside it."""
+    return DEFAULT_DATA if out.resolve() == DEFAULT_OUT.resolve() else out.with_suffix(".json")
+
+
+def read_previous(data: Path, legacy_report: Path | None = None) -> dict[str, Any]:
+    """The data file ({} when there is none or it is unreadable); without one, the data block of a report
+    written before the data file existed (``legacy_report``)."""
     try:
-        text = out.read_text(encoding="utf-8")
+        loaded = json.loads(data.read_text(encoding="utf-8"))
+        return loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    if legacy_report is None:
+        return {}
+    try:
+        text = legacy_report.read_text(encoding="utf-8")
     except OSError:
         return {}
-    start = text.rfind(DATA_BEGIN)
-    end = text.rfind(DATA_END)
+    start, end = text.rfind(_LEGACY_BEGIN), text.rfind(_LEGACY_END)
     if start < 0 or end < start:
         return {}
     try:
-        return json.loads(text[start + len(DATA_BEGIN) : end])
-    except json.JSONDecodeError:
+        legacy = json.loads(text[start + len(_LEGACY_BEGIN) : end])
+        return legacy if isinstance(legacy, dict) else {}
+    except ValueError:
         return {}
+
+
+def write_data(path: Path, sections: list[Section], run: dict[str, Any], runs: dict[str, Any]) -> dict:
+    """Write the data file (the only input of :func:`render_data`) and return what was written."""
+    data = {
+        "format": DATA_FORMAT,
+        "run": run,
+        "runs": runs,
+        "sections": {s.key: s.to_json() for s in _ordered(sections)},
+    }
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return json.loads(text)
+
+
+def render_data(data: dict[str, Any], out: Path, plots_dir: Path) -> str:
+    """The report for a data file's content."""
+    if data.get("format") != DATA_FORMAT or "run" not in data:
+        raise ValueError(f"not a bench data file of format {DATA_FORMAT} (run `python -m bench` to make one)")
+    sections = [Section.from_json(d) for d in data.get("sections", {}).values()]
+    return render(sections, data["run"], data.get("runs", {}), out, plots_dir)
+
+
+def _ordered(sections: list[Section]) -> list[Section]:
+    return sorted(sections, key=lambda s: ORDER.index(s.key) if s.key in ORDER else 99)
 
 
 def _summary_rows(sections: list[Section]) -> list[list[Any]]:
@@ -104,7 +150,7 @@ def render(
         ),
         "",
     ]
-    ordered = sorted(sections, key=lambda s: ORDER.index(s.key) if s.key in ORDER else 99)
+    ordered = _ordered(sections)
     rows = _summary_rows(ordered)
     if rows:
         lines += [
@@ -140,16 +186,7 @@ def render(
         for p in s.plots:
             rel = os.path.relpath(plots_dir / p, out.parent)
             lines += [f"![{p}]({rel})", ""]
-    store = {
-        "runs": runs,
-        "sections": {s.key: s.to_json() for s in ordered},
-    }
-    lines += [
-        DATA_BEGIN,
-        json.dumps(store, separators=(",", ":"), default=str).replace("--", "\\u002d\\u002d"),
-        DATA_END,
-        "",
-    ]
+    lines += [f"<!-- rendered from {os.path.relpath(data_path_for(out), out.parent)} -->", ""]
     return "\n".join(lines)
 
 
@@ -179,3 +216,31 @@ def error_section(key: str, title: str, message: str) -> Section:
     s.add("**This measure failed in this run:**", "```\n" + message.strip()[-4000:] + "\n```")
     s.goals.append(Goal("(measure failed)", "–", "–", None, "see the section"))
     return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [--out BENCHMARKS.md] [--data bench/results.json]``: render again."""
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--data", type=Path, help="data file (default: the one --out is rendered from)")
+    p.add_argument("--plots", type=Path, help="plot directory (default bench/plots for BENCHMARKS.md)")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    data_path = args.data or data_path_for(out)
+    data = read_previous(data_path)
+    if not data:
+        print(f"bench.report: {data_path}: no data file (run `python -m bench` first)", file=sys.stderr)
+        return 2
+    plots = args.plots or (PLOTS_DIR if out == DEFAULT_OUT.resolve() else out.parent / "plots")
+    try:
+        text = render_data(data, out, plots.resolve())
+    except (ValueError, TypeError, KeyError) as e:
+        print(f"bench.report: {data_path}: {e}", file=sys.stderr)
+        return 2
+    out.write_text(text, encoding="utf-8")
+    print(f"bench.report: wrote {out} from {data_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -105,7 +105,9 @@ class ServiceState:
         """Begin loading the model bundle in a thread, so the caller can import the web stack meanwhile;
         :meth:`load` waits for it. Never raises; returns self."""
         if self.settings is not None and self._model_thread is None:
-            self._model_thread = threading.Thread(target=self._load_model, name="model-load", daemon=True)
+            # not a daemon: interpreter exit waits for it (a session still being built while the
+            # interpreter tears down aborts the process), then runtime's atexit hook releases the sessions
+            self._model_thread = threading.Thread(target=self._load_model, name="model-load")
             self._model_thread.start()
         return self
 

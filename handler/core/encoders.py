@@ -52,13 +52,19 @@ class Encoder:
     def __init__(
         self, session: ort.InferenceSession, tower: str, batch_size: int, trim_pad_id: int | None = None
     ):
-        self.session = session
+        self.session: ort.InferenceSession | None = session
         self.input_name = IO[tower]["input"]["name"]
         self.output_name = IO[tower]["output"]["name"]
         self.batch_size = batch_size
         self.trim_pad_id = trim_pad_id
 
+    def close(self) -> None:
+        """Release the session (its memory and threads); later calls raise RuntimeError."""
+        self.session = None
+
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError("encoder closed")
         if self.trim_pad_id is not None:
             x = trim_padding(x, self.trim_pad_id)
         out: np.ndarray = self.session.run([self.output_name], {self.input_name: x})[0]

@@ -6,10 +6,12 @@ Torch-free: onnxruntime + numpy + PIL.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Embedder", "fetch_bundle", "load_bundle"]
 DEFAULT_BATCH_SIZE = 32
+_LIVE: weakref.WeakSet[Embedder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Release every session before interpreter teardown: an onnxruntime session destroyed during
+    finalization, after onnxruntime's environment, aborts the process ("terminate called without an
+    active exception"). atexit runs after non-daemon threads (the background visual load) are joined."""
+    for embedder in list(_LIVE):
+        embedder.close()
 
 
 class Embedder:
@@ -80,6 +92,7 @@ class Embedder:
             # not a daemon: a process that exits while onnxruntime builds the session would abort
             # ("terminate called without an active exception"); exit waits for it instead
             threading.Thread(target=self._preload_visual, name="visual-session").start()
+        _LIVE.add(self)
 
     # -- metadata -------------------------------------------------------------------------------------------
     @property
@@ -142,6 +155,14 @@ class Embedder:
                     self.timings["visual_load_s"] = time.perf_counter() - t0
                     self.visual_ready.set()
         return self._visual
+
+    def close(self) -> None:
+        """Release both sessions (waits for a background visual load in progress). Idempotent; embedding
+        afterwards raises RuntimeError."""
+        with self._visual_lock:
+            if self._visual is not None:
+                self._visual.close()
+        self._text.close()
 
     def _preload_visual(self) -> None:
         try:

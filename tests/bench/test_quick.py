@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import MEASURES
-from bench.report import read_previous
+from bench.report import DEFAULT_DATA, DEFAULT_OUT, read_previous, render_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,9 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
     for title in MEASURES.values():
         assert f"## {title}" in text, f"section {title!r} missing"
     assert "measure failed" not in text
-    data = read_previous(out)
+    data = read_previous(out.with_suffix(".json"))
     assert set(data["sections"]) == set(MEASURES)
+    assert "bench-data" not in text  # the numbers live in the data file, not in the report
     plots = tmp_path / "plots"
     for name in ("encode_latency.png", "search_latency_recall.png", "coldstart.png"):
         assert (plots / name).stat().st_size > 1000, name
@@ -42,7 +43,7 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
 def test_only_keeps_other_sections(tmp_path: Path) -> None:
     """--only replaces its own section and keeps the others (here: a fake earlier full-run section)."""
     from bench.common import Goal, Section
-    from bench.report import merge, render
+    from bench.report import merge, write_data
 
     old = Section(
         "footprint",
@@ -62,13 +63,37 @@ def test_only_keeps_other_sections(tmp_path: Path) -> None:
         "load_start": (0, 0, 0),
         "load_end": (0, 0, 0),
     }
-    out = tmp_path / "B.md"
+    out, data_path = tmp_path / "B.md", tmp_path / "B.json"
     sections, runs = merge({}, [old], run_old)
-    out.write_text(render(sections, run_old, runs, out, tmp_path))
+    write_data(data_path, sections, run_old, runs)
     new = Section("encode", MEASURES["encode"], body=["new encode"])
     run_new = dict(run_old, id="new", started="today", command="python -m bench --only encode")
-    sections, runs = merge(read_previous(out), [new], run_new)
-    text = render(sections, run_new, runs, out, tmp_path)
+    sections, runs = merge(read_previous(data_path), [new], run_new)
+    text = render_data(write_data(data_path, sections, run_new, runs), out, tmp_path)
     assert "old footprint" in text and "new encode" in text
     assert "Kept from an earlier run (yesterday" in text
     assert text.index("## " + MEASURES["encode"]) < text.index("## " + MEASURES["footprint"])
+
+
+def test_committed_report_is_rendered_from_the_data_file() -> None:
+    """BENCHMARKS.md is exactly what `python -m bench.report` renders from bench/results.json."""
+    from bench.common import PLOTS_DIR
+
+    data = read_previous(DEFAULT_DATA)
+    assert data, f"{DEFAULT_DATA} missing or unreadable"
+    expected = render_data(data, DEFAULT_OUT, PLOTS_DIR)
+    assert DEFAULT_OUT.read_text(encoding="utf-8") == expected, (
+        "BENCHMARKS.md differs from its data file: run `python -m bench.report` (or `make bench`)"
+    )
+
+
+def test_legacy_report_data_block_is_read(tmp_path: Path) -> None:
+    """A report written before the data file existed still seeds the next --only run."""
+    import json
+
+    run = {"started": "then", "command": "python -m bench", "quick": False}
+    legacy = {"runs": {"r": run}, "sections": {}}
+    out = tmp_path / "B.md"
+    out.write_text("# Benchmarks\n<!-- bench-data" + json.dumps(legacy) + "bench-data -->\n")
+    assert read_previous(tmp_path / "missing.json", legacy_report=out) == legacy
+    assert read_previous(tmp_path / "missing.json") == {}

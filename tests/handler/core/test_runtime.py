@@ -19,7 +19,8 @@ import demo
 from handler.core.errors import ArtifactError, ConfigError, ImageTooLargeError, InvalidImageError
 from handler.core.runtime import load_bundle
 
-HANDLER = Path(__file__).resolve().parents[3] / "handler"
+ROOT = Path(__file__).resolve().parents[3]
+HANDLER = ROOT / "handler"
 TEXTS = ["a red circle", "", "a photo of a 猫 🐈 &amp; friends", "over-long " * 80, "  Mixed\tCASE  "]
 
 
@@ -328,3 +329,30 @@ def test_s3_download_is_verified_even_with_verify_false(tiny_bundle, s3_server, 
         client.put_object(Bucket=bucket, Key=f"m/{f.name}", Body=data)
     with pytest.raises(ArtifactError, match=r"textual\.onnx.*sha256"):
         load_bundle(f"s3://{bucket}/m", verify=False, cache_dir=tmp_path / "cache")
+
+
+def test_close_releases_sessions(tiny_bundle):
+    emb = load_bundle(tiny_bundle, lazy_visual=False)
+    assert emb.embed_texts(["a"]).shape[0] == 1
+    emb.close()
+    emb.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        emb.embed_texts(["a"])
+
+
+def test_process_exit_with_live_sessions_is_clean(demo_bundle):
+    """A process that exits while the background visual session is still being built, or with live
+    sessions, exits 0: the visual thread is joined and an atexit hook releases the sessions before
+    onnxruntime's environment is torn down (destroying them later aborted the process)."""
+    code = (
+        "import sys\n"
+        "from handler.core.runtime import load_bundle\n"
+        f"e = load_bundle({str(demo_bundle)!r}, background_visual=True)\n"
+        "print(e.embed_texts(['a red circle']).shape, flush=True)\n"
+    )
+    for _ in range(3):
+        res = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "terminate called" not in res.stderr
