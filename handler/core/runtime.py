@@ -35,6 +35,16 @@ DEFAULT_BATCH_SIZE = 32
 _LIVE: weakref.WeakSet[Embedder] = weakref.WeakSet()
 
 
+def _lower_thread_priority(step: int = 10) -> None:
+    """Raise this thread's nice value (Linux: per thread; onnxruntime's pool threads created from it
+    inherit it). Background work then yields the cores to the request path on small machines."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
+
+
 @atexit.register
 def _close_all() -> None:
     """Release every session before interpreter teardown: an onnxruntime session destroyed during
@@ -165,6 +175,7 @@ class Embedder:
         self._text.close()
 
     def _preload_visual(self) -> None:
+        _lower_thread_priority()  # the text path (imports, first text query) gets the cores first
         try:
             self._visual_encoder()
         except Exception as e:  # reported by the first image query, which tries again

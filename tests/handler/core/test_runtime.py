@@ -356,3 +356,25 @@ def test_process_exit_with_live_sessions_is_clean(demo_bundle):
         )
         assert res.returncode == 0, res.stderr[-2000:]
         assert "terminate called" not in res.stderr
+
+
+def test_background_work_runs_at_lower_priority():
+    """The background visual load raises its thread's nice value, so it yields the cores to the text path."""
+    import os
+    import threading
+
+    from handler.core.runtime import _lower_thread_priority
+
+    seen: dict[str, int] = {}
+
+    def work() -> None:
+        tid = threading.get_native_id()
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, tid)
+        _lower_thread_priority()
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, tid)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["after"] == min(19, seen["before"] + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen["before"]  # only that thread
