@@ -7,6 +7,7 @@ writes them) in its layout, ``img_emb/img_emb_<N>.npy`` + ``metadata/metadata_<N
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def write_clip_retrieval(
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, n, files + 1).astype(int)
     digits = len(str(files))
-    for part, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for part, (a, b) in enumerate(itertools.pairwise(bounds)):
         tag = str(part).zfill(digits)
         np.save(root / "img_emb" / f"img_emb_{tag}.npy", vectors[a:b].astype(dtype))
         idx = np.arange(a, b).astype(str)
@@ -67,5 +68,7 @@ def write_npy_jsonl(root: Path, n: int, dim: int = 512, *, seed: int = 0) -> tup
     vectors = clustered_vectors(n, dim, seed=seed)
     np.save(root / "vectors.npy", vectors)
     with open(root / "ids.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"id": f"img{i}", "caption": f"synthetic image {i}"}) + "\n" for i in range(n))
+        f.writelines(
+            json.dumps({"id": f"img{i}", "caption": f"synthetic image {i}"}) + "\n" for i in range(n)
+        )
     return root / "vectors.npy", root / "ids.jsonl", vectors

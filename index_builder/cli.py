@@ -364,7 +364,12 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
     try:
         from index_builder.precomputed import run_cli as _cmd_import
 
-        commands = {"build": _cmd_build, "import-embeddings": _cmd_import, "info": _cmd_info, "verify": _cmd_verify}
+        commands = {
+            "build": _cmd_build,
+            "import-embeddings": _cmd_import,
+            "info": _cmd_info,
+            "verify": _cmd_verify,
+        }
         return commands[args.command](args)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)

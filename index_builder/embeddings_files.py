@@ -183,9 +183,11 @@ def read_collection(
     with tempfile.TemporaryDirectory(prefix="import-embeddings-") as tmp:
         files = _Files(Path(tmp))
         paths = [files.path(p.store, p.vectors) for p in parts]
-        arrays = [_open_vectors(path, p.store.uri_for(p.vectors)) for p, path in zip(parts, paths, strict=True)]
+        arrays = [
+            _open_vectors(path, p.store.uri_for(p.vectors)) for p, path in zip(parts, paths, strict=True)
+        ]
         first = parts[0].store.uri_for(parts[0].vectors)
-        dim = arrays[0].shape[1]
+        dim, dtype = arrays[0].shape[1], str(arrays[0].dtype)
         for p, arr in zip(parts, arrays, strict=True):
             if arr.shape[1] != dim:
                 raise BuildError(
@@ -209,10 +211,11 @@ def read_collection(
                 )
             _normalise_into(arr, out[len(rows) : len(rows) + arr.shape[0]], where, part_rows, len(rows))
             rows.extend(part_rows)
-            del arr
             files.release(path)
+        del arr
+        arrays.clear()  # unmap before the temporary folder goes
     _check_unique(rows)
-    return Collection(out, rows, layout, len(parts), str(arrays[0].dtype))
+    return Collection(out, rows, layout, len(parts), dtype)
 
 
 def _normalise_into(
@@ -227,7 +230,9 @@ def _normalise_into(
         bad = ~finite | ~np.isfinite(norms) | (norms == 0)
         if bad.any():
             i = int(np.argmax(bad))
-            what = "holds NaN or infinity" if not finite[i] else "is all zeros" if norms[i] == 0 else "overflows"
+            what = (
+                "holds NaN or infinity" if not finite[i] else "is all zeros" if norms[i] == 0 else "overflows"
+            )
             raise BuildError(
                 f"{where} row {a + i} (id {rows[a + i]['id']!r}, row {offset + a + i} of the import) {what}: "
                 "it has no direction to search by. Nothing was imported; drop or fix the row"
@@ -263,8 +268,8 @@ def _read_rows(
             field = id_field or ("image_path" if layout == CLIP_RETRIEVAL and "id" not in columns else "id")
             if field not in columns:
                 raise BuildError(
-                    f"{where}: no {field!r} column (columns: {', '.join(columns) or 'none'}); pass --id-field "
-                    "to name the column that holds each vector's id"
+                    f"{where}: no {field!r} column (columns: {', '.join(columns) or 'none'}); pass "
+                    "--id-field to name the column that holds each vector's id"
                 )
             records, unit = _column_records(columns), "row"
         return [_row(record, field, where, unit, n) for n, record in records]
@@ -300,13 +305,13 @@ def _row(record: dict[str, Any], field: str, where: str, unit: str, n: int) -> d
 
 
 def _parquet_columns(path: Path, where: str, warn: Callable[[str], None] | None) -> dict[str, list[Any]]:
-    """Column name -> Python values (JSON-ready: NaN -> None, dates as ISO strings; binary columns dropped)."""
+    """Column name -> Python values (JSON-ready: NaN -> None, dates as ISO strings; bytes columns dropped)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise BuildError(
-            f"{where}: reading parquet needs pyarrow (`pip install pyarrow`, in requirements/index_builder.txt)"
+            f"{where}: reading parquet needs pyarrow (`pip install pyarrow`; requirements/index_builder.txt)"
         ) from None
     try:
         table = pq.read_table(path)

@@ -144,12 +144,14 @@ def import_embeddings(opts: ImportOptions, *, store: Store | None = None) -> Imp
         dest = store or open_store(opts.out)
     except ConfigError as e:
         raise UsageError(f"--out: {e.message}") from None
-    current = _current(dest, fingerprint, opts, log)
-
     from index_builder.build import _index_lock
 
-    with _index_lock(dest, current, log):
-        current = _current(dest, fingerprint, opts, log)  # again under the lock: another build may have won
+    try:
+        pointer = read_pointer(dest)
+    except SearchError:
+        pointer = None  # reported by _current
+    with _index_lock(dest, pointer["version"] if pointer else None, log):
+        current = _current(dest, fingerprint, opts, log)  # before reading: refuse another model's index early
         coll = read_collection(opts.source, opts.ids, id_field=opts.id_field, expect_dim=dim, warn=log.warn)
         read_seconds = time.perf_counter() - t_start
         count = len(coll.rows)
@@ -227,11 +229,17 @@ def add_parser(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", required=True, metavar="SRC", help=".npy file, or a clip-retrieval folder/prefix")
+    p.add_argument(
+        "--source", required=True, metavar="SRC", help=".npy file, or a clip-retrieval folder/prefix"
+    )
     p.add_argument("--out", required=True, metavar="DEST", help="index directory or s3://bucket/prefix")
-    p.add_argument("--ids", metavar="FILE", help="ids/metadata of a .npy SRC: .jsonl or .parquet, one row per vector")
+    p.add_argument(
+        "--ids", metavar="FILE", help="ids/metadata of a .npy SRC: .jsonl or .parquet, one row per vector"
+    )
     p.add_argument("--model-fingerprint", metavar="sha256:...", help="the model_fingerprint of the bundle")
-    p.add_argument("--bundle", metavar="BUNDLE", help="take the fingerprint (and check the dim) from this bundle")
+    p.add_argument(
+        "--bundle", metavar="BUNDLE", help="take the fingerprint (and check the dim) from this bundle"
+    )
     p.add_argument("--id-field", metavar="NAME", help="the field holding each vector's id (default id)")
     p.add_argument(
         "--image-root",
@@ -239,10 +247,14 @@ def add_parser(sub: Any) -> None:
         help="where the images are (folder or s3:// prefix), recorded as the index's source: the service "
         "resolves relative item uris against it",
     )
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="recorded (default fp32)")
+    p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="recorded (default fp32)"
+    )
     p.add_argument("--full", action="store_true", help="replace an index built with another model")
     p.add_argument("--M", type=_positive, default=16, help="HNSW M (default 16)")
-    p.add_argument("--ef-construction", type=_positive, default=200, help="HNSW ef_construction (default 200)")
+    p.add_argument(
+        "--ef-construction", type=_positive, default=200, help="HNSW ef_construction (default 200)"
+    )
     p.add_argument("--ef", type=_positive, default=128, help="default query ef stored in the manifest (128)")
     p.add_argument("--keep-versions", type=_positive, default=3, help="versions to keep (default 3)")
     p.add_argument("--threads", type=_positive, default=None, help="hnswlib build threads (default: all)")

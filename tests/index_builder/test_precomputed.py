@@ -4,6 +4,7 @@ an index version the service loads; the model is explicit and never mixed."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from handler.core.index import load_index
+from index_builder import embeddings_files
 from index_builder.precomputed import ImportOptions, import_embeddings
 from index_builder.sources import BuildError, UsageError
 from tests.conftest import normalized_vectors
@@ -21,13 +23,20 @@ OTHER_FP = "sha256:" + "cd" * 32
 DIM = 16
 
 
-def write_npy_jsonl(root: Path, vectors: np.ndarray, ids: list[Any] | None = None, **extra: Any) -> tuple[Path, Path]:
+def write_npy_jsonl(
+    root: Path, vectors: np.ndarray, ids: list[Any] | None = None, **extra: Any
+) -> tuple[Path, Path]:
     root.mkdir(parents=True, exist_ok=True)
     np.save(root / "vectors.npy", vectors)
     ids = ids if ids is not None else [f"img{i}" for i in range(len(vectors))]
     with open(root / "ids.jsonl", "w") as f:
         for i, item_id in enumerate(ids):
-            f.write(json.dumps({"id": item_id, "url": f"https://example.com/{i}.jpg", "caption": f"c{i}", **extra}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": item_id, "url": f"https://example.com/{i}.jpg", "caption": f"c{i}", **extra}
+                )
+                + "\n"
+            )
     return root / "vectors.npy", root / "ids.jsonl"
 
 
@@ -82,7 +91,10 @@ def test_parquet_ids(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     vectors = normalized_vectors(50, DIM, seed=2)
     np.save(tmp_path / "v.npy", vectors.astype(np.float64))
-    pq.write_table(pa.table({"id": list(range(100, 150)), "path": [f"p/{i}.png" for i in range(50)]}), tmp_path / "ids.parquet")
+    pq.write_table(
+        pa.table({"id": list(range(100, 150)), "path": [f"p/{i}.png" for i in range(50)]}),
+        tmp_path / "ids.parquet",
+    )
     out = tmp_path / "index"
     import_embeddings(opts(tmp_path / "v.npy", out, ids=str(tmp_path / "ids.parquet")))
     items = read_version(out)["items"]
@@ -106,7 +118,11 @@ def test_clip_retrieval_layout(tmp_path: Path) -> None:
         "normalised": True,
     }
     # rows in file order, id = image_path (no id column), NaN metadata dropped
-    assert v["items"][0] == {"id": "/data/images/00000.jpg", "uri": "/data/images/00000.jpg", "metadata": {"caption": "caption 0"}}
+    assert v["items"][0] == {
+        "id": "/data/images/00000.jpg",
+        "uri": "/data/images/00000.jpg",
+        "metadata": {"caption": "caption 0"},
+    }
     assert v["items"][40]["metadata"] == {"caption": "caption 40", "similarity": 0.5}
     np.testing.assert_allclose(v["embeddings"], np.concatenate(parts), atol=2e-3)  # float16 input
 
@@ -143,14 +159,15 @@ def test_bad_shapes_refused(tmp_path: Path, array: np.ndarray, message: str) -> 
 
 
 def test_dim_differs_across_files_refused(tmp_path: Path) -> None:
-    write_clip_retrieval(tmp_path / "emb", [normalized_vectors(3, DIM), normalized_vectors(3, DIM + 1, seed=1)])
+    write_clip_retrieval(
+        tmp_path / "emb", [normalized_vectors(3, DIM), normalized_vectors(3, DIM + 1, seed=1)]
+    )
     with pytest.raises(BuildError, match=r"img_emb_1\.npy: dim 17, but .*img_emb_0\.npy has dim 16"):
         import_embeddings(opts(tmp_path / "emb", tmp_path / "index"))
 
 
 def test_ids_count_must_equal_rows(tmp_path: Path) -> None:
     npy, ids = write_npy_jsonl(tmp_path, normalized_vectors(5, DIM), ids=["a", "b", "c", "d"])
-    np.save(npy, normalized_vectors(5, DIM))
     with pytest.raises(BuildError, match=r"has 5 rows but .*ids\.jsonl has 4"):
         import_embeddings(opts(npy, tmp_path / "index", ids=str(ids)))
 
@@ -169,16 +186,24 @@ def test_bad_ids_refused(tmp_path: Path, ids: list[Any], message: str) -> None:
         import_embeddings(opts(npy, tmp_path / "index", ids=str(path)))
 
 
-@pytest.mark.parametrize(("value", "what"), [(np.nan, "holds NaN or infinity"), (np.inf, "holds NaN or infinity"), (0.0, "is all zeros")])
-def test_bad_rows_refused_with_row_number(tmp_path: Path, value: float, what: str) -> None:
-    vectors = normalized_vectors(40000, 4, seed=3)  # beyond one normalisation block
-    if value == 0.0:
-        vectors[33333] = 0.0
-    else:
-        vectors[33333, 2] = value
-    npy, ids = write_npy_jsonl(tmp_path, vectors)
-    with pytest.raises(BuildError, match=rf"v?ectors\.npy row 33333 \(id 'img33333', row 33333 of the import\) {what}"):
-        import_embeddings(opts(npy, tmp_path / "index", ids=str(ids)))
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [(np.nan, "holds NaN or infinity"), (np.inf, "holds NaN or infinity"), (0.0, "is all zeros")],
+)
+def test_bad_rows_refused_with_row_number(
+    tmp_path: Path, value: float, what: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embeddings_files, "BLOCK_ROWS", 100)  # the bad row is in a later block
+    parts = [normalized_vectors(300, DIM, seed=3), normalized_vectors(300, DIM, seed=4)]
+    parts[1][222] = 0.0
+    if value != 0.0:
+        parts[1][222, 2] = value
+    write_clip_retrieval(tmp_path / "emb", parts)
+    with pytest.raises(
+        BuildError,
+        match=rf"img_emb_1\.npy row 222 \(id '/data/images/00522\.jpg', row 522 of the import\) {what}",
+    ):
+        import_embeddings(opts(tmp_path / "emb", tmp_path / "index"))
     assert current(tmp_path / "index") is None
 
 
@@ -202,7 +227,9 @@ def test_bundle_gives_fingerprint_and_checks_dim(tmp_path: Path) -> None:
     npy, ids = write_npy_jsonl(tmp_path / "src", normalized_vectors(5, DIM))
     wrong = _bundle(tmp_path / "b32", OTHER_FP, 32)
     with pytest.raises(BuildError, match="the vectors have dim 16, but the bundle's model embeds to 32"):
-        import_embeddings(opts(npy, tmp_path / "index", ids=str(ids), model_fingerprint=None, bundle=str(wrong)))
+        import_embeddings(
+            opts(npy, tmp_path / "index", ids=str(ids), model_fingerprint=None, bundle=str(wrong))
+        )
     right = _bundle(tmp_path / "b16", OTHER_FP, DIM)
     import_embeddings(opts(npy, tmp_path / "index", ids=str(ids), model_fingerprint=None, bundle=str(right)))
     assert read_version(tmp_path / "index")["manifest"]["model_fingerprint"] == OTHER_FP
@@ -222,7 +249,7 @@ def test_another_models_index_refused_unless_full(tmp_path: Path) -> None:
     npy, ids = write_npy_jsonl(tmp_path / "src", normalized_vectors(5, DIM))
     out = tmp_path / "index"
     first = import_embeddings(opts(npy, out, ids=str(ids))).version
-    with pytest.raises(BuildError, match="vectors of different models cannot be mixed. Pass --full"):
+    with pytest.raises(BuildError, match=r"vectors of different models cannot be mixed\. Pass --full"):
         import_embeddings(opts(npy, out, ids=str(ids), model_fingerprint=OTHER_FP))
     assert current(out) == first
     second = import_embeddings(opts(npy, out, ids=str(ids), model_fingerprint=OTHER_FP, full=True))
@@ -244,8 +271,34 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, cli) -> None:
     assert r.rc == 0, r.err
     assert r.out.startswith("published version ") and "20 items imported" in r.out
     r = cli("import-embeddings", "--source", npy, "--out", out, "--model-fingerprint", FP, "--json")
-    assert r.rc == 2 and r.err.startswith("error: --source") and "--ids FILE" in r.err and r.err.count("\n") == 1
+    assert (
+        r.rc == 2 and r.err.startswith("error: --source") and "--ids FILE" in r.err and r.err.count("\n") == 1
+    )
     r = cli("import-embeddings", "--source", npy, "--ids", ids, "--out", out, "--model-fingerprint", OTHER_FP)
     assert r.rc == 1 and "cannot be mixed" in r.err
-    r = cli("import-embeddings", "--source", npy, "--ids", ids, "--out", out, "--model-fingerprint", FP, "--json")
+    r = cli(
+        "import-embeddings", "--source", npy, "--ids", ids, "--out", out, "--model-fingerprint", FP, "--json"
+    )
     assert r.rc == 0 and r.json()["count"] == 20
+
+
+@pytest.mark.s3
+def test_clip_retrieval_layout_on_s3(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the S3 files are downloaded
+    parts = [normalized_vectors(n, DIM, seed=10 + n) for n in (30, 12)]
+    local = tmp_path / "emb"
+    write_clip_retrieval(local, parts)
+    bucket = s3_server.make_bucket()
+    client = s3_server.client()
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"runs/emb/{path.relative_to(local).as_posix()}")
+    src, dest = f"s3://{bucket}/runs/emb", f"s3://{bucket}/indexes/imported"
+    r = import_embeddings(
+        ImportOptions(source=src, out=dest, model_fingerprint=FP, image_root=f"s3://{bucket}/images")
+    )
+    v = read_version(dest)
+    assert r.count == 42 and v["manifest"]["source"] == f"s3://{bucket}/images"
+    index = load_index(dest, cache_dir=tmp_path / "cache")
+    assert index.search(parts[1][5], k=1)[0][0].item["id"] == "/data/images/00035.jpg"
+    assert not list((tmp_path / "tmp").glob("import-embeddings-*"))  # downloads removed
