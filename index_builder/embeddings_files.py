@@ -12,10 +12,9 @@ or all zeros, a missing, non-string/integer or duplicate id. Nothing is skipped:
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,13 @@ import numpy as np
 from handler.core.errors import ConfigError, SearchError
 from handler.core.storage import Store, open_store
 from handler.core.uri import parse_uri
+from index_builder.item_rows import jsonl_rows, parquet_rows
 from index_builder.sources import BuildError, UsageError
 
-__all__ = ["CLIP_RETRIEVAL", "NPY", "URI_FIELDS", "Collection", "read_collection"]
+__all__ = ["CLIP_RETRIEVAL", "NPY", "Collection", "read_collection"]
 
 CLIP_RETRIEVAL = "clip-retrieval"
 NPY = "npy"
-#: The first of these fields holding a non-empty string becomes the item's ``uri`` (and leaves metadata).
-URI_FIELDS = ("uri", "url", "image_path", "path")
 BLOCK_ROWS = 16384  # rows normalised per step: bounded temporaries (32 MiB at dim 512)
 _EMB = re.compile(r"^img_emb_(\d+)\.npy$")
 _META = re.compile(r"^metadata_(\d+)\.parquet$")
@@ -261,88 +259,7 @@ def _read_rows(
     path = files.path(part.ids_store, part.ids)
     try:
         if part.ids.lower().endswith(".jsonl"):
-            records: Iterator[tuple[int, dict[str, Any]]] = _jsonl_records(path, where)
-            field, unit = id_field or "id", "line"
-        else:
-            columns = _parquet_columns(path, where, warn)
-            field = id_field or ("image_path" if layout == CLIP_RETRIEVAL and "id" not in columns else "id")
-            if field not in columns:
-                raise BuildError(
-                    f"{where}: no {field!r} column (columns: {', '.join(columns) or 'none'}); pass "
-                    "--id-field to name the column that holds each vector's id"
-                )
-            records, unit = _column_records(columns), "row"
-        return [_row(record, field, where, unit, n) for n, record in records]
+            return jsonl_rows(path, where, id_field or "id")
+        return parquet_rows(path, where, id_field, "image_path" if layout == CLIP_RETRIEVAL else "id", warn)
     finally:
         files.release(path)
-
-
-def _jsonl_records(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BuildError(f"{where} line {n}: not JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise BuildError(f"{where} line {n}: expected a JSON object, got {type(record).__name__}")
-            yield n, record
-
-
-def _row(record: dict[str, Any], field: str, where: str, unit: str, n: int) -> dict[str, Any]:
-    item_id = record.pop(field, None) if field == "id" else record.get(field)
-    if item_id is None:
-        raise BuildError(f"{where} {unit} {n}: no {field!r} (every vector needs an id)")
-    if isinstance(item_id, np.integer):
-        item_id = int(item_id)
-    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or item_id == "":
-        raise BuildError(f"{where} {unit} {n}: id {item_id!r} must be a non-empty string or an integer")
-    uri_key = next((k for k in URI_FIELDS if isinstance(record.get(k), str) and record[k]), None)
-    uri = record.pop(uri_key) if uri_key is not None else None
-    return {"id": item_id, "uri": uri, "metadata": {k: v for k, v in record.items() if v is not None}}
-
-
-def _parquet_columns(path: Path, where: str, warn: Callable[[str], None] | None) -> dict[str, list[Any]]:
-    """Column name -> Python values (JSON-ready: NaN -> None, dates as ISO strings; bytes columns dropped)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise BuildError(
-            f"{where}: reading parquet needs pyarrow (`pip install pyarrow`; requirements/index_builder.txt)"
-        ) from None
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as e:
-        raise BuildError(f"{where}: not a readable parquet file ({e})") from None
-    columns: dict[str, list[Any]] = {}
-    for name in table.column_names:
-        if name.startswith("__index_level_"):  # a pandas index written by to_parquet
-            continue
-        col = table.column(name)
-        kind = col.type
-        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
-            if warn is not None:
-                warn(f"{where}: column {name!r} holds bytes; not copied into the items' metadata")
-            continue
-        if pa.types.is_floating(kind):
-            arr = col.to_numpy(zero_copy_only=False).astype(np.float64)
-            values = arr.tolist()
-            for i in np.flatnonzero(~np.isfinite(arr)).tolist():
-                values[i] = None
-        elif pa.types.is_decimal(kind):
-            values = col.cast(pa.float64()).to_pylist()
-        elif pa.types.is_temporal(kind):
-            values = [v.isoformat() if hasattr(v, "isoformat") else v for v in col.to_pylist()]
-        else:
-            values = col.to_pylist()
-        columns[name] = values
-    return columns
-
-
-def _column_records(columns: dict[str, list[Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-    names = list(columns)
-    for i, values in enumerate(zip(*columns.values(), strict=True)):
-        yield i, dict(zip(names, values, strict=True))
