@@ -221,10 +221,10 @@ def _normalise_into(
 ) -> None:
     """``dst = src / |src|`` block by block; refuses a row with NaN/infinity or norm 0, naming it."""
     for a in range(0, src.shape[0], BLOCK_ROWS):
-        block = np.asarray(src[a : a + BLOCK_ROWS], dtype=np.float32)  # float64 beyond float32: inf
-        finite = np.isfinite(block).all(axis=1)
         with np.errstate(over="ignore", invalid="ignore"):
+            block = np.asarray(src[a : a + BLOCK_ROWS], dtype=np.float32)  # float64 beyond float32: inf
             norms = np.linalg.norm(block, axis=1)
+        finite = np.asarray(np.isfinite(block).all(axis=1))
         bad = ~finite | ~np.isfinite(norms) | (norms == 0)
         if bad.any():
             i = int(np.argmax(bad))
