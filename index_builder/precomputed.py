@@ -137,6 +137,8 @@ def import_embeddings(opts: ImportOptions, *, store: Store | None = None) -> Imp
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             flag = "--M" if name == "M" else "--" + name.replace("_", "-")
             raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
+    if opts.precision not in ("fp32", "fp16", "int8"):
+        raise UsageError(f"--precision {opts.precision!r}: use fp32, fp16 or int8")
     log = _Log(opts.quiet)
     t_start = time.perf_counter()
     fingerprint, dim = _model(opts)
