@@ -302,3 +302,11 @@ def test_clip_retrieval_layout_on_s3(s3_server, tmp_path: Path, monkeypatch: pyt
     index = load_index(dest, cache_dir=tmp_path / "cache")
     assert index.search(parts[1][5], k=1)[0][0].item["id"] == "/data/images/00035.jpg"
     assert not list((tmp_path / "tmp").glob("import-embeddings-*"))  # downloads removed
+    npy, ids = write_npy_jsonl(tmp_path / "npy", parts[0])  # a single .npy + JSONL on S3
+    for path in (npy, ids):
+        client.upload_file(str(path), bucket, f"runs/one/{path.name}")
+    one = f"s3://{bucket}/runs/one"
+    r = import_embeddings(
+        ImportOptions(source=f"{one}/vectors.npy", out=dest, ids=f"{one}/ids.jsonl", model_fingerprint=FP)
+    )
+    assert r.count == 30 and read_version(dest)["items"][4]["id"] == "img4"
