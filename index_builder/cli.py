@@ -1,4 +1,4 @@
-"""``python -m index_builder {build,info,verify}``: the offline index rebuild job.
+"""``python -m index_builder {build,import-embeddings,info,verify}``: the offline index rebuild job.
 
 Exit codes: 0 success; 1 the build, info or verify failed (message on stderr, naming what and what to
 do; ``--strict`` with unindexable files; verify found a mismatch); 2 bad command-line values;
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m index_builder", description="Build, inspect and verify CLIP image search indexes."
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{build,info,verify}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{build,import-embeddings,info,verify}")
 
     b = sub.add_parser(
         "build",
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(work area and lock in DEST/.rebuild/; rerun the same command after a crash)",
     )
 
+    from index_builder.precomputed import add_parser as add_import_parser
+
+    add_import_parser(sub)
     i = sub.add_parser("info", help="show the published version", description="Show what DEST publishes.")
     i.add_argument("dest", metavar="DEST")
     i.add_argument("--json", action="store_true", help="exactly one JSON object on stdout")
@@ -359,7 +362,15 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
     from index_builder.sources import BuildError
 
     try:
-        return {"build": _cmd_build, "info": _cmd_info, "verify": _cmd_verify}[args.command](args)
+        from index_builder.precomputed import run_cli as _cmd_import
+
+        commands = {
+            "build": _cmd_build,
+            "import-embeddings": _cmd_import,
+            "info": _cmd_info,
+            "verify": _cmd_verify,
+        }
+        return commands[args.command](args)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
