@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.context import QUICK_MODEL_CONFIG, QUICK_MODEL_NAME, REPO, Context
 
+
 def code_hash(*paths: str) -> str:
     """Hash of source files (relative to the repo) whose change must invalidate a cached artifact."""
     h = hashlib.sha256()
@@ -200,5 +201,3 @@ def demo_images(ctx: Context, n: int, seed: int = 7, size: int = 128) -> list[Pa
 
 def image_labels(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [json.loads(p.with_suffix(".json").read_text()) for p in paths]
-
-

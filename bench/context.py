@@ -28,6 +28,7 @@ FULL_MODEL_NAME = "ViT-B-32"
 
 cpu_count = usable_cpus  # cores this process may use (what the runtime's default_threads() uses too)
 
+
 @dataclass
 class Context:
     quick: bool
@@ -64,5 +65,3 @@ class Context:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Context:
         return cls(quick=d["quick"], work=Path(d["work"]), plots=Path(d["plots"]), threads=int(d["threads"]))
-
-

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+
 def load_average() -> tuple[float, float, float]:
     try:
         return os.getloadavg()
@@ -121,5 +122,3 @@ def machine_info(threads: int) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             info["versions"][dist] = None
     return info
-
-

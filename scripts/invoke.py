@@ -41,7 +41,7 @@ from typing import Any
 if not __package__:  # run as `python scripts/invoke.py`: the repository root makes `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.invoke_env import (  # noqa: E402
+from scripts.invoke_env import (
     CONFIG_NAMES,
     DEMO_INDEX,
     DEMO_MODEL,
@@ -58,7 +58,7 @@ from scripts.invoke_env import (  # noqa: E402
     template_environment,
     template_function_settings,
 )
-from scripts.invoke_paths import (  # noqa: E402
+from scripts.invoke_paths import (
     NO_RUNTIME_LINE,
     SAM_PATH_LINE,
     SUBPROCESS_LINE,

@@ -311,5 +311,3 @@ def function_environment(
     for name, value in unresolved.items():
         notes.append(f"{name} left unset: the template gives {value} (pass --param or set it)")
     return env, notes
-
-

@@ -228,5 +228,3 @@ def last_json_object(text: str) -> dict[str, Any] | None:
             if isinstance(value, dict):
                 return value
     return None
-
-

@@ -99,5 +99,3 @@ def import_times(env: dict[str, str], top: int = 8) -> dict[str, float]:
         pkg = name.strip()
         totals[pkg] = max(totals.get(pkg, 0.0), int(parts[1]) / 1e6)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1])[:top])
-
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.common import Context, Goal, Section, fmt, mib, table
 from bench.coldstart.processes import QUERY, VARIANTS
+from bench.common import Context, Goal, Section, fmt, mib, table
 
 GOAL_SPEEDUP = 8.0
 GOAL_MEMORY = 0.25

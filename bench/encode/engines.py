@@ -155,7 +155,12 @@ def engine_rows(s: Setup) -> tuple[list[Row], list[Row]]:
     tp, vp = fixed / "textual.onnx", fixed / "visual.onnx"
     rows: list[Row] = [
         Row("torch", "torch eager (open_clip)", torch_engine(s.model, s.pix1_t, s.pixb_t), by_length=True),
-        Row("onnx-fp32-fixed", "ONNX fp32, fixed-length text", bundle_engine(fixed, "fp32", threads), by_length=True),
+        Row(
+            "onnx-fp32-fixed",
+            "ONNX fp32, fixed-length text",
+            bundle_engine(fixed, "fp32", threads),
+            by_length=True,
+        ),
         Row(
             "onnx-fp32",
             "ONNX fp32, variable-length text (bundle + runtime)",
@@ -163,8 +168,15 @@ def engine_rows(s: Setup) -> tuple[list[Row], list[Row]]:
             by_length=True,
             trim=True,
         ),
-        Row("onnx-fp16", "ONNX fp16, variable-length text", bundle_engine(bundle, "fp16", threads), slow=True),
-        Row("onnx-int8-fixed", "ONNX int8, fixed-length text", bundle_engine(fixed, "int8", threads), by_length=True),
+        Row(
+            "onnx-fp16", "ONNX fp16, variable-length text", bundle_engine(bundle, "fp16", threads), slow=True
+        ),
+        Row(
+            "onnx-int8-fixed",
+            "ONNX int8, fixed-length text",
+            bundle_engine(fixed, "int8", threads),
+            by_length=True,
+        ),
         Row(
             "onnx-int8",
             "ONNX int8, variable-length text (bundle + runtime)",
@@ -175,7 +187,9 @@ def engine_rows(s: Setup) -> tuple[list[Row], list[Row]]:
     ]
     tuning: list[Row] = [
         Row(
-            "level-basic", "fp32, graph optimization BASIC (runtime: ALL)", onnx_engine(tp, vp, threads, level="basic")
+            "level-basic",
+            "fp32, graph optimization BASIC (runtime: ALL)",
+            onnx_engine(tp, vp, threads, level="basic"),
         ),
         Row(
             "level-extended",

@@ -3,8 +3,6 @@ its plot."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from bench.common import Context, Goal, Section
 from bench.encode.engines import Row
 from bench.encode.setup import Setup
@@ -52,10 +50,10 @@ def add_goals(sec: Section, s: Setup, res: Results) -> None:
             fb <= GOAL_MATMUL_FACTOR,
             ""
             if fb <= GOAL_MATMUL_FACTOR
-            else f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: at batch {len(pixb)} fp32 MatMul/Gemm kernels are "
-            f"{fmt_pct(profile[f'image b{len(pixb)}'].get('MatMul / Gemm (fp32)', 0))} of the time (and their "
-            "50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, GELU, "
-            "LayerNorm and layout copies take the rest (profile table)",
+            else f"over by {fb / GOAL_MATMUL_FACTOR:.2f}x: at batch {len(pixb)} fp32 MatMul/Gemm kernels "
+            f"are {fmt_pct(profile[f'image b{len(pixb)}'].get('MatMul / Gemm (fp32)', 0))} of the time "
+            "(and their 50-token / 64-wide attention products run below the 2048³ sgemm rate); Softmax, "
+            "GELU, LayerNorm and layout copies take the rest (profile table)",
         )
     )
     i8 = {c: speed(t_int8, c, t_fp32) for c in cells}
@@ -66,16 +64,19 @@ def add_goals(sec: Section, s: Setup, res: Results) -> None:
         Goal(
             "int8 vs fp32",
             f"≥ {GOAL_INT8_SPEEDUP}x",
-            f"text {fmt_x(i8['text'])}, image b1 {fmt_x(i8['img1'])}, image b{len(pixb)} {fmt_x(i8['img_batch'])}",
+            f"text {fmt_x(i8['text'])}, image b1 {fmt_x(i8['img1'])}, "
+            f"image b{len(pixb)} {fmt_x(i8['img_batch'])}",
             ok8,
             ""
             if ok8
             else f"worst cell short by {GOAL_INT8_SPEEDUP / worst:.2f}x: dynamic quantization quantizes "
             "only the weight MatMuls; in the int8 image graph the fp32 remainder (attention products, "
             "Softmax, GELU, LayerNorm, copies) is "
-            f"{fmt_pct(1 - profile[int8_image_key].get('int8 MatMul + dynamic quantization', 0))} of the time",
+            f"{fmt_pct(1 - profile[int8_image_key].get('int8 MatMul + dynamic quantization', 0))} "
+            "of the time",
         )
     )
+
 
 def add_data(sec: Section, ctx: Context, s: Setup, res: Results) -> None:
     import onnxruntime as ort

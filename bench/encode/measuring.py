@@ -231,5 +231,3 @@ def op_profile(path: Path, threads: int, x: np.ndarray, runs: int, ctx: Context)
             totals[kind] = totals.get(kind, 0.0) + float(e.get("dur", 0))
     total = sum(totals.values()) or 1.0
     return {k: v / total for k, v in totals.items()}
-
-

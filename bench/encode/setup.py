@@ -167,5 +167,3 @@ def _transformer_optimize(bundle: Path, out: Path, model: Any) -> dict[str, Any]
         m.save_model_to_file(str(out / f"{tower}.onnx"))
     (out / "fusions.json").write_text(json.dumps(stats))
     return stats
-
-

@@ -159,9 +159,11 @@ def add_tables(sec: Section, ctx: Context, s: Setup, res: Results) -> None:
         table(["Model file", "text session", "image session"], res.load_rows),
         "Parity of the alternatives against torch on the exporter's parity inputs "
         f"({res.parity.n_texts} texts incl. empty, unicode, over-long; "
-        f"{res.parity.n_images} images), one text per call (variable-length rows: each text trimmed to its own "
-        "tokens):",
-        table(["Variant", "text max-abs", "image max-abs", "int8 cosine min", "fp32 parity"], res.parity.rows),
+        f"{res.parity.n_images} images), one text per call (variable-length rows: each text trimmed to its "
+        "own tokens):",
+        table(
+            ["Variant", "text max-abs", "image max-abs", "int8 cosine min", "fp32 parity"], res.parity.rows
+        ),
     )
     sec.add(
         "Where the time goes: onnxruntime's profiler on the shipped graphs (share of kernel time per "
