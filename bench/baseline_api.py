@@ -4,7 +4,7 @@
         python -m uvicorn bench.baseline_api:app --port 8000
 
 The model loads at import (the design loads it at start-up), requests take ``{"text": str | [str],
-"image": base64 | [base64]}`` and return L2-normalised embeddings. Used by bench/coldstart.py.
+"image": base64 | [base64]}`` and return L2-normalised embeddings. Used by bench/coldstart/.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Lambda events for the function, one builder per event source: API Gateway HTTP API (payload 2.0),
 Function URL and REST API (v1) proxy events, and multipart bodies. Used by events/generate.py (the sample
-events), demo/run.py, bench/coldstart.py and the deploy tests, so every event has one shape."""
+events), demo/run.py, bench/coldstart/ and the deploy tests, so every event has one shape."""
 
 from __future__ import annotations
 

@@ -13,18 +13,18 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def test_every_caller_uses_the_builders() -> None:
-    import bench.coldstart
+    import bench.coldstart.processes as coldstart
     import demo.run
     import events.generate
     from tests.deploy import conftest
 
     assert events.generate.http_api is builders.http_api and events.generate.multipart is builders.multipart
-    assert demo.run.http_api is builders.http_api and bench.coldstart.http_api is builders.http_api
+    assert demo.run.http_api is builders.http_api and coldstart.http_api is builders.http_api
     assert conftest.http_api is builders.http_api
     demo_event = demo.run.http_api_event("POST", "/search", {"text": "x"})
     assert demo_event["headers"]["user-agent"] == "make-demo"
     assert json.loads(demo_event["body"]) == {"text": "x"}
-    assert bench.coldstart.api_event({"k": 1})["requestContext"]["http"]["method"] == "POST"
+    assert coldstart.api_event({"k": 1})["requestContext"]["http"]["method"] == "POST"
 
 
 def test_http_api_matches_the_committed_samples() -> None:
