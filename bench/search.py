@@ -31,10 +31,8 @@ from bench.common import (
     rss_bytes,
     table,
 )
+from bench.vectors import CLUSTERS, DIM, SPREAD, clustered, exact_topk, recall
 
-DIM = 512
-CLUSTERS = 1000
-SPREAD = 0.5  # noise norm relative to the unit centre: within-cluster cosine ~0.8, query-to-centre ~0.9
 M = 16
 EF_CONSTRUCTION = 100
 EFS = (16, 32, 64, 128, 256, 512)
@@ -50,42 +48,6 @@ TEMPLATES = (
     "a photo of a {colour} {shape}",
     "an image of a {colour} {shape}",
 )  # baseline A at 1M runs only if insert + queries are estimated to fit
-
-
-def clustered(n: int, seed: int, centres: np.ndarray, chunk: int = 100_000) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, centres.shape[1]), dtype=np.float32)
-    for s in range(0, n, chunk):
-        m = min(chunk, n - s)
-        x = centres[rng.integers(0, len(centres), m)]
-        x += (SPREAD / np.sqrt(centres.shape[1])) * rng.standard_normal(
-            (m, centres.shape[1]), dtype=np.float32
-        )
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[s : s + m] = x
-    return out
-
-
-def exact_topk(queries: np.ndarray, data: np.ndarray, k: int, chunk: int = 50_000) -> np.ndarray:
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(queries), k), dtype=np.int64)
-    for s in range(0, len(data), chunk):
-        sc = queries @ data[s : s + chunk].T
-        kk = min(k, sc.shape[1])
-        part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
-        cand_s = np.concatenate([best_s, np.take_along_axis(sc, part, 1)], axis=1)
-        cand_i = np.concatenate([best_i, part + s], axis=1)
-        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
-        best_s, best_i = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_i, order, 1)
-    return best_i
-
-
-def recall(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float:
-    return float(
-        np.mean(
-            [len(set(map(int, f)) & set(map(int, t))) / len(t) for f, t in zip(found, truth, strict=True)]
-        )
-    )
 
 
 def _reset_peak() -> bool:
