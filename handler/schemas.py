@@ -144,8 +144,9 @@ class SearchJSON(_Search):
     # -- compound queries and near-duplicate collapse (issue 17): handler/schemas_query.py
     terms: list[schemas_query.TermJSON] | None = Field(
         None,
-        description=f"a compound query: 1 to {MAX_TERMS} terms, each exactly one of text, image, id, embedding "
-        "and a weight (default 1, negative subtracts); query = normalise(sum of weight x normalised embedding)",
+        description=f"a compound query: 1 to {MAX_TERMS} terms, each exactly one of text, image, id, "
+        "embedding, and a weight (default 1, negative subtracts); "
+        "query = normalise(sum of weight x normalised embedding)",
     )
     dedupe: bool | schemas_query.DedupeJSON | None = Field(
         None,
@@ -330,7 +331,9 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve({**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}})
+                return resolve(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
             return {k: resolve(v) for k, v in node.items()}
         if isinstance(node, list):
             return [resolve(v) for v in node]

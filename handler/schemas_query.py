@@ -13,7 +13,13 @@ from handler import inputs
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.errors import BadInputError
 from handler.core.query import MAX_TERMS, MAX_WEIGHT, TERM_KINDS, Term
-from handler.inputs import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS, InvalidRequestError, TextBudgetError, type_name
+from handler.inputs import (
+    MAX_REQUEST_TEXT_CHARS,
+    MAX_TEXT_CHARS,
+    InvalidRequestError,
+    TextBudgetError,
+    type_name,
+)
 
 __all__ = ["DedupeJSON", "TermJSON", "check_terms", "dedupe_threshold", "query_terms"]
 

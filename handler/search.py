@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m handler.search",
         description="Search a CLIP image index from the terminal: local or s3:// (no server), or --url.",
-        epilog='example: python -m handler.search "a beach" + "sunset:0.5" - "people" --index DIR --bundle DIR',
+        epilog='example: python -m handler.search "a beach" + "sunset:0.5" - "people" --index DIR --bundle B',
     )
     p.add_argument("query", nargs="*", help="texts and image paths joined by + / -; TERM:WEIGHT weighs one")
     p.add_argument("--image", action="append", default=[], metavar="PATH", help="an image term (repeatable)")

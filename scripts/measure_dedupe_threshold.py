@@ -51,10 +51,15 @@ EDITS: dict[str, Callable[[Image.Image], bytes]] = {
     "half size": lambda img: _jpeg(90)(img.resize((img.width // 2, img.height // 2), Image.BICUBIC)),
     "double size": lambda img: _jpeg(90)(img.resize((img.width * 2, img.height * 2), Image.BICUBIC)),
     "crop 5%": lambda img: _jpeg(90)(
-        img.crop((img.width // 20, img.height // 20, img.width - img.width // 20, img.height - img.height // 20))
+        img.crop(
+            (img.width // 20, img.height // 20, img.width - img.width // 20, img.height - img.height // 20)
+        )
     ),
     "brighter 10%": lambda img: _jpeg(90)(ImageEnhance.Brightness(img).enhance(1.1)),
 }
+
+
+THRESHOLDS = (0.94, 0.96, 0.98, 0.99, 0.995, 0.997, 0.998)
 
 
 def _stats(values: np.ndarray) -> str:
@@ -78,6 +83,7 @@ def main() -> None:
         nn = sims.max(axis=1)
         print(f"distinct images, nearest-neighbour cosine (n={len(nn)}): {_stats(nn)}")
         lowest = {}
+        caught: dict[str, np.ndarray] = {}
         for name, edit in EDITS.items():
             images = []
             for data in raw:
@@ -85,8 +91,13 @@ def main() -> None:
                     images.append(data if name == "copy" else edit(img.convert("RGB")))
             cos = np.sum(emb.embed_images(images) * vectors, axis=1)
             lowest[name] = float(cos.min())
+            caught[name] = cos
             print(f"copy: {name:<13} cosine with the original: {_stats(cos)}")
     print(f"highest distinct NN cosine {nn.max():.4f}; lowest copy cosine {min(lowest.values()):.4f}")
+    print("\nthreshold | distinct images merged with their nearest neighbour | copies caught, per edit")
+    for t in THRESHOLDS:
+        copies = ", ".join(f"{name} {np.mean(cos >= t):.0%}" for name, cos in caught.items())
+        print(f"{t} | {np.mean(nn >= t):.1%} | {copies}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from handler.core.search import Hit
+
 if TYPE_CHECKING:
-    from handler.core.search import Hit, SearchIndex
+    from handler.core.search import SearchIndex
 
 __all__ = ["DEFAULT_THRESHOLD", "MAX_CANDIDATES", "Ranked", "collapse", "ranked"]
 
-#: Cosine at or above which two results are duplicates. Measured on the demo collection (docs/api.md,
-#: "Near-duplicates"): re-encoded, rescaled and slightly cropped copies of an image score >= 0.97 with it,
-#: distinct renders of the same class at most 0.965 (nearest neighbours of 256 images).
-DEFAULT_THRESHOLD = 0.97
+#: Cosine at or above which two results are duplicates: the lowest measured threshold that merges no two
+#: distinct images of the demo collection (their nearest-neighbour cosines reach 0.9965: the demo model encodes
+#: little but the class) while exact, PNG and upscaled copies (100%) and JPEG q75 re-encodes (98%) collapse.
+#: scripts/measure_dedupe_threshold.py; table in docs/api.md, "Near-duplicates".
+DEFAULT_THRESHOLD = 0.997
 #: Most candidates one deduplicated search looks at (bounds its cost: one HNSW search of this breadth and
 #: this many stored vectors read).
 MAX_CANDIDATES = 2048

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from handler import inputs
-from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core import dedupe
+from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.index import SearchIndex
 from handler.core.query import embed_terms, find_label
 from handler.core.runtime import Embedder

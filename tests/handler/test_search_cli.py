@@ -34,7 +34,9 @@ def test_parse_query_operators_weights_and_images(tmp_path: Path) -> None:
     photo.write_bytes(b"x")
     odd = tmp_path / "odd:2.png"  # an existing file is never split at its colon
     odd.write_bytes(b"x")
-    assert parse_query([str(photo), "-", "at night:0.3", str(odd)], images=[f"{photo}:0.5"], ids=["a/b.jpg:2"]) == [
+    assert parse_query(
+        [str(photo), "-", "at night:0.3", str(odd)], images=[f"{photo}:0.5"], ids=["a/b.jpg:2"]
+    ) == [
         CliTerm("image", str(photo)),
         CliTerm("text", "at night", -0.3),
         CliTerm("image", str(odd)),
@@ -92,10 +94,12 @@ def test_local_search_prints_ranked_paths(
         assert json.loads(path.with_suffix(".json").read_text())["caption"] == "a red circle"
 
 
-def test_local_compound_query_json(capsys: pytest.CaptureFixture[str], local: list[str], tmp_path: Path) -> None:
+def test_local_compound_query_json(
+    capsys: pytest.CaptureFixture[str], local: list[str], tmp_path: Path
+) -> None:
     image = tmp_path / "q.png"
     image.write_bytes(render_png("white", "square"))
-    rc, out, err = run(capsys, "a red circle", "+", str(image), "--json", "-k", "30", "--dedupe", *local)
+    rc, out, err = run(capsys, "a red shape", "+", f"{image}:0.7", "--json", "-k", "30", "--dedupe", *local)
     assert rc == 0, err
     body = json.loads(out)  # exactly one JSON object
     assert [t["type"] for t in body["query"]["terms"]] == ["text", "image"]
@@ -106,7 +110,9 @@ def test_local_compound_query_json(capsys: pytest.CaptureFixture[str], local: li
     assert labels[:8] == [("red", "square")] * 8, labels  # like the API's text + image test
 
 
-def test_local_errors_are_one_line(capsys: pytest.CaptureFixture[str], local: list[str], tmp_path: Path) -> None:
+def test_local_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], local: list[str], tmp_path: Path
+) -> None:
     rc, out, err = run(capsys, "--id", "no/such.jpg", *local)
     assert rc == 1 and out == "" and err.count("\n") == 1 and "no item with id 'no/such.jpg'" in err
     rc, out, err = run(capsys, "a", "+", "a:-1", *local)
@@ -121,14 +127,18 @@ def test_local_errors_are_one_line(capsys: pytest.CaptureFixture[str], local: li
     assert rc == 2 and "threshold" in err  # argparse: a usage error
 
 
-def test_url_queries_the_service(capsys: pytest.CaptureFixture[str], demo_state: Any, local: list[str]) -> None:
+def test_url_queries_the_service(
+    capsys: pytest.CaptureFixture[str], demo_state: Any, local: list[str]
+) -> None:
     from handler.app import create_app
 
     rc, out, err = run(capsys, "a red circle", "-", "a blue circle:0.5", "--json", "-k", "5", *local)
     assert rc == 0, err
     here = json.loads(out)
     with uvicorn_server(create_app(demo_state)) as url:
-        rc, out, err = run(capsys, "a red circle", "-", "a blue circle:0.5", "--json", "-k", "5", "--url", url)
+        rc, out, err = run(
+            capsys, "a red circle", "-", "a blue circle:0.5", "--json", "-k", "5", "--url", url
+        )
         assert rc == 0, err
         there = json.loads(out)
         assert [r["id"] for r in there["results"]] == [r["id"] for r in here["results"]]

@@ -1,4 +1,4 @@
-"""Near-duplicate collapse of ranked results (issue 17 #3, ``dedupe`` on /search) and exclusion of id terms."""
+"""Near-duplicate collapse of ranked results (issue 17 #3, ``dedupe`` on /search), exclusion of id terms."""
 
 from __future__ import annotations
 
@@ -43,7 +43,12 @@ def test_collapse_keeps_the_first_of_each_group_and_absorbs_the_rest() -> None:
     vectors = np.stack([e[0], e[1], _unit(e[0] + 0.01 * e[2]), e[2], _unit(e[1] + 0.01 * e[3]), e[3]])
     hits = [Hit(i, 1.0 - i / 10, {"id": i}) for i in range(6)]
     groups = collapse(hits, vectors, 0.99, limit=10)
-    assert [(g.hit.label, [d.label for d in g.duplicates]) for g in groups] == [(0, [2]), (1, [4]), (3, []), (5, [])]
+    assert [(g.hit.label, [d.label for d in g.duplicates]) for g in groups] == [
+        (0, [2]),
+        (1, [4]),
+        (3, []),
+        (5, []),
+    ]
     # a full page still absorbs the later duplicates of its results, but keeps no more results
     groups = collapse(hits, vectors, 0.99, limit=2)
     assert [(g.hit.label, [d.label for d in g.duplicates]) for g in groups] == [(0, [2]), (1, [4])]
@@ -70,7 +75,9 @@ def test_dedupe_collapses_copies_and_still_returns_k_results() -> None:
     assert {h.label for h in idx.search(query, 8)[0]} == set(range(8))  # the copies fill the top 8
     out = ranked(idx, query, 10, dedupe=0.97)
     assert len(out) == 10
-    assert out[0].hit.label in range(8) and {d.label for d in out[0].duplicates} == set(range(8)) - {out[0].hit.label}
+    assert out[0].hit.label in range(8) and {d.label for d in out[0].duplicates} == set(range(8)) - {
+        out[0].hit.label
+    }
     assert all(r.hit.label >= 8 and not r.duplicates for r in out[1:])
     scores = [r.hit.score for r in out]
     assert scores == sorted(scores, reverse=True)
@@ -78,7 +85,9 @@ def test_dedupe_collapses_copies_and_still_returns_k_results() -> None:
     assert [r.hit.label for r in page] == [r.hit.label for r in out[5:10]]
 
 
-def test_dedupe_fetches_more_candidates_when_copies_fill_the_first_round(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dedupe_fetches_more_candidates_when_copies_fill_the_first_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     vectors, query = collection(300, 40)
     idx = make_index(vectors)
     asked: list[int] = []

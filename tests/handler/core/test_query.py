@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from handler.core.errors import BadInputError
-from handler.core.query import InvalidEmbeddingError, Term, UnknownItemError, combine, embed_terms, unit_vector
+from handler.core.query import (
+    InvalidEmbeddingError,
+    Term,
+    UnknownItemError,
+    combine,
+    embed_terms,
+    unit_vector,
+)
 from tests.handler.conftest import render_png
 
 
@@ -53,7 +60,9 @@ def test_combine_refuses_a_zero_query(rows: np.ndarray, weights: list[float], ne
 def test_unit_vector() -> None:
     np.testing.assert_allclose(unit_vector([3.0, 4.0], 2), [0.6, 0.8], atol=1e-7)
     np.testing.assert_allclose(unit_vector([1e308, 1e308], 2), [2**-0.5] * 2, atol=1e-7)  # no overflow
-    with pytest.raises(InvalidEmbeddingError, match="'terms'\\[1\\] has 3 values, the index's dimension is 2"):
+    with pytest.raises(
+        InvalidEmbeddingError, match="'terms'\\[1\\] has 3 values, the index's dimension is 2"
+    ):
         unit_vector([1.0, 2.0, 3.0], 2, "'terms'[1]")
     with pytest.raises(InvalidEmbeddingError, match="zero vector"):
         unit_vector([0.0, 0.0], 2)
@@ -103,7 +112,15 @@ def test_terms_are_embedded_in_one_call_per_tower(index: Any, demo_embedder: Any
     texts = demo_embedder.embed_texts(["a red circle", "a green star", "a blue square"])
     images = demo_embedder.embed_images([red, blue])
     label = index.label_for(first)
-    rows = [texts[0], images[0], texts[1], index.embedding(label), images[1], _unit(np.ones(index.dim)), texts[2]]
+    rows = [
+        texts[0],
+        images[0],
+        texts[1],
+        index.embedding(label),
+        images[1],
+        _unit(np.ones(index.dim)),
+        texts[2],
+    ]
     np.testing.assert_allclose(q.vector, combine(np.stack(rows), [t.weight for t in terms]), atol=1e-5)
     assert q.exclude == {label}
     assert [d["type"] for d in q.terms] == ["text", "image", "text", "id", "image", "embedding", "text"]
@@ -113,12 +130,12 @@ def test_terms_are_embedded_in_one_call_per_tower(index: Any, demo_embedder: Any
 
 
 def test_term_errors_name_the_term(index: Any, demo_embedder: Any) -> None:
-    with pytest.raises(UnknownItemError, match="^'terms'\\[1\\]: no item with id 'nope'") as info:
+    with pytest.raises(UnknownItemError, match=r"^'terms'\[1\]: no item with id 'nope'") as info:
         embed_terms([Term("text", "a"), Term("id", "nope", field="'terms'[1]")], index, demo_embedder)
     assert info.value.status == 404
-    with pytest.raises(UnknownItemError, match="^no item with id 'nope'"):  # a single query: as before
+    with pytest.raises(UnknownItemError, match=r"^no item with id 'nope'"):  # a single query: as before
         embed_terms([Term("id", "nope")], index, demo_embedder)
-    with pytest.raises(BadInputError, match="^'terms'\\[0\\]: ") as bad:
+    with pytest.raises(BadInputError, match=r"^'terms'\[0\]: ") as bad:
         embed_terms([Term("image", b"not an image", field="'terms'[0]")], index, demo_embedder)
     assert bad.value.code == "invalid_image"
     with pytest.raises(InvalidEmbeddingError, match="'terms'\\[0\\] has 2 values"):
