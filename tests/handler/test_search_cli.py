@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,20 @@ def test_local_errors_are_one_line(
     assert rc == 2 and "threshold" in err  # argparse: a usage error
 
 
+def run_process(*argv: Any, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """The client in its own process (the app's request log lines, printed in this one, stay apart)."""
+    environ = {k: v for k, v in os.environ.items() if k != "API_KEY"}
+    r = subprocess.run(
+        [sys.executable, "-m", "handler.search", *map(str, argv)],
+        cwd=ROOT,
+        env={**environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
 def test_url_queries_the_service(
     capsys: pytest.CaptureFixture[str], demo_state: Any, local: list[str]
 ) -> None:
@@ -136,40 +151,33 @@ def test_url_queries_the_service(
     assert rc == 0, err
     here = json.loads(out)
     with uvicorn_server(create_app(demo_state)) as url:
-        rc, out, err = run(
-            capsys, "a red circle", "-", "a blue circle:0.5", "--json", "-k", "5", "--url", url
+        rc, out, err = run_process(
+            "a red circle", "-", "a blue circle:0.5", "--json", "-k", "5", "--url", url
         )
         assert rc == 0, err
         there = json.loads(out)
         assert [r["id"] for r in there["results"]] == [r["id"] for r in here["results"]]
         assert there["query"]["type"] == "terms" and there["query"]["terms"][1]["weight"] == -0.5
-        rc, out, err = run(capsys, "a red circle", "-k", "2", "--url", url + "/")
-        assert rc == 0 and len(out.splitlines()) == 2
-        rc, out, err = run(capsys, "--id", "no/such.jpg", "--url", url)
-        assert rc == 1 and err.count("\n") == 1
+        rc, out, err = run_process("a red circle", "-k", "2", "--dedupe", "--url", url + "/")
+        assert rc == 0 and len(out.splitlines()) == 2, err
+        rc, out, err = run_process("--id", "no/such.jpg", "--url", url)
+        assert rc == 1 and out == "" and err.count("\n") == 1
         assert "answered 404: unknown_id: 'terms'[0]: no item with id 'no/such.jpg'" in err
-    rc, out, err = run(capsys, "a", "--url", url, "--timeout", "5")  # the server is gone
+    rc, out, err = run_process("a", "--url", url, "--timeout", "5")  # the server is gone
     assert rc == 1 and "cannot query" in err and err.count("\n") == 1
 
 
-def test_url_api_key(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    demo_bundle: Path,
-    demo_index: tuple[Path, Path],
-) -> None:
+def test_url_api_key(demo_bundle: Path, demo_index: tuple[Path, Path]) -> None:
     from handler.app import create_app
     from handler.state import ServiceState
 
-    monkeypatch.delenv("API_KEY", raising=False)
     state = ServiceState(make_settings(demo_bundle, demo_index[0], API_KEY="s3cret")).load()
     with uvicorn_server(create_app(state)) as url:
-        rc, _, err = run(capsys, "a red circle", "--url", url)
-        assert rc == 1 and "answered 401: unauthorized" in err
-        rc, out, err = run(capsys, "a red circle", "-k", "1", "--url", url, "--api-key", "s3cret")
+        rc, _, err = run_process("a red circle", "--url", url)
+        assert rc == 1 and "answered 401: unauthorized" in err and err.count("\n") == 1
+        rc, out, err = run_process("a red circle", "-k", "1", "--url", url, "--api-key", "s3cret")
         assert rc == 0 and len(out.splitlines()) == 1, err
-        monkeypatch.setenv("API_KEY", "s3cret")
-        rc, out, err = run(capsys, "a red circle", "-k", "1", "--url", url)
+        rc, out, err = run_process("a red circle", "-k", "1", "--url", url, env={"API_KEY": "s3cret"})
         assert rc == 0 and len(out.splitlines()) == 1, err
 
 
