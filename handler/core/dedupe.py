@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_THRESHOLD", "MAX_CANDIDATES", "Ranked", "collapse", "ranked"]
 
 #: Cosine at or above which two results are duplicates: the lowest measured threshold that merges no two
-#: distinct images of the demo collection (their nearest-neighbour cosines reach 0.9965: the demo model encodes
-#: little but the class) while exact, PNG and upscaled copies (100%) and JPEG q75 re-encodes (98%) collapse.
+#: distinct images of the demo collection (their nearest-neighbour cosines reach 0.9965: the demo model
+#: encodes little but the class) while exact, PNG and upscaled copies (100%) and JPEG q75 re-encodes (98%)
+#: collapse.
 #: scripts/measure_dedupe_threshold.py; table in docs/api.md, "Near-duplicates".
 DEFAULT_THRESHOLD = 0.997
 #: Most candidates one deduplicated search looks at (bounds its cost: one HNSW search of this breadth and
