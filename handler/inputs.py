@@ -19,6 +19,7 @@ from typing import Any
 
 from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
 from handler.core.preprocess import probe_image
+from handler.core.query import InvalidEmbeddingError, Term, UnknownItemError
 
 __all__ = [
     "EF_MAX",
@@ -61,7 +62,7 @@ MAX_EMBED_TEXTS = 64
 #: request (a 20k-character single word costs ~60-250 ms of BPE; 64 of them would be seconds).
 MAX_REQUEST_TEXT_CHARS = 100_000
 MAX_EMBED_IMAGES = 16
-QUERY_FIELDS = ("text", "image", "embedding", "id")
+QUERY_FIELDS = ("text", "image", "embedding", "id", "terms")
 _DATA_URI = re.compile(r"^data:([A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)?((?:;[^,;]*)*?);base64,", re.IGNORECASE)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -76,10 +77,6 @@ class InvalidJSONError(BadInputError):
 
 class InvalidBase64Error(BadInputError):
     code = "invalid_base64"
-
-
-class InvalidEmbeddingError(BadInputError):
-    code = "invalid_embedding"
 
 
 class UnsupportedMediaTypeError(BadInputError):
@@ -100,14 +97,9 @@ class TextBudgetError(PayloadTooLargeError):
     code = "too_much_text"
 
 
-class UnknownItemError(BadInputError):
-    code = "unknown_id"
-    status = 404
-
-
 @dataclass
 class SearchRequest:
-    """One validated /search request. ``type`` is text, image, embedding or id."""
+    """One validated /search request. ``type`` is text, image, embedding, id or terms."""
 
     type: str
     text: str | None = None
@@ -120,6 +112,16 @@ class SearchRequest:
     min_score: float | None = None
     ef: int | None = None
     language: str | None = None  # source-language code for tokenizers that take one (NLLB)
+    # -- compound queries and near-duplicate collapse (issue 17)
+    terms: list[Term] | None = None
+    dedupe: float | None = None  # cosine threshold
+
+    def query_terms(self) -> list[Term]:
+        """The query as terms (a single-term form is one term of weight 1)."""
+        if self.terms is not None:
+            return self.terms
+        value = {"text": self.text, "image": self.image, "embedding": self.embedding, "id": self.item_id}
+        return [Term(self.type, value[self.type], precut=self.text_precut)]
 
     def log_fields(self) -> dict[str, Any]:
         """What the request log may say about the query: its type, sizes and parameters, never content."""
@@ -130,6 +132,11 @@ class SearchRequest:
             out["image_bytes"] = len(self.image)
         if self.embedding is not None:
             out["embedding_dim"] = len(self.embedding)
+        if self.terms is not None:
+            out["terms"] = len(self.terms)
+            out["term_types"] = "+".join(sorted({t.kind for t in self.terms}))
+        if self.dedupe is not None:
+            out["dedupe"] = self.dedupe
         return out
 
 

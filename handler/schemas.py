@@ -21,7 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from handler import inputs
+from handler import inputs, schemas_query
+from handler.core.dedupe import DEFAULT_THRESHOLD
+from handler.core.query import MAX_TERMS
 from handler.inputs import (
     EF_MAX,
     K_DEFAULT,
@@ -93,7 +95,7 @@ class _Search(BaseModel):
         if len(present) != 1 and not set(data) - set(cls.model_fields):  # unknown fields: pydantic's message
             what = "none" if not present else " and ".join(f"'{p}'" for p in present)
             raise InvalidRequestError(
-                f"give exactly one of 'text', 'image', 'embedding' or 'id' (got {what})"
+                f"give exactly one of 'text', 'image', 'embedding', 'id' or 'terms' (got {what})"
             )
         return _scrubbed(data)
 
@@ -119,13 +121,15 @@ class _Search(BaseModel):
             )
         elif kind == "embedding":
             req.embedding = value
+        elif kind == "terms":
+            req.terms = schemas_query.query_terms(value, max_image_bytes)
         else:
             req.item_id = value
         return req
 
 
 class SearchJSON(_Search):
-    """Exactly one of ``text``, ``image``, ``embedding``, ``id``."""
+    """Exactly one of ``text``, ``image``, ``embedding``, ``id``, ``terms``."""
 
     text: str | None = Field(None, description="free-text query (truncated to the model's context like CLIP)")
     image: str | None = Field(None, description="base64 image, optionally as a data: URI")
@@ -136,6 +140,29 @@ class SearchJSON(_Search):
     @classmethod
     def _embedding(cls, value: Any) -> Any:
         return None if value is None else inputs.check_embedding(value)
+
+    # -- compound queries and near-duplicate collapse (issue 17): handler/schemas_query.py
+    terms: list[schemas_query.TermJSON] | None = Field(
+        None,
+        description=f"a compound query: 1 to {MAX_TERMS} terms, each exactly one of text, image, id, "
+        "embedding, and a weight (default 1, negative subtracts); "
+        "query = normalise(sum of weight x normalised embedding)",
+    )
+    dedupe: bool | schemas_query.DedupeJSON | None = Field(
+        None,
+        description=f"collapse near-duplicate results: true (cosine >= {DEFAULT_THRESHOLD}) or "
+        "{\"threshold\": 0.95}; each result lists the ids it absorbed in 'duplicates'",
+    )
+
+    @field_validator("terms", mode="before")
+    @classmethod
+    def _terms(cls, value: Any) -> Any:
+        return None if value is None else schemas_query.check_terms(value)
+
+    def query(self, max_image_bytes: int) -> SearchRequest:
+        req = super().query(max_image_bytes)
+        req.dedupe = schemas_query.dedupe_threshold(self.dedupe)
+        return req
 
 
 class SearchForm(_Search):
@@ -239,6 +266,9 @@ class Result(BaseModel):
     metadata: dict[str, Any]
     image_url: str | None = Field(description="/items/{id}/image, a presigned S3 URL, or null")
     thumbnail_url: str | None
+    duplicates: list[str | int] | None = Field(
+        None, description="with dedupe only: ids of the near-duplicate results this one absorbed"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -284,10 +314,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def request_body(*content: tuple[str, type[BaseModel]]) -> dict[str, Any]:
-    """An ``openapi_extra`` requestBody listing each media type with the model's (flat) JSON schema."""
+    """An ``openapi_extra`` requestBody listing each media type with the model's JSON schema (nested models
+    inlined: a schema's own ``#/$defs/...`` references would not resolve inside the OpenAPI document)."""
     return {
         "requestBody": {
             "required": True,
-            "content": {media: {"schema": model.model_json_schema()} for media, model in content},
+            "content": {media: {"schema": _inlined(model.model_json_schema())} for media, model in content},
         }
     }
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined

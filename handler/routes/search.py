@@ -1,25 +1,24 @@
-"""``POST /search``: by text, image, vector or item id.
+"""``POST /search``: by text, image, vector, item id or a weighted combination of them (``terms``).
 
 The route reads the raw request because one path takes three kinds of body (JSON, a form with an image
 file, a raw ``image/*`` body); each is validated by the models of :mod:`handler.schemas`."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from handler import inputs
+from handler.core import dedupe
 from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.index import SearchIndex
-from handler.core.preprocess import image_size
+from handler.core.query import embed_terms, find_label
 from handler.core.runtime import Embedder
 from handler.deps import Service, base_path, form, get_embedder, get_index, get_service, read_body
-from handler.inputs import InvalidEmbeddingError, SearchRequest, UnknownItemError, UnsupportedMediaTypeError
+from handler.inputs import SearchRequest, UnsupportedMediaTypeError
 from handler.responses import JSONResponse
 from handler.schemas import ERROR_RESPONSES, SearchForm, SearchJSON, SearchResponse, request_body, validate
 
@@ -66,88 +65,55 @@ async def _parse(request: Request, service: Service) -> SearchRequest:
     )
 
 
-def find_label(index: SearchIndex, item_id: Any) -> int | None:
-    """The index label of an id; "12" finds the integer id 12 and 12 the string id "12"."""
-    label = index.label_for(item_id)
-    if label is None and isinstance(item_id, str) and re.fullmatch(r"-?[0-9]{1,18}", item_id):
-        label = index.label_for(int(item_id))
-    if label is None and isinstance(item_id, int):
-        label = index.label_for(str(item_id))
-    return label
-
-
-def _normalise(values: list[float], dim: int) -> np.ndarray:
-    if len(values) != dim:
-        raise InvalidEmbeddingError(f"'embedding' has {len(values)} values, the index's dimension is {dim}")
-    vec = np.asarray(values, dtype=np.float64)
-    scale = float(np.max(np.abs(vec)))
-    if scale == 0.0:
-        raise InvalidEmbeddingError("'embedding' is the zero vector")
-    vec = vec / scale
-    return (vec / np.linalg.norm(vec)).astype(np.float32)
-
-
 def run_search(
     req: SearchRequest, emb: Embedder, idx: SearchIndex, service: Service, base: str
 ) -> dict[str, Any]:
-    query: dict[str, Any] = {"type": req.type}
-    exclude: int | None = None
-    if req.type == "text":
-        assert req.text is not None
-        ids, truncated = emb.tokenize_with_info([req.text], req.language)
-        vec = emb.embed_tokens(ids)[0]
-        query.update(text=req.text, truncated=bool(truncated[0] or req.text_precut))
-    elif req.type == "image":
-        assert req.image is not None
-        inputs.check_pixel_budget([req.image], service.max_request_pixels, emb.max_pixels)
-        options = idx.image_options  # prepared like the index's images (background, JPEG draft)
-        img = emb.decode(req.image, options)
-        width, height = image_size(img)
-        query.update(bytes=len(req.image), width=width, height=height)
-        vec = emb.embed_pixels(emb.preprocessor_for(options)(img))[0]
-    elif req.type == "embedding":
-        assert req.embedding is not None
-        vec = _normalise(req.embedding, idx.dim)
-        query.update(dim=len(req.embedding))
+    terms = req.query_terms()
+    images = [t.value for t in terms if t.kind == "image"]
+    if images:
+        inputs.check_pixel_budget(images, service.max_request_pixels, emb.max_pixels)
+    q = embed_terms(terms, idx, emb, req.language)
+    if req.terms is None:  # a single-term form: described as before compound queries
+        query: dict[str, Any] = {k: v for k, v in q.terms[0].items() if k != "weight"}
     else:
-        label = find_label(idx, req.item_id)
-        if label is None:
-            raise UnknownItemError(f"no item with id {req.item_id!r} in index version {idx.version}")
-        vec = idx.embedding(label)
-        exclude = label
-        query.update(id=req.item_id)
+        query = {"type": "terms", "terms": q.terms}
     query.update(k=req.k, offset=req.offset)
-    if req.min_score is not None:
-        query["min_score"] = req.min_score
-    if req.ef is not None:
-        query["ef"] = req.ef
-    if exclude is None:
-        hits = idx.search(vec, req.k, req.offset, ef=req.ef, min_score=req.min_score)[0]
-    else:  # "more like this": the item itself is not a result
-        hits = idx.search(vec, req.k + req.offset + 1, 0, ef=req.ef, min_score=req.min_score)[0]
-        hits = [h for h in hits if h.label != exclude][req.offset : req.offset + req.k]
+    for name in ("min_score", "ef", "dedupe"):
+        if getattr(req, name) is not None:
+            query[name] = getattr(req, name)
+    ranked = dedupe.ranked(
+        idx,
+        q.vector,
+        req.k,
+        req.offset,
+        ef=req.ef,
+        min_score=req.min_score,
+        exclude=q.exclude,
+        dedupe=req.dedupe,
+    )
     loc = service.locator(idx)
     results = []
-    for hit in hits:
+    for hit, absorbed in ranked:
         item = hit.item
         image_url, thumb_url = loc.urls(item, base)
         metadata = item.get("metadata")
-        results.append(
-            {
-                "id": item.get("id"),
-                "uri": loc.public_uri(item),
-                "score": float(hit.score),
-                "metadata": metadata if isinstance(metadata, dict) else {},
-                "image_url": image_url,
-                "thumbnail_url": thumb_url,
-            }
-        )
+        result = {
+            "id": item.get("id"),
+            "uri": loc.public_uri(item),
+            "score": float(hit.score),
+            "metadata": metadata if isinstance(metadata, dict) else {},
+            "image_url": image_url,
+            "thumbnail_url": thumb_url,
+        }
+        if req.dedupe is not None:
+            result["duplicates"] = [d.item.get("id") for d in absorbed]
+        results.append(result)
     return {"results": results, "query": query}
 
 
 @router.post(
     "/search",
-    summary="search the collection by text, image, vector or item id",
+    summary="search the collection by text, image, vector, item id or weighted terms",
     response_model=None,
     responses={
         200: {"model": SearchResponse},

@@ -81,7 +81,7 @@ def test_the_version_lives_in_one_place() -> None:
     assert hits == ["handler/core/__init__.py"]
 
 
-@pytest.mark.parametrize("script", ["clip-export", "clip-index", "clip-serve"])
+@pytest.mark.parametrize("script", ["clip-export", "clip-index", "clip-serve", "clip-search"])
 def test_console_scripts_name_real_main_functions(script: str) -> None:
     module, _, func = PROJECT["scripts"][script].partition(":")
     assert callable(getattr(importlib.import_module(module), func))

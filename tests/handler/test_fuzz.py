@@ -202,6 +202,34 @@ def test_search_schema_fuzz(fuzz_client: Any, body: dict[str, Any]) -> None:
     check(post_json(fuzz_client, "/search", body), "/search")
 
 
+@st.composite
+def terms_bodies(draw: Any) -> dict[str, Any]:
+    """Compound queries (issue 17): terms of mostly valid shapes, weights and dedupe sometimes junk."""
+    term = st.fixed_dictionaries(
+        {},
+        optional={
+            **query_values,
+            "weight": st.floats(-2, 2) | st.sampled_from([0, 0.0, 1000.5]) | json_values,
+        },
+    )
+    body: dict[str, Any] = {"terms": draw(st.lists(term, max_size=4) | json_values)}
+    if draw(st.booleans()):
+        body["dedupe"] = draw(
+            st.booleans()
+            | st.fixed_dictionaries({"threshold": st.floats(-0.5, 1.5) | json_values})
+            | json_values
+        )
+    if draw(st.booleans()):
+        body["k"] = draw(param_values["k"])
+    return body
+
+
+@FUZZ
+@given(body=terms_bodies())
+def test_search_terms_fuzz(fuzz_client: Any, body: dict[str, Any]) -> None:
+    check(post_json(fuzz_client, "/search", body), "/search")
+
+
 @FUZZ
 @given(
     body=json_values
