@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
+from handler.core.filters import FilterSpec
 from handler.core.preprocess import probe_image
 
 __all__ = [
@@ -120,6 +121,7 @@ class SearchRequest:
     min_score: float | None = None
     ef: int | None = None
     language: str | None = None  # source-language code for tokenizers that take one (NLLB)
+    filter: FilterSpec | None = None  # only items matching it (handler.core.filters)
 
     def log_fields(self) -> dict[str, Any]:
         """What the request log may say about the query: its type, sizes and parameters, never content."""
@@ -130,6 +132,8 @@ class SearchRequest:
             out["image_bytes"] = len(self.image)
         if self.embedding is not None:
             out["embedding_dim"] = len(self.embedding)
+        if self.filter is not None:
+            out["filter"] = self.filter.fields()
         return out
 
 
@@ -347,7 +351,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
     """``multipart/form-data`` / ``application/x-www-form-urlencoded`` -> the fields of a search: numbers
     converted, an uploaded ``image`` file read (bytes), empty fields (and a browser's empty file input)
     dropped. Unknown or repeated fields are refused here: a form's keys are not JSON's."""
-    allowed = ("text", "image", "id", "language", *NUMBER_FIELDS)
+    allowed = ("text", "image", "id", "language", "filter", *NUMBER_FIELDS)
     keys = list(form.keys())
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
@@ -359,7 +363,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
         if len(form.getlist(name)) > 1:
             raise InvalidRequestError(f"form field '{name}' given more than once")
     out: dict[str, Any] = numbers(form)
-    for name in ("text", "image", "id", "language"):
+    for name in ("text", "image", "id", "language", "filter"):
         value = form.get(name)
         if value is None or (isinstance(value, str) and value == ""):
             continue

@@ -21,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from handler import inputs
+from handler import filter_schema, inputs
+from handler.filter_schema import FilterJSON
 from handler.inputs import (
     EF_MAX,
     K_DEFAULT,
@@ -60,6 +61,10 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
 
 _Id = Annotated[str, Field(min_length=1, max_length=1024)] | int
 _LANGUAGE_DOC = "source-language code of a text query (NLLB bundles, e.g. 'fra_Latn'); other models refuse it"
+_FILTER_DOC = (
+    "only items matching this (docs/api.md, Filters): an object, or its text form such as "
+    "'ext:jpg taken:2024-01-01..2024-12-31'"
+)
 
 
 def _language(value: Any) -> Any:
@@ -81,8 +86,14 @@ class _Search(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this (cosine)")
     ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
     language: str | None = Field(None, description=_LANGUAGE_DOC)
+    filter: FilterJSON | None = Field(None, description=_FILTER_DOC)
 
     _check_language = field_validator("language", mode="before")(_language)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter(cls, value: Any) -> Any:
+        return None if value is None or value == "" else filter_schema.validated(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +121,8 @@ class _Search(BaseModel):
             ef=self.ef,
             language=self.language,
         )
+        if self.filter is not None:
+            req.filter = self.filter.spec()
         value = getattr(self, kind)
         if kind == "text":
             req.text, req.text_precut = inputs.clean_text(value)

@@ -47,6 +47,7 @@ from index_builder.options import (
     default_workers,
     format_skipped,
 )
+from index_builder.facts import previous_content
 from index_builder.pipeline import Prepared, error_row, prepared_stream
 from index_builder.previous import (
     _cleanup_pending,
@@ -287,7 +288,7 @@ def _build_locked(
                 w, h = row.get("width"), row.get("height")
                 if opts.max_pixels is None or w is None or h is None or w * h <= opts.max_pixels:
                     vec = np.asarray(prev.embeddings[label], dtype=np.float32)
-                    resolved[pos] = (_item_row(item, row["sha256"], item.size, w, h), vec)
+                    resolved[pos] = (_item_row(item, row["sha256"], item.size, w, h, previous_content(row)), vec)
                     how["unchanged"] += 1
                     continue
         todo.append(pos)
@@ -310,7 +311,10 @@ def _build_locked(
                 same = label is not None and prev is not None and prev.items[label].get("sha256") == p.sha256
                 kind = "unchanged" if same else "reused"
         how[kind] += 1
-        resolved[todo[p.position]] = (_item_row(item, p.sha256 or "", p.size, p.width, p.height), vec)
+        resolved[todo[p.position]] = (
+            _item_row(item, p.sha256 or "", p.size, p.width, p.height, p.facts),
+            vec,
+        )
 
     def flush() -> None:
         nonlocal embed_seconds

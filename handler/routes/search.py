@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from handler import inputs
 from handler.core.errors import ImageTooLargeError, InvalidImageError
+from handler.core.filtered_search import filtered_search
+from handler.core.filters import compile_mask
 from handler.core.index import SearchIndex
 from handler.core.preprocess import image_size
 from handler.core.runtime import Embedder
@@ -59,7 +61,10 @@ async def _parse(request: Request, service: Service) -> SearchRequest:
             raise ImageTooLargeError(f"image is {len(body)} bytes, over the limit of {max_bytes} bytes")
         if not body:
             raise InvalidImageError("empty request body: expected image bytes")
-        return validate(SearchForm, {**inputs.numbers(request.query_params), "image": body}).query(max_bytes)
+        params = {**inputs.numbers(request.query_params), "image": body}
+        if request.query_params.get("filter"):
+            params["filter"] = request.query_params["filter"]
+        return validate(SearchForm, params).query(max_bytes)
     raise UnsupportedMediaTypeError(
         f"unsupported content type {mt or '(none)'!r}: send application/json, multipart/form-data "
         "(an 'image' file or a 'text' field) or an image/* body"
@@ -121,7 +126,13 @@ def run_search(
         query["min_score"] = req.min_score
     if req.ef is not None:
         query["ef"] = req.ef
-    if exclude is None:
+    if req.filter is not None:  # only matching items: exact k results when k match (filtered_search)
+        mask = compile_mask(idx, req.filter)
+        if exclude is not None:
+            mask[exclude] = False
+        query.update(filter=req.filter.echo, matching=int(mask.sum()))
+        hits = filtered_search(idx, vec, req.k, mask, offset=req.offset, ef=req.ef, min_score=req.min_score)[0]
+    elif exclude is None:
         hits = idx.search(vec, req.k, req.offset, ef=req.ef, min_score=req.min_score)[0]
     else:  # "more like this": the item itself is not a result
         hits = idx.search(vec, req.k + req.offset + 1, 0, ef=req.ef, min_score=req.min_score)[0]
