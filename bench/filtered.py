@@ -1,5 +1,6 @@
 """Filtered search: latency vs the fraction of items a filter keeps, hnswlib's filtered search against an
-exact scan over the kept subset, both through the two paths of :func:`handler.core.filtered_search.filtered_search` - the measurement behind ``SWITCH_FRACTION``.
+exact scan over the kept subset (the two ways of :func:`handler.core.filtered_search.filtered_search`): the
+measurement behind ``SWITCH_FRACTION``.
 
 Data as bench/search.py: 512-d clustered vectors (the queries from the same distribution, not in the
 index), HNSW M=16 / ef_construction=100, ef 128, k 10; one query per call (as the service), p50. The kept
@@ -26,6 +27,16 @@ K = 10
 EF = 128
 
 
+def _hnsw_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
+    found = _hnsw_filtered(index, q[None], K, EF, mask)
+    assert found is not None
+    return found[0][0]
+
+
+def _exact_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
+    return _exact(index, q[None], K, np.flatnonzero(mask))[0][0]
+
+
 def run(
     n: int = 100_000,
     *,
@@ -49,22 +60,14 @@ def run(
     log(f"filtered: built {n:,} x {DIM} in {time.perf_counter() - t0:.1f}s")
     index = search_index(hnsw, n, DIM, EF)
     if embeddings:
-        index._embeddings = data  # noqa: SLF001 (as a local index's memory-mapped embeddings.npy)
+        index._embeddings = data  # as a local index has its embeddings.npy
     rows = []
     for sel in selectivities:
         mask = np.zeros(n, dtype=bool)
         mask[rng.choice(n, max(K, round(sel * n)), replace=False)] = True
-        def hnsw_way(q: np.ndarray) -> Any:
-            found = _hnsw_filtered(index, q[None], K, EF, mask)
-            assert found is not None
-            return found[0][0]
-
-        def exact_way(q: np.ndarray) -> Any:
-            return _exact(index, q[None], K, np.flatnonzero(mask))[0][0]
-
         ways = {}
-        for way, fn in (("hnsw", hnsw_way), ("exact", exact_way)):
-            lat, labels = time_queries(fn, qs)
+        for way, fn in (("hnsw", _hnsw_way), ("exact", _exact_way)):
+            lat, labels = time_queries(lambda q, f=fn, m=mask: f(index, q, m), qs)
             ways[way] = (float(np.percentile(lat, 50)), [list(map(int, r)) for r in labels])
         found = [len(set(a) & set(b)) / K for a, b in zip(ways["hnsw"][1], ways["exact"][1], strict=True)]
         row = {
@@ -78,7 +81,8 @@ def run(
         }
         rows.append(row)
         log(
-            f"filtered: {sel:>6.1%} ({row['allowed']:>6,} items): hnsw filter {row['hnsw_p50'] * 1e3:8.3f} ms "
+            f"filtered: {sel:>6.1%} ({row['allowed']:>6,} items): "
+            f"hnsw filter {row['hnsw_p50'] * 1e3:8.3f} ms "
             f"(recall {row['hnsw_recall']:.3f}), exact subset {row['exact_p50'] * 1e3:8.3f} ms"
         )
     return rows

@@ -104,7 +104,8 @@ class FilterJSON(_Strict):
     item without the field a part reads does not match it."""
 
     path_prefix: _Str | Annotated[list[_Str], Field(min_length=1, max_length=MAX_VALUES)] | None = Field(
-        None, description="the item id (the path in the folder or S3 prefix) starts with this (or any of these)"
+        None,
+        description="the item id (the path in the folder or S3 prefix) starts with this (or any of these)",
     )
     ext: _Short | Annotated[list[_Short], Field(min_length=1, max_length=MAX_VALUES)] | None = Field(
         None, description="file extension(s) without the dot, any case: 'jpg', ['jpg', 'jpeg']"
@@ -118,7 +119,10 @@ class FilterJSON(_Strict):
     camera: _Match | None = Field(None, description="EXIF Make + Model, e.g. 'Canon Canon EOS 5D'")
     gps: bool | None = Field(None, description="whether the image's EXIF holds GPS information")
     meta: (
-        Annotated[dict[Annotated[str, Field(min_length=1, max_length=128)], _Match], Field(max_length=MAX_META_FIELDS)]
+        Annotated[
+            dict[Annotated[str, Field(min_length=1, max_length=128)], _Match],
+            Field(max_length=MAX_META_FIELDS),
+        ]
         | None
     ) = Field(None, description="metadata field -> a value or {'in': [values]} (lists in items: any element)")
 
@@ -138,7 +142,9 @@ class FilterJSON(_Strict):
 
 
 # pydantic's location parts that name a union member or a validator, not a place in the filter
-_TAG = re.compile(r"^(?:bool|int|float|str|AnyOf|constrained-.*|list\[.*|function-.*|json-or-python.*|\[key\])$")
+_TAG = re.compile(
+    r"^(?:bool|int|float|str|AnyOf|constrained-.*|list\[.*|function-.*|json-or-python.*|\[key\])$"
+)
 _VALUE = "a string, a number, a boolean or {'in': [values]}"
 _EXPECTED = {"path_prefix": "a string or a list of strings", "ext": "a string or a list of strings"}
 _EXPECTED |= {"type": _EXPECTED["ext"], "camera": _VALUE}

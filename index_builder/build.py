@@ -36,6 +36,7 @@ from handler.core.index import (
 )
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import StorageError, Store, open_store
+from index_builder.facts import previous_content
 from index_builder.options import (
     BACKENDS,
     DEFAULT_MAX_FILE_BYTES,
@@ -47,7 +48,6 @@ from index_builder.options import (
     default_workers,
     format_skipped,
 )
-from index_builder.facts import previous_content
 from index_builder.pipeline import Prepared, error_row, prepared_stream
 from index_builder.previous import (
     _cleanup_pending,
@@ -288,7 +288,10 @@ def _build_locked(
                 w, h = row.get("width"), row.get("height")
                 if opts.max_pixels is None or w is None or h is None or w * h <= opts.max_pixels:
                     vec = np.asarray(prev.embeddings[label], dtype=np.float32)
-                    resolved[pos] = (_item_row(item, row["sha256"], item.size, w, h, previous_content(row)), vec)
+                    resolved[pos] = (
+                        _item_row(item, row["sha256"], item.size, w, h, previous_content(row)),
+                        vec,
+                    )
                     how["unchanged"] += 1
                     continue
         todo.append(pos)

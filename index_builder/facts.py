@@ -47,7 +47,8 @@ def _exif_date(value: Any, offset: Any) -> str | None:
     if m is None:
         return None
     try:
-        dt = datetime(*map(int, m.groups()))  # noqa: DTZ001 (EXIF times are local to the camera)
+        year, month, day, hour, minute, second = map(int, m.groups())
+        dt = datetime(year, month, day, hour, minute, second)  # naive: EXIF times are local to the camera
     except ValueError:
         return None
     text = dt.isoformat()
@@ -65,7 +66,8 @@ def content_facts(data: bytes) -> dict[str, Any]:
                 mime = Image.MIME.get(img.format or "")
                 if mime:
                     facts["type"] = mime
-                exif = img.getexif()
+                # a PNG's EXIF after its pixel data would need a full decode (Pillow loads it): not read
+                exif = img.getexif() if img.format != "PNG" or "exif" in img.info else Image.Exif()
                 camera = " ".join(t for t in (_text(exif.get(_MAKE)), _text(exif.get(_MODEL))) if t)
                 if camera:
                     facts["camera"] = camera[:_MAX_TEXT]
@@ -117,7 +119,7 @@ def previous_content(row: dict[str, Any]) -> dict[str, Any] | None:
     """The content facts a previous row holds (None: a row from before these fields: none known)."""
     if "gps" not in row:
         return None
-    out = {k: row[k] for k in ("type", "camera", "gps") if k in row}
+    out: dict[str, Any] = {k: row[k] for k in ("type", "camera", "gps") if k in row}
     if row.get("taken_at_source") == "exif" and isinstance(row.get("taken_at"), str):
         out[EXIF_TAKEN] = row["taken_at"]
     return out

@@ -25,8 +25,8 @@ from handler.core.preprocess import (
     format_background,
 )
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
-from index_builder.options import BuildOptions, _Log
 from index_builder.facts import previous_content, row_facts
+from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
 from index_builder.sources import SourceItem
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir

@@ -48,15 +48,9 @@ def _size(value: str, term: str) -> dict[str, int]:
             raise InvalidFilterError(f"filter term {term!r}: {text!r} is not a whole number of pixels")
         return int(text)
 
-    for op, make in (
-        (">=", lambda n: {"min": n}),
-        ("<=", lambda n: {"max": n}),
-        (">", lambda n: {"min": n + 1}),
-        ("<", lambda n: {"max": max(0, n - 1)}),
-    ):
+    for op, key, shift in ((">=", "min", 0), ("<=", "max", 0), (">", "min", 1), ("<", "max", -1)):
         if value.startswith(op):
-            out: dict[str, int] = make(num(value[len(op) :]))
-            return out
+            return {key: max(0, num(value[len(op) :]) + shift)}
     if ".." in value:
         lo, _, hi = value.partition("..")
         rng = {k: num(v) for k, v in (("min", lo), ("max", hi)) if v}

@@ -243,7 +243,7 @@ def _any_of(inv: Inverted, values: Iterable[Any], count: int) -> np.ndarray:
 
 
 def _in_range(col: np.ndarray, r: Range) -> np.ndarray:
-    mask = ~np.isnan(col)
+    mask: np.ndarray = ~np.isnan(col)
     if r.lo is not None:
         mask &= col >= r.lo
     if r.hi is not None:
@@ -286,13 +286,12 @@ def compile_mask(index: Any, spec: FilterSpec) -> np.ndarray:
         mask &= _any_of(cols.inverted("camera", lambda r: r.get("camera")), spec.camera, cols.count)
     if spec.gps is not None:
         mask &= _any_of(cols.inverted("gps", lambda r: r.get("gps")), (spec.gps,), cols.count)
-    for name, r, read in (
-        ("taken", spec.taken, lambda row: epoch_of(row.get("taken_at"))),
-        ("width", spec.width, lambda row: row.get("width")),
-        ("height", spec.height, lambda row: row.get("height")),
-    ):
-        if r is not None:
-            mask &= _in_range(cols.numbers(name, read), r)
+    if spec.taken is not None:
+        mask &= _in_range(cols.numbers("taken", lambda r: epoch_of(r.get("taken_at"))), spec.taken)
+    if spec.width is not None:
+        mask &= _in_range(cols.numbers("width", lambda r: r.get("width")), spec.width)
+    if spec.height is not None:
+        mask &= _in_range(cols.numbers("height", lambda r: r.get("height")), spec.height)
     for name, values in spec.meta:
         if name not in cols.meta_names():  # no item has it: nothing matches (and nothing is cached)
             mask[:] = False

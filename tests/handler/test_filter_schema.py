@@ -26,7 +26,7 @@ def test_spec_from_json_and_from_text_agree() -> None:
     assert spec.width == Range(100, None) and spec.height is None
     assert spec.camera == ("A", "B") and spec.meta == (("album", ("x",)), ("year", (2023, 2024)))
     assert spec.echo["camera"] == {"in": ["A", "B"]} and spec.echo["taken"]["from"] == "2024-01-01"
-    text = 'path:photos/ ext:JPG,.png taken:2024-01-01..2024-12-31 width:>=100 camera:A,B gps:yes '
+    text = "path:photos/ ext:JPG,.png taken:2024-01-01..2024-12-31 width:>=100 camera:A,B gps:yes "
     text += "meta.album:x meta.year:2023,2024"
     assert parse_filter(text) == spec
     assert parse_filter('{"ext": "jpg"}') == parse_filter({"ext": "jpg"})
@@ -69,7 +69,15 @@ def test_errors(value: Any, message: str) -> None:
 def test_schema_documents_the_parts() -> None:
     schema = FilterJSON.model_json_schema()
     assert set(schema["properties"]) == {
-        "path_prefix", "ext", "type", "taken", "width", "height", "camera", "gps", "meta"
+        "path_prefix",
+        "ext",
+        "type",
+        "taken",
+        "width",
+        "height",
+        "camera",
+        "gps",
+        "meta",
     }
     assert "from" in schema["$defs"]["DateRange"]["properties"]
     assert "in" in schema["$defs"]["AnyOf"]["properties"]

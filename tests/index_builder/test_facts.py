@@ -118,7 +118,9 @@ def test_build_writes_the_fields(demo_bundle: Path, tmp_path: Path, cli: Any) ->
     v = read_version(dest)
     c = {r["id"]: r for r in v["items"]}["trip/c.jpg"]
     assert v["manifest"]["stats"]["embedded"] == 0
-    assert {k: c[k] for k in ("taken_at", "camera", "gps")} == {k: a[k] for k in ("taken_at", "camera", "gps")}
+    assert {k: c[k] for k in ("taken_at", "camera", "gps")} == {
+        k: a[k] for k in ("taken_at", "camera", "gps")
+    }
 
 
 @pytest.mark.parametrize("parallel", [False, True])

@@ -10,7 +10,7 @@ from handler.core.filters import InvalidFilterError
 
 def test_every_term() -> None:
     text = (
-        'path:photos/2024/ path:scans/ ext:jpg,PNG type:image/png taken:2024-01-01..2024-12-31 width:>=100 '
+        "path:photos/2024/ path:scans/ ext:jpg,PNG type:image/png taken:2024-01-01..2024-12-31 width:>=100 "
         'height:100..4000 camera:"Canon EOS 5D",Nikon gps:no meta.album:holidays meta.year:2023,2024 '
         "meta.flag:true meta.code:007x"
     )

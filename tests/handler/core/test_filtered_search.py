@@ -101,7 +101,9 @@ def test_mask_shape_is_checked(corpus: Any) -> None:
 def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
     index, data = corpus
     other = SearchIndex(index.manifest, index._hnsw, index.items)
-    other._embeddings = data * 0 + data[0]  # every vector the same: ties, ranked by label
+    unit = np.eye(1, DIM, dtype=np.float32)
+    other._embeddings = np.repeat(unit, N, axis=0)  # every vector the same: exact ties, ranked by label
     mask = np.zeros(N, dtype=bool)
     mask[[9, 3, 7]] = True
-    assert [h.label for h in filtered_search(other, data[0], 3, mask)[0]] == [3, 7, 9]
+    hits = filtered_search(other, unit[0], 3, mask)[0]
+    assert [h.label for h in hits] == [3, 7, 9] and [h.score for h in hits] == [1.0] * 3

@@ -70,7 +70,10 @@ def test_path_prefix_any_of_and_not_numeric_ids() -> None:
 
 def test_path_prefix_with_the_highest_code_point() -> None:
     rows = [{"id": "a\U0010ffffb"}, {"id": "a\U0010ffff"}, {"id": "b"}]
-    assert list(np.flatnonzero(compile_mask(_Index(rows), FilterSpec(path_prefix=("a\U0010ffff",))))) == [0, 1]
+    assert list(np.flatnonzero(compile_mask(_Index(rows), FilterSpec(path_prefix=("a\U0010ffff",))))) == [
+        0,
+        1,
+    ]
 
 
 def test_ext_is_case_insensitive_and_derived_for_old_rows() -> None:
