@@ -1,6 +1,7 @@
 """k-NN restricted to the labels a boolean mask allows: always ``k`` results when ``k`` allowed items exist.
 
-Two ways, chosen by the allowed fraction (:data:`SWITCH_FRACTION`, measured by ``bench/filtered.py``):
+Two ways, chosen by the allowed fraction (:data:`SWITCH_FRACTION`, measured by ``bench/filtered.py``;
+:data:`SWITCH_FRACTION_HNSW_VECTORS` when the vectors must be read out of hnswlib):
 
 * most items allowed: hnswlib's own filtered search (``knn_query(filter=...)``): the graph walk skips
   disallowed labels but keeps going until it holds ``ef`` allowed ones, so nothing is lost to truncation;
@@ -21,11 +22,27 @@ import numpy as np
 from handler.core.errors import ArtifactError
 from handler.core.search import Hit, SearchIndex
 
-__all__ = ["SWITCH_FRACTION", "filtered_search"]
+__all__ = ["SWITCH_FRACTION", "SWITCH_FRACTION_HNSW_VECTORS", "filtered_search"]
 
-#: Below this fraction of allowed items the exact scan over the subset beats hnswlib's filtered search
-#: (bench/filtered.py, 100k clustered 512-d vectors, M=16, one query at a time, p50; docs: BENCHMARKS.md).
-SWITCH_FRACTION = 0.1
+#: Below this fraction of allowed items the exact scan over the subset (vectors from embeddings.npy, memory-
+#: mapped: a local index) beats hnswlib's filtered search. ``python -m bench.filtered 100000 25 40``: 100k
+#: clustered 512-d vectors, M=16, ef 128, k 10, one query at a time, p50 ms (on a 2-core machine under load
+#: ~6, so absolute times are inflated; the ratio is the point):
+#:
+#:     allowed   hnsw filter   exact (embeddings.npy)   exact (hnswlib get_items)
+#:     100%           0.77          463                    24667
+#:      30%           3.3           188                     8423
+#:      10%          35              79                     2713
+#:       3%         147              26                      719
+#:       1%         279              28                      274
+#:     0.1%        1020               0.09                    12
+#:
+#: The ratio crosses 1 near 7% (log interpolation between 10% and 3%): 5% keeps a margin for the exact scan,
+#: whose cost grows with the number of allowed vectors (at 1M items the crossing moves lower, ~1/sqrt(n)).
+SWITCH_FRACTION = 0.05
+#: The same when the index has no local embeddings.npy (loaded from S3): reading the subset's vectors out of
+#: hnswlib (``get_items``) costs ~0.25 ms each under that load, so the graph walk wins down to ~1%.
+SWITCH_FRACTION_HNSW_VECTORS = 0.01
 
 
 def filtered_search(
@@ -37,10 +54,11 @@ def filtered_search(
     offset: int = 0,
     ef: int | None = None,
     min_score: float | None = None,
-    switch: float = SWITCH_FRACTION,
+    switch: float | None = None,
 ) -> list[list[Hit]]:
     """Like :meth:`SearchIndex.search` (ranks ``offset .. offset+k-1`` per query row, cut at ``min_score``),
-    over the labels where ``mask`` (``bool[count]``) is True only."""
+    over the labels where ``mask`` (``bool[count]``) is True only. ``switch``: the allowed fraction below
+    which the exact scan is used (default: by where the vectors are, see the constants)."""
     queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     allowed = np.asarray(mask, dtype=bool)
     if allowed.shape != (index.count,):
@@ -51,6 +69,9 @@ def filtered_search(
         return [[] for _ in range(queries.shape[0])]
     if n_allowed == index.count:  # nothing filtered out
         return index.search(queries, k, offset, ef=ef, min_score=min_score)
+    if switch is None:
+        local = index._embeddings_array() is not None  # private: the seam (SearchIndex grows this)
+        switch = SWITCH_FRACTION if local else SWITCH_FRACTION_HNSW_VECTORS
     found = _hnsw_filtered(index, queries, want, ef, allowed) if n_allowed >= switch * index.count else None
     if found is None:  # selective (or the graph walk came up short): exact over the subset
         found = _exact(index, queries, want, np.flatnonzero(allowed))

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.core.filtered_search import SWITCH_FRACTION, filtered_search
+from handler.core.filtered_search import SWITCH_FRACTION, SWITCH_FRACTION_HNSW_VECTORS, filtered_search
+from handler.core.filtered_search import _exact as _real_exact
 from handler.core.search import SearchIndex
 
 N, DIM = 3000, 32
@@ -46,8 +47,10 @@ def test_one_percent_selective_filter_gives_k_exact_results(corpus: Any) -> None
     mask[np.random.default_rng(1).choice(N, N // 100, replace=False)] = True  # 30 items: 1%
     assert mask.sum() / N < SWITCH_FRACTION
     for q in _queries(data):
-        hits = filtered_search(index, q, 10, mask)[0]
+        hits = filtered_search(index, q, 10, mask, switch=SWITCH_FRACTION)[0]  # the exact scan
         assert [h.label for h in hits] == _exact(data, q, mask, 10)
+        default = filtered_search(index, q, 10, mask)[0]  # no embeddings.npy: 1% walks the graph
+        assert len(default) == 10 and all(mask[h.label] for h in default)
         assert all(mask[h.label] for h in hits)
         assert [h.score for h in hits] == pytest.approx([float(data[h.label] @ q) for h in hits], abs=1e-5)
         assert hits[0].item == {"id": f"i{hits[0].label}"}
@@ -98,8 +101,24 @@ def test_mask_shape_is_checked(corpus: Any) -> None:
         filtered_search(index, np.ones(DIM, np.float32), 3, np.ones(N - 1, dtype=bool))
 
 
-def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
+def test_switch_point_depends_on_where_the_vectors_are(corpus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from handler.core import filtered_search as fs
+
     index, data = corpus
+    ways: list[str] = []
+    monkeypatch.setattr(fs, "_exact", lambda *a: ways.append("exact") or _real_exact(*a))
+    mask = np.zeros(N, dtype=bool)
+    mask[: int(N * (SWITCH_FRACTION + SWITCH_FRACTION_HNSW_VECTORS) / 2)] = True  # between the two
+    filtered_search(index, data[0], 5, mask)
+    assert ways == []  # vectors only in hnswlib: the graph walk
+    local = SearchIndex(index.manifest, index._hnsw, index.items)
+    local._embeddings = data
+    filtered_search(local, data[0], 5, mask)
+    assert ways == ["exact"]
+
+
+def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
+    index, _ = corpus
     other = SearchIndex(index.manifest, index._hnsw, index.items)
     unit = np.eye(1, DIM, dtype=np.float32)
     other._embeddings = np.repeat(unit, N, axis=0)  # every vector the same: exact ties, ranked by label
