@@ -131,9 +131,8 @@ def run_search(
         if exclude is not None:
             mask[exclude] = False
         query.update(filter=req.filter.echo, matching=int(mask.sum()))
-        hits = filtered_search(idx, vec, req.k, mask, offset=req.offset, ef=req.ef, min_score=req.min_score)[
-            0
-        ]
+        found = filtered_search(idx, vec, req.k, mask, offset=req.offset, ef=req.ef, min_score=req.min_score)
+        hits = found[0]
     elif exclude is None:
         hits = idx.search(vec, req.k, req.offset, ef=req.ef, min_score=req.min_score)[0]
     else:  # "more like this": the item itself is not a result
