@@ -258,7 +258,7 @@ class SearchResponse(BaseModel):
     results: list[Result]
     query: dict[str, Any] = Field(
         description="type (text|image|embedding|id) and what the service made of it: "
-        "text + truncated, bytes/width/height, dim, id; k, offset, ..."
+        "text + truncated, bytes/width/height, dim, id; k, offset, ...; filter + matching when filtered"
     )
     model: str
     index_version: str
