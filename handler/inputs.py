@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
+from handler.core.filters import FilterSpec
 from handler.core.preprocess import probe_image
 from handler.core.query import InvalidEmbeddingError, Term, UnknownItemError
 
@@ -123,6 +124,8 @@ class SearchRequest:
         value = {"text": self.text, "image": self.image, "embedding": self.embedding, "id": self.item_id}
         return [Term(self.type, value[self.type], precut=self.text_precut)]
 
+    filter: FilterSpec | None = None  # only items matching it (handler.core.filters)
+
     def log_fields(self) -> dict[str, Any]:
         """What the request log may say about the query: its type, sizes and parameters, never content."""
         out: dict[str, Any] = {"query_type": self.type, "k": self.k, "offset": self.offset}
@@ -137,6 +140,8 @@ class SearchRequest:
             out["term_types"] = "+".join(sorted({t.kind for t in self.terms}))
         if self.dedupe is not None:
             out["dedupe"] = self.dedupe
+        if self.filter is not None:
+            out["filter"] = self.filter.fields()
         return out
 
 
@@ -354,7 +359,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
     """``multipart/form-data`` / ``application/x-www-form-urlencoded`` -> the fields of a search: numbers
     converted, an uploaded ``image`` file read (bytes), empty fields (and a browser's empty file input)
     dropped. Unknown or repeated fields are refused here: a form's keys are not JSON's."""
-    allowed = ("text", "image", "id", "language", *NUMBER_FIELDS)
+    allowed = ("text", "image", "id", "language", "filter", *NUMBER_FIELDS)
     keys = list(form.keys())
     unknown = sorted({k for k in keys if k not in allowed})
     if unknown:
@@ -366,7 +371,7 @@ async def read_form(form: Any, max_image_bytes: int) -> dict[str, Any]:
         if len(form.getlist(name)) > 1:
             raise InvalidRequestError(f"form field '{name}' given more than once")
     out: dict[str, Any] = numbers(form)
-    for name in ("text", "image", "id", "language"):
+    for name in ("text", "image", "id", "language", "filter"):
         value = form.get(name)
         if value is None or (isinstance(value, str) and value == ""):
             continue

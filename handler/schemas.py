@@ -21,9 +21,10 @@ from pydantic import (
     model_validator,
 )
 
-from handler import inputs, schemas_query
+from handler import filter_schema, inputs, schemas_query
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.query import MAX_TERMS
+from handler.filter_schema import FilterJSON
 from handler.inputs import (
     EF_MAX,
     K_DEFAULT,
@@ -62,6 +63,10 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
 
 _Id = Annotated[str, Field(min_length=1, max_length=1024)] | int
 _LANGUAGE_DOC = "source-language code of a text query (NLLB bundles, e.g. 'fra_Latn'); other models refuse it"
+_FILTER_DOC = (
+    "only items matching this (docs/api.md, Filters): an object, or its text form such as "
+    "'ext:jpg taken:2024-01-01..2024-12-31'"
+)
 
 
 def _language(value: Any) -> Any:
@@ -83,8 +88,14 @@ class _Search(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1, description="drop results scoring below this (cosine)")
     ef: int | None = Field(None, ge=1, le=EF_MAX, description="HNSW search breadth (default: the index's)")
     language: str | None = Field(None, description=_LANGUAGE_DOC)
+    filter: FilterJSON | None = Field(None, description=_FILTER_DOC)
 
     _check_language = field_validator("language", mode="before")(_language)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter(cls, value: Any) -> Any:
+        return None if value is None or value == "" else filter_schema.validated(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -112,6 +123,8 @@ class _Search(BaseModel):
             ef=self.ef,
             language=self.language,
         )
+        if self.filter is not None:
+            req.filter = self.filter.spec()
         value = getattr(self, kind)
         if kind == "text":
             req.text, req.text_precut = inputs.clean_text(value)
@@ -275,7 +288,7 @@ class SearchResponse(BaseModel):
     results: list[Result]
     query: dict[str, Any] = Field(
         description="type (text|image|embedding|id) and what the service made of it: "
-        "text + truncated, bytes/width/height, dim, id; k, offset, ..."
+        "text + truncated, bytes/width/height, dim, id; k, offset, ...; filter + matching when filtered"
     )
     model: str
     index_version: str

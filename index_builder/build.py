@@ -36,6 +36,7 @@ from handler.core.index import (
 )
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import StorageError, Store, open_store
+from index_builder.facts import previous_content
 from index_builder.options import (
     BACKENDS,
     DEFAULT_MAX_FILE_BYTES,
@@ -287,7 +288,10 @@ def _build_locked(
                 w, h = row.get("width"), row.get("height")
                 if opts.max_pixels is None or w is None or h is None or w * h <= opts.max_pixels:
                     vec = np.asarray(prev.embeddings[label], dtype=np.float32)
-                    resolved[pos] = (_item_row(item, row["sha256"], item.size, w, h), vec)
+                    resolved[pos] = (
+                        _item_row(item, row["sha256"], item.size, w, h, previous_content(row)),
+                        vec,
+                    )
                     how["unchanged"] += 1
                     continue
         todo.append(pos)
@@ -310,7 +314,10 @@ def _build_locked(
                 same = label is not None and prev is not None and prev.items[label].get("sha256") == p.sha256
                 kind = "unchanged" if same else "reused"
         how[kind] += 1
-        resolved[todo[p.position]] = (_item_row(item, p.sha256 or "", p.size, p.width, p.height), vec)
+        resolved[todo[p.position]] = (
+            _item_row(item, p.sha256 or "", p.size, p.width, p.height, p.facts),
+            vec,
+        )
 
     def flush() -> None:
         nonlocal embed_seconds

@@ -25,6 +25,7 @@ import numpy as np
 from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.preprocess import image_size
 from handler.core.storage import NotFoundError, StorageError
+from index_builder.facts import content_facts
 from index_builder.itemwarnings import capture_item_warnings
 from index_builder.sources import FileTooLargeError, Source, SourceItem
 from index_builder.workdir import CachedVector
@@ -71,6 +72,7 @@ class Prepared:
     cached: CachedVector | None = None
     error: tuple[str, str] | None = None
     warnings: list[str] | None = None
+    facts: dict[str, Any] | None = None  # content facts for the row (index_builder.facts)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -141,6 +143,7 @@ def _prepare(
         out.error = ("empty", "zero-byte file")
         return out
     out.sha256 = hashlib.sha256(data).hexdigest()
+    out.facts = content_facts(data)  # header only, from the bytes in hand (cached vectors too)
     hit = known(out.sha256)
     max_pixels = getattr(preprocessor, "max_pixels", None)
     if (

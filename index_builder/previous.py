@@ -25,6 +25,7 @@ from handler.core.preprocess import (
     format_background,
 )
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
+from index_builder.facts import previous_content, row_facts
 from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
 from index_builder.sources import SourceItem
@@ -99,8 +100,12 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
 
 
 def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
-    """Same file as the previous version's row, judged without reading it (size + mtime (+ etag))."""
+    """Same file as the previous version's row, judged without reading it (size + mtime (+ etag)). A row
+    of an older builder without the image facts (index_builder.facts) is not: the file is read once more
+    to fill them (its vector is still reused, by content hash)."""
     if item.size is None or item.mtime is None or not isinstance(row.get("sha256"), str):
+        return False
+    if previous_content(row) is None:
         return False
     if row.get("uri") != item.uri or row.get("size") != item.size or row.get("mtime") != item.mtime:
         return False
@@ -108,8 +113,14 @@ def _unchanged_row(item: SourceItem, row: dict[str, Any]) -> bool:
 
 
 def _item_row(
-    item: SourceItem, sha: str, size: int | None, width: int | None, height: int | None
+    item: SourceItem,
+    sha: str,
+    size: int | None,
+    width: int | None,
+    height: int | None,
+    content: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """An items.jsonl row; ``content``: the image's content facts (index_builder.facts.content_facts)."""
     row: dict[str, Any] = {
         "id": item.id,
         "uri": item.uri,
@@ -121,6 +132,7 @@ def _item_row(
     }
     if item.etag is not None:
         row["etag"] = item.etag
+    row.update(row_facts(item.id, item.uri, item.mtime, content))
     row["metadata"] = item.metadata
     return row
 

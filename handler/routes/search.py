@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from handler import inputs
 from handler.core import dedupe
 from handler.core.errors import ImageTooLargeError, InvalidImageError
+from handler.core.filtered_search import FilteredIndex
+from handler.core.filters import compile_mask
 from handler.core.index import SearchIndex
 from handler.core.query import embed_terms, find_label
 from handler.core.runtime import Embedder
@@ -58,7 +60,10 @@ async def _parse(request: Request, service: Service) -> SearchRequest:
             raise ImageTooLargeError(f"image is {len(body)} bytes, over the limit of {max_bytes} bytes")
         if not body:
             raise InvalidImageError("empty request body: expected image bytes")
-        return validate(SearchForm, {**inputs.numbers(request.query_params), "image": body}).query(max_bytes)
+        params = {**inputs.numbers(request.query_params), "image": body}
+        if request.query_params.get("filter"):
+            params["filter"] = request.query_params["filter"]
+        return validate(SearchForm, params).query(max_bytes)
     raise UnsupportedMediaTypeError(
         f"unsupported content type {mt or '(none)'!r}: send application/json, multipart/form-data "
         "(an 'image' file or a 'text' field) or an image/* body"
@@ -81,14 +86,21 @@ def run_search(
     for name in ("min_score", "ef", "dedupe"):
         if getattr(req, name) is not None:
             query[name] = getattr(req, name)
+    target: SearchIndex | FilteredIndex = idx
+    exclude = q.exclude
+    if req.filter is not None:  # only matching items: exact k results when k match (filtered_search)
+        mask = compile_mask(idx, req.filter)
+        mask[list(exclude)] = False
+        query.update(filter=req.filter.echo, matching=int(mask.sum()))
+        target, exclude = FilteredIndex(idx, mask), frozenset()
     ranked = dedupe.ranked(
-        idx,
+        target,
         q.vector,
         req.k,
         req.offset,
         ef=req.ef,
         min_score=req.min_score,
-        exclude=q.exclude,
+        exclude=exclude,
         dedupe=req.dedupe,
     )
     loc = service.locator(idx)

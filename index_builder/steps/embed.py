@@ -157,6 +157,7 @@ def _embed_chunk(
             "size": p.size,
             "width": p.width,
             "height": p.height,
+            "facts": p.facts,
         }
         rows.append(row)
         if p.warnings:

@@ -28,6 +28,7 @@ from handler.core.index import (
 from handler.core.preprocess import ImageOptions, format_background
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
+from index_builder.facts import previous_content
 from index_builder.lock import BuildLock
 from index_builder.publish import new_version_id
 from index_builder.sources import IMAGE_EXTENSIONS, BuildError, Source, SourceItem, UsageError, open_source
@@ -361,7 +362,8 @@ def _plan_locked(
             )
         ):
             entry.update(state="reuse", label=label)
-            if _item_row(item, row["sha256"], item.size, row.get("width"), row.get("height")) != row:
+            w, h = row.get("width"), row.get("height")
+            if _item_row(item, row["sha256"], item.size, w, h, previous_content(row)) != row:
                 same_rows = False  # e.g. the sidecar metadata changed
         else:
             entry["state"] = "todo"

@@ -22,6 +22,7 @@ from handler.core.errors import SearchError
 from handler.core.index import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
+from index_builder.facts import previous_content
 from index_builder.lock import BuildLock, BuildLocked
 from index_builder.pipeline import error_row
 from index_builder.publish import prune, publish, write_version
@@ -160,7 +161,8 @@ def _assemble(
         if e["state"] == "reuse":
             assert prev is not None and prev.embeddings is not None
             row = prev.items[e["label"]]
-            rows.append(_item_row(item, row["sha256"], item.size, row.get("width"), row.get("height")))
+            w, h = row.get("width"), row.get("height")
+            rows.append(_item_row(item, row["sha256"], item.size, w, h, previous_content(row)))
             vecs.append(np.asarray(prev.embeddings[e["label"]], dtype=np.float32))
             how["unchanged"] += 1
             continue
@@ -189,7 +191,7 @@ def _assemble(
         else:
             how["embedded"] += 1
         assert vec is not None
-        rows.append(_item_row(item, r["sha256"], r["size"], r["width"], r["height"]))
+        rows.append(_item_row(item, r["sha256"], r["size"], r["width"], r["height"], r.get("facts")))
         vecs.append(np.asarray(vec, dtype=np.float32))
     errors = listing_errors + embed_errors
     if opts.get("strict") and errors:

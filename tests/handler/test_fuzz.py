@@ -174,6 +174,19 @@ param_values = {
     "offset": st.integers(-3, 1100) | json_values,
     "min_score": st.floats(-1.5, 1.5) | json_values,
     "ef": st.integers(-1, 5000) | json_values,
+    "filter": st.fixed_dictionaries(
+        {},
+        optional={
+            "path_prefix": st.text(max_size=5) | json_values,
+            "ext": st.sampled_from(["jpg", "JPG", ""]) | json_values,
+            "taken": st.fixed_dictionaries({}, optional={"from": st.text(max_size=12), "to": json_values}),
+            "width": st.fixed_dictionaries({}, optional={"min": st.integers(-2, 9), "max": json_values}),
+            "meta": st.dictionaries(st.text(max_size=4), json_values | st.just({"in": []}), max_size=3),
+            "gps": json_values,
+        },
+    )
+    | st.text(max_size=40)
+    | json_values,
 }
 
 

@@ -1,0 +1,125 @@
+"""Filtered search: latency vs the fraction of items a filter keeps, hnswlib's filtered search against an
+exact scan over the kept subset (the two ways of :func:`handler.core.filtered_search.filtered_search`): the
+measurement behind ``SWITCH_FRACTION``.
+
+Data as bench/search.py: 512-d clustered vectors (the queries from the same distribution, not in the
+index), HNSW M=16 / ef_construction=100, ef 128, k 10; one query per call (as the service), p50. The kept
+subset is a uniform random sample of the labels (a folder or date filter is as good as random for the
+graph). The exact scan reads its vectors from the HNSW index (``get_items``: an index loaded from S3 has
+no embeddings.npy) and, as a second column, from the embeddings array (a local index).
+
+``python -m bench.filtered [N]`` prints the table; the ``make bench`` search section calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from bench.search import DIM, M, clustered, search_index
+from handler.core.filtered_search import SWITCH_FRACTION, _exact, _hnsw_filtered
+
+SELECTIVITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.001)
+K = 10
+EF = 128
+
+
+def _timed(fn: Any, queries: np.ndarray, budget_s: float) -> tuple[np.ndarray, list[Any]]:
+    """One call per query (at least 3), stopping once ``budget_s`` is spent."""
+    lat: list[float] = []
+    out: list[Any] = []
+    start = time.perf_counter()
+    for q in queries:
+        t0 = time.perf_counter()
+        out.append(fn(q))
+        lat.append(time.perf_counter() - t0)
+        if len(lat) >= 3 and time.perf_counter() - start > budget_s:
+            break
+    return np.array(lat), out
+
+
+def _hnsw_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
+    found = _hnsw_filtered(index, q[None], K, EF, mask)
+    assert found is not None
+    return found[0][0]
+
+
+def _exact_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
+    return _exact(index, q[None], K, np.flatnonzero(mask))[0][0]
+
+
+def run(
+    n: int = 100_000,
+    *,
+    selectivities: tuple[float, ...] = SELECTIVITIES,
+    queries: int = 40,
+    threads: int = 2,
+    ef_construction: int = 100,
+    seed: int = 0,
+    cell_seconds: float = 3.0,
+    cache: Path | None = None,
+    log: Any = print,  # None: quiet
+) -> list[dict[str, Any]]:
+    """One row per selectivity: ``selectivity``, ``allowed``, p50 seconds of ``hnsw`` (filtered graph walk),
+    ``exact`` (subset vectors from the HNSW index, as an index loaded from S3) and ``exact_npy`` (from the
+    embeddings array, as a local index), ``hnsw_recall`` (filtered HNSW top-k against the exact one),
+    ``faster`` and ``chosen`` (the way :data:`SWITCH_FRACTION` picks for a local index)."""
+    log = log or (lambda *_: None)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    data = clustered(n, seed + 1, centres)
+    qs = clustered(queries, seed + 2, centres)
+    t0 = time.perf_counter()
+    hnsw = hnswlib.Index(space="ip", dim=DIM)
+    if cache is not None and cache.is_file():  # the same data (n, seed) built before
+        hnsw.load_index(str(cache), max_elements=n)
+    else:
+        hnsw.init_index(max_elements=n, M=M, ef_construction=ef_construction, random_seed=100)
+        hnsw.add_items(data, np.arange(n), num_threads=threads)
+        if cache is not None:
+            hnsw.save_index(str(cache))
+    log(
+        f"filtered: built {n:,} x {DIM} (ef_construction {ef_construction}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+    index = search_index(hnsw, n, DIM, EF)
+    with_npy = search_index(hnsw, n, DIM, EF)
+    with_npy._embeddings = data  # as a local index has its embeddings.npy (memory-mapped)
+    rows = []
+    for sel in selectivities:
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.choice(n, max(K, round(sel * n)), replace=False)] = True
+        ways = {}
+        for way, idx, fn in (
+            ("hnsw", index, _hnsw_way),
+            ("exact", index, _exact_way),
+            ("exact_npy", with_npy, _exact_way),
+        ):
+            lat, labels = _timed(lambda q, f=fn, i=idx, m=mask: f(i, q, m), qs, cell_seconds)
+            ways[way] = (float(np.percentile(lat, 50)), [list(map(int, r)) for r in labels])
+        pairs = zip(ways["hnsw"][1], ways["exact_npy"][1], strict=False)  # the same queries, in order
+        found = [len(set(a) & set(b)) / K for a, b in pairs]
+        row: dict[str, Any] = {"selectivity": sel, "allowed": int(mask.sum())}
+        row.update({way: p50 for way, (p50, _) in ways.items()})
+        row["hnsw_recall"] = float(np.mean(found))
+        row["faster"] = "exact" if ways["exact_npy"][0] < ways["hnsw"][0] else "hnsw"  # for a local index
+        row["chosen"] = "hnsw" if sel >= SWITCH_FRACTION else "exact"
+        rows.append(row)
+        log(
+            f"filtered: {sel:>6.1%} ({row['allowed']:>6,} items): hnsw filter {row['hnsw'] * 1e3:8.3f} ms "
+            f"(recall {row['hnsw_recall']:.3f}), exact subset {row['exact'] * 1e3:8.3f} ms "
+            f"({row['exact_npy'] * 1e3:8.3f} ms from embeddings.npy)"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:4]]
+    cache = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    run(*args[:1], **dict(zip(("queries", "ef_construction"), args[1:], strict=False)), cache=cache)
