@@ -136,13 +136,23 @@ def search_local(args: argparse.Namespace, terms: list[CliTerm]) -> dict[str, An
     for described, t in zip(query.terms, terms, strict=True):
         if t.kind == "image":
             described["path"] = t.value
+    target: Any = idx
+    exclude = query.exclude
+    if args.filter:  # only matching items, as POST /search does
+        from handler.core.filtered_search import FilteredIndex
+        from handler.core.filters import compile_mask
+        from handler.filter_schema import parse_filter
+
+        mask = compile_mask(idx, parse_filter(args.filter))
+        mask[list(exclude)] = False
+        target, exclude = FilteredIndex(idx, mask), frozenset()
     hits = ranked(
-        idx,
+        target,
         query.vector,
         args.k,
         args.offset,
         min_score=args.min_score,
-        exclude=query.exclude,
+        exclude=exclude,
         dedupe=args.dedupe,
     )
     results = []
@@ -174,6 +184,8 @@ def request_body(args: argparse.Namespace, terms: list[CliTerm]) -> dict[str, An
         body["dedupe"] = {"threshold": args.dedupe}
     if args.language:
         body["language"] = args.language
+    if args.filter:
+        body["filter"] = args.filter  # the server parses the text form (or JSON) itself
     return body
 
 
@@ -250,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threshold,
         metavar="THRESHOLD",
         help=f"collapse near-duplicates (cosine >= THRESHOLD, default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--filter",
+        metavar="SPEC",
+        help="only items matching it, e.g. 'path:photos/2024/ ext:jpg,png taken:2024-06-01..2024-08-31 "
+        "width:>=1000' (or a JSON object; docs/api.md, Filters)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--language", help="source language of the texts (NLLB bundles)")

@@ -200,3 +200,13 @@ def test_module_entry_point(local: list[str]) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 2
+
+
+def test_local_filter(capsys: pytest.CaptureFixture[str], local: list[str]) -> None:
+    """--filter takes the compact text form POST /search accepts; only matching items come back, k of them."""
+    rc, out, err = run(capsys, "a red circle", "--filter", "meta.colour:blue", "-k", "12", "--json", *local)
+    assert rc == 0, err
+    results = json.loads(out)["results"]
+    assert len(results) == 12 and {r["metadata"]["colour"] for r in results} == {"blue"}
+    rc, out, err = run(capsys, "a red circle", "--filter", "colour:red", *local)
+    assert rc == 1 and out == "" and err.count("\n") == 1 and "filter" in err
