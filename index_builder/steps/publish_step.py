@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import SearchError
+from handler.core.duplicates import duplicate_settings
 from handler.core.index import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
@@ -229,6 +230,7 @@ def _assemble(
         "backend": opts["backend"],
         "previous_version": plan["previous"]["version"] if plan["previous"] else None,
         "image_preprocess": plan.get("image_preprocess"),
+        "duplicates": duplicate_settings(opts.get("duplicate_threshold")),
         "build": {
             "steps": True,
             "batch_items": plan["batch_items"],
