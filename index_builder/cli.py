@@ -365,7 +365,12 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
     try:
         from index_builder import duplicates
 
-        commands = {"build": _cmd_build, "info": _cmd_info, "verify": _cmd_verify, "duplicates": duplicates.run}
+        commands = {
+            "build": _cmd_build,
+            "info": _cmd_info,
+            "verify": _cmd_verify,
+            "duplicates": duplicates.run,
+        }
         return commands[args.command](args)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -45,7 +45,8 @@ def add_build_options(b: argparse.ArgumentParser) -> None:
         type=_similarity,
         default=DEFAULT_DUPLICATE_THRESHOLD,
         metavar="COS",
-        help=f"cosine similarity that makes two images near-duplicates (default {DEFAULT_DUPLICATE_THRESHOLD})",
+        help=f"cosine similarity from which two images are near-duplicates (default "
+        f"{DEFAULT_DUPLICATE_THRESHOLD})",
     )
 
 
@@ -108,7 +109,8 @@ def version_groups(uri: str) -> dict[str, Any]:
                 "count": len(g["items"]),
                 "score": g["score"],
                 "items": [
-                    {"id": i, "uri": uris.get(i), "score": s} for i, s in zip(g["items"], g["scores"], strict=True)
+                    {"id": i, "uri": uris.get(i), "score": s}
+                    for i, s in zip(g["items"], g["scores"], strict=True)
                 ],
             }
             for g in groups

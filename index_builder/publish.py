@@ -157,7 +157,9 @@ def write_version(
     dup = manifest_fields.get("duplicates")
     if dup is not None:
         if not isinstance(dup, Mapping) or set(dup) != {"threshold", "k"}:
-            raise ValueError(f"manifest_fields['duplicates'] must be {{'threshold', 'k'}} or None, got {dup!r}")
+            raise ValueError(
+                f"manifest_fields['duplicates'] must be {{'threshold', 'k'}} or None, got {dup!r}"
+            )
         duplicate_settings(dup["threshold"], dup["k"])
     items = list(items)
     arr = _check_inputs(vectors, items)
@@ -175,7 +177,7 @@ def write_version(
         index.init_index(max_elements=count, M=M, ef_construction=ef_construction, random_seed=100)
         if count:
             index.add_items(arr, np.arange(count), num_threads=threads or usable_cpus())
-        names = [HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE]
+        names, duplicate_groups = [HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE], 0
         if dup is not None:  # from the graph just built: each item's k nearest, not every pair
             groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], index=index, threads=threads)
             duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, [it["id"] for it in items])

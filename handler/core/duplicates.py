@@ -62,7 +62,9 @@ class DuplicateGroup:
         return min(self.scores[1:])
 
 
-def duplicate_settings(threshold: float | None, k: int = DEFAULT_DUPLICATE_NEIGHBOURS) -> dict[str, Any] | None:
+def duplicate_settings(
+    threshold: float | None, k: int = DEFAULT_DUPLICATE_NEIGHBOURS
+) -> dict[str, Any] | None:
     """The manifest's ``duplicates`` field for a build: ``{"threshold", "k"}``, or None (not computed)."""
     if threshold is None:
         return None
@@ -166,9 +168,7 @@ def find_duplicate_groups(
         sims[rows == rep] = 1.0
         order = np.lexsort((rows, -sims, rows != rep))
         groups.append(
-            DuplicateGroup(
-                tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order])
-            )
+            DuplicateGroup(tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order]))
         )
     groups.sort(key=lambda g: (-len(g.labels), g.labels[0]))
     return groups

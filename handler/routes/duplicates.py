@@ -76,7 +76,9 @@ def _page(
         for item_id, score in zip(g["items"][:per_group], g["scores"][:per_group], strict=True):
             label = idx.label_for(item_id)
             if label is None:
-                raise ArtifactError(f"index version {idx.version}: {DUPLICATES_FILE} names unknown id {item_id!r}")
+                raise ArtifactError(
+                    f"index version {idx.version}: {DUPLICATES_FILE} names unknown id {item_id!r}"
+                )
             items.append(loc.result(idx.items[label], score, base))
         page.append({"count": len(g["items"]), "score": float(g["score"]), "items": items})
     return page

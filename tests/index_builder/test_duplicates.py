@@ -56,13 +56,15 @@ def test_write_version_without_the_setting_writes_no_file(tmp_path: Path) -> Non
     assert "duplicates.jsonl" not in m["files"] and "duplicate_groups" not in m["stats"]
     assert not (tmp_path / "versions/v1/duplicates.jsonl").exists()
     m = write_version(
-        tmp_path, "v2", vectors=np.zeros((0, 8), np.float32), items=[], manifest_fields=fields(
-            duplicates={"threshold": 0.9, "k": 4}
-        )
+        tmp_path,
+        "v2",
+        vectors=np.zeros((0, 8), np.float32),
+        items=[],
+        manifest_fields=fields(duplicates={"threshold": 0.9, "k": 4}),
     )
     assert m["stats"]["duplicate_groups"] == 0 and m["files"]["duplicates.jsonl"]["size"] == 0
     for bad in ({"threshold": 1.5, "k": 4}, {"threshold": 0.9}, {"threshold": 0.9, "k": 0}, 0.9):
-        with pytest.raises(ValueError, match="threshold|k|duplicates"):
+        with pytest.raises(ValueError, match=r"threshold|k|duplicates"):
             write_version(
                 tmp_path, "v3", vectors=vectors, items=items, manifest_fields=fields(duplicates=bad)
             )

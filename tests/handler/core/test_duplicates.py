@@ -139,6 +139,11 @@ def test_file_round_trip_and_bad_lines(tmp_path: Path) -> None:
         {"items": ["c", "a", "b"], "scores": [1.0, 0.99, 0.97], "score": 0.97},
         {"items": [4, "e"], "scores": [1.0, 0.96], "score": 0.96},
     ]
-    for bad in ("{", '{"items": ["a"], "scores": [1.0], "score": 1}', '{"items": ["a", "b"], "score": 1}', "[]"):
+    for bad in (
+        "{",
+        '{"items": ["a"], "scores": [1.0], "score": 1}',
+        '{"items": ["a", "b"], "score": 1}',
+        "[]",
+    ):
         with pytest.raises(ArtifactError, match="line 2"):
             parse_duplicates('{"items": ["a", "b"], "scores": [1, 0.99], "score": 0.99}\n' + bad, "f")
