@@ -15,7 +15,7 @@ from handler import __version__
 from handler.deps import Service
 from handler.middleware import add_middleware
 from handler.responses import JSONResponse, install_error_handlers
-from handler.routes import embeddings, items, meta, search
+from handler.routes import duplicates, embeddings, items, meta, search
 from handler.routes.meta import STATIC_DIR
 from handler.state import ServiceState
 
@@ -43,5 +43,6 @@ def create_app(state: ServiceState) -> FastAPI:
     app.include_router(search.router)
     app.include_router(embeddings.router)
     app.include_router(items.router)
+    app.include_router(duplicates.router)
     add_middleware(app, state)
     return app

@@ -162,6 +162,19 @@ class ImageLocator:
             return None
         return os.path.relpath(norm, self._public_base).replace(os.sep, "/")
 
+    def result(self, item: dict[str, Any], score: float, base: str = "") -> dict[str, Any]:
+        """An item as results show it (``schemas.Result``): id, public uri, score, metadata, URLs."""
+        image_url, thumb_url = self.urls(item, base)
+        metadata = item.get("metadata")
+        return {
+            "id": item.get("id"),
+            "uri": self.public_uri(item),
+            "score": float(score),
+            "metadata": metadata if isinstance(metadata, dict) else {},
+            "image_url": image_url,
+            "thumbnail_url": thumb_url,
+        }
+
     def _servable(self, item: dict[str, Any]) -> bool:
         """Cached :meth:`local_file` check for result URLs (the item routes always re-check)."""
         key = (item.get("id"), item.get("uri"))

@@ -308,6 +308,25 @@ class EmbeddingsResponse(BaseModel):
     took_ms: float
 
 
+class DuplicateGroup(BaseModel):
+    count: int = Field(description="how many items the group holds (``items`` shows at most ``per_group``)")
+    score: float = Field(description="the lowest similarity of a member to the representative")
+    items: list[Result] = Field(
+        description="the representative first (score 1.0), then the others by similarity to it"
+    )
+
+
+class DuplicatesResponse(BaseModel):
+    available: bool = Field(description="false: this index version was built without the duplicate finder")
+    version: str = Field(description="the index version the groups belong to")
+    threshold: float | None = Field(description="cosine similarity at or above which items were linked")
+    k: int | None = Field(description="neighbours looked up per item when the groups were computed")
+    total: int = Field(description="how many groups the version has")
+    limit: int
+    offset: int
+    groups: list[DuplicateGroup] = Field(description="largest first, then by the representative's row")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -29,6 +29,7 @@ from typing import Any, cast
 import numpy as np
 
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
+from handler.core.duplicates import duplicate_settings
 from handler.core.errors import ConfigError, SearchError
 from handler.core.index import (
     read_manifest,
@@ -421,6 +422,7 @@ def _build_locked(
         "backend": opts.backend,
         "previous_version": current_version,
         "image_preprocess": preprocessor.options.to_manifest(),
+        "duplicates": duplicate_settings(opts.duplicate_threshold),
         "build": {
             "prepare_seconds": None,
             "pipeline_seconds": round(pipeline_seconds, 3),

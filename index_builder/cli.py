@@ -1,4 +1,4 @@
-"""``python -m index_builder {build,import-embeddings,info,verify}``: the offline index rebuild job.
+"""``python -m index_builder {build,import-embeddings,info,verify,duplicates}``: the offline index job.
 
 Exit codes: 0 success; 1 the build, info or verify failed (message on stderr, naming what and what to
 do; ``--strict`` with unindexable files; verify found a mismatch); 2 bad command-line values;
@@ -47,12 +47,15 @@ def _background(value: str) -> tuple[int, int, int] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from handler.core.preprocess import DEFAULT_MAX_PIXELS, WHITE
+    from index_builder import duplicates
     from index_builder.build import default_workers
 
     p = argparse.ArgumentParser(
         prog="python -m index_builder", description="Build, inspect and verify CLIP image search indexes."
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{build,import-embeddings,info,verify}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="{build,import-embeddings,info,verify,duplicates}"
+    )
 
     b = sub.add_parser(
         "build",
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="checkpoint every N embedded images (default 1024; also every 60 s)",
     )
+    duplicates.add_build_options(b)
     b.add_argument("--allow-empty", action="store_true", help="publish even if no image could be indexed")
     b.add_argument(
         "--quiet", action="store_true", help="no progress bar or notes; errors and the result line only"
@@ -185,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="verify every complete version, not only the current one"
     )
     v.add_argument("--quiet", action="store_true", help="print problems only")
+    duplicates.add_parser(sub, _positive)
     return p
 
 
@@ -234,6 +239,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         threads=args.threads,
         allow_empty=args.allow_empty,
         background=args.background,
+        duplicate_threshold=args.duplicate_threshold if args.duplicates else None,
     )
     if args.parallel:
         return _print_parallel(args, opts)
@@ -362,6 +368,7 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
     from index_builder.sources import BuildError
 
     try:
+        from index_builder import duplicates
         from index_builder.precomputed import run_cli as _cmd_import
 
         commands = {
@@ -369,6 +376,7 @@ def main(argv: Sequence[str] | None = None, *, cli_logging: bool = True) -> int:
             "import-embeddings": _cmd_import,
             "info": _cmd_info,
             "verify": _cmd_verify,
+            "duplicates": duplicates.run,
         }
         return commands[args.command](args)
     except BuildError as e:

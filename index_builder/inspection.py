@@ -67,6 +67,7 @@ def index_info(uri: str) -> dict[str, Any]:
         "space",
         "previous_version",
         "build",
+        "duplicates",
     )
     info: dict[str, Any] = {"uri": store.uri, **{k: manifest.get(k) for k in keys}}
     info["manifest_sha256"] = pointer["manifest_sha256"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.core.cpus import usable_cpus
+from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, duplicate_settings
 from handler.core.preprocess import (
     DEFAULT_MAX_PIXELS,
     WHITE,
@@ -56,6 +57,8 @@ class BuildOptions:
     allow_empty: bool = False
     #: transparent images are composited over this colour (None: alpha dropped, as before it existed)
     background: tuple[int, int, int] | None = WHITE
+    #: near-duplicate groups of the version at this cosine similarity (None: not computed)
+    duplicate_threshold: float | None = DEFAULT_DUPLICATE_THRESHOLD
 
     def validate(self) -> None:
         for name, low in (
@@ -83,6 +86,10 @@ class BuildOptions:
             self.background = parse_background(self.background)
         except ValueError as e:
             raise UsageError(f"--background: {e}") from None
+        try:
+            duplicate_settings(self.duplicate_threshold)
+        except ValueError as e:
+            raise UsageError(f"--duplicate-threshold: {e}") from None
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
         if self.backend not in BACKENDS:

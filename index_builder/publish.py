@@ -22,6 +22,12 @@ import numpy as np
 
 from handler.core import __version__
 from handler.core.cpus import usable_cpus
+from handler.core.duplicates import (
+    DUPLICATES_FILE,
+    duplicate_settings,
+    find_duplicate_groups,
+    write_duplicates,
+)
 from handler.core.errors import ArtifactError
 from handler.core.index import (
     EMBEDDINGS_FILE,
@@ -128,7 +134,9 @@ def write_version(
     ``vectors``: float ``[count, dim]``, L2-normalised (row = label); ``items``: one dict per row, each
     with a unique ``id`` (str or int) - :meth:`SearchIndex.get_item` looks items up by it.
     ``manifest_fields`` must hold ``model_fingerprint`` and may hold ``precision`` (default ``fp32``),
-    ``source``, ``stats`` (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``; the
+    ``source``, ``stats`` (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``,
+    ``duplicates`` (``{"threshold", "k"}`` of :func:`duplicate_settings`: near-duplicate groups are found
+    with the HNSW index and written as ``duplicates.jsonl``, counted in ``stats.duplicate_groups``); the
     computed fields (schema_version, kind, version, dim, count, space, M, ef_construction, ef, files)
     cannot be overridden. ``threads``: hnswlib build threads (default: all cores).
     An empty collection (count 0) is allowed; its SearchIndex returns no hits.
@@ -146,6 +154,13 @@ def write_version(
     for name, value, low in (("M", M, 2), ("ef_construction", ef_construction, 1), ("ef", ef, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    dup = manifest_fields.get("duplicates")
+    if dup is not None:
+        if not isinstance(dup, Mapping) or set(dup) != {"threshold", "k"}:
+            raise ValueError(
+                f"manifest_fields['duplicates'] must be {{'threshold', 'k'}} or None, got {dup!r}"
+            )
+        duplicate_settings(dup["threshold"], dup["k"])
     items = list(items)
     arr = _check_inputs(vectors, items)
     errors = list(errors)
@@ -162,6 +177,11 @@ def write_version(
         index.init_index(max_elements=count, M=M, ef_construction=ef_construction, random_seed=100)
         if count:
             index.add_items(arr, np.arange(count), num_threads=threads or usable_cpus())
+        names, duplicate_groups = [HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE], 0
+        if dup is not None:  # from the graph just built: each item's k nearest, not every pair
+            groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], index=index, threads=threads)
+            duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, [it["id"] for it in items])
+            names.append(DUPLICATES_FILE)
         index.set_ef(ef)
         index.save_index(str(work / HNSW_FILE))
         del index
@@ -170,13 +190,15 @@ def write_version(
         _jsonl(errors, work / ERRORS_FILE, "errors")
 
         files: dict[str, dict[str, Any]] = {}
-        for name in (HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE):
+        for name in names:
             digest, size = file_digest(work / name)
             files[name] = {"sha256": digest, "size": size}
             store.upload_file(prefix + name, work / name)
 
     stats = dict(manifest_fields.get("stats") or {})
     stats.setdefault("errors", len(errors))
+    if dup is not None:
+        stats["duplicate_groups"] = duplicate_groups
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from handler.core.duplicates import duplicate_settings
 from handler.core.errors import ConfigError, SearchError
 from handler.core.index import (
     EMBEDDINGS_FILE,
@@ -59,6 +60,7 @@ RUN_OPTIONS = (
     "full",
     "threads",
     "workers",
+    "duplicate_threshold",
 )
 # manifest fields that vary between builds of the same index (as index_builder.build compares them)
 _VOLATILE = (
@@ -390,6 +392,7 @@ def _plan_locked(
         "source": src.uri,
         "backend": opts.backend,
         "image_preprocess": image_preprocess,
+        "duplicates": duplicate_settings(opts.duplicate_threshold),
         "M": opts.M,
         "ef_construction": opts.ef_construction,
         "ef": opts.ef,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.core.duplicates import duplicate_settings
 from handler.core.errors import SearchError
 from handler.core.index import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
@@ -231,6 +232,7 @@ def _assemble(
         "backend": opts["backend"],
         "previous_version": plan["previous"]["version"] if plan["previous"] else None,
         "image_preprocess": plan.get("image_preprocess"),
+        "duplicates": duplicate_settings(opts.get("duplicate_threshold")),
         "build": {
             "steps": True,
             "batch_items": plan["batch_items"],

@@ -63,7 +63,13 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
         "removed": 0,
         "errors": 0,
     }
-    assert set(m["files"]) == {"index.hnsw", "items.jsonl", "embeddings.npy", "errors.jsonl"}
+    assert set(m["files"]) == {
+        "index.hnsw",
+        "items.jsonl",
+        "embeddings.npy",
+        "errors.jsonl",
+        "duplicates.jsonl",
+    }
     assert {row["id"] for row in v["items"]} == ids_of(paths, src)
     assert v["errors"] == []
 
