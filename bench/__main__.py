@@ -41,9 +41,11 @@ MEASURES = {
     "build": "Rebuild — images/s end to end",
     "footprint": "Footprint — installed dependencies and bundle sizes",
     "accuracy": "Accuracy cost of fp16 and int8",
+    "scale": "Scale — shards, recall by construction, incremental publish, cold load from S3",
+    "features": "Search features — filters and the duplicate finder",
 }
 ALIASES = {"rebuild": "build", "cold": "coldstart", "cold-start": "coldstart", "index": "search"}
-RUN_ORDER = ["footprint", "encode", "accuracy", "coldstart", "build", "search"]
+RUN_ORDER = ["footprint", "encode", "accuracy", "coldstart", "build", "search", "features", "scale"]
 
 
 def parse_only(value: str | None) -> list[str]:

@@ -1,8 +1,9 @@
 """Duplicate-finder cost at build time: ``python -m bench.duplicates [--n 100000] [--threads N]``.
 
 Clustered random vectors (bench.search's model of a photo collection: 1000 centres, within-cluster cosine
-~0.8) with 1% of them given a near-copy (cosine ~0.99), an hnswlib index built with the builder's defaults
-(M=16, ef_construction=200), then :func:`handler.core.duplicates.find_duplicate_groups` on that index, the way
+~0.8) with 1% of them given a near-copy (cosine ~0.999: a re-encoded copy), an hnswlib index built
+with the builder's defaults (M=16, ef_construction=200), then
+:func:`handler.core.duplicates.find_duplicate_groups` on that index, the way
 ``index_builder.publish.write_version`` runs it. Prints one JSON object: both times and their ratio."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def collection(n: int, dim: int = DIM, seed: int = 0, copy_fraction: float = 0.0
     copies = int(n * copy_fraction)
     data = clustered(n - copies, seed, centres)
     src = data[rng.integers(0, len(data), copies)]
-    near = src + (0.1 / np.sqrt(dim)) * rng.standard_normal(src.shape).astype(np.float32)
+    near = src + (0.04 / np.sqrt(dim)) * rng.standard_normal(src.shape).astype(np.float32)
     near /= np.linalg.norm(near, axis=1, keepdims=True)
     return np.concatenate([data, near]).astype(np.float32)
 

@@ -19,6 +19,8 @@ MODULES = {
     "build": "bench.rebuild",
     "footprint": "bench.footprint",
     "accuracy": "bench.accuracy",
+    "scale": "bench.scale",
+    "features": "bench.features",
 }
 
 

@@ -1,0 +1,296 @@
+"""Scale: indexes of N vectors (1M in a full run) exactly as the builder writes them (sharded, ef calibrated
+to recall@10 >= 0.99 at build), searched through the service's path (load_index -> SearchIndex.search, one
+query per call), for two distributions (bench.vectors: clustered, power-law); K shards vs one index of the
+same vectors; an incremental publish of a 1% change vs the full build; a cold load from S3 (SeaweedFS) vs the
+raw concurrent download of the same bytes; bytes per vector and the largest index a 10,240 MB function holds.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Context, Goal, Section, mib, ms, table
+from bench.vectors import centres, exact_topk, make
+
+N_FULL = 1_000_000
+N_QUICK = 20_000
+QUERIES = 1000
+K = 10
+FINGERPRINT = "sha256:" + "0" * 64  # synthetic vectors: no model
+LAMBDA_MB = 10_240
+RUNTIME_MB = 600  # the service without an index: interpreter, onnxruntime, int8 ViT-B-32 towers (cold start)
+GOAL_RECALL = 0.99
+GOAL_P50_S = 1.5e-3
+GOAL_SHARDS_VS_ONE = 1.3
+GOAL_INCREMENTAL = 0.1
+GOAL_COLD_VS_DOWNLOAD = 1.3
+
+
+def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int, **kw: Any) -> float:
+    from handler.core.storage import LocalStore
+    from index_builder.publish import publish, write_version
+
+    store = LocalStore(root)
+    gc.collect()
+    t0 = time.perf_counter()
+    write_version(
+        store,
+        vid,
+        vectors=data,
+        items=[{"id": i} for i in ids],
+        manifest_fields={"model_fingerprint": FINGERPRINT},
+        threads=threads,
+        **kw,
+    )
+    publish(store, vid)
+    return time.perf_counter() - t0
+
+
+def _measure(root: Path, queries: np.ndarray, truth_ids: np.ndarray) -> dict[str, Any]:
+    """The service's view of the index at ``root``: load time, p50/p99 of one query per call at the
+    manifest's ef, recall@10 against exact search."""
+    from handler.core.index import load_index
+
+    t0 = time.perf_counter()
+    idx = load_index(str(root), expected_fingerprint=FINGERPRINT)
+    load_s = time.perf_counter() - t0
+    idx.search(queries[0], K)  # warm
+    times, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = idx.search(q, K)[0]
+        times.append(time.perf_counter() - t)
+        found.append([h.item["id"] for h in hits])
+    rec = float(np.mean([len(set(f) & set(map(int, t))) / K for f, t in zip(found, truth_ids, strict=True)]))
+    shards = idx.manifest.get("shards") or [{}]
+    return {
+        "load_s": load_s,
+        "p50": float(np.median(times)),
+        "p99": float(np.percentile(times, 99)),
+        "recall": rec,
+        "ef": idx.ef,
+        "shards": len(shards),
+        "built_recall": idx.manifest.get("recall"),
+        "bytes": _dir_bytes(root),
+    }
+
+
+def _dir_bytes(root: Path, skip: tuple[str, ...] = (".npy",)) -> int:
+    """Bytes a service loads: every file of the index but the embeddings (never on the cold path)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip))
+
+
+def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int) -> float:
+    """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again."""
+    rng = np.random.default_rng(seed)
+    changed = rng.choice(n, size=max(1, n // 100), replace=False)
+    new = data.copy()
+    new[changed] = make("clustered", len(changed), seed + 1, centres())
+    ids = list(range(n))
+    for j, row in enumerate(changed):
+        ids[row] = n + j
+    return _write(root, "v2", new, ids, threads)
+
+
+def _cold_s3(ctx: Context, root: Path, query: np.ndarray) -> dict[str, Any] | None:
+    """Upload the index to a local SeaweedFS; new processes load it from S3 into an empty cache and answer
+    one query, alternating with the raw concurrent download of the same files (median of 3 each)."""
+    from bench.download import raw_download
+    from handler.core.storage import S3Store
+    from tests.conftest import SeaweedS3, find_weed
+
+    binary = find_weed()
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="bench-scale-s3-", dir=ctx.work) as tmp:
+        server = SeaweedS3(binary, Path(tmp) / "weed")
+        server.start()
+        try:
+            env = {**os.environ, **server.env()}
+            os.environ.update(server.env())
+            server.make_bucket("bench")
+            store = S3Store("bench", "index/")
+            files = [p for p in root.rglob("*") if p.is_file()]
+            for p in files:
+                store.upload_file(p.relative_to(root).as_posix(), p)
+            keys = [p.relative_to(root).as_posix() for p in files if not p.name.endswith(".npy")]
+            np.save(Path(tmp) / "q.npy", query)
+            code = (
+                "import sys, time, numpy as np; t = time.perf_counter()\n"
+                "from handler.core.index import load_index\n"
+                "idx = load_index('s3://bench/index/', cache_dir=sys.argv[1])\n"
+                "idx.search(np.load(sys.argv[2]), 10)\n"
+                "print(time.perf_counter() - t)\n"
+            )
+            raw, cold = [], []
+            for i in range(3):
+                raw.append(raw_download(store, [k for k in keys if k != "CURRENT"]).seconds)
+                cache = Path(tmp) / f"cache{i}"
+                out = subprocess.run(
+                    [sys.executable, "-c", code, str(cache), str(Path(tmp) / "q.npy")],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
+                if out.returncode != 0:
+                    raise RuntimeError(f"cold load failed: {out.stderr[-2000:]}")
+                cold.append(float(out.stdout.strip().splitlines()[-1]))
+            return {
+                "raw_s": float(np.median(raw)),
+                "cold_s": float(np.median(cold)),
+                "bytes": sum(p.stat().st_size for p in files if not p.name.endswith(".npy")),
+            }
+        finally:
+            server.stop()
+
+
+def run(ctx: Context) -> Section:
+    n = N_QUICK if ctx.quick else int(os.environ.get("BENCH_SCALE_N", N_FULL))
+    nq = 100 if ctx.quick else QUERIES
+    sec = Section("scale", "Scale — shards, recall by construction, incremental publish, cold load from S3")
+    c = centres()
+    rows: list[list[Any]] = []
+    results: dict[str, Any] = {"n": n}
+    for kind in ("clustered", "powerlaw"):
+        ctx.log(f"{kind}: generating {n:,} vectors and exact top-{K} of {nq} queries ...")
+        data = make(kind, n, 1, c)
+        queries = make(kind, nq, 2, c)
+        truth = exact_topk(queries, data, K)
+        ids = list(range(n))
+        res: dict[str, Any] = {}
+        variants = [("sharded", {})]
+        if kind == "clustered":
+            variants.append(("one shard", {"shard_size": n}))
+        for label, kw in variants:
+            root = ctx.scratch(f"scale-{kind}-{label.replace(' ', '-')}")
+            ctx.log(f"{kind} / {label}: building ...")
+            build_s = _write(root, "v1", data, ids, ctx.threads, **kw)
+            m = _measure(root, queries, truth)
+            m["build_s"] = build_s
+            ctx.log(
+                f"{kind} / {label}: {m['shards']} shard(s), ef {m['ef']}, recall {m['recall']:.4f}, p50 "
+                f"{ms(m['p50'])}, build {build_s:.0f} s"
+            )
+            if kind == "clustered" and label == "sharded":
+                ctx.log("incremental publish of a 1% change ...")
+                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7)
+                ctx.log("cold load from S3 ...")
+                m["cold"] = _cold_s3(ctx, root, queries[0])
+            res[label] = m
+            rows.append(
+                [
+                    kind,
+                    label,
+                    m["shards"],
+                    m["ef"],
+                    f"{m['recall']:.4f}",
+                    ms(m["p50"]),
+                    ms(m["p99"]),
+                    f"{build_s:.0f} s",
+                    f"{m['load_s']:.2f} s",
+                    mib(m["bytes"]),
+                    f"{m['bytes'] / n:.0f}",
+                ]
+            )
+        results[kind] = res
+        del data
+        gc.collect()
+    sec.add(
+        f"{n:,} synthetic 512-d vectors per distribution (bench.vectors: 1000 clusters; 'powerlaw' = "
+        f"power-law cluster sizes with anisotropic noise); {nq} held-out queries of the same distribution; "
+        "recall@10 against exact inner-product search. Built with `index_builder.publish.write_version` "
+        "(the builder's defaults: shard size, M, ef_construction, ef calibrated per shard to recall@10 "
+        ">= 0.99 on the builder's own held-out-like queries); searched with `load_index` + "
+        f"`SearchIndex.search`, one query per call, at the manifest's ef; {ctx.threads} threads.",
+        table(
+            [
+                "Data",
+                "Index",
+                "shards",
+                "ef (manifest)",
+                "recall@10",
+                "p50",
+                "p99",
+                "build",
+                "load (local)",
+                "size (no .npy)",
+                "bytes/vector",
+            ],
+            rows,
+            align="llrrlrrrrrr",
+        ),
+    )
+    sec.data["results"] = results
+    _goals(sec, results, n)
+    return sec
+
+
+def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
+    for kind in ("clustered", "powerlaw"):
+        m = results[kind]["sharded"]
+        ok = m["recall"] >= GOAL_RECALL and m["p50"] <= GOAL_P50_S
+        sec.goals.append(
+            Goal(
+                f"{n:,} vectors ({kind}): recall@10 at the manifest's ef, p50",
+                f"≥ {GOAL_RECALL}, ≤ {GOAL_P50_S * 1e3:g} ms",
+                f"{m['recall']:.4f} at ef {m['ef']}, {ms(m['p50'])}",
+                ok,
+                "" if ok else "see the table",
+            )
+        )
+    one, many = results["clustered"].get("one shard"), results["clustered"]["sharded"]
+    if one is not None and many["shards"] > 1:
+        r = many["p50"] / one["p50"]
+        sec.goals.append(
+            Goal(
+                f"{many['shards']} shards vs one index (p50, each at its calibrated ef)",
+                f"≤ {GOAL_SHARDS_VS_ONE}x",
+                f"{r:.2f}x ({ms(many['p50'])} vs {ms(one['p50'])})",
+                r <= GOAL_SHARDS_VS_ONE,
+                "" if r <= GOAL_SHARDS_VS_ONE else "each shard is searched at full ef",
+            )
+        )
+    inc = many.get("incremental_s")
+    if inc is not None:
+        r = inc / many["build_s"]
+        sec.goals.append(
+            Goal(
+                "Incremental publish of a 1% change vs the full build",
+                f"≤ {GOAL_INCREMENTAL:g}",
+                f"{r:.3f} ({inc:.1f} s vs {many['build_s']:.0f} s)",
+                r <= GOAL_INCREMENTAL,
+                "" if r <= GOAL_INCREMENTAL else "changed shards are rebuilt whole",
+            )
+        )
+    cold = many.get("cold")
+    if cold:
+        r = cold["cold_s"] / cold["raw_s"]
+        sec.goals.append(
+            Goal(
+                "Cold load from S3 to the first answer vs raw concurrent download",
+                f"≤ {GOAL_COLD_VS_DOWNLOAD}x",
+                f"{r:.2f}x ({cold['cold_s']:.2f} s vs {cold['raw_s']:.2f} s for {mib(cold['bytes'])})",
+                r <= GOAL_COLD_VS_DOWNLOAD,
+                "" if r <= GOAL_COLD_VS_DOWNLOAD else "hashing and loading share the cores with the download",
+            )
+        )
+    sec.data["lambda"] = {
+        "bytes_per_vector": many["bytes"] / n,
+        "max_vectors": int((LAMBDA_MB - RUNTIME_MB) * 2**20 / (many["bytes"] / n)),
+    }
+    sec.add(
+        f"Memory: {many['bytes'] / n:.0f} bytes per vector loaded (HNSW graph + vectors + items); a "
+        f"{LAMBDA_MB:,} MB function with ~{RUNTIME_MB} MB for the runtime holds about "
+        f"{sec.data['lambda']['max_vectors'] / 1e6:.1f}M vectors (docs/scale.md: beyond that, fan out)."
+    )
