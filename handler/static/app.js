@@ -68,9 +68,17 @@
 
   function busy(on) {
     els.button.disabled = on;
-    els.prev.disabled = on;
-    els.next.disabled = on;
+    if (on) { els.prev.disabled = true; els.next.disabled = true; } else pager();
     document.body.setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  // Previous / next for the page shown (`last.shown` results from `last.offset`).
+  function pager() {
+    const shown = last ? last.shown || 0 : 0;
+    els.pageLabel.textContent = shown ? "results " + (last.offset + 1) + "–" + (last.offset + shown) : "";
+    els.prev.disabled = !last || last.failed || last.offset === 0; // also back from an empty page past the end
+    els.next.disabled = !shown || shown < last.k || last.offset + last.k > OFFSET_MAX;
+    els.pager.hidden = els.prev.disabled && els.next.disabled;
   }
 
   function sameOrigin(url) {
@@ -188,10 +196,7 @@
     els.status.textContent = shown
       ? shown + " result" + (shown === 1 ? "" : "s") + " for " + what + " · " + extras.join(" · ")
       : (last.offset ? "No more results for " : "No results for ") + what + ".";
-    els.pageLabel.textContent = shown ? "results " + (last.offset + 1) + "–" + (last.offset + shown) : "";
-    els.prev.disabled = last.offset === 0;
-    els.next.disabled = shown < last.k || last.offset + last.k > OFFSET_MAX;
-    els.pager.hidden = els.prev.disabled && els.next.disabled;
+    last.shown = shown;
   }
 
   // Runs a query (from the first page unless `offset`); `commit` runs once it succeeded (it shows a query
@@ -201,7 +206,7 @@
     if (offset === undefined) {
       last = Object.assign({}, query, { options: options(), k: parseInt(els.k.value, 10) || 12, offset: 0 });
     } else {
-      last = Object.assign({}, last, { offset });
+      last = Object.assign({}, last, { offset, failed: false });
     }
     busy(true);
     els.status.textContent = "Searching…";
@@ -213,6 +218,8 @@
       if (commit) commit();
     } catch (err) {
       clearResults();
+      last.shown = 0;
+      last.failed = true;
       els.status.textContent = "";
       showError(err);
     } finally {
