@@ -151,9 +151,9 @@
     const img = node.querySelector("img");
     img.alt = caption;
     setImage(img, r.thumbnail_url || r.image_url);
-    if (r.image_url) {
-      img.style.cursor = "zoom-in";
-      img.addEventListener("click", () => window.open(r.image_url, "_blank", "noopener"));
+    if (r.image_url) { // a link: the keyboard opens the full image too
+      node.querySelector(".thumb").href = r.image_url;
+      node.querySelector(".thumb").setAttribute("aria-label", "open the image of " + caption);
     }
     const dupes = r.duplicates || [];
     if (dupes.length) {
