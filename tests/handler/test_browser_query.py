@@ -130,6 +130,55 @@ def test_large_image_is_downscaled_before_upload(browser: Any, site: str, photo_
     assert share(preview, PALETTE["blue"]) > 0.05  # the preview shows what was sent
 
 
+IMAGE_EVENT_JS = """
+    const [target, type, size, name] = arguments;
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = size;
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#8a8a80'; ctx.fillRect(0, 0, size, size);
+    ctx.fillStyle = 'rgb(25, 70, 225)'; ctx.fillRect(size / 4, size / 4, size / 2, size / 2);
+    canvas.toBlob((blob) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([blob], name, {type: 'image/png'}));
+        const init = {bubbles: true, cancelable: true};
+        target.dispatchEvent(type === 'paste' ? new ClipboardEvent('paste', {...init, clipboardData: dt})
+                                              : new DragEvent('drop', {...init, dataTransfer: dt}));
+    }, 'image/png');"""
+
+
+def test_paste_and_drop_fill_image_terms(browser: Any, site: str) -> None:
+    """An image pasted into a term (while it has the focus) or dropped on it fills that term; pasted elsewhere
+    it starts a new search by the image."""
+    open_page(browser, site)
+    record_requests(browser)
+    css(browser, "#query").send_keys("a square")
+    css(browser, "#add-image").click()
+    pasted = css(browser, "#terms .term:last-child")
+    browser.execute_script(
+        IMAGE_EVENT_JS, pasted.find_element("css selector", ".term-weight"), "paste", 1200, ""
+    )
+    wait(browser, lambda d: "sent: 768×768 JPEG" in pasted.text and "from 1200×1200" in pasted.text)
+    css(browser, "#add-image").click()
+    dropped = css(browser, "#terms .term:last-child")
+    browser.execute_script(IMAGE_EVENT_JS, dropped, "drop", 64, "small.png")
+    wait(browser, lambda d: "sent: 64×64 PNG" in dropped.text and "small.png" in dropped.text)  # as it is
+    assert searches(browser) == []  # filling terms searches nothing
+    rs = click_search(browser)
+    assert [next(iter(t)) for t in searches(browser)[-1]["body"]["terms"]] == ["text", "image", "image"]
+    assert rs[0]["caption"] == "a blue square", rs[:3]
+    browser.execute_script(IMAGE_EVENT_JS, css(browser, "#results"), "paste", 900, "")
+    wait(browser, lambda d: "image “pasted image”" in d.find_element("id", "status").text)
+    assert "image" in searches(browser)[-1]["body"]  # a new search by the pasted image alone
+    wait(
+        browser,
+        lambda d: (
+            [t.get_attribute("data-kind") for t in d.find_elements("css selector", "#terms .term")]
+            == ["image"]
+        ),
+    )
+    assert share(screenshot(browser, css(browser, "#terms .term-preview")), PALETTE["blue"]) > 0.05
+
+
 def test_more_like_this_and_add_to_query(browser: Any, site: str) -> None:
     open_page(browser, site)
     record_requests(browser)
