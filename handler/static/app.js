@@ -145,7 +145,9 @@
     node.dataset.id = String(r.id);
     node.querySelector(".caption").textContent = caption;
     node.querySelector(".caption").title = String(r.id);
-    node.querySelector(".path").textContent = r.uri || String(r.id);
+    const path = r.uri || String(r.id);
+    node.querySelector(".path").textContent = path;
+    node.querySelector(".path").hidden = path === caption;
     node.querySelector(".score").textContent = r.score.toFixed(3);
     node.querySelector(".score").title = "cosine similarity";
     const img = node.querySelector("img");
