@@ -72,7 +72,8 @@ def index_info(uri: str) -> dict[str, Any]:
     info["manifest_sha256"] = pointer["manifest_sha256"]
     info["files"] = manifest["files"]
     info["shards"] = [
-        {"count": s.count, "deleted": len(s.deleted), "ef": s.ef, "recall": s.recall} for s in shard_specs(manifest)
+        {"count": s.count, "deleted": len(s.deleted), "ef": s.ef, "recall": s.recall}
+        for s in shard_specs(manifest)
     ]
     info["versions"] = [
         {"version": v, "complete": complete, "current": v == pointer["version"]}
@@ -182,7 +183,9 @@ def _verify_version(
         return
     wanted = {prefix + n: e for n, e in manifest["files"].items()}
     wanted.update({e["key"]: e for spec in specs for e in spec.files.values()})
-    for key in sorted(k for k in present if k.startswith(prefix) and k not in wanted and k != prefix + MANIFEST):
+    for key in sorted(
+        k for k in present if k.startswith(prefix) and k not in wanted and k != prefix + MANIFEST
+    ):
         notes.append(f"{store.uri_for(key)}: not listed in the manifest (ignored)")
     with tempfile.TemporaryDirectory(prefix="index-verify-") as tmp:
         local: dict[str, Path] = {}
@@ -205,7 +208,9 @@ def _verify_version(
                 problems.append(f"{where}: cannot read ({e})")
                 continue
             if digest != entry["sha256"]:
-                problems.append(f"{where}: sha256 {digest} != manifest {entry['sha256']} (file modified or corrupt)")
+                problems.append(
+                    f"{where}: sha256 {digest} != manifest {entry['sha256']} (file modified or corrupt)"
+                )
                 continue
             local[key] = path
             notes.append(f"{where}: sha256 ok")

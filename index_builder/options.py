@@ -90,8 +90,10 @@ class BuildOptions:
             self.background = parse_background(self.background)
         except ValueError as e:
             raise UsageError(f"--background: {e}") from None
-        if isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float)) or not (
-            0.0 < self.target_recall <= 1.0
+        if (
+            isinstance(self.target_recall, bool)
+            or not isinstance(self.target_recall, (int, float))
+            or not (0.0 < self.target_recall <= 1.0)
         ):
             raise UsageError(f"--target-recall {self.target_recall!r}: must be a number in (0, 1]")
         self.target_recall = float(self.target_recall)

@@ -89,14 +89,22 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
         dead: set[int] = set()
         for spec in specs:
             path = root / spec.files["items"]["key"]
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
             emb = np.load(root / spec.files["embeddings"]["key"], mmap_mode="r", allow_pickle=False)
             if emb.ndim != 2 or emb.shape != (len(rows), dim) or len(rows) != spec.count:
                 raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(rows)}, {dim})")
             dead |= {len(items) + d for d in spec.deleted}
             items += rows
             parts.append(emb)
-        embeddings = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        embeddings = (
+            parts[0]
+            if len(parts) == 1
+            else np.concatenate(parts)
+            if parts
+            else np.zeros((0, dim), np.float32)
+        )
     except (OSError, ValueError, ArtifactError) as e:
         log.warn(
             f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded "

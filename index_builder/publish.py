@@ -181,8 +181,15 @@ def write_version(
         for plan in plan_shards(prev, lines, arr, shard_size):
             if plan.carried is not None:  # files reused by checksum: nothing built or uploaded
                 spec = plan.carried
-                entry = {"count": spec.count, "deleted": list(plan.deleted), "ef": spec.ef, "recall": spec.recall}
-                entry["files"] = {p: {"sha256": e["sha256"], "size": e["size"]} for p, e in spec.files.items()}
+                entry = {
+                    "count": spec.count,
+                    "deleted": list(plan.deleted),
+                    "ef": spec.ef,
+                    "recall": spec.recall,
+                }
+                entry["files"] = {
+                    p: {"sha256": e["sha256"], "size": e["size"]} for p, e in spec.files.items()
+                }
                 shards.append(entry)
                 continue
             rows = np.asarray(plan.live, dtype=np.int64)
@@ -222,7 +229,12 @@ def write_version(
         "ef": ef if ef is not None else max([int(s["ef"]) for s in shards] or [EF_MIN]),
         "recall": {"k": 10, "target": target_recall, "fixed_ef": ef, "measured": min(measured, default=None)},
         "shards": shards,
-        "sharding": {"shard_size": shard_size, "shards": len(shards), "built": built, "uploaded_bytes": uploaded},
+        "sharding": {
+            "shard_size": shard_size,
+            "shards": len(shards),
+            "built": built,
+            "uploaded_bytes": uploaded,
+        },
         "files": files,
         "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "builder": BUILDER,

@@ -92,7 +92,9 @@ def previous_shards(
                         emb = None
             out.append(PrevShard(spec, lines, emb))
     except (SearchError, OSError, ValueError) as e:
-        raise ArtifactError(f"cannot read the shards of version {pointer['version']} to reuse them ({e})") from e
+        raise ArtifactError(
+            f"cannot read the shards of version {pointer['version']} to reuse them ({e})"
+        ) from e
     return out
 
 

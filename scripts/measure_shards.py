@@ -55,7 +55,9 @@ def _p50(fn: Any, queries: np.ndarray) -> float:
 
 def threads(n: int, k: int) -> None:
     data, queries = _data(n * k)
-    shards = [Shard(_build(data[i * n : (i + 1) * n], 16, 100, usable_cpus()), i * n, n, (), 64) for i in range(k)]
+    shards = [
+        Shard(_build(data[i * n : (i + 1) * n], 16, 100, usable_cpus()), i * n, n, (), 64) for i in range(k)
+    ]
     pooled = ShardSet(shards)
 
     def in_turn(q: np.ndarray) -> None:  # the K shards one after another in the calling thread
@@ -67,13 +69,17 @@ def threads(n: int, k: int) -> None:
     t1, tk = _p50(in_turn, queries), _p50(lambda q: pooled.search(q, 10, 64), queries)
     one = ShardSet([Shard(_build(data, 16, 100, usable_cpus()), 0, n * k, (), 64)])
     t0 = _p50(lambda q: one.search(q, 10, 64), queries)
-    print(f"{k} shards x {n}: p50 1 thread {t1:.3f} ms, {k} threads {tk:.3f} ms; one index of {n * k}: {t0:.3f} ms")
+    print(
+        f"{k} shards x {n}: p50 1 thread {t1:.3f} ms, {k} threads {tk:.3f} ms; one index of {n * k}: {t0:.3f} ms"
+    )
 
 
 def params(n: int, configs: str) -> None:
     data, queries = _data(n)
     truth = exact_topk(queries, data, 10)
-    print("| M | ef_construction | build s | calibrated ef | recall (calibration) | recall (held-out) | p50 ms |")
+    print(
+        "| M | ef_construction | build s | calibrated ef | recall (calibration) | recall (held-out) | p50 ms |"
+    )
     print("|---|---|---|---|---|---|---|")
     for cfg in configs.split(","):
         M, efc = map(int, cfg.split(":"))
@@ -99,7 +105,9 @@ def build(n: int, k: int) -> None:
     with ThreadPoolExecutor(k) as pool:
         list(pool.map(lambda p: _build(p, 16, 200, 1), parts))
     pooled = time.perf_counter() - t
-    print(f"{k} shards of {n // k}: in turn, {usable_cpus()} threads each {in_turn:.1f} s; pool of {k} x 1 thread {pooled:.1f} s")
+    print(
+        f"{k} shards of {n // k}: in turn, {usable_cpus()} threads each {in_turn:.1f} s; pool of {k} x 1 thread {pooled:.1f} s"
+    )
 
 
 def main() -> None:

@@ -112,7 +112,9 @@ def _load_hnsw(path: Path, dim: int, count: int, where: str, name: str = HNSW_FI
     except (RuntimeError, ValueError) as e:
         raise ArtifactError(f"{where}: {name} cannot be loaded ({e})") from None
     if index.get_current_count() != count:
-        raise ArtifactError(f"{where}: {name} holds {index.get_current_count()} vectors, manifest says {count}")
+        raise ArtifactError(
+            f"{where}: {name} holds {index.get_current_count()} vectors, manifest says {count}"
+        )
     return index
 
 
@@ -140,7 +142,11 @@ def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
 
 
 def fetch_files(
-    store: Store, wanted: Mapping[str, Mapping[str, Any]], cache_dir: str | Path | None, verify: bool, where: str
+    store: Store,
+    wanted: Mapping[str, Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    verify: bool,
+    where: str,
 ) -> dict[str, Path]:
     """Local paths of ``wanted`` store keys (``{key: {"sha256", "size"}}``), each checked against its entry:
     local stores in place, S3 stores through the cache (a cached file with the right size/sha256 is not
@@ -149,14 +155,21 @@ def fetch_files(
         if isinstance(store, LocalStore):
             root = store.root
         else:
-            expected = {k: {"size": e["size"], "sha256": e["sha256"] if verify else None} for k, e in wanted.items()}
+            expected = {
+                k: {"size": e["size"], "sha256": e["sha256"] if verify else None} for k, e in wanted.items()
+            }
             root = fetch_dir(store, _cache_root(store, cache_dir), list(expected), expected=expected)
     except FileNotFoundError as e:
         raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
     paths = {key: root / key for key in wanted}
     for key, entry in wanted.items():
-        _check_file(paths[key], key.rsplit("/", 1)[-1] if key.startswith("versions/") else key, entry,
-                    verify and isinstance(store, LocalStore), where)
+        _check_file(
+            paths[key],
+            key.rsplit("/", 1)[-1] if key.startswith("versions/") else key,
+            entry,
+            verify and isinstance(store, LocalStore),
+            where,
+        )
     return paths
 
 

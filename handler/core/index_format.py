@@ -206,7 +206,9 @@ def shard_specs(manifest: dict[str, Any]) -> list[ShardSpec]:
     if manifest["schema_version"] == 1:
         prefix = version_prefix(manifest["version"])
         names = {"hnsw": HNSW_FILE, "items": ITEMS_FILE, "embeddings": EMBEDDINGS_FILE}
-        parts = {p: {"key": prefix + n, **manifest["files"][n]} for p, n in names.items() if n in manifest["files"]}
+        parts = {
+            p: {"key": prefix + n, **manifest["files"][n]} for p, n in names.items() if n in manifest["files"]
+        }
         return [ShardSpec(int(manifest["count"]), (), int(manifest["ef"]), None, parts)]
     return [
         ShardSpec(
@@ -254,4 +256,6 @@ def _validate_shards(manifest: dict[str, Any], where: str) -> None:
                 raise ArtifactError(f"{bad}: invalid files entry {part!r}: {entry!r}")
         live += shard["count"] - len(deleted)
     if live != manifest["count"]:
-        raise ArtifactError(f"{where}: the shards hold {live} live items, manifest count says {manifest['count']}")
+        raise ArtifactError(
+            f"{where}: the shards hold {live} live items, manifest count says {manifest['count']}"
+        )

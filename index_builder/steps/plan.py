@@ -15,8 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from handler.core.errors import ConfigError, SearchError
-from handler.core.errors import ArtifactError
+from handler.core.errors import ArtifactError, ConfigError, SearchError
 from handler.core.index import (
     ERRORS_FILE,
     SCHEMA_VERSION,
@@ -24,8 +23,8 @@ from handler.core.index import (
     read_pointer,
     version_prefix,
 )
-from handler.core.preprocess import ImageOptions, format_background
 from handler.core.index_format import shard_specs
+from handler.core.preprocess import ImageOptions, format_background
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.lock import BuildLock

@@ -14,8 +14,9 @@ import pytest
 from demo.shapes import CLASSES
 from handler.core.index import load_index
 from handler.core.runtime import load_bundle
+from handler.core.storage import open_store
 from index_builder.build import BuildOptions
-from tests.conftest import normalized_vectors
+from tests.conftest import index_file_key, normalized_vectors
 from tests.index_builder.conftest import (
     build_args,
     cli_command,
@@ -63,7 +64,8 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
         "removed": 0,
         "errors": 0,
     }
-    assert set(m["files"]) == {"index.hnsw", "items.jsonl", "embeddings.npy", "errors.jsonl"}
+    assert set(m["files"]) == {"errors.jsonl"} and len(m["shards"]) == 1
+    assert set(m["shards"][0]["files"]) == {"hnsw", "items", "embeddings"}
     assert {row["id"] for row in v["items"]} == ids_of(paths, src)
     assert v["errors"] == []
 
@@ -385,10 +387,11 @@ def test_info_and_verify(demo_bundle: Path, tmp_path: Path, cli) -> None:
     assert r.rc == 1 and "model_fingerprint" in r.err
 
     # tamper with one file: verify names it
-    items = dest / "versions" / v["version"] / "items.jsonl"
+    items_key = index_file_key(open_store(str(dest)), v["version"], "items")
+    items = dest / items_key
     items.write_bytes(items.read_bytes().replace(b"img_00003", b"img_00004"))
     r = cli("verify", dest)
-    assert r.rc == 1 and "items.jsonl" in r.err and "sha256" in r.err
+    assert r.rc == 1 and items_key in r.err and "sha256" in r.err
     # a pointer that does not match its manifest
     (dest / "CURRENT").write_text(json.dumps({"version": v["version"], "manifest_sha256": "0" * 64}))
     r = cli("verify", dest)

@@ -12,7 +12,7 @@ import pytest
 
 import index_builder.shard_plan as shard_plan
 from handler.core.index import load_index
-from handler.core.storage import LocalStore, open_store
+from handler.core.storage import LocalStore
 from index_builder.publish import prune, publish, write_version
 from index_builder.recall import calibrate
 from tests.conftest import normalized_vectors
@@ -41,7 +41,9 @@ def shard_keys(manifest: dict[str, Any]) -> list[set[str]]:
 def uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     sent: list[str] = []
     real = LocalStore.upload_file
-    monkeypatch.setattr(LocalStore, "upload_file", lambda self, key, path: (sent.append(key), real(self, key, path))[1])
+    monkeypatch.setattr(
+        LocalStore, "upload_file", lambda self, key, path: (sent.append(key), real(self, key, path))[1]
+    )
     return sent
 
 
@@ -74,7 +76,9 @@ def test_incremental_rebuild_touches_only_changed_shards(
     assert index.search(data[999], k=1, ef=400)[0][0].item["id"] in ("img-401", "img-999")
 
 
-def test_touched_shard_over_tombstone_limit_is_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_touched_shard_over_tombstone_limit_is_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(shard_plan, "COMPACT_BELOW", 10)
     store = LocalStore(tmp_path)
     data = normalized_vectors(600, 16, seed=2)
@@ -106,7 +110,9 @@ def test_recall_is_measured_and_recorded(tmp_path: Path) -> None:
     for shard in manifest["shards"]:
         assert shard["recall"] >= 0.99 and shard["recall_queries"] == 1000 and 10 <= shard["ef"] <= 1500
     index = load_index(store)
-    assert index.ef == manifest["ef"] and [s.ef for s in index.shards.shards] == [s["ef"] for s in manifest["shards"]]
+    assert index.ef == manifest["ef"] and [s.ef for s in index.shards.shards] == [
+        s["ef"] for s in manifest["shards"]
+    ]
 
 
 def test_calibrate_finds_the_smallest_ef() -> None:

@@ -24,7 +24,9 @@ def items_for(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"id": f"img-{i}"} for i in range(start, start + n)]
 
 
-def build(store: Store, version: str, vectors: np.ndarray, items: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+def build(
+    store: Store, version: str, vectors: np.ndarray, items: list[dict[str, Any]], **kw: Any
+) -> dict[str, Any]:
     manifest = write_version(
         store, version, vectors=vectors, items=items, manifest_fields={"model_fingerprint": FP}, **kw
     )
@@ -38,7 +40,9 @@ def exact_ids(index: SearchIndex, vectors: np.ndarray, ids: list[str], q: np.nda
     return [ids[i] for i in order]
 
 
-def write_v1_version(root: Path, version: str, vectors: np.ndarray, items: list[dict[str, Any]], ef: int) -> None:
+def write_v1_version(
+    root: Path, version: str, vectors: np.ndarray, items: list[dict[str, Any]], ef: int
+) -> None:
     """A schema-1 version as the builder wrote it before shards existed (one index.hnsw per version)."""
     import hnswlib
 
@@ -91,14 +95,18 @@ def test_sharded_search_equals_exact(tmp_path: Path, data: np.ndarray) -> None:
     for q in queries:
         [hits] = index.search(q, k=15, ef=400)  # ef >= every shard's count: exhaustive
         assert [h.item["id"] for h in hits] == exact_ids(index, data, ids, q, 15)
-        assert [h.score for h in hits] == pytest.approx(sorted((float(s) for s in q @ data.T), reverse=True)[:15], abs=1e-5)
+        assert [h.score for h in hits] == pytest.approx(
+            sorted((float(s) for s in q @ data.T), reverse=True)[:15], abs=1e-5
+        )
     [page] = index.search(queries[0], k=5, offset=5, ef=400)
     assert [h.item["id"] for h in page] == exact_ids(index, data, ids, queries[0], 10)[5:]
     assert index.label_for("img-250") == 250 and index.items[250]["id"] == "img-250"  # labels = rows
     np.testing.assert_array_equal(index.embedding(250), data[250])
 
 
-def test_tombstones_never_come_back(tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tombstones_never_come_back(
+    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import index_builder.shard_plan as plan
 
     monkeypatch.setattr(plan, "COMPACT_BELOW", 10)  # small shards get tombstones too
@@ -118,7 +126,9 @@ def test_tombstones_never_come_back(tmp_path: Path, data: np.ndarray, monkeypatc
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.3])  # exact path and HNSW filter path
-def test_filtered_search_equals_exact_on_the_subset(tmp_path: Path, data: np.ndarray, fraction: float) -> None:
+def test_filtered_search_equals_exact_on_the_subset(
+    tmp_path: Path, data: np.ndarray, fraction: float
+) -> None:
     store = open_store(tmp_path)
     build(store, "v1", data, items_for(400), shard_size=150)
     index = load_index(store.uri)
@@ -156,7 +166,9 @@ def test_reads_schema_1_versions(tmp_path: Path, data: np.ndarray) -> None:
     [hits] = index.search(data[9], k=3)
     assert hits[0].item["id"] == "img-9" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_array_equal(index.embedding(9), data[9])
-    (tmp_path / "versions/old/index.hnsw").write_bytes(b"x" * (tmp_path / "versions/old/index.hnsw").stat().st_size)
+    (tmp_path / "versions/old/index.hnsw").write_bytes(
+        b"x" * (tmp_path / "versions/old/index.hnsw").stat().st_size
+    )
     with pytest.raises(ArtifactError, match=r"file index\.hnsw sha256"):
         load_index(str(tmp_path))
     # the next build migrates it: a schema-2 version that no longer needs the old files
