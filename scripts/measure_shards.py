@@ -70,7 +70,8 @@ def threads(n: int, k: int) -> None:
     one = ShardSet([Shard(_build(data, 16, 100, usable_cpus()), 0, n * k, (), 64)])
     t0 = _p50(lambda q: one.search(q, 10, 64), queries)
     print(
-        f"{k} shards x {n}: p50 1 thread {t1:.3f} ms, {k} threads {tk:.3f} ms; one index of {n * k}: {t0:.3f} ms"
+        f"{k} shards x {n}: p50 1 thread {t1:.3f} ms, {k} threads {tk:.3f} ms; "
+        f"one index of {n * k}: {t0:.3f} ms"
     )
 
 
@@ -78,7 +79,8 @@ def params(n: int, configs: str) -> None:
     data, queries = _data(n)
     truth = exact_topk(queries, data, 10)
     print(
-        "| M | ef_construction | build s | calibrated ef | recall (calibration) | recall (held-out) | p50 ms |"
+        "| M | ef_construction | build s | calibrated ef | recall (calibration) | recall (held-out) "
+        "| p50 ms |"
     )
     print("|---|---|---|---|---|---|---|")
     for cfg in configs.split(","):
@@ -106,7 +108,8 @@ def build(n: int, k: int) -> None:
         list(pool.map(lambda p: _build(p, 16, 200, 1), parts))
     pooled = time.perf_counter() - t
     print(
-        f"{k} shards of {n // k}: in turn, {usable_cpus()} threads each {in_turn:.1f} s; pool of {k} x 1 thread {pooled:.1f} s"
+        f"{k} shards of {n // k}: in turn, {usable_cpus()} threads each {in_turn:.1f} s; "
+        f"pool of {k} x 1 thread {pooled:.1f} s"
     )
 
 

@@ -219,7 +219,7 @@ def load_index(
             if local or part != "embeddings" or fetch_embeddings:
                 wanted[entry["key"]] = entry
     paths = fetch_files(store, wanted, cache_dir, verify, where)
-    files_dir = (store.root if local else _cache_root(store, cache_dir)) / prefix
+    files_dir = (store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)) / prefix
     offsets = [sum(s.count for s in specs[:i]) for i in range(len(specs))]
 
     def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:

@@ -5,6 +5,7 @@ schema-1 version reads as one shard). The writer is index_builder.publish."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -239,7 +240,7 @@ def _validate_shards(manifest: dict[str, Any], where: str) -> None:
         if (
             not isinstance(deleted, list)
             or not all(_int(d, 0) and d < shard["count"] for d in deleted)
-            or any(a >= b for a, b in zip(deleted, deleted[1:], strict=False))
+            or any(a >= b for a, b in itertools.pairwise(deleted))
         ):
             raise ArtifactError(f"{bad}: 'deleted' must be sorted unique labels below its count")
         files = shard.get("files")

@@ -46,14 +46,16 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
     v = read_version(dest)
     m = v["manifest"]
     assert m["model_fingerprint"] == embedder.model_fingerprint
-    assert (m["precision"], m["dim"], m["count"], m["M"], m["ef_construction"], m["ef"]) == (
+    assert (m["precision"], m["dim"], m["count"], m["M"], m["ef_construction"]) == (
         "fp32",
         embedder.dim,
         96,
         16,
         200,
-        128,
     )
+    # the default ef is measured: the smallest reaching recall@10 0.99 on the collection itself
+    assert m["ef"] == m["shards"][0]["ef"] and m["recall"]["target"] == 0.99
+    assert m["recall"]["measured"] >= 0.99
     assert (
         m["source"] == str(src) and m["builder"].startswith("index_builder") and m["built_at"].endswith("Z")
     )

@@ -93,7 +93,7 @@ def test_small_index_rebuild_keeps_input_order(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     data = normalized_vectors(30, 8, seed=3)
     write(store, "v1", data[:20], list(range(20)))
-    order = [0, 25, 1, 2, 3, 26] + list(range(4, 20))
+    order = [0, 25, 1, 2, 3, 26, *range(4, 20)]
     write(store, "v2", data[order], order)
     index = load_index(store)
     assert [row["id"] for row in index.items] == [f"img-{i}" for i in order]  # one shard, compacted
