@@ -19,9 +19,10 @@ from handler.core.index_format import ShardSpec
 
 __all__ = ["COMPACT_BELOW", "DEFAULT_SHARD_SIZE", "TOMBSTONE_MAX", "Planned", "PrevShard", "plan_shards"]
 
-#: rows per shard at most. 250k x 512-d: ~0.6 GB of HNSW per shard, built in ~1 min on 2 cores; a 1M index
-#: is 4 shards (a cheap fan-out), anything below 250k stays one shard as before sharding existed.
-DEFAULT_SHARD_SIZE = 250_000
+#: rows per shard at most. A query searches every shard: K shards cost ~K single searches, which threads
+#: spread over the cores (2 here, 6 on a 10 GB Lambda); so few, large shards. 500k x 512-d: ~1.1 GB of HNSW,
+#: built in ~2 min on 2 cores; a 1M index is 2 shards searched in parallel, below 500k it is one shard.
+DEFAULT_SHARD_SIZE = 500_000
 #: a touched shard with fewer rows is rebuilt rather than given tombstones (rebuilding costs ~1 s).
 COMPACT_BELOW = 20_000
 #: a shard whose deleted rows exceed this fraction of its rows is rebuilt without them.

@@ -64,15 +64,21 @@ def threads(n: int, k: int) -> None:
         for s in shards:
             s.knn(q, 10, 64)
 
-    in_turn(queries[0])
-    pooled.search(queries[0][None], 10, 64)
-    t1, tk = _p50(in_turn, queries), _p50(lambda q: pooled.search(q, 10, 64), queries)
     one = ShardSet([Shard(_build(data, 16, 100, usable_cpus()), 0, n * k, (), 64)])
-    t0 = _p50(lambda q: one.search(q, 10, 64), queries)
-    print(
-        f"{k} shards x {n}: p50 1 thread {t1:.3f} ms, {k} threads {tk:.3f} ms; "
-        f"one index of {n * k}: {t0:.3f} ms"
-    )
+    variants = {
+        "1 thread (shards in turn)": in_turn,
+        f"{k} threads (ShardSet)": lambda q: pooled.search(q, 10, 64),
+        f"one index of {n * k}": lambda q: one.search(q, 10, 64),
+    }
+    lat: dict[str, list[float]] = {name: [] for name in variants}
+    for q in queries:  # interleaved, so that the load of a shared machine hits every variant alike
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn(q[None])
+            lat[name].append(time.perf_counter() - t)
+    print(f"{k} shards x {n}, ef 64, one query per call, p50 ms:")
+    for name, values in lat.items():
+        print(f"  {name}: {np.median(values[10:]) * 1000:.3f}")
 
 
 def params(n: int, configs: str) -> None:

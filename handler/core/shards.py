@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ArtifactError
 
 __all__ = ["FILTER_EXACT_BELOW", "Shard", "ShardSet"]
@@ -157,6 +158,7 @@ class ShardSet:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._offsets = np.array([s.offset for s in shards], dtype=np.int64)
+        self.parallel = usable_cpus() > 1  # one thread per shard (hnswlib's knn_query releases the GIL)
 
     def shard_of(self, label: int) -> Shard:
         return self.shards[int(np.searchsorted(self._offsets, label, side="right")) - 1]
@@ -168,8 +170,8 @@ class ShardSet:
         return i < len(shard.deleted) and int(shard.deleted[i]) == local
 
     def _map(self, fn: Callable[[Shard], Result]) -> list[Result]:
-        if len(self.shards) == 1:
-            return [fn(self.shards[0])]
+        if len(self.shards) == 1 or not self.parallel:
+            return [fn(s) for s in self.shards]
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
