@@ -57,8 +57,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _text_like(base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    shared = _unit(rng.standard_normal(base.shape[1]).astype(np.float32))
-    away = shared + 0.5 * _unit(rng.standard_normal(base.shape).astype(np.float32))
+    shared = _unit(rng.standard_normal((1, base.shape[1]), dtype=np.float32))
+    away = shared + 0.5 * _unit(rng.standard_normal(base.shape, dtype=np.float32))
     away -= np.sum(away * base, axis=1, keepdims=True) * base  # orthogonal to each base vector
     return _unit(TEXT_COSINE * base + np.sqrt(1 - TEXT_COSINE**2) * _unit(away))
 
