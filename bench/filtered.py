@@ -22,7 +22,7 @@ import hnswlib
 import numpy as np
 
 from bench.search import DIM, M, clustered, search_index
-from handler.core.filtered_search import SWITCH_FRACTION, _exact, _hnsw_filtered
+from handler.core.filtered_search import SWITCH_FRACTION
 
 SELECTIVITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.001)
 K = 10
@@ -44,13 +44,11 @@ def _timed(fn: Any, queries: np.ndarray, budget_s: float) -> tuple[np.ndarray, l
 
 
 def _hnsw_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
-    found = _hnsw_filtered(index, q[None], K, EF, mask)
-    assert found is not None
-    return found[0][0]
+    return [h.label for h in index.search(q, K, ef=EF, allowed=mask, exact_below=0.0)[0]]
 
 
 def _exact_way(index: Any, q: np.ndarray, mask: np.ndarray) -> Any:
-    return _exact(index, q[None], K, np.flatnonzero(mask))[0][0]
+    return [h.label for h in index.search(q, K, ef=EF, allowed=mask, exact_below=2.0)[0]]
 
 
 def run(
@@ -90,7 +88,7 @@ def run(
     )
     index = search_index(hnsw, n, DIM, EF)
     with_npy = search_index(hnsw, n, DIM, EF)
-    with_npy._embeddings = data  # as a local index has its embeddings.npy (memory-mapped)
+    with_npy.shards.shards[0]._emb = data  # as a local index has its embeddings.npy (memory-mapped)
     rows = []
     for sel in selectivities:
         mask = np.zeros(n, dtype=bool)

@@ -473,6 +473,8 @@ def _build_locked(
             ef_construction=opts.ef_construction,
             ef=opts.ef,
             errors=errors,
+            shard_size=opts.index_shard_size,
+            target_recall=opts.target_recall,
         )
         latest = read_pointer(dest)
         if (latest["version"] if latest else None) != current_version:

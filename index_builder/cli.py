@@ -13,6 +13,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from index_builder.recall import DEFAULT_TARGET_RECALL
+from index_builder.shard_plan import DEFAULT_SHARD_SIZE
+
 __all__ = ["build_parser", "main"]
 
 EPILOG_BUILD = """\
@@ -34,6 +37,16 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} must be >= 1")
     return n
+
+
+def _recall(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 < number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number in (0, 1]")
+    return number
 
 
 def _background(value: str) -> tuple[int, int, int] | None:
@@ -114,8 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--ef",
         type=_positive,
-        default=128,
-        help="default query ef stored in the manifest (default 128; raise it for 100k+ items)",
+        default=None,
+        help="default query ef stored in the manifest (default: per shard, the smallest ef that reaches "
+        "--target-recall, measured at build; the recall at a given ef is measured too)",
+    )
+    b.add_argument(
+        "--target-recall",
+        type=_recall,
+        default=DEFAULT_TARGET_RECALL,
+        help=f"recall@10 against exact search the measured ef must reach (default {DEFAULT_TARGET_RECALL})",
+    )
+    b.add_argument(
+        "--index-shard-size",
+        type=_positive,
+        default=DEFAULT_SHARD_SIZE,
+        help=f"vectors per HNSW shard at most (default {DEFAULT_SHARD_SIZE}: smaller indexes are one shard)",
     )
     b.add_argument(
         "--keep-versions", type=_positive, default=3, help="versions to keep after pruning (default 3)"
@@ -229,6 +255,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         M=args.M,
         ef_construction=args.ef_construction,
         ef=args.ef,
+        target_recall=args.target_recall,
+        index_shard_size=args.index_shard_size,
         keep_versions=args.keep_versions,
         strict=args.strict,
         work_dir=args.work_dir,

@@ -12,14 +12,13 @@ import numpy as np
 from handler.core.errors import ConfigError, SearchError
 from handler.core.index import (
     EMBEDDINGS_FILE,
-    HNSW_FILE,
-    ITEMS_FILE,
     MANIFEST,
     POINTER,
     read_manifest,
     read_pointer,
     version_prefix,
 )
+from handler.core.index_format import SHARDS_PREFIX, ShardSpec, shard_specs
 from handler.core.storage import LocalStore, Store, file_digest, open_store
 from index_builder.publish import list_versions
 from index_builder.sources import BuildError, UsageError
@@ -64,6 +63,7 @@ def index_info(uri: str) -> dict[str, Any]:
         "M",
         "ef_construction",
         "ef",
+        "recall",
         "space",
         "previous_version",
         "build",
@@ -72,6 +72,10 @@ def index_info(uri: str) -> dict[str, Any]:
     info: dict[str, Any] = {"uri": store.uri, **{k: manifest.get(k) for k in keys}}
     info["manifest_sha256"] = pointer["manifest_sha256"]
     info["files"] = manifest["files"]
+    info["shards"] = [
+        {"count": s.count, "deleted": len(s.deleted), "ef": s.ef, "recall": s.recall}
+        for s in shard_specs(manifest)
+    ]
     info["versions"] = [
         {"version": v, "complete": complete, "current": v == pointer["version"]}
         for v, complete in sorted(versions.items())
@@ -87,7 +91,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"items      {info['count']}  dim {info['dim']}  precision {info.get('precision')}  backend "
         f"{info.get('backend')}",
         f"model      {info['model_fingerprint']}",
-        f"hnsw       M={info.get('M')} ef_construction={info.get('ef_construction')} ef={info.get('ef')}",
+        f"hnsw       M={info.get('M')} ef_construction={info.get('ef_construction')} ef={info.get('ef')} "
+        f"recall@10={(info.get('recall') or {}).get('measured')} shards={len(info.get('shards') or [])}",
         f"source     {info.get('source')}",
         "stats      " + ", ".join(f"{k} {v}" for k, v in stats.items()),
         "files      " + ", ".join(f"{n} ({e['size']} B)" for n, e in sorted(info["files"].items())),
@@ -169,29 +174,36 @@ def _verify_version(
             )
         else:
             notes.append(f"version {version}: model fingerprint matches --bundle")
+    specs = shard_specs(manifest)
     try:
-        present = {o.key[len(prefix) :]: o.size for o in store.list(prefix)}
+        present = {o.key: o.size for o in store.list(prefix)}
+        if manifest["schema_version"] >= 2:
+            present.update({o.key: o.size for o in store.list(SHARDS_PREFIX)})
     except SearchError as e:
         problems.append(f"version {version}: cannot list files ({e.message})")
         return
-    for name in sorted(set(present) - set(manifest["files"]) - {MANIFEST}):
-        notes.append(f"{store.uri_for(prefix + name)}: not listed in the manifest (ignored)")
+    wanted = {prefix + n: e for n, e in manifest["files"].items()}
+    wanted.update({e["key"]: e for spec in specs for e in spec.files.values()})
+    for key in sorted(
+        k for k in present if k.startswith(prefix) and k not in wanted and k != prefix + MANIFEST
+    ):
+        notes.append(f"{store.uri_for(key)}: not listed in the manifest (ignored)")
     with tempfile.TemporaryDirectory(prefix="index-verify-") as tmp:
         local: dict[str, Path] = {}
-        for name, entry in sorted(manifest["files"].items()):
-            where = store.uri_for(prefix + name)
-            if name not in present:
+        for key, entry in sorted(wanted.items()):
+            where = store.uri_for(key)
+            if key not in present:
                 problems.append(f"{where}: missing (listed in the manifest)")
                 continue
-            if present[name] != entry["size"]:
-                problems.append(f"{where}: size {present[name]} != manifest {entry['size']}")
+            if present[key] != entry["size"]:
+                problems.append(f"{where}: size {present[key]} != manifest {entry['size']}")
                 continue
             try:
                 if isinstance(store, LocalStore):
-                    path = store.root / prefix / name
+                    path = store.root / key
                 else:
-                    path = Path(tmp) / name
-                    store.download_file(prefix + name, path)
+                    path = Path(tmp) / key
+                    store.download_file(key, path)
                 digest, _ = file_digest(path)
             except (SearchError, OSError) as e:
                 problems.append(f"{where}: cannot read ({e})")
@@ -201,46 +213,53 @@ def _verify_version(
                     f"{where}: sha256 {digest} != manifest {entry['sha256']} (file modified or corrupt)"
                 )
                 continue
-            local[name] = path
+            local[key] = path
             notes.append(f"{where}: sha256 ok")
-        _check_consistency(manifest, local, store, prefix, problems, notes)
+        ids: set[str] = set()
+        for spec in specs:
+            _check_consistency(manifest["dim"], spec, local, store, problems, notes, ids)
 
 
 def _check_consistency(
-    manifest: dict[str, Any],
+    dim: int,
+    spec: ShardSpec,
     local: dict[str, Path],
     store: Store,
-    prefix: str,
     problems: list[str],
     notes: list[str],
+    seen_ids: set[str],
 ) -> None:
-    count, dim = manifest["count"], manifest["dim"]
+    count = spec.count
+    keys = {part: e["key"] for part, e in spec.files.items()}
     items: list[Any] | None = None
-    if ITEMS_FILE in local:
-        where = store.uri_for(prefix + ITEMS_FILE)
+    if keys.get("items") in local:
+        where = store.uri_for(keys["items"])
         try:
             items = [
                 json.loads(line)
-                for line in local[ITEMS_FILE].read_text(encoding="utf-8").splitlines()
+                for line in local[keys["items"]].read_text(encoding="utf-8").splitlines()
                 if line.strip()
             ]
         except ValueError as e:
             problems.append(f"{where}: not valid JSON lines ({e})")
         if items is not None:
             ids = [row.get("id") if isinstance(row, dict) else None for row in items]
+            dead = set(spec.deleted)
+            live_ids = [json.dumps(i) for n, i in enumerate(ids) if n not in dead]
             if len(items) != count:
                 problems.append(f"{where}: {len(items)} rows, manifest count {count}")
             elif None in ids:
                 problems.append(f"{where}: row {ids.index(None)} has no id")
-            elif len(set(map(json.dumps, ids))) != len(ids):
+            elif len(set(live_ids)) != len(live_ids) or seen_ids & set(live_ids):
                 problems.append(f"{where}: duplicate ids")
             else:
                 notes.append(f"{where}: {count} rows, ids unique")
+            seen_ids |= set(live_ids)
     emb = None
-    if EMBEDDINGS_FILE in local:
-        where = store.uri_for(prefix + EMBEDDINGS_FILE)
+    if keys.get("embeddings") in local:
+        where = store.uri_for(keys["embeddings"])
         try:
-            emb = np.load(local[EMBEDDINGS_FILE], allow_pickle=False)
+            emb = np.load(local[keys["embeddings"]], allow_pickle=False)
         except (OSError, ValueError) as e:
             problems.append(f"{where}: cannot load ({e})")
         if emb is not None:
@@ -254,12 +273,12 @@ def _check_consistency(
                 emb = None
             else:
                 notes.append(f"{where}: float32 ({count}, {dim}), unit norm")
-    if HNSW_FILE in local:
-        where = store.uri_for(prefix + HNSW_FILE)
+    if keys.get("hnsw") in local:
+        where = store.uri_for(keys["hnsw"])
         from handler.core.index import _load_hnsw  # the reader's own header + load checks
 
         try:
-            index = _load_hnsw(local[HNSW_FILE], dim, count, where)
+            index = _load_hnsw(local[keys["hnsw"]], dim, count, where)
         except SearchError as e:
             problems.append(e.message)
             return
@@ -271,7 +290,7 @@ def _check_consistency(
                     f"{where}: vectors differ from {EMBEDDINGS_FILE} (rows {sample[:5].tolist()}...)"
                 )
             else:
-                index.set_ef(max(64, manifest.get("ef", 64)))
+                index.set_ef(max(64, spec.ef))
                 labels, distances = index.knn_query(emb[sample], k=1)
                 # identical images share a vector: a hit as close as the vector itself (score ~1) counts
                 found = float(

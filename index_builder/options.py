@@ -17,6 +17,8 @@ from handler.core.preprocess import (
     WHITE,
     parse_background,
 )
+from index_builder.recall import DEFAULT_TARGET_RECALL
+from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 from index_builder.sources import UsageError
 
 log = logging.getLogger("index_builder")
@@ -45,7 +47,9 @@ class BuildOptions:
     pretrained: str | None = None
     M: int = 16
     ef_construction: int = 200
-    ef: int = 128
+    ef: int | None = None  # None: each shard's smallest ef reaching target_recall, measured at build
+    target_recall: float = DEFAULT_TARGET_RECALL
+    index_shard_size: int = DEFAULT_SHARD_SIZE
     keep_versions: int = 3
     strict: bool = False
     work_dir: str | None = None
@@ -69,8 +73,11 @@ class BuildOptions:
             ("ef", 1),
             ("keep_versions", 1),
             ("shard_size", 1),
+            ("index_shard_size", 1),
         ):
             value = getattr(self, name)
+            if name == "ef" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 flag = "--" + name.replace("_", "-") if name != "M" else "--M"
                 raise UsageError(f"{flag} {value!r}: must be an integer >= {low}")
@@ -90,6 +97,13 @@ class BuildOptions:
             duplicate_settings(self.duplicate_threshold)
         except ValueError as e:
             raise UsageError(f"--duplicate-threshold: {e}") from None
+        if (
+            isinstance(self.target_recall, bool)
+            or not isinstance(self.target_recall, (int, float))
+            or not (0.0 < self.target_recall <= 1.0)
+        ):
+            raise UsageError(f"--target-recall {self.target_recall!r}: must be a number in (0, 1]")
+        self.target_recall = float(self.target_recall)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UsageError(f"--threads {self.threads!r}: must be a positive integer")
         if self.backend not in BACKENDS:

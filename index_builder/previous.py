@@ -16,10 +16,10 @@ from handler.core.errors import ArtifactError, SearchError
 from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
-    ITEMS_FILE,
     SCHEMA_VERSION,
     version_prefix,
 )
+from handler.core.index_format import shard_specs
 from handler.core.preprocess import (
     ImageOptions,
     format_background,
@@ -28,11 +28,24 @@ from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
 from index_builder.facts import previous_content, row_facts
 from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
+from index_builder.shard_write import same_recall_settings, version_items
 from index_builder.sources import SourceItem
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir
 
 # Manifest fields that vary between builds of the same index (the rest must match for "no change").
-_VOLATILE = ("version", "files", "built_at", "builder", "stats", "build", "previous_version")
+_VOLATILE = (
+    "version",
+    "files",
+    "built_at",
+    "builder",
+    "stats",
+    "build",
+    "previous_version",
+    "ef",  # measured, like the rest of the shard layout; same_recall_settings compares what was asked
+    "recall",
+    "shards",
+    "sharding",
+)
 
 
 @dataclass
@@ -55,34 +68,44 @@ class _Previous:
 
 
 def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: _Log) -> bool:
-    """Fill prev.items / embeddings (checksums verified); False (with a warning) when they cannot be used."""
-    files = prev.manifest["files"]
-    prefix = version_prefix(prev.version)
-    if EMBEDDINGS_FILE not in files or ITEMS_FILE not in files:
+    """Fill prev.items / embeddings (checksums verified; labels as in the version, tombstoned rows kept but
+    left out of prev.rows / by_sha); False (with a warning) when they cannot be used."""
+    specs = shard_specs(prev.manifest)
+    if any("embeddings" not in spec.files for spec in specs):
         log.warn(f"previous version {prev.version} has no {EMBEDDINGS_FILE}; every image is embedded again")
         return False
+    wanted = {e["key"]: e for spec in specs for p, e in spec.files.items() if p in ("items", "embeddings")}
+    dim = prev.manifest["dim"]
     try:
         if isinstance(store, LocalStore):
-            vdir = store.root / prefix
-            for name in (ITEMS_FILE, EMBEDDINGS_FILE):
-                digest, size = file_digest(vdir / name)
-                if digest != files[name]["sha256"] or size != files[name]["size"]:
-                    raise ArtifactError(
-                        f"{store.uri_for(prefix + name)}: checksum does not match the manifest"
-                    )
+            root = store.root
+            for key, entry in wanted.items():
+                digest, size = file_digest(root / key)
+                if digest != entry["sha256"] or size != entry["size"]:
+                    raise ArtifactError(f"{store.uri_for(key)}: checksum does not match the manifest")
         else:
-            expected = {prefix + n: files[n] for n in (ITEMS_FILE, EMBEDDINGS_FILE)}
-            vdir = fetch_dir(store, work_root / PREVIOUS, list(expected), expected=expected) / prefix
-        items = [
-            json.loads(line)
-            for line in (vdir / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-        emb = np.load(vdir / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
-        if emb.ndim != 2 or emb.shape != (len(items), prev.manifest["dim"]):
-            raise ArtifactError(
-                f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(items)}, {prev.manifest['dim']})"
-            )
+            root = fetch_dir(store, work_root / PREVIOUS, list(wanted), expected=wanted)
+        items: list[dict[str, Any]] = []
+        parts: list[np.ndarray] = []
+        dead: set[int] = set()
+        for spec in specs:
+            path = root / spec.files["items"]["key"]
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            emb = np.load(root / spec.files["embeddings"]["key"], mmap_mode="r", allow_pickle=False)
+            if emb.ndim != 2 or emb.shape != (len(rows), dim) or len(rows) != spec.count:
+                raise ArtifactError(f"{EMBEDDINGS_FILE} has shape {emb.shape}, expected ({len(rows)}, {dim})")
+            dead |= {len(items) + d for d in spec.deleted}
+            items += rows
+            parts.append(emb)
+        embeddings = (
+            parts[0]
+            if len(parts) == 1
+            else np.concatenate(parts)
+            if parts
+            else np.zeros((0, dim), np.float32)
+        )
     except (OSError, ValueError, ArtifactError) as e:
         log.warn(
             f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded "
@@ -90,9 +113,9 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
         )
         return False
     prev.items = items
-    prev.embeddings = emb
+    prev.embeddings = embeddings
     for label, row in enumerate(items):
-        if isinstance(row, dict) and "id" in row:
+        if isinstance(row, dict) and "id" in row and label not in dead:
             prev.rows[row["id"]] = label
             if isinstance(row.get("sha256"), str):
                 prev.by_sha.setdefault(row["sha256"], label)
@@ -153,10 +176,11 @@ def _same_as_previous(
     m = prev.manifest
     if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
         return False
+    if not same_recall_settings(m, opts.ef, opts.target_recall):
+        return False
     settings = {
         "M": opts.M,
         "ef_construction": opts.ef_construction,
-        "ef": opts.ef,
         "dim": int(vectors.shape[1]),
         "count": len(rows),
         "space": "ip",
@@ -165,9 +189,12 @@ def _same_as_previous(
     keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
     if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
         return False
-    if prev.embeddings is None or prev.embeddings.shape != vectors.shape or _jsonable(rows) != prev.items:
+    labels = [prev.rows[row["id"]] for row in rows if row["id"] in prev.rows]
+    if prev.embeddings is None or len(prev.rows) != len(rows) or len(labels) != len(rows):
         return False
-    if not np.array_equal(np.asarray(prev.embeddings, dtype=np.float32), vectors):
+    if [prev.items[label] for label in labels] != _jsonable(rows):
+        return False
+    if not np.array_equal(np.asarray(prev.embeddings[np.asarray(labels, dtype=np.int64)]), vectors):
         return False
     try:
         raw = store.read_bytes(version_prefix(prev.version) + ERRORS_FILE)
@@ -203,13 +230,9 @@ def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:
     """Ids of the previous version when its vectors were not loaded (for the removed/added counts)."""
     if prev is None:
         return []
-    prefix = version_prefix(prev.version)
     try:
-        raw = store.read_bytes(prefix + ITEMS_FILE)
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != prev.manifest["files"][ITEMS_FILE]["sha256"]:
-            raise ArtifactError("checksum mismatch")
-        return [json.loads(line)["id"] for line in raw.decode("utf-8").splitlines() if line.strip()]
+        rows, dead = version_items(store, prev.manifest)
+        return [row["id"] for label, row in enumerate(rows) if label not in dead]
     except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
         log.warn(
             f"cannot read the ids of previous version {prev.version} ({e}); added/removed counts are "

@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,9 @@ from handler.core.duplicates import (
     find_duplicate_groups,
     write_duplicates,
 )
-from handler.core.errors import ArtifactError
+from handler.core.errors import ArtifactError, SearchError
 from handler.core.index import (
-    EMBEDDINGS_FILE,
     ERRORS_FILE,
-    HNSW_FILE,
-    ITEMS_FILE,
     KIND,
     MANIFEST,
     POINTER,
@@ -43,11 +41,17 @@ from handler.core.index import (
     valid_version_id,
     version_prefix,
 )
+from handler.core.index_format import SHARDS_PREFIX, shard_specs
 from handler.core.storage import Store, file_digest, open_store
+from index_builder.recall import DEFAULT_TARGET_RECALL, EF_MIN
+from index_builder.shard_plan import DEFAULT_SHARD_SIZE, plan_shards
+from index_builder.shard_write import build_shard, item_line, previous_shards
 
-__all__ = ["BUILDER", "list_versions", "new_version_id", "prune", "publish", "write_version"]
+__all__ = ["BUILDER", "SHARD_GRACE_S", "list_versions", "new_version_id", "prune", "publish", "write_version"]
 
 BUILDER = f"index_builder {__version__}"
+#: unreferenced shard files younger than this are kept by prune (a concurrent build may be uploading them)
+SHARD_GRACE_S = 3600.0
 # Manifest keys computed by write_version; manifest_fields may not set them.
 _COMPUTED = (
     "schema_version",
@@ -59,6 +63,9 @@ _COMPUTED = (
     "M",
     "ef_construction",
     "ef",
+    "recall",
+    "shards",
+    "sharding",
     "files",
 )
 _NORM_TOLERANCE = 1e-3
@@ -72,18 +79,6 @@ def new_version_id() -> str:
 
 def _as_store(store: Store | str) -> Store:
     return store if isinstance(store, Store) else open_store(store)
-
-
-def _jsonl(rows: Iterable[Mapping[str, Any]], path: Path, what: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for i, row in enumerate(rows):
-            if not isinstance(row, Mapping):
-                raise ValueError(f"{what}[{i}] must be a dict, got {type(row).__name__}")
-            try:
-                line = json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{what}[{i}] is not JSON-serialisable: {e}") from None
-            f.write(line + "\n")
 
 
 def _check_inputs(vectors: np.ndarray, items: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -124,25 +119,31 @@ def write_version(
     manifest_fields: Mapping[str, Any],
     M: int = 16,
     ef_construction: int = 200,
-    ef: int = 64,
+    ef: int | None = None,
     errors: Iterable[Mapping[str, Any]] = (),
     threads: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    reuse: bool = True,
 ) -> dict[str, Any]:
-    """Build and store ``versions/<version_id>/`` (index.hnsw, items.jsonl, embeddings.npy, errors.jsonl,
-    then manifest.json last). Returns the manifest. Does not move the pointer: call :func:`publish`.
+    """Build and store a version: its shards (``shards/<sha256>.{hnsw,jsonl,npy}``, only those the store
+    does not hold yet), ``versions/<version_id>/errors.jsonl``, then ``manifest.json`` last. Returns the
+    manifest. Does not move the pointer: call :func:`publish`.
 
-    ``vectors``: float ``[count, dim]``, L2-normalised (row = label); ``items``: one dict per row, each
-    with a unique ``id`` (str or int) - :meth:`SearchIndex.get_item` looks items up by it.
-    ``manifest_fields`` must hold ``model_fingerprint`` and may hold ``precision`` (default ``fp32``),
-    ``source``, ``stats`` (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``,
-    ``duplicates`` (``{"threshold", "k"}`` of :func:`duplicate_settings`: near-duplicate groups are found
-    with the HNSW index and written as ``duplicates.jsonl``, counted in ``stats.duplicate_groups``); the
-    computed fields (schema_version, kind, version, dim, count, space, M, ef_construction, ef, files)
-    cannot be overridden. ``threads``: hnswlib build threads (default: all cores).
-    An empty collection (count 0) is allowed; its SearchIndex returns no hits.
+    ``vectors``: float ``[count, dim]``, L2-normalised; ``items``: one dict per row, each with a unique
+    ``id`` (str or int) - :meth:`SearchIndex.get_item` looks items up by it. ``manifest_fields`` must
+    hold ``model_fingerprint`` and may hold ``precision`` (default ``fp32``), ``source``, ``stats``
+    (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``, ``duplicates``
+    (``{"threshold", "k"}`` of :func:`duplicate_settings`: near-duplicate groups of the whole collection,
+    written as ``versions/<id>/duplicates.jsonl`` and counted in ``stats.duplicate_groups``); the computed
+    fields cannot be overridden. ``threads``: hnswlib build threads (default: all cores).
+
+    Shards hold at most ``shard_size`` rows. With ``reuse``, the current version's shards are carried
+    over where their items are unchanged (:mod:`index_builder.shard_plan`), so labels may not follow the
+    order of ``items``. Each built shard's ef is the smallest reaching ``target_recall`` recall@10
+    (:mod:`index_builder.recall`), or ``ef`` when given (its recall is still measured); the version's ef is
+    the largest of its shards'. An empty collection (count 0) is allowed; its SearchIndex returns no hits.
     """
-    import hnswlib
-
     store = _as_store(store)
     prefix = version_prefix(version_id)
     clash = sorted(set(_COMPUTED) & set(manifest_fields))
@@ -151,7 +152,12 @@ def write_version(
     fingerprint = manifest_fields.get("model_fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError("manifest_fields must hold a non-empty 'model_fingerprint'")
-    for name, value, low in (("M", M, 2), ("ef_construction", ef_construction, 1), ("ef", ef, 1)):
+    for name, value, low in (
+        ("M", M, 2),
+        ("ef_construction", ef_construction, 1),
+        ("ef", 1 if ef is None else ef, 1),
+        ("shard_size", shard_size, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     dup = manifest_fields.get("duplicates")
@@ -161,6 +167,8 @@ def write_version(
                 f"manifest_fields['duplicates'] must be {{'threshold', 'k'}} or None, got {dup!r}"
             )
         duplicate_settings(dup["threshold"], dup["k"])
+    if not isinstance(target_recall, float) or not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
     items = list(items)
     arr = _check_inputs(vectors, items)
     errors = list(errors)
@@ -170,31 +178,63 @@ def write_version(
         raise ValueError(f"version {version_id!r} is the current version of {store.uri}; use a new id")
     if store.exists(prefix + MANIFEST):
         raise ValueError(f"version {version_id!r} already exists in {store.uri}; use a new id")
-
+    lines = [item_line(row, "items", i) for i, row in enumerate(items)]
+    error_lines = [item_line(row, "errors", i) for i, row in enumerate(errors)]
+    settings = {
+        "dim": int(dim),
+        "model_fingerprint": fingerprint,
+        "precision": manifest_fields.get("precision", "fp32"),
+        "space": "ip",
+        "M": M,
+        "ef_construction": ef_construction,
+    }
+    shards: list[dict[str, Any]] = []
+    built = uploaded = 0
     with tempfile.TemporaryDirectory(prefix="index-build-") as tmp:
         work = Path(tmp)
-        index = hnswlib.Index(space="ip", dim=dim)
-        index.init_index(max_elements=count, M=M, ef_construction=ef_construction, random_seed=100)
-        if count:
-            index.add_items(arr, np.arange(count), num_threads=threads or usable_cpus())
-        names, duplicate_groups = [HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE], 0
-        if dup is not None:  # from the graph just built: each item's k nearest, not every pair
-            groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], index=index, threads=threads)
+        prev = previous_shards(store, settings, target_recall, ef, work) if reuse and count else None
+        for plan in plan_shards(prev, lines, arr, shard_size):
+            if plan.carried is not None:  # files reused by checksum: nothing built or uploaded
+                spec = plan.carried
+                entry = {
+                    "count": spec.count,
+                    "deleted": list(plan.deleted),
+                    "ef": spec.ef,
+                    "recall": spec.recall,
+                }
+                entry["files"] = {
+                    p: {"sha256": e["sha256"], "size": e["size"]} for p, e in spec.files.items()
+                }
+                shards.append(entry)
+                continue
+            rows = np.asarray(plan.live, dtype=np.int64)
+            entry, sent = build_shard(
+                store,
+                np.ascontiguousarray(arr[rows]),
+                [lines[i] for i in plan.live],
+                M=M,
+                ef_construction=ef_construction,
+                threads=threads or usable_cpus(),
+                target_recall=target_recall,
+                fixed_ef=ef,
+                work=work,
+            )
+            shards.append(entry)
+            built += 1
+            uploaded += sent
+        errors_path = work / ERRORS_FILE
+        errors_path.write_text("".join(line + "\n" for line in error_lines), encoding="utf-8")
+        digest, size = file_digest(errors_path)
+        store.upload_file(prefix + ERRORS_FILE, errors_path)
+        files = {ERRORS_FILE: {"sha256": digest, "size": size}}
+        duplicate_groups = 0
+        if dup is not None:  # the whole collection: each item's k nearest (an HNSW walk), not every pair
+            groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], threads=threads)
             duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, [it["id"] for it in items])
-            names.append(DUPLICATES_FILE)
-        index.set_ef(ef)
-        index.save_index(str(work / HNSW_FILE))
-        del index
-        _jsonl(items, work / ITEMS_FILE, "items")
-        np.save(work / EMBEDDINGS_FILE, arr, allow_pickle=False)
-        _jsonl(errors, work / ERRORS_FILE, "errors")
-
-        files: dict[str, dict[str, Any]] = {}
-        for name in names:
-            digest, size = file_digest(work / name)
-            files[name] = {"sha256": digest, "size": size}
-            store.upload_file(prefix + name, work / name)
-
+            dup_digest, dup_size = file_digest(work / DUPLICATES_FILE)
+            store.upload_file(prefix + DUPLICATES_FILE, work / DUPLICATES_FILE)
+            files[DUPLICATES_FILE] = {"sha256": dup_digest, "size": dup_size}
+    measured = [s["recall"] for s in shards if s.get("recall") is not None]
     stats = dict(manifest_fields.get("stats") or {})
     stats.setdefault("errors", len(errors))
     if dup is not None:
@@ -210,7 +250,15 @@ def write_version(
         "space": "ip",
         "M": M,
         "ef_construction": ef_construction,
-        "ef": ef,
+        "ef": ef if ef is not None else max([int(s["ef"]) for s in shards] or [EF_MIN]),
+        "recall": {"k": 10, "target": target_recall, "fixed_ef": ef, "measured": min(measured, default=None)},
+        "shards": shards,
+        "sharding": {
+            "shard_size": shard_size,
+            "shards": len(shards),
+            "built": built,
+            "uploaded_bytes": uploaded,
+        },
         "files": files,
         "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "builder": BUILDER,
@@ -239,15 +287,18 @@ def publish(store: Store | str, version_id: str, manifest: Mapping[str, Any] | N
     stored = read_manifest(store, version_id, sha)
     if manifest is not None and json.loads(json.dumps(manifest)) != stored:
         raise ArtifactError(f"cannot publish {version_id}: the stored manifest differs from the one given")
-    present = {o.key[len(prefix) :]: o.size for o in store.list(prefix)}
-    for name, entry in stored["files"].items():
-        if name not in present:
+    present = {o.key: o.size for o in store.list(prefix)}
+    wanted = {prefix + name: entry for name, entry in stored["files"].items()}
+    if stored["schema_version"] >= 2:
+        present.update({o.key: o.size for o in store.list(SHARDS_PREFIX)})
+        wanted.update({e["key"]: e for spec in shard_specs(stored) for e in spec.files.values()})
+    for key, entry in wanted.items():
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if key not in present:
+            raise ArtifactError(f"cannot publish {version_id}: file {name} is missing ({store.uri_for(key)})")
+        if present[key] != entry["size"]:
             raise ArtifactError(
-                f"cannot publish {version_id}: file {name} is missing ({store.uri_for(prefix + name)})"
-            )
-        if present[name] != entry["size"]:
-            raise ArtifactError(
-                f"cannot publish {version_id}: file {name} has size {present[name]}, manifest says "
+                f"cannot publish {version_id}: file {name} has size {present[key]}, manifest says "
                 f"{entry['size']}"
             )
     pointer = {"version": version_id, "manifest_sha256": sha}
@@ -269,12 +320,16 @@ def list_versions(store: Store | str) -> dict[str, bool]:
     return versions
 
 
-def prune(store: Store | str, keep: int) -> list[str]:
+def prune(store: Store | str, keep: int, *, shard_grace_s: float = SHARD_GRACE_S) -> list[str]:
     """Delete old versions, keeping the ``keep`` newest complete versions up to and including the current
     one. Never deletes the current version or any version sorting after it (an in-progress build, or the
     newer versions after a rollback); incomplete versions older than the current one are deleted.
     Does nothing without a pointer. Returns the deleted version ids, oldest first. ``keep >= 2`` leaves
-    the previous version for readers that read the pointer just before it moved."""
+    the previous version for readers that read the pointer just before it moved.
+
+    Then shard files (``shards/``) that no remaining version references are deleted once older than
+    ``shard_grace_s`` (a build in progress uploads its shards before its manifest exists); when a
+    remaining manifest cannot be read, no shard file is deleted."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
     store = _as_store(store)
@@ -291,4 +346,21 @@ def prune(store: Store | str, keep: int) -> list[str]:
         prefix = version_prefix(version)
         store.delete(prefix + MANIFEST)  # first, so a half-deleted version reads as incomplete
         store.delete_prefix(prefix)
+    _prune_shards(store, shard_grace_s)
     return doomed
+
+
+def _prune_shards(store: Store, grace_s: float) -> None:
+    referenced: set[str] = set()
+    for version, complete in list_versions(store).items():
+        if not complete or not valid_version_id(version):
+            continue  # incomplete: deleted above, or newer (in progress: protected by the grace period)
+        try:
+            manifest = read_manifest(store, version)
+        except SearchError:
+            return  # unsure what it references: keep everything
+        referenced |= {e["key"] for spec in shard_specs(manifest) for e in spec.files.values()}
+    cutoff = time.time() - grace_s
+    for obj in list(store.list(SHARDS_PREFIX)):
+        if obj.key not in referenced and obj.mtime < cutoff:
+            store.delete(obj.key)

@@ -293,6 +293,17 @@ def normalized_vectors(
     return x.astype(np.float32)
 
 
+def index_file_key(store: Any, version: str, part: str, shard: int = 0) -> str:
+    """The store key of a version's ``part`` (``hnsw``, ``items``, ``embeddings``) of shard ``shard``,
+    whatever the index schema (1: ``versions/<id>/index.hnsw``..., 2: ``shards/<sha256>.hnsw``...)."""
+    import json
+
+    from handler.core.index_format import shard_specs, version_prefix
+
+    manifest = json.loads(store.read_bytes(version_prefix(version) + "manifest.json"))
+    return str(shard_specs(manifest)[shard].files[part]["key"])
+
+
 def _logging_state() -> dict[str, tuple[list[Any], int, bool, bool]]:
     import logging
 

@@ -1,4 +1,5 @@
-"""Loading an index version (docs/formats.md, "Index"): files fetched and checked, HNSW and items loaded.
+"""Loading an index version (docs/formats.md, "Index"): files fetched and checked, shards (HNSW + items)
+loaded.
 Pointer and manifest: :mod:`handler.core.index_format`; search: :mod:`handler.core.search` (both
 re-exported here).
 
@@ -8,11 +9,13 @@ Torch-free: hnswlib + numpy + json. Works on local directories and S3 prefixes t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import struct
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,17 @@ from handler.core.index_format import (
     POINTER,
     REQUIRED_FILES,
     SCHEMA_VERSION,
+    SHARDS_PREFIX,
     _as_store,
     check_for_update,
     read_manifest,
     read_pointer,
+    shard_specs,
     valid_version_id,
     version_prefix,
 )
 from handler.core.search import Hit, SearchIndex, _EfGate  # noqa: F401  (_EfGate: tests import it here)
+from handler.core.shards import Shard
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "Hit",
     "SearchIndex",
     "check_for_update",
+    "fetch_files",
     "load_index",
     "read_manifest",
     "read_pointer",
@@ -87,31 +94,31 @@ def _hnsw_header(path: Path) -> tuple[int, int]:
     return count, label_offset - offset_data
 
 
-def _load_hnsw(path: Path, dim: int, count: int, where: str) -> Any:
+def _load_hnsw(path: Path, dim: int, count: int, where: str, name: str = HNSW_FILE) -> Any:
     import hnswlib
 
     try:
         header_count, data_size = _hnsw_header(path)
     except (OSError, ValueError, struct.error) as e:
-        raise ArtifactError(f"{where}: {HNSW_FILE} unreadable ({e})") from None
+        raise ArtifactError(f"{where}: {name} unreadable ({e})") from None
     if header_count != count or data_size != dim * 4:
         raise ArtifactError(
-            f"{where}: {HNSW_FILE} holds {header_count} vectors of {data_size // 4} floats, "
+            f"{where}: {name} holds {header_count} vectors of {data_size // 4} floats, "
             f"manifest says {count} x {dim}"
         )
     index = hnswlib.Index(space="ip", dim=dim)
     try:
         index.load_index(str(path), max_elements=count)
     except (RuntimeError, ValueError) as e:
-        raise ArtifactError(f"{where}: {HNSW_FILE} cannot be loaded ({e})") from None
+        raise ArtifactError(f"{where}: {name} cannot be loaded ({e})") from None
     if index.get_current_count() != count:
         raise ArtifactError(
-            f"{where}: {HNSW_FILE} holds {index.get_current_count()} vectors, manifest says {count}"
+            f"{where}: {name} holds {index.get_current_count()} vectors, manifest says {count}"
         )
     return index
 
 
-def _load_items(path: Path, count: int, where: str) -> list[dict[str, Any]]:
+def _load_items(path: Path, count: int, where: str, name: str = ITEMS_FILE) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -120,18 +127,50 @@ def _load_items(path: Path, count: int, where: str) -> list[dict[str, Any]]:
             try:
                 item = json.loads(line)
             except ValueError as e:
-                raise ArtifactError(f"{where}: {ITEMS_FILE} line {lineno} is not valid JSON ({e})") from None
+                raise ArtifactError(f"{where}: {name} line {lineno} is not valid JSON ({e})") from None
             if not isinstance(item, dict):
-                raise ArtifactError(f"{where}: {ITEMS_FILE} line {lineno} is not a JSON object")
+                raise ArtifactError(f"{where}: {name} line {lineno} is not a JSON object")
             items.append(item)
     if len(items) != count:
-        raise ArtifactError(f"{where}: {ITEMS_FILE} has {len(items)} items, manifest says {count}")
+        raise ArtifactError(f"{where}: {name} has {len(items)} items, manifest says {count}")
     return items
 
 
 def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     return base / hashlib.sha256(store.uri.encode()).hexdigest()[:16]
+
+
+def fetch_files(
+    store: Store,
+    wanted: Mapping[str, Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    verify: bool,
+    where: str,
+) -> dict[str, Path]:
+    """Local paths of ``wanted`` store keys (``{key: {"sha256", "size"}}``), each checked against its entry:
+    local stores in place, S3 stores through the cache (a cached file with the right size/sha256 is not
+    downloaded again). The one place index files are fetched."""
+    try:
+        if isinstance(store, LocalStore):
+            root = store.root
+        else:
+            expected = {
+                k: {"size": e["size"], "sha256": e["sha256"] if verify else None} for k, e in wanted.items()
+            }
+            root = fetch_dir(store, _cache_root(store, cache_dir), list(expected), expected=expected)
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
+    paths = {key: root / key for key in wanted}
+    for key, entry in wanted.items():
+        _check_file(
+            paths[key],
+            key.rsplit("/", 1)[-1] if key.startswith("versions/") else key,
+            entry,
+            verify and isinstance(store, LocalStore),
+            where,
+        )
+    return paths
 
 
 def load_index(
@@ -146,15 +185,16 @@ def load_index(
 
     Checks: manifest sha256 against the pointer, schema_version, kind, fields; the model fingerprint
     against ``expected_fingerprint`` (:class:`ModelMismatchError`); each file's size and (``verify``)
-    sha256 against the manifest (:class:`ArtifactError` naming the file); the HNSW header against
-    ``dim``/``count``; the number of items.
+    sha256 against the manifest (:class:`ArtifactError` naming the file); each HNSW header against
+    ``dim``/count; the number of items.
 
     Local stores are read in place (every file of the manifest is checked). S3 stores are cached under
-    ``cache_dir/<hash of the URI>/versions/<id>/`` (default: ``$TMPDIR/clip-index-cache``); files already
-    cached with the right size/sha256 are not downloaded again; only ``index.hnsw`` and ``items.jsonl``
-    are fetched (plus ``embeddings.npy`` with ``fetch_embeddings``; otherwise :meth:`SearchIndex.embedding`
-    reads vectors from the HNSW index). Cached files of other versions of the same index are removed
-    after a successful load.
+    ``cache_dir/<hash of the URI>/`` (default: ``$TMPDIR/clip-index-cache``) in the store's layout; files
+    already cached with the right size/sha256 are not downloaded again; only the HNSW and items files of
+    each shard are fetched (plus embeddings with ``fetch_embeddings``; otherwise
+    :meth:`SearchIndex.embedding` reads vectors from the HNSW index). Cached files that this version does
+    not use (other versions, unreferenced shards) are removed after a successful load. Shards are loaded
+    in parallel threads; tombstoned rows are marked deleted.
     """
     store = _as_store(uri)
     pointer = read_pointer(store)
@@ -168,38 +208,52 @@ def load_index(
             f"index {store.uri} version {version} was built with model {manifest['model_fingerprint']}, "
             f"but the bundle in use is {expected_fingerprint}; rebuild the index with this bundle"
         )
-    files: dict[str, dict[str, Any]] = manifest["files"]
     prefix = version_prefix(version)
-    try:
-        if isinstance(store, LocalStore):
-            files_dir = store.root / prefix
-            wanted = list(files)
-        else:
-            wanted = [n for n in files if n in REQUIRED_FILES or (fetch_embeddings and n == EMBEDDINGS_FILE)]
-            expected = {
-                prefix + n: {"size": files[n]["size"], "sha256": files[n]["sha256"] if verify else None}
-                for n in wanted
-            }
-            root = _cache_root(store, cache_dir)
-            files_dir = fetch_dir(store, root, list(expected), expected=expected) / prefix
-    except FileNotFoundError as e:
-        raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
-    for name in wanted:
-        _check_file(files_dir / name, name, files[name], verify and isinstance(store, LocalStore), where)
-    hnsw = _load_hnsw(files_dir / HNSW_FILE, manifest["dim"], manifest["count"], where)
-    items = _load_items(files_dir / ITEMS_FILE, manifest["count"], where)
-    index = SearchIndex(manifest, hnsw, items, files_dir=files_dir)
-    if not isinstance(store, LocalStore):
-        _evict_other_versions(_cache_root(store, cache_dir), version)
+    local = isinstance(store, LocalStore)
+    specs = shard_specs(manifest)
+    wanted: dict[str, Mapping[str, Any]] = {}
+    if local:  # every file the manifest names is checked
+        wanted.update({prefix + n: e for n, e in manifest["files"].items()})
+    for spec in specs:
+        for part, entry in spec.files.items():
+            if local or part != "embeddings" or fetch_embeddings:
+                wanted[entry["key"]] = entry
+    paths = fetch_files(store, wanted, cache_dir, verify, where)
+    files_dir = (store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)) / prefix
+    offsets = [sum(s.count for s in specs[:i]) for i in range(len(specs))]
+
+    def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:
+        spec = specs[i]
+        hnsw_key, items_key = spec.files["hnsw"]["key"], spec.files["items"]["key"]
+        name = HNSW_FILE if manifest["schema_version"] == 1 else hnsw_key
+        hnsw = _load_hnsw(paths[hnsw_key], manifest["dim"], spec.count, where, name)
+        for label in spec.deleted:
+            hnsw.mark_deleted(label)
+        items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
+        items = _load_items(paths[items_key], spec.count, where, items_name)
+        emb = spec.files.get("embeddings")
+        emb_path = paths.get(emb["key"]) if emb else None
+        return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items
+
+    if len(specs) > 1:
+        with ThreadPoolExecutor(min(len(specs), 8), thread_name_prefix="shard-load") as pool:
+            loaded = list(pool.map(load, range(len(specs))))
+    else:
+        loaded = [load(i) for i in range(len(specs))]
+    items = [row for _, rows in loaded for row in rows]
+    index = SearchIndex(manifest, None, items, files_dir=files_dir, shards=[s for s, _ in loaded])
+    if not local:
+        _evict_unused(_cache_root(store, cache_dir), version, set(wanted))
     return index
 
 
-def _evict_other_versions(root: Path, keep: str) -> None:
-    versions = root / "versions"
-    try:
-        entries = list(versions.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name != keep and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
+def _evict_unused(root: Path, keep: str, keys: set[str]) -> None:
+    """Remove cached files of other versions and shard files this version does not use."""
+    with contextlib.suppress(OSError):
+        for entry in list((root / "versions").iterdir()):
+            if entry.name != keep and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for entry in list((root / SHARDS_PREFIX).iterdir()):
+            if SHARDS_PREFIX + entry.name not in keys and entry.is_file():
+                entry.unlink(missing_ok=True)

@@ -1,13 +1,16 @@
 """The index format's pointer and manifest (docs/formats.md, "Index"): names, version ids, reading and
-validating ``CURRENT`` and ``versions/<id>/manifest.json``. The writer is index_builder.publish."""
+validating ``CURRENT`` and ``versions/<id>/manifest.json``, and the version's shard list (schema 2; a
+schema-1 version reads as one shard). The writer is index_builder.publish."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,21 @@ __all__ = [
     "POINTER",
     "REQUIRED_FILES",
     "SCHEMA_VERSION",
+    "SHARDS_PREFIX",
+    "SHARD_PARTS",
+    "SUPPORTED_SCHEMAS",
+    "ShardSpec",
     "check_for_update",
     "read_manifest",
     "read_pointer",
+    "shard_key",
+    "shard_specs",
     "valid_version_id",
     "version_prefix",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what the builder writes
+SUPPORTED_SCHEMAS = (1, 2)  # what readers accept
 KIND = "clip-hnsw-index"
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
@@ -45,7 +55,11 @@ ERRORS_FILE = "errors.jsonl"
 INDEX_FILES = (HNSW_FILE, ITEMS_FILE, EMBEDDINGS_FILE, ERRORS_FILE)
 REQUIRED_FILES = (HNSW_FILE, ITEMS_FILE)
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "clip-index-cache"
+SHARDS_PREFIX = "shards/"  # schema 2: content-addressed shard files, shared by the versions that use them
+SHARD_PARTS = {"hnsw": ".hnsw", "items": ".jsonl", "embeddings": ".npy"}  # part -> file extension
+_REQUIRED_PARTS = ("hnsw", "items")
 
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
@@ -123,10 +137,10 @@ def read_manifest(store: Store | str, version: str, manifest_sha256: str | None 
 def _validate_manifest(manifest: Any, version: str, where: str) -> None:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{where}: expected a JSON object")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    schema = manifest.get("schema_version")
+    if isinstance(schema, bool) or schema not in SUPPORTED_SCHEMAS:
         raise ArtifactError(
-            f"{where}: unsupported schema_version {manifest.get('schema_version')!r} (expected "
-            f"{SCHEMA_VERSION})"
+            f"{where}: unsupported schema_version {schema!r} (expected one of {list(SUPPORTED_SCHEMAS)})"
         )
     if manifest.get("kind") != KIND:
         raise ArtifactError(f"{where}: kind is {manifest.get('kind')!r}, expected {KIND!r}")
@@ -153,10 +167,96 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
             or not isinstance(entry.get("size"), int)
         ):
             raise ArtifactError(f"{where}: invalid files entry {name!r}: {entry!r}")
-    for name in REQUIRED_FILES:
-        if name not in files:
-            raise ArtifactError(f"{where}: 'files' lacks {name!r}")
+    if schema == 1:
+        for name in REQUIRED_FILES:
+            if name not in files:
+                raise ArtifactError(f"{where}: 'files' lacks {name!r}")
+    else:
+        _validate_shards(manifest, where)
     try:
         ImageOptions.from_manifest(manifest.get("image_preprocess"))
     except ArtifactError as e:
         raise ArtifactError(f"{where}: {e.message}") from None
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard of a version as the manifest describes it. ``count``: rows of its files (deleted ones
+    included); ``deleted``: local labels deleted since the shard was built (tombstones); ``ef``: its
+    default query ef; ``recall``: recall@10 measured at that ef (None: not measured); ``files``: part
+    (``hnsw``, ``items``, ``embeddings``) -> ``{"key", "sha256", "size"}`` (key relative to the store)."""
+
+    count: int
+    deleted: tuple[int, ...]
+    ef: int
+    recall: float | None
+    files: dict[str, dict[str, Any]]
+
+    @property
+    def live(self) -> int:
+        return self.count - len(self.deleted)
+
+
+def shard_key(part: str, sha256: str) -> str:
+    """``shards/<sha256><ext>``: where a schema-2 shard file lives (named by its content)."""
+    return f"{SHARDS_PREFIX}{sha256}{SHARD_PARTS[part]}"
+
+
+def shard_specs(manifest: dict[str, Any]) -> list[ShardSpec]:
+    """The shards of a validated manifest, in label order (a schema-1 version is one shard)."""
+    if manifest["schema_version"] == 1:
+        prefix = version_prefix(manifest["version"])
+        names = {"hnsw": HNSW_FILE, "items": ITEMS_FILE, "embeddings": EMBEDDINGS_FILE}
+        parts = {
+            p: {"key": prefix + n, **manifest["files"][n]} for p, n in names.items() if n in manifest["files"]
+        }
+        return [ShardSpec(int(manifest["count"]), (), int(manifest["ef"]), None, parts)]
+    return [
+        ShardSpec(
+            int(s["count"]),
+            tuple(s.get("deleted") or ()),
+            int(s["ef"]),
+            s.get("recall"),
+            {p: {"key": shard_key(p, e["sha256"]), **e} for p, e in s["files"].items()},
+        )
+        for s in manifest["shards"]
+    ]
+
+
+def _int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _validate_shards(manifest: dict[str, Any], where: str) -> None:
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise ArtifactError(f"{where}: missing 'shards'")
+    live = 0
+    for i, shard in enumerate(shards):
+        bad = f"{where}: invalid shard {i}"
+        if not isinstance(shard, dict) or not _int(shard.get("count"), 0) or not _int(shard.get("ef"), 1):
+            raise ArtifactError(f"{bad}: {shard!r:.200}")
+        deleted = shard.get("deleted") or []
+        if (
+            not isinstance(deleted, list)
+            or not all(_int(d, 0) and d < shard["count"] for d in deleted)
+            or any(a >= b for a, b in itertools.pairwise(deleted))
+        ):
+            raise ArtifactError(f"{bad}: 'deleted' must be sorted unique labels below its count")
+        files = shard.get("files")
+        if not isinstance(files, dict) or any(p not in files for p in _REQUIRED_PARTS):
+            raise ArtifactError(f"{bad}: 'files' must hold {list(_REQUIRED_PARTS)}")
+        for part, entry in files.items():
+            if (
+                part not in SHARD_PARTS
+                or not isinstance(entry, dict)
+                or not isinstance(entry.get("sha256"), str)
+                or not _SHA_RE.match(entry["sha256"])
+                or not _int(entry.get("size"), 0)
+            ):
+                raise ArtifactError(f"{bad}: invalid files entry {part!r}: {entry!r}")
+        live += shard["count"] - len(deleted)
+    if live != manifest["count"]:
+        raise ArtifactError(
+            f"{where}: the shards hold {live} live items, manifest count says {manifest['count']}"
+        )

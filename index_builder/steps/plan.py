@@ -16,22 +16,22 @@ from dataclasses import asdict
 from typing import Any
 
 from handler.core.duplicates import duplicate_settings
-from handler.core.errors import ConfigError, SearchError
+from handler.core.errors import ArtifactError, ConfigError, SearchError
 from handler.core.index import (
-    EMBEDDINGS_FILE,
     ERRORS_FILE,
-    ITEMS_FILE,
     SCHEMA_VERSION,
     read_manifest,
     read_pointer,
     version_prefix,
 )
+from handler.core.index_format import shard_specs
 from handler.core.preprocess import ImageOptions, format_background
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.facts import previous_content
 from index_builder.lock import BuildLock
 from index_builder.publish import new_version_id
+from index_builder.shard_write import same_recall_settings, version_items
 from index_builder.sources import IMAGE_EXTENSIONS, BuildError, Source, SourceItem, UsageError, open_source
 from index_builder.steps import work
 from index_builder.workdir import shard_key
@@ -54,6 +54,8 @@ RUN_OPTIONS = (
     "M",
     "ef_construction",
     "ef",
+    "target_recall",
+    "index_shard_size",
     "keep_versions",
     "strict",
     "allow_empty",
@@ -73,6 +75,10 @@ _VOLATILE = (
     "previous_version",
     "schema_version",
     "kind",
+    "ef",
+    "recall",
+    "shards",
+    "sharding",
 )
 
 
@@ -102,13 +108,14 @@ def batch_items_for(
 
 
 def _previous_items(store: Store, version: str, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
-    files = manifest.get("files") or {}
-    if ITEMS_FILE not in files or EMBEDDINGS_FILE not in files:
+    """The version's rows by label (tombstoned rows as ``{}``: never reused), None without embeddings."""
+    if any("embeddings" not in spec.files for spec in shard_specs(manifest)):
         return None
-    raw = store.read_bytes(version_prefix(version) + ITEMS_FILE)
-    if hashlib.sha256(raw).hexdigest() != files[ITEMS_FILE]["sha256"]:
+    try:
+        rows, dead = version_items(store, manifest)
+    except ArtifactError:
         return None
-    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return [{} if label in dead else row for label, row in enumerate(rows)]
 
 
 def _previous_errors(store: Store, version: str, manifest: dict[str, Any]) -> dict[Any, dict[str, Any]]:
@@ -153,7 +160,9 @@ def _same_settings(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
     be written again unchanged (the serial build's "no change" rule)."""
     if manifest.get("schema_version") != SCHEMA_VERSION:
         return False
-    keys = (set(settings) | set(manifest)) - set(_VOLATILE)
+    if not same_recall_settings(manifest, settings["ef"], settings["target_recall"]):
+        return False
+    keys = (set(settings) | set(manifest)) - set(_VOLATILE) - {"ef", "target_recall"}
     return all(json.loads(json.dumps(settings.get(k))) == manifest.get(k) for k in keys)
 
 
@@ -396,6 +405,7 @@ def _plan_locked(
         "M": opts.M,
         "ef_construction": opts.ef_construction,
         "ef": opts.ef,
+        "target_recall": opts.target_recall,
         "dim": dim,
         "count": reused,
         "space": "ip",

@@ -27,6 +27,8 @@ from index_builder.facts import previous_content
 from index_builder.lock import BuildLock, BuildLocked
 from index_builder.pipeline import error_row
 from index_builder.publish import prune, publish, write_version
+from index_builder.recall import DEFAULT_TARGET_RECALL
+from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 from index_builder.sources import BuildError, SourceItem
 from index_builder.steps import work
 
@@ -255,6 +257,8 @@ def _assemble(
         ef_construction=opts["ef_construction"],
         ef=opts["ef"],
         errors=errors,
+        shard_size=opts.get("index_shard_size") or DEFAULT_SHARD_SIZE,
+        target_recall=opts.get("target_recall") or DEFAULT_TARGET_RECALL,
     )
     if not BuildLock(store).held_by(run_id):
         raise BuildLocked(

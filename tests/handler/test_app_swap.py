@@ -14,7 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from handler.app import create_app
+from handler.core.storage import open_store
 from handler.state import ServiceState
+from tests.conftest import index_file_key
 from tests.handler.conftest import make_settings, write_index
 
 
@@ -69,7 +71,7 @@ def test_hot_swap_and_broken_version(
     # a broken version (bad checksum) is refused and the old index stays
     capsys.readouterr()
     write_index(index_dir, emb, versioned(items[:32], "v3"), vectors[:32], "v3", source)
-    corrupt(index_dir / "versions" / "v3" / "index.hnsw")
+    corrupt(index_dir / index_file_key(open_store(index_dir), "v3", "hnsw"))
     third = search()
     assert third["index_version"] == "v2"
     assert client.get("/health").status_code == 200

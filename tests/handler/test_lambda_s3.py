@@ -13,6 +13,7 @@ import pytest
 
 from handler.core.storage import open_store
 from index_builder.publish import publish, write_version
+from tests.conftest import index_file_key
 from tests.handler.conftest import collection_items, write_index
 from tests.handler.test_app_swap import corrupt, events, versioned
 from tests.handler.test_lambda import invoke, lambda_module, load_event
@@ -56,7 +57,7 @@ def test_s3_artifacts_hot_swap_and_broken_version(
         assert module.state.healthy(), module.state.problems()
         status, _, health = invoke(module, load_event("health.json"))
         assert status == 200 and health["index"]["version"] == "v1"
-        assert any(cache.rglob("textual.onnx")) and any(cache.rglob("index.hnsw"))  # cached under CACHE_DIR
+        assert any(cache.rglob("textual.onnx")) and any(cache.rglob("*.hnsw"))  # cached under CACHE_DIR
         body = search(module)
         assert body["index_version"] == "v1"
         assert [r["metadata"]["colour"] for r in body["results"]][:3] == ["red"] * 3
@@ -90,9 +91,10 @@ def test_s3_artifacts_hot_swap_and_broken_version(
             manifest_fields={"model_fingerprint": demo_embedder.model_fingerprint, "source": None},
         )
         bad = tmp_path / "index.hnsw"
-        store.download_file("versions/v3/index.hnsw", bad)
+        hnsw_key = index_file_key(store, "v3", "hnsw")
+        store.download_file(hnsw_key, bad)
         corrupt(bad)
-        store.upload_file("versions/v3/index.hnsw", bad)
+        store.upload_file(hnsw_key, bad)
         publish(store, "v3", m)  # publish checks sizes only; readers check checksums
         assert search(module)["index_version"] == "v2"
         assert search(module)["index_version"] == "v2"

@@ -94,15 +94,26 @@ def read_version(dest: Any, version: str | None = None) -> dict[str, Any]:
     assert version is not None, f"no published version at {dest}"
     prefix = version_prefix(version)
     manifest = json.loads(store.read_bytes(prefix + "manifest.json"))
-    items = [
-        json.loads(line) for line in store.read_bytes(prefix + "items.jsonl").decode().splitlines() if line
-    ]
     errors = [
         json.loads(line) for line in store.read_bytes(prefix + "errors.jsonl").decode().splitlines() if line
     ]
     import io
 
-    emb = np.load(io.BytesIO(store.read_bytes(prefix + "embeddings.npy")), allow_pickle=False)
+    from handler.core.index_format import shard_specs
+
+    items: list[Any] = []
+    parts = [np.zeros((0, manifest["dim"]), np.float32)]
+    for spec in shard_specs(manifest):  # live rows of every shard, in label order
+        rows = [
+            json.loads(line)
+            for line in store.read_bytes(spec.files["items"]["key"]).decode().splitlines()
+            if line
+        ]
+        emb = np.load(io.BytesIO(store.read_bytes(spec.files["embeddings"]["key"])), allow_pickle=False)
+        live = [i for i in range(len(rows)) if i not in set(spec.deleted)]
+        items += [rows[i] for i in live]
+        parts.append(emb[live])
+    emb = np.concatenate(parts)
     return {"version": version, "manifest": manifest, "items": items, "errors": errors, "embeddings": emb}
 
 

@@ -14,8 +14,9 @@ import pytest
 from demo.shapes import CLASSES
 from handler.core.index import load_index
 from handler.core.runtime import load_bundle
+from handler.core.storage import open_store
 from index_builder.build import BuildOptions
-from tests.conftest import normalized_vectors
+from tests.conftest import index_file_key, normalized_vectors
 from tests.index_builder.conftest import (
     build_args,
     cli_command,
@@ -45,14 +46,16 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
     v = read_version(dest)
     m = v["manifest"]
     assert m["model_fingerprint"] == embedder.model_fingerprint
-    assert (m["precision"], m["dim"], m["count"], m["M"], m["ef_construction"], m["ef"]) == (
+    assert (m["precision"], m["dim"], m["count"], m["M"], m["ef_construction"]) == (
         "fp32",
         embedder.dim,
         96,
         16,
         200,
-        128,
     )
+    # the default ef is measured: the smallest reaching recall@10 0.99 on the collection itself
+    assert m["ef"] == m["shards"][0]["ef"] and m["recall"]["target"] == 0.99
+    assert m["recall"]["measured"] >= 0.99
     assert (
         m["source"] == str(src) and m["builder"].startswith("index_builder") and m["built_at"].endswith("Z")
     )
@@ -63,13 +66,8 @@ def test_build_folder_into_local_dir(demo_bundle: Path, embedder, tmp_path: Path
         "removed": 0,
         "errors": 0,
     }
-    assert set(m["files"]) == {
-        "index.hnsw",
-        "items.jsonl",
-        "embeddings.npy",
-        "errors.jsonl",
-        "duplicates.jsonl",
-    }
+    assert set(m["files"]) == {"errors.jsonl", "duplicates.jsonl"} and len(m["shards"]) == 1
+    assert set(m["shards"][0]["files"]) == {"hnsw", "items", "embeddings"}
     assert {row["id"] for row in v["items"]} == ids_of(paths, src)
     assert v["errors"] == []
 
@@ -391,10 +389,11 @@ def test_info_and_verify(demo_bundle: Path, tmp_path: Path, cli) -> None:
     assert r.rc == 1 and "model_fingerprint" in r.err
 
     # tamper with one file: verify names it
-    items = dest / "versions" / v["version"] / "items.jsonl"
+    items_key = index_file_key(open_store(str(dest)), v["version"], "items")
+    items = dest / items_key
     items.write_bytes(items.read_bytes().replace(b"img_00003", b"img_00004"))
     r = cli("verify", dest)
-    assert r.rc == 1 and "items.jsonl" in r.err and "sha256" in r.err
+    assert r.rc == 1 and items_key in r.err and "sha256" in r.err
     # a pointer that does not match its manifest
     (dest / "CURRENT").write_text(json.dumps({"version": v["version"], "manifest_sha256": "0" * 64}))
     r = cli("verify", dest)

@@ -47,13 +47,15 @@ def test_write_version_layout_and_manifest(tmp_path: Path) -> None:
     errors = [{"key": "broken.jpg", "reason": "invalid_image"}]
     manifest = write(store, "v1", M=8, ef_construction=50, ef=20, errors=errors, threads=1)
     vdir = tmp_path / "versions/v1"
-    assert sorted(p.name for p in vdir.iterdir()) == [
-        "embeddings.npy",
-        "errors.jsonl",
-        "index.hnsw",
-        "items.jsonl",
-        "manifest.json",
-    ]
+    assert sorted(p.name for p in vdir.iterdir()) == ["errors.jsonl", "manifest.json"]
+    [shard] = manifest["shards"]
+    ext = {"hnsw": "hnsw", "items": "jsonl", "embeddings": "npy"}
+    names = {part: f"{e['sha256']}.{ext[part]}" for part, e in shard["files"].items()}
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(names.values())
+    for part, entry in shard["files"].items():
+        assert file_digest(tmp_path / "shards" / names[part]) == (entry["sha256"], entry["size"])
+    assert (shard["count"], shard["deleted"], shard["ef"]) == (12, [], 20)
+    assert 0.0 <= shard["recall"] <= 1.0 and manifest["recall"]["fixed_ef"] == 20
     stored = json.loads((vdir / "manifest.json").read_bytes())
     assert stored == manifest
     assert {
@@ -73,7 +75,7 @@ def test_write_version_layout_and_manifest(tmp_path: Path) -> None:
             "source",
         )
     } == {
-        "schema_version": 1,
+        "schema_version": 2,
         "kind": "clip-hnsw-index",
         "version": "v1",
         "dim": 8,
@@ -91,9 +93,10 @@ def test_write_version_layout_and_manifest(tmp_path: Path) -> None:
     for name, entry in manifest["files"].items():
         assert file_digest(vdir / name) == (entry["sha256"], entry["size"])
     assert [json.loads(line) for line in (vdir / "errors.jsonl").read_text().splitlines()] == errors
-    items = [json.loads(line) for line in (vdir / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    items_path = tmp_path / "shards" / names["items"]
+    items = [json.loads(line) for line in items_path.read_text(encoding="utf-8").splitlines()]
     assert items[3] == {"id": "id-3", "caption": "caption 3 ü"}
-    emb = np.load(vdir / "embeddings.npy")
+    emb = np.load(tmp_path / "shards" / names["embeddings"])
     assert emb.dtype == np.float32 and emb.shape == (12, 8)
     np.testing.assert_array_equal(emb, normalized_vectors(12, 8, seed=12))
     assert read_pointer(store) is None  # writing does not publish
@@ -136,12 +139,13 @@ def test_publish_refuses_incomplete_versions(tmp_path: Path) -> None:
         "manifest_sha256": hashlib.sha256(store.read_bytes("versions/v1/manifest.json")).hexdigest(),
     }
 
-    manifest2 = write(store, "v2")
-    (tmp_path / "versions/v2/embeddings.npy").unlink()
-    with pytest.raises(ArtifactError, match=r"embeddings\.npy is missing"):
+    manifest2 = write(store, "v2", n=13)  # other content: its own shard files
+    npy = f"shards/{manifest2['shards'][0]['files']['embeddings']['sha256']}.npy"
+    (tmp_path / npy).unlink()
+    with pytest.raises(ArtifactError, match=rf"{npy} is missing"):
         publish(store, "v2", manifest2)
-    (tmp_path / "versions/v2/embeddings.npy").write_bytes(b"short")
-    with pytest.raises(ArtifactError, match=r"embeddings\.npy has size 5"):
+    (tmp_path / npy).write_bytes(b"short")
+    with pytest.raises(ArtifactError, match=rf"{npy} has size 5"):
         publish(store, "v2")
     (tmp_path / "versions/v2/manifest.json").unlink()  # a build that died before its manifest
     with pytest.raises(ArtifactError, match="incomplete"):
@@ -153,7 +157,7 @@ def test_publish_refuses_incomplete_versions(tmp_path: Path) -> None:
     assert load_index(store).version == "v1"
     publish(store, "v3", manifest3)
     assert load_index(store).version == "v3"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "versions"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "shards", "versions"]  # no temp files
 
 
 def test_prune(tmp_path: Path) -> None:
@@ -183,7 +187,7 @@ def test_empty_collection(tmp_path: Path) -> None:
     manifest = write_version(
         store, "v0", vectors=np.zeros((0, 8), np.float32), items=[], manifest_fields={"model_fingerprint": FP}
     )
-    assert manifest["count"] == 0 and manifest["files"]["items.jsonl"]["size"] == 0
+    assert manifest["count"] == 0 and manifest["shards"] == []
     publish(store, "v0", manifest)
     index = load_index(store)
     assert index.count == 0 and index.search(np.ones(8, np.float32), k=3) == [[]]
@@ -198,9 +202,10 @@ def test_write_publish_prune_on_s3(s3_server) -> None:
     assert read_pointer(uri)["version"] == "v3"
     index = load_index(uri, expected_fingerprint=FP)
     assert index.count == 20 and index.get_item("id-4")["caption"] == "caption 4 ü"
-    manifest = write(store, "v4")
-    store.delete("versions/v4/index.hnsw")
-    with pytest.raises(ArtifactError, match=r"index\.hnsw is missing"):
+    manifest = write(store, "v4", n=21)
+    hnsw = f"shards/{manifest['shards'][0]['files']['hnsw']['sha256']}.hnsw"
+    store.delete(hnsw)
+    with pytest.raises(ArtifactError, match=rf"{hnsw} is missing"):
         publish(uri, "v4", manifest)
     assert prune(uri, keep=2) == ["v1"]
     assert sorted(list_versions(uri)) == ["v2", "v3", "v4"]

@@ -15,6 +15,7 @@ from handler.core.index import load_index
 from handler.core.storage import ObjectInfo, Store, open_store
 from index_builder.publish import list_versions
 from index_builder.workdir import default_work_dir
+from tests.conftest import index_file_key
 from tests.index_builder.conftest import build_args, collection, current, ids_of, read_version
 
 pytestmark = pytest.mark.s3
@@ -62,10 +63,10 @@ def test_build_folder_into_s3(s3_server, demo_bundle: Path, tmp_path: Path, cli,
     r = cli("verify", dest, "--bundle", demo_bundle, "--all")
     assert r.rc == 0, r.err
     # tamper with the served embeddings on S3: verify names the object
-    key = f"indexes/demo/versions/{current(dest)}/embeddings.npy"
+    key = "indexes/demo/" + index_file_key(open_store(str(dest)), current(dest), "embeddings")
     s3_server.client().put_object(Bucket=bucket, Key=key, Body=b"\x93NUMPY" + b"\0" * 10)
     r = cli("verify", dest)
-    assert r.rc == 1 and "embeddings.npy" in r.err
+    assert r.rc == 1 and key.split("/", 2)[2] in r.err
 
 
 def test_build_from_s3_prefix_with_s3_bundle(

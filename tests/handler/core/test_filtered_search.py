@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from handler.core.filtered_search import SWITCH_FRACTION, SWITCH_FRACTION_HNSW_VECTORS, filtered_search
-from handler.core.filtered_search import _exact as _real_exact
 from handler.core.search import SearchIndex
 
 N, DIM = 3000, 32
@@ -102,26 +101,27 @@ def test_mask_shape_is_checked(corpus: Any) -> None:
 
 
 def test_switch_point_depends_on_where_the_vectors_are(corpus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from handler.core import filtered_search as fs
+    from handler.core import shards
 
     index, data = corpus
     ways: list[str] = []
-    monkeypatch.setattr(fs, "_exact", lambda *a: ways.append("exact") or _real_exact(*a))
+    real = shards._exact
+    monkeypatch.setattr(shards, "_exact", lambda *a: ways.append("exact") or real(*a))
     mask = np.zeros(N, dtype=bool)
     mask[: int(N * (SWITCH_FRACTION + SWITCH_FRACTION_HNSW_VECTORS) / 2)] = True  # between the two
     filtered_search(index, data[0], 5, mask)
     assert ways == []  # vectors only in hnswlib: the graph walk
-    local = SearchIndex(index.manifest, index._hnsw, index.items)
-    local._embeddings = data
+    local = SearchIndex(index.manifest, index.shards.shards[0].index, index.items)
+    local.shards.shards[0]._emb = data
     filtered_search(local, data[0], 5, mask)
     assert ways == ["exact"]
 
 
 def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
     index, _ = corpus
-    other = SearchIndex(index.manifest, index._hnsw, index.items)
+    other = SearchIndex(index.manifest, index.shards.shards[0].index, index.items)
     unit = np.eye(1, DIM, dtype=np.float32)
-    other._embeddings = np.repeat(unit, N, axis=0)  # every vector the same: exact ties, ranked by label
+    other.shards.shards[0]._emb = np.repeat(unit, N, axis=0)  # every vector the same: exact ties, ranked by label
     mask = np.zeros(N, dtype=bool)
     mask[[9, 3, 7]] = True
     hits = filtered_search(other, unit[0], 3, mask)[0]

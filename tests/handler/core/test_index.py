@@ -59,6 +59,13 @@ def rewrite_manifest(store: Store, version: str, changes: dict[str, Any]) -> Non
     )
 
 
+def shard_key(store: Store, version: str, part: str, shard: int = 0) -> str:
+    """The store key of a shard file (``part``: hnsw, items, embeddings) of a published version."""
+    manifest = json.loads(store.read_bytes(version_prefix(version) + "manifest.json"))
+    ext = {"hnsw": ".hnsw", "items": ".jsonl", "embeddings": ".npy"}[part]
+    return f"shards/{manifest['shards'][shard]['files'][part]['sha256']}{ext}"
+
+
 @pytest.fixture(scope="module")
 def vectors() -> np.ndarray:
     return normalized_vectors(300, 16, clusters=10, seed=1)
@@ -192,18 +199,20 @@ def test_empty_index(tmp_path: Path) -> None:
 def test_tampered_file_is_named(tmp_path: Path, vectors: np.ndarray) -> None:
     store = open_store(tmp_path)
     build(store, "v1", vectors)
-    items = tmp_path / "versions/v1/items.jsonl"
+    items_key = shard_key(store, "v1", "items")
+    items = tmp_path / items_key
     original = items.read_bytes()
     items.write_bytes(original.replace(b"img-5", b"img-X"))  # same size, other content
-    with pytest.raises(ArtifactError, match=r"items\.jsonl.*sha256"):
+    with pytest.raises(ArtifactError, match=rf"{items_key}.*sha256"):
         load_index(store.uri)
     assert load_index(store.uri, verify=False).items[5]["id"] == "img-X"  # size still checked, hash not
     items.write_bytes(original + b"\n")
-    with pytest.raises(ArtifactError, match=r"items\.jsonl.*size"):
+    with pytest.raises(ArtifactError, match=rf"{items_key}.*size"):
         load_index(store.uri, verify=False)
     items.write_bytes(original)
-    (tmp_path / "versions/v1/embeddings.npy").unlink()
-    with pytest.raises(ArtifactError, match=r"embeddings\.npy.*missing"):
+    emb_key = shard_key(store, "v1", "embeddings")
+    (tmp_path / emb_key).unlink()
+    with pytest.raises(ArtifactError, match=rf"{emb_key}.*missing"):
         load_index(store.uri)
 
 
@@ -214,11 +223,11 @@ def test_manifest_and_pointer_checks(tmp_path: Path, vectors: np.ndarray) -> Non
     assert read_pointer(store) is None
     build(store, "v1", vectors[:20])
     manifest_path = tmp_path / "versions/v1/manifest.json"
-    manifest_path.write_bytes(manifest_path.read_bytes().replace(b'"ef": 64', b'"ef": 65'))
+    manifest_path.write_bytes(manifest_path.read_bytes().replace(b'"count": 20', b'"count": 21'))
     with pytest.raises(ArtifactError, match="does not match the CURRENT pointer"):
         load_index(store.uri)
     for changes, message in (
-        ({"schema_version": 2}, "schema_version"),
+        ({"schema_version": 3}, "schema_version"),
         ({"kind": "clip-onnx-bundle"}, "kind"),
         ({"version": "v2"}, "names version"),
         ({"dim": 8}, "holds 20 vectors of 16 floats"),
@@ -275,8 +284,8 @@ def test_round_trip_s3_with_cache(
     assert (index.version, index.count) == ("v1", 300)
     assert index.search(vectors[9], k=1)[0][0].label == 9
     np.testing.assert_array_equal(index.embedding(9), vectors[9])  # from the HNSW index (npy not fetched)
-    cached = sorted(p.name for p in cache.rglob("*") if p.is_file())
-    assert cached == ["index.hnsw", "items.jsonl"]
+    cached = sorted(str(p.relative_to(p.parent.parent)) for p in cache.rglob("*") if p.is_file())
+    assert cached == sorted([shard_key(store, "v1", "hnsw"), shard_key(store, "v1", "items")])
 
     downloads: list[str] = []
     real = S3Store.download_file
@@ -285,25 +294,26 @@ def test_round_trip_s3_with_cache(
     )
     load_index(uri, cache_dir=cache)
     assert downloads == []  # warm cache, checksums match
-    next(cache.rglob("items.jsonl")).write_bytes(b"corrupt")
+    next(cache.rglob("*.jsonl")).write_bytes(b"corrupt")
     assert load_index(uri, cache_dir=cache).items[0]["id"] == "img-0"
-    assert downloads == ["versions/v1/items.jsonl"]
+    assert downloads == [shard_key(store, "v1", "items")]
 
     build(store, "v2", vectors[:50])
     assert check_for_update(uri, "v1") == "v2"
     index2 = load_index(uri, cache_dir=cache, fetch_embeddings=True)
     assert index2.count == 50 and index.search(vectors[9], k=1)[0][0].label == 9  # old one still works
-    versions = sorted(p.name for p in next(cache.rglob("versions")).iterdir())
-    assert versions == ["v2"]  # other cached versions evicted
-    assert (index2.files_dir / "embeddings.npy").is_file()
+    shard_files = sorted(p.name for p in next(cache.rglob("shards")).iterdir())
+    v2 = [shard_key(store, "v2", part).split("/")[1] for part in ("hnsw", "items", "embeddings")]
+    assert shard_files == sorted(v2)  # files of other versions evicted
+    np.testing.assert_array_equal(index2.embedding(9), vectors[9])
 
     with pytest.raises(ModelMismatchError):
         load_index(uri, expected_fingerprint=OTHER_FP, cache_dir=cache)
-    store.write_bytes("versions/v2/index.hnsw", b"tampered")
-    store.delete_prefix("versions/v1/")
-    for p in cache.rglob("index.hnsw"):
+    hnsw_key = shard_key(store, "v2", "hnsw")
+    store.write_bytes(hnsw_key, b"tampered")
+    for p in cache.rglob("*.hnsw"):
         p.unlink()
-    with pytest.raises(ArtifactError, match=r"index\.hnsw"):
+    with pytest.raises(ArtifactError, match=hnsw_key):
         load_index(uri, cache_dir=cache)
 
 

@@ -1,0 +1,148 @@
+"""Building and storing the shards of a new version (the writer behind index_builder.publish.write_version):
+the previous version's shards (for stable assignment, :mod:`index_builder.shard_plan`), one shard's files
+built, calibrated (:mod:`index_builder.recall`) and uploaded under their content address."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handler.core.errors import ArtifactError, SearchError
+from handler.core.index_format import read_manifest, read_pointer, shard_key, shard_specs
+from handler.core.storage import LocalStore, Store, file_digest
+from index_builder.recall import calibrate
+from index_builder.shard_plan import PrevShard
+
+__all__ = ["build_shard", "item_line", "previous_shards", "same_recall_settings", "version_items"]
+
+# Manifest settings that must equal the new build's for its shards to be carried over.
+_SAME = ("dim", "model_fingerprint", "precision", "space", "M", "ef_construction")
+
+
+def item_line(row: Mapping[str, Any], what: str, i: int) -> str:
+    """One items.jsonl / errors.jsonl line (no newline)."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{what}[{i}] must be a dict, got {type(row).__name__}")
+    try:
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}[{i}] is not JSON-serialisable: {e}") from None
+
+
+def same_recall_settings(manifest: Mapping[str, Any], ef: int | None, target_recall: float) -> bool:
+    """Whether ``manifest`` was written with this fixed ``ef`` (None: measured) and recall target."""
+    recall = manifest.get("recall") or {}
+    return bool(recall.get("target") == target_recall and recall.get("fixed_ef") == ef)
+
+
+def version_items(store: Store, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], set[int]]:
+    """All rows of a version in label order (tombstoned rows included) and the tombstoned labels.
+    Each items file is checked against its sha256 (:class:`ArtifactError` otherwise)."""
+    rows: list[dict[str, Any]] = []
+    dead: set[int] = set()
+    for spec in shard_specs(manifest):
+        entry = spec.files["items"]
+        raw = store.read_bytes(entry["key"])
+        if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+            raise ArtifactError(f"{store.uri_for(entry['key'])}: checksum does not match the manifest")
+        dead |= {len(rows) + d for d in spec.deleted}
+        rows += [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return rows, dead
+
+
+def previous_shards(
+    store: Store, settings: Mapping[str, Any], target_recall: float, fixed_ef: int | None, tmp: Path
+) -> list[PrevShard] | None:
+    """The current version's shards when they can be carried into a build with ``settings`` (same model,
+    precision, HNSW parameters, recall target / fixed ef), else None (everything is built). Items files
+    are read and checked; embeddings are memory-mapped (local) or downloaded to ``tmp`` (S3)."""
+    try:
+        pointer = read_pointer(store)
+        if pointer is None:
+            return None
+        manifest = read_manifest(store, pointer["version"], pointer["manifest_sha256"])
+    except SearchError:
+        return None
+    if manifest["schema_version"] < 2 or any(manifest.get(k) != settings.get(k) for k in _SAME):
+        return None
+    if not same_recall_settings(manifest, fixed_ef, target_recall):
+        return None
+    out: list[PrevShard] = []
+    try:
+        for spec in shard_specs(manifest):
+            raw = store.read_bytes(spec.files["items"]["key"])
+            if hashlib.sha256(raw).hexdigest() != spec.files["items"]["sha256"]:
+                return None
+            lines = [line for line in raw.decode("utf-8").split("\n") if line.strip()]
+            emb = None
+            entry = spec.files.get("embeddings")
+            if entry is not None:
+                path = store.local_path(entry["key"]) if isinstance(store, LocalStore) else None
+                if path is None:
+                    path = tmp / "previous" / entry["key"]
+                    store.download_file(entry["key"], path)
+                if path.stat().st_size == entry["size"]:
+                    emb = np.load(path, mmap_mode="r", allow_pickle=False)
+                    if emb.shape != (spec.count, manifest["dim"]):
+                        emb = None
+            out.append(PrevShard(spec, lines, emb))
+    except (SearchError, OSError, ValueError) as e:
+        raise ArtifactError(
+            f"cannot read the shards of version {pointer['version']} to reuse them ({e})"
+        ) from e
+    return out
+
+
+def build_shard(
+    store: Store,
+    vectors: np.ndarray,
+    lines: list[str],
+    *,
+    M: int,
+    ef_construction: int,
+    threads: int,
+    target_recall: float,
+    fixed_ef: int | None,
+    work: Path,
+) -> tuple[dict[str, Any], int]:
+    """Build one shard (HNSW, items, embeddings), measure its ef/recall, upload the files that the store
+    does not hold yet. Returns its manifest entry and the bytes uploaded."""
+    import hnswlib
+
+    count, dim = vectors.shape
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(max_elements=max(count, 1), M=M, ef_construction=ef_construction, random_seed=100)
+    if count:
+        index.add_items(vectors, np.arange(count), num_threads=threads)
+    cal = calibrate(index, vectors, target_recall, fixed_ef=fixed_ef, threads=threads)
+    index.set_ef(cal.ef)
+    paths = {"hnsw": work / "shard.hnsw", "items": work / "shard.jsonl", "embeddings": work / "shard.npy"}
+    index.save_index(str(paths["hnsw"]))
+    del index
+    with open(paths["items"], "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    np.save(paths["embeddings"], vectors, allow_pickle=False)
+    files: dict[str, dict[str, Any]] = {}
+    uploaded = 0
+    for part, path in paths.items():
+        digest, size = file_digest(path)
+        files[part] = {"sha256": digest, "size": size}
+        key = shard_key(part, digest)
+        if not store.exists(key):  # content-addressed: present means identical
+            store.upload_file(key, path)
+            uploaded += size
+        path.unlink()
+    entry = {
+        "count": int(count),
+        "deleted": [],
+        "ef": cal.ef,
+        "recall": round(cal.recall, 4),
+        "recall_queries": cal.queries,
+        "files": files,
+    }
+    return entry, uploaded

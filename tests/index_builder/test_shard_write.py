@@ -1,0 +1,146 @@
+"""index_builder.shard_write / shard_plan / recall through write_version: shards carried over by checksum,
+tombstones, compaction, recall by construction, prune of unreferenced shard files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import index_builder.shard_plan as shard_plan
+from handler.core.index import load_index
+from handler.core.storage import LocalStore
+from index_builder.publish import prune, publish, write_version
+from index_builder.recall import calibrate
+from tests.conftest import normalized_vectors
+
+FP = "sha256:" + "ab" * 32
+
+
+def items_for(ids: list[int]) -> list[dict[str, Any]]:
+    return [{"id": f"img-{i}", "uri": f"images/{i}.jpg"} for i in ids]
+
+
+def write(store: LocalStore, version: str, vectors: np.ndarray, ids: list[int], **kw: Any) -> dict[str, Any]:
+    manifest = write_version(
+        store, version, vectors=vectors, items=items_for(ids), manifest_fields={"model_fingerprint": FP}, **kw
+    )
+    publish(store, version, manifest)
+    return manifest
+
+
+def shard_keys(manifest: dict[str, Any]) -> list[set[str]]:
+    ext = {"hnsw": ".hnsw", "items": ".jsonl", "embeddings": ".npy"}
+    return [{f"shards/{e['sha256']}{ext[p]}" for p, e in s["files"].items()} for s in manifest["shards"]]
+
+
+@pytest.fixture
+def uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    sent: list[str] = []
+    real = LocalStore.upload_file
+    monkeypatch.setattr(
+        LocalStore, "upload_file", lambda self, key, path: (sent.append(key), real(self, key, path))[1]
+    )
+    return sent
+
+
+def test_incremental_rebuild_touches_only_changed_shards(
+    tmp_path: Path, uploads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shard_plan, "COMPACT_BELOW", 10)
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(1000, 16, clusters=10, seed=1)
+    v1 = write(store, "v1", data[:900], list(range(900)), shard_size=300)
+    assert [s["count"] for s in v1["shards"]] == [300, 300, 300]
+    before = {k: os.stat(tmp_path / k).st_ino for keys in shard_keys(v1) for k in keys}
+    uploads.clear()
+    ids = [i for i in range(900) if i != 5] + list(range(900, 920))  # 1 removed (shard 0), 20 new
+    vectors = np.concatenate([data[[i for i in range(900) if i != 5]], data[900:920]])
+    changed = vectors.copy()
+    changed[400] = data[999]  # item 401 (shard 1) gets another vector
+    v2 = write(store, "v2", changed, ids, shard_size=300)
+    assert [s["deleted"] for s in v2["shards"]] == [[5], [101], [], []]
+    assert shard_keys(v2)[:3] == shard_keys(v1)  # carried by checksum
+    assert v2["shards"][3]["count"] == 21 and v2["sharding"]["built"] == 1  # 20 new + the changed one
+    new_keys = shard_keys(v2)[3]
+    assert sorted(k for k in uploads if k.startswith("shards/")) == sorted(new_keys)  # nothing else sent
+    assert all(os.stat(tmp_path / k).st_ino == ino for k, ino in before.items())  # untouched files
+    index = load_index(store)
+    assert index.count == 919 and index.label_for("img-5") is None
+    label = index.label_for("img-401")
+    assert label is not None and label >= 900
+    np.testing.assert_array_equal(index.embedding(label), data[999])
+    assert index.search(data[999], k=1, ef=400)[0][0].item["id"] in ("img-401", "img-999")
+
+
+def test_touched_shard_over_tombstone_limit_is_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shard_plan, "COMPACT_BELOW", 10)
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(600, 16, seed=2)
+    v1 = write(store, "v1", data, list(range(600)), shard_size=300)
+    keep = list(range(100, 600))  # a third of shard 0 removed: over TOMBSTONE_MAX
+    v2 = write(store, "v2", data[keep], keep, shard_size=300)
+    assert [(s["count"], s["deleted"]) for s in v2["shards"]] == [(200, []), (300, [])]
+    assert shard_keys(v2)[1] == shard_keys(v1)[1] and shard_keys(v2)[0] != shard_keys(v1)[0]
+
+
+def test_small_index_rebuild_keeps_input_order(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(30, 8, seed=3)
+    write(store, "v1", data[:20], list(range(20)))
+    order = [0, 25, 1, 2, 3, 26, *range(4, 20)]
+    write(store, "v2", data[order], order)
+    index = load_index(store)
+    assert [row["id"] for row in index.items] == [f"img-{i}" for i in order]  # one shard, compacted
+    assert len(index.shards.shards) == 1
+
+
+def test_recall_is_measured_and_recorded(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(3000, 32, clusters=30, seed=4)
+    manifest = write(store, "v1", data, list(range(3000)), shard_size=1500, M=8, ef_construction=40)
+    recall = manifest["recall"]
+    assert recall["target"] == 0.99 and recall["fixed_ef"] is None and recall["measured"] >= 0.99
+    assert manifest["ef"] == max(s["ef"] for s in manifest["shards"])
+    for shard in manifest["shards"]:
+        assert shard["recall"] >= 0.99 and shard["recall_queries"] == 1000 and 10 <= shard["ef"] <= 1500
+    index = load_index(store)
+    assert index.ef == manifest["ef"] and [s.ef for s in index.shards.shards] == [
+        s["ef"] for s in manifest["shards"]
+    ]
+
+
+def test_calibrate_finds_the_smallest_ef() -> None:
+    import hnswlib
+
+    data = normalized_vectors(4000, 32, clusters=40, seed=5)
+    index = hnswlib.Index(space="ip", dim=32)
+    index.init_index(max_elements=4000, M=4, ef_construction=20, random_seed=1)
+    index.add_items(data, np.arange(4000), num_threads=1)
+    cal = calibrate(index, data, 0.95, queries=300)
+    assert cal.reached and cal.recall >= 0.95 and cal.queries == 300
+    assert cal.ef >= 20, cal  # M=4 / ef_construction=20: a weak graph needs a wide search
+    assert calibrate(index, data, 0.95, fixed_ef=cal.ef // 2, queries=300).recall < 0.95
+    assert calibrate(index, data[:0], 0.99).recall == 1.0
+
+
+def test_prune_keeps_referenced_shard_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(60, 8, seed=6)
+    v1 = write(store, "v1", data[:20], list(range(20)))
+    v2 = write(store, "v2", data[20:40], list(range(20, 40)))
+    v3 = write(store, "v3", data[40:60], list(range(40, 60)))
+    assert prune(store, keep=2, shard_grace_s=0) == ["v1"]
+    present = {f"shards/{p.name}" for p in (tmp_path / "shards").iterdir()}
+    assert present == shard_keys(v2)[0] | shard_keys(v3)[0]
+    assert not present & shard_keys(v1)[0]
+    assert load_index(store).count == 20
+    orphan = tmp_path / "shards" / ("0" * 64 + ".hnsw")  # a concurrent build's upload: young, kept
+    orphan.write_bytes(b"x")
+    prune(store, keep=2)
+    assert orphan.is_file()
