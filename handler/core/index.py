@@ -37,7 +37,7 @@ from handler.core.index_format import (
     version_prefix,
 )
 from handler.core.search import Hit, SearchIndex, _EfGate  # noqa: F401  (_EfGate: tests import it here)
-from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
+from handler.core.storage import RECORDS_DIR, LocalStore, StorageError, Store, VerifiedRecords, fetch_files
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -60,21 +60,6 @@ __all__ = [
     "valid_version_id",
     "version_prefix",
 ]
-
-
-def _check_file(path: Path, name: str, entry: Mapping[str, Any], verify: bool, where: str) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ArtifactError(f"{where}: file {name} is missing") from None
-    if size != entry["size"]:
-        raise ArtifactError(f"{where}: file {name} has size {size}, manifest says {entry['size']}")
-    if verify:
-        digest, _ = file_digest(path)
-        if digest != entry["sha256"]:
-            raise ArtifactError(
-                f"{where}: file {name} sha256 {digest} does not match manifest {entry['sha256']}"
-            )
 
 
 def _hnsw_header(path: Path) -> tuple[int, int]:
@@ -129,6 +114,43 @@ def _load_items(path: Path, count: int, where: str) -> list[dict[str, Any]]:
     return items
 
 
+def _fetch_files(
+    store: Store,
+    version: str,
+    files: Mapping[str, Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    verify: bool,
+    fetch_embeddings: bool,
+    where: str,
+) -> Path:
+    """The directory holding the version's files, each checked against the manifest: size, and sha256
+    (trusted without hashing when this cache's records say the file is unchanged since it was verified).
+    S3: only the files search needs, downloaded concurrently into the cache, hashed while streaming
+    whatever ``verify`` says. Local: every file checked in place, sha256 only when ``verify`` and never
+    for ``embeddings.npy`` (off the cold path: size only)."""
+    prefix = version_prefix(version)
+    local = isinstance(store, LocalStore)
+    names = [n for n in files if local or n in REQUIRED_FILES or (fetch_embeddings and n == EMBEDDINGS_FILE)]
+    hashed = [n for n in names if (verify or not local) and (n != EMBEDDINGS_FILE or fetch_embeddings)]
+    expected = {
+        prefix + n: {"size": files[n]["size"], "sha256": files[n]["sha256"] if n in hashed else None}
+        for n in names
+    }
+    base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    root = _cache_root(store, cache_dir)
+    records = VerifiedRecords((base if local else root) / RECORDS_DIR)
+    try:
+        with fetch_files(store, list(expected), root, expected=expected, records=records) as job:
+            paths = job.wait()
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
+    except StorageError:
+        raise
+    except ArtifactError as e:
+        raise ArtifactError(f"{where}: {e}") from None
+    return paths[prefix + HNSW_FILE].parent
+
+
 def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     return base / hashlib.sha256(store.uri.encode()).hexdigest()[:16]
@@ -145,13 +167,15 @@ def load_index(
     """Load the version the ``CURRENT`` pointer names.
 
     Checks: manifest sha256 against the pointer, schema_version, kind, fields; the model fingerprint
-    against ``expected_fingerprint`` (:class:`ModelMismatchError`); each file's size and (``verify``)
-    sha256 against the manifest (:class:`ArtifactError` naming the file); the HNSW header against
-    ``dim``/``count``; the number of items.
+    against ``expected_fingerprint`` (:class:`ModelMismatchError`); each file's size and sha256 against
+    the manifest (:class:`ArtifactError` naming the file; local stores: sha256 only with ``verify``, and
+    once per cache: records in ``cache_dir/.verified`` let an unchanged file pass unhashed, see
+    :mod:`handler.core.storage.verified`); the HNSW header against ``dim``/``count``; the number of items.
 
     Local stores are read in place (every file of the manifest is checked). S3 stores are cached under
-    ``cache_dir/<hash of the URI>/versions/<id>/`` (default: ``$TMPDIR/clip-index-cache``); files already
-    cached with the right size/sha256 are not downloaded again; only ``index.hnsw`` and ``items.jsonl``
+    ``cache_dir/<hash of the URI>/versions/<id>/`` (default: ``$TMPDIR/clip-index-cache``), downloaded
+    with concurrent ranged GETs and hashed while streaming (:mod:`handler.core.storage.fetch`); files
+    already cached with the right size/sha256 are not downloaded again; only ``index.hnsw`` and ``items.jsonl``
     are fetched (plus ``embeddings.npy`` with ``fetch_embeddings``; otherwise :meth:`SearchIndex.embedding`
     reads vectors from the HNSW index). Cached files of other versions of the same index are removed
     after a successful load.
@@ -168,24 +192,7 @@ def load_index(
             f"index {store.uri} version {version} was built with model {manifest['model_fingerprint']}, "
             f"but the bundle in use is {expected_fingerprint}; rebuild the index with this bundle"
         )
-    files: dict[str, dict[str, Any]] = manifest["files"]
-    prefix = version_prefix(version)
-    try:
-        if isinstance(store, LocalStore):
-            files_dir = store.root / prefix
-            wanted = list(files)
-        else:
-            wanted = [n for n in files if n in REQUIRED_FILES or (fetch_embeddings and n == EMBEDDINGS_FILE)]
-            expected = {
-                prefix + n: {"size": files[n]["size"], "sha256": files[n]["sha256"] if verify else None}
-                for n in wanted
-            }
-            root = _cache_root(store, cache_dir)
-            files_dir = fetch_dir(store, root, list(expected), expected=expected) / prefix
-    except FileNotFoundError as e:
-        raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
-    for name in wanted:
-        _check_file(files_dir / name, name, files[name], verify and isinstance(store, LocalStore), where)
+    files_dir = _fetch_files(store, version, manifest["files"], cache_dir, verify, fetch_embeddings, where)
     hnsw = _load_hnsw(files_dir / HNSW_FILE, manifest["dim"], manifest["count"], where)
     items = _load_items(files_dir / ITEMS_FILE, manifest["count"], where)
     index = SearchIndex(manifest, hnsw, items, files_dir=files_dir)
