@@ -14,8 +14,8 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -49,7 +49,8 @@ def raw_download(
     GETs of ``part_size``; bytes are discarded. Time from the first HEAD to the last byte."""
     t0 = time.perf_counter()
     sizes = {
-        k: int(store.client.head_object(Bucket=store.bucket, Key=store._key(k))["ContentLength"]) for k in keys
+        k: int(store.client.head_object(Bucket=store.bucket, Key=store._key(k))["ContentLength"])
+        for k in keys
     }
     spans = [(k, s, min(n, s + part_size)) for k, n in sizes.items() for s in range(0, n, part_size)]
     lock = threading.Lock()
@@ -104,8 +105,9 @@ def _objects(store: S3Store, mb: int, files: int) -> dict[str, dict[str, object]
     return expected
 
 
-def measure(store: S3Store, expected: dict[str, dict[str, object]], tmp: Path, workers: int, part: int,
-            repeat: int) -> dict[str, Timing]:
+def measure(
+    store: S3Store, expected: dict[str, dict[str, object]], tmp: Path, workers: int, part: int, repeat: int
+) -> dict[str, Timing]:
     """The best of ``repeat`` runs of each way to get the objects (all in the same conditions)."""
     keys = list(expected)
     ways: dict[str, Callable[[Path], Timing]] = {

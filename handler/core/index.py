@@ -175,10 +175,10 @@ def load_index(
     Local stores are read in place (every file of the manifest is checked). S3 stores are cached under
     ``cache_dir/<hash of the URI>/versions/<id>/`` (default: ``$TMPDIR/clip-index-cache``), downloaded
     with concurrent ranged GETs and hashed while streaming (:mod:`handler.core.storage.fetch`); files
-    already cached with the right size/sha256 are not downloaded again; only ``index.hnsw`` and ``items.jsonl``
-    are fetched (plus ``embeddings.npy`` with ``fetch_embeddings``; otherwise :meth:`SearchIndex.embedding`
-    reads vectors from the HNSW index). Cached files of other versions of the same index are removed
-    after a successful load.
+    already cached with the right size/sha256 are not downloaded again; only ``index.hnsw`` and
+    ``items.jsonl`` are fetched (plus ``embeddings.npy`` with ``fetch_embeddings``; otherwise
+    :meth:`SearchIndex.embedding` reads vectors from the HNSW index). Cached files of other versions of
+    the same index are removed after a successful load.
     """
     store = _as_store(uri)
     pointer = read_pointer(store)

@@ -38,7 +38,6 @@ from handler.core.storage.base import (
     StorageError,
     Store,
     TooLargeError,
-    _check_key,
     read_capped,
 )
 from handler.core.storage.fetch import FetchJob, fetch_files

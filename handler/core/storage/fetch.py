@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import tempfile
@@ -395,7 +396,7 @@ def _check_local(
 
     pool = ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1, job.workers)))
     for key in keys:
-        pool.submit(check, key).add_done_callback(lambda f, key=key: _chain(f, job.futures[key]))
+        pool.submit(check, key).add_done_callback(functools.partial(_chain, dst=job.futures[key]))
     pool.shutdown(wait=False)
 
 

@@ -24,7 +24,6 @@ from handler.core.storage.base import (
 )
 from handler.core.storage.local import _file_mode
 
-
 MAX_POOL_CONNECTIONS = 64  # >= the concurrent ranged GETs of handler.core.storage.fetch (default 10)
 
 

@@ -80,7 +80,12 @@ class VerifiedRecords:
         the stat taken *before* the content was read: a change while hashing then fails the next check."""
         try:
             st = os.stat(path) if st is None else st
-            body = {"path": str(Path(path).absolute()), "sha256": sha256, **_stamp(st), "recorded_at_ns": time.time_ns()}
+            body = {
+                "path": str(Path(path).absolute()),
+                "sha256": sha256,
+                **_stamp(st),
+                "recorded_at_ns": time.time_ns(),
+            }
             data = json.dumps(body, sort_keys=True).encode()
             atomic_write(self._record_path(Path(path)), lambda f: f.write(data))
         except OSError:

@@ -67,7 +67,9 @@ def test_corrupt_object_is_refused_and_leaves_no_file(store: S3Store, tmp_path: 
     data = os.urandom(3 * PART + 1)
     want = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     store.write_bytes("v/x.bin", data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
-    job = fetch_files(store, ["v/x.bin"], tmp_path, expected={"v/x.bin": want}, part_size=PART, hash_from=hash_from)
+    job = fetch_files(
+        store, ["v/x.bin"], tmp_path, expected={"v/x.bin": want}, part_size=PART, hash_from=hash_from
+    )
     with pytest.raises(ArtifactError, match=r"v/x\.bin: sha256 .* != expected"):
         job.wait()
     job.join()
@@ -161,7 +163,9 @@ def test_window_bounds_parts_waiting_for_the_hash(
         return real(self, key, start, end)
 
     monkeypatch.setattr(S3Store, "read_range", first_slow)
-    with fetch_files(store, expected, tmp_path, expected=expected, part_size=PART, workers=3, window=4) as job:
+    with fetch_files(
+        store, expected, tmp_path, expected=expected, part_size=PART, workers=3, window=4
+    ) as job:
         for _ in range(3000):
             if len(fetched) >= 3:
                 break

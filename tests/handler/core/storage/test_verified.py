@@ -49,7 +49,9 @@ def test_second_check_does_not_hash(tmp_path: Path, hashed: list[Path], not_racy
     records = VerifiedRecords(tmp_path / "records")
     assert verify_file(path, size=len(DATA), sha256=SHA, records=records) is None
     assert verify_file(path, size=len(DATA), sha256=SHA, records=records) is None
-    assert verify_file(path, size=len(DATA), sha256=SHA, records=VerifiedRecords(tmp_path / "records")) is None
+    assert (
+        verify_file(path, size=len(DATA), sha256=SHA, records=VerifiedRecords(tmp_path / "records")) is None
+    )
     assert hashed == [path]
     assert verify_file(path, sha256="0" * 64, records=records) is not None  # another digest: hashed
     assert len(hashed) == 2
