@@ -138,7 +138,7 @@ def _fetch_files(
     }
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     root = _cache_root(store, cache_dir)
-    records = VerifiedRecords((base if local else root) / RECORDS_DIR)
+    records = VerifiedRecords(base / RECORDS_DIR)  # one per cache; a stale record is never trusted
     try:
         with fetch_files(store, list(expected), root, expected=expected, records=records) as job:
             paths = job.wait()

@@ -89,9 +89,9 @@ def fetch_dir(
 
     Local stores are not copied: their root directory is returned as is (their files are not checked).
     For remote stores, ``expected`` maps a key to ``{"size": int, "sha256": hex}`` (either may be
-    omitted): a cached file that matches is kept (trusted without hashing when ``records`` - by default
-    ``cache_dir/.verified`` - say it is unchanged since it was verified), anything else is downloaded
-    (concurrent ranged GETs, sha256 while streaming) and checked; a mismatch raises
+    omitted): a cached file that matches is kept (trusted without hashing when ``records`` say it is
+    unchanged since it was verified), anything else is downloaded (concurrent ranged GETs, sha256 while
+    streaming) and checked; a mismatch raises
     :class:`ArtifactError` naming the file and leaves no file. Without an ``expected`` sha256 a key is
     always downloaded.
     """
@@ -100,7 +100,5 @@ def fetch_dir(
     if isinstance(store, LocalStore):
         return store.root
     root = Path(cache_dir).expanduser().absolute()
-    if records is None:
-        records = VerifiedRecords(root / RECORDS_DIR)
     fetch_files(store, keys, root, expected=expected, records=records).wait()
     return root
