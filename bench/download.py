@@ -3,9 +3,10 @@
 :func:`raw_download` GETs every byte of some keys with concurrent ranged GETs and throws them away (no
 disk, no hash): the time a loader cannot beat with that concurrency. The cold-start benchmark compares its
 "first answer" time with it. ``python -m bench.download [--mb 300] [--workers 16]`` starts a local
-SeaweedFS (as the tests do), uploads random objects and prints, as JSON: raw download with 1 and N
-workers, and :func:`handler.core.storage.fetch_files` (write + sha256 while streaming, parts hashed from
-memory or read back from the page cache) against a download followed by a separate hashing pass.
+SeaweedFS (as the tests do), uploads random objects and prints, as JSON, the best of ``--repeat`` runs
+of: raw download with 1 and N workers (bytes discarded, and written to disk), and
+:func:`handler.core.storage.fetch_files` (write + sha256 while streaming, parts hashed from memory or read
+back from the page cache) against a download followed by a separate hashing pass.
 """
 
 from __future__ import annotations
@@ -44,14 +45,23 @@ def raw_download(
     *,
     workers: int = DEFAULT_WORKERS,
     part_size: int = DEFAULT_PART_SIZE,
+    dest: Path | None = None,
 ) -> Timing:
-    """GET all bytes of ``keys`` (sizes from a listing-free HEAD each) with ``workers`` concurrent ranged
-    GETs of ``part_size``; bytes are discarded. Time from the first HEAD to the last byte."""
+    """GET all bytes of ``keys`` (sizes from a HEAD each) with ``workers`` concurrent ranged GETs of
+    ``part_size``; bytes are discarded, or with ``dest`` written at their offsets into ``dest/<key>`` (no
+    hash, no check: the cost of landing the bytes on local disk). Time from the first HEAD to the last
+    byte."""
     t0 = time.perf_counter()
     sizes = {
         k: int(store.client.head_object(Bucket=store.bucket, Key=store._key(k))["ContentLength"])
         for k in keys
     }
+    fds: dict[str, int] = {}
+    for k, n in sizes.items():
+        if dest is not None:
+            (dest / k).parent.mkdir(parents=True, exist_ok=True)
+            fds[k] = os.open(dest / k, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            os.ftruncate(fds[k], n)
     spans = [(k, s, min(n, s + part_size)) for k, n in sizes.items() for s in range(0, n, part_size)]
     lock = threading.Lock()
     it = iter(spans)
@@ -64,6 +74,8 @@ def raw_download(
             if span is None:
                 return
             data, _ = store.read_range(*span)
+            if span[0] in fds:
+                os.pwrite(fds[span[0]], data, span[1])
             with lock:
                 total[0] += len(data)
 
@@ -72,6 +84,8 @@ def raw_download(
         t.start()
     for t in threads:
         t.join()
+    for fd in fds.values():
+        os.close(fd)
     return Timing(total[0], time.perf_counter() - t0)
 
 
@@ -113,6 +127,9 @@ def measure(
     ways: dict[str, Callable[[Path], Timing]] = {
         "raw GETs, 1 worker": lambda d: raw_download(store, keys, workers=1, part_size=part),
         f"raw GETs, {workers} workers": lambda d: raw_download(store, keys, workers=workers, part_size=part),
+        f"raw GETs to disk, {workers} workers": lambda d: raw_download(
+            store, keys, workers=workers, part_size=part, dest=d
+        ),
         "fetch_files, 1 worker": lambda d: timed_fetch(store, expected, d, workers=1, part_size=part),
         f"fetch_files, {workers} workers, hash from memory": lambda d: timed_fetch(
             store, expected, d, workers=workers, part_size=part, hash_from="memory"

@@ -7,12 +7,16 @@
 S3 objects are downloaded with concurrent ranged GETs (``part_size`` bytes each, ``workers`` threads shared
 by all files, parts taken in key order so the first file completes first), written at their offsets into a
 preallocated temp file beside the destination (``os.pwrite``) and hashed while streaming: sha256 is
-sequential, so each part is fed to the hash when the contiguous prefix reaches it - parts that arrive early
-wait in memory, at most ``window`` parts in all (``hash_from="file"``: they are read back from the page
-cache instead). Size (the objects' Content-Range total) and sha256 are checked against ``expected``; a
-match is renamed into place and recorded in ``records`` (:mod:`handler.core.storage.verified`), a mismatch
-deletes the temp file and fails the future with an :class:`ArtifactError` naming the object. A file already
-in the cache that matches (trusted from its record, else hashed) is not downloaded.
+sequential, so each part is fed to the hash when the contiguous prefix reaches it. By default
+(``hash_from="file"``) a part is read back from the page cache it was just written to (a memory copy, no
+disk read); ``hash_from="memory"`` keeps the bytes of parts that arrived early instead. On a loaded 2-core
+machine against a local SeaweedFS the two were within noise of each other (256 MiB, 16 workers: 2.08 s
+against 1.99 s, best of 3; another run 1.6 s against 2.2 s), so the default is the one that holds no
+parts in memory. Either way at most ``window`` parts (default ``workers + 4``) run ahead of the hashed
+prefix. Size (the object's Content-Range total) and sha256 are checked against ``expected``; a match is
+renamed into place and recorded in ``records`` (:mod:`handler.core.storage.verified`), a mismatch deletes
+the temp file and fails the future with an :class:`ArtifactError` naming the object. A file already in
+the cache that matches (trusted from its record, else hashed) is not downloaded.
 
 Local stores are not copied: each file is checked in place (size, sha256 through ``records``).
 """
@@ -305,7 +309,7 @@ def fetch_files(
     part_size: int = DEFAULT_PART_SIZE,
     workers: int = DEFAULT_WORKERS,
     window: int | None = None,
-    hash_from: str = "memory",
+    hash_from: str = "file",
 ) -> FetchJob:
     """Start materialising ``keys`` (see the module doc). ``expected`` maps a key to ``{"size", "sha256"}``
     (either may be missing; without a size the object is HEADed first; without a sha256 the file is
