@@ -2,9 +2,9 @@
 
 Accepted URIs (parsed by :mod:`handler.core.uri`): ``/abs/path``, ``relative/path`` (resolved against the
 working directory), ``~/path``, ``file:///abs/path`` and ``s3://bucket[/prefix]``. Modules: ``base`` (the
-interface, errors, key rules), ``local``, ``s3``, ``fetch`` (concurrent verified downloads) and
-``verified`` (records of verified local files); this package re-exports them, opens stores and fetches.
-Keys are relative POSIX paths inside the store
+interface, errors, key rules), ``local``, ``s3``, ``fetch`` (concurrent verified downloads, one object's
+ranged GETs in ``ranged``) and ``verified`` (records of verified local files); this package re-exports
+them, opens stores and fetches. Keys are relative POSIX paths inside the store
 (``versions/abc/manifest.json``); ``..``, empty segments and absolute keys are rejected.
 
 Errors (all subclasses of :class:`handler.core.errors.ArtifactError`, so the service maps them to 503):

@@ -4,19 +4,19 @@
 ``concurrent.futures.Future`` of its local path, so a loader can load file A while file B still downloads
 (``as_completed(job.futures.values())`` or ``add_done_callback``), or ``job.wait()`` for all of them.
 
-S3 objects are downloaded with concurrent ranged GETs (``part_size`` bytes each, ``workers`` threads shared
-by all files, parts taken in key order so the first file completes first), written at their offsets into a
-preallocated temp file beside the destination (``os.pwrite``) and hashed while streaming: sha256 is
-sequential, so each part is fed to the hash when the contiguous prefix reaches it. By default
-(``hash_from="file"``) a part is read back from the page cache it was just written to (a memory copy, no
-disk read); ``hash_from="memory"`` keeps the bytes of parts that arrived early instead. On a loaded 2-core
-machine against a local SeaweedFS the two were within noise of each other (256 MiB, 16 workers: 2.08 s
-against 1.99 s, best of 3; another run 1.6 s against 2.2 s), so the default is the one that holds no
-parts in memory. Either way at most ``window`` parts (default ``workers + 4``) run ahead of the hashed
-prefix. Size (the object's Content-Range total) and sha256 are checked against ``expected``; a match is
-renamed into place and recorded in ``records`` (:mod:`handler.core.storage.verified`), a mismatch deletes
-the temp file and fails the future with an :class:`ArtifactError` naming the object. A file already in
-the cache that matches (trusted from its record, else hashed) is not downloaded.
+S3 objects (:mod:`handler.core.storage.ranged`) are downloaded with concurrent ranged GETs (``part_size``
+bytes each, ``workers`` threads shared by all files, parts taken in key order so the first file completes
+first), written at their offsets into a preallocated temp file beside the destination (``os.pwrite``) and
+hashed while streaming: sha256 is sequential, so each part is fed to the hash when the contiguous prefix
+reaches it. By default (``hash_from="file"``) a part is read back from the page cache it was just written
+to (a memory copy, no disk read); ``hash_from="memory"`` keeps the bytes of parts that arrived early. On
+a loaded 2-core machine against a local SeaweedFS the two were within noise of each other (256 MiB, 16
+workers: 2.08 s against 1.99 s, best of 3; another run 1.6 s against 2.2 s), so the default is the one
+that holds no parts in memory. Either way at most ``window`` parts (default ``workers + 4``) run ahead of
+the hashed prefix. Size (the object's Content-Range total) and sha256 are checked against ``expected``; a
+match is renamed into place and recorded in ``records`` (:mod:`handler.core.storage.verified`), a
+mismatch deletes the temp file and fails the future with an :class:`ArtifactError` naming the object. A
+file already in the cache that matches (trusted from its record, else hashed) is not downloaded.
 
 Local stores are not copied: each file is checked in place (size, sha256 through ``records``).
 """
@@ -24,11 +24,8 @@ Local stores are not copied: each file is checked in place (size, sha256 through
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from handler.core.errors import ArtifactError
-from handler.core.storage.base import TMP_PREFIX, NotFoundError, StorageError, Store, _check_key
-from handler.core.storage.local import LocalStore, _file_mode
+from handler.core.storage.base import NotFoundError, StorageError, Store, _check_key
+from handler.core.storage.local import LocalStore
+from handler.core.storage.ranged import RangedFile, Transfer
 from handler.core.storage.s3 import S3Store
 from handler.core.storage.verified import VerifiedRecords, verify_file
 
@@ -45,182 +43,12 @@ __all__ = ["DEFAULT_PART_SIZE", "DEFAULT_WORKERS", "FetchJob", "fetch_files"]
 
 DEFAULT_PART_SIZE = 8 << 20  # S3's advice for ranged GETs: 8-16 MiB
 DEFAULT_WORKERS = 16  # concurrent GETs; a Lambda function reaches its network limit around 8-16
-_READ_ATTEMPTS = 3  # a part whose body read breaks (connection reset mid-stream) is fetched again
 
 
 def _wants(expected: Mapping[str, Mapping[str, Any]] | None, key: str) -> tuple[int | None, str | None]:
     want = (expected or {}).get(key) or {}
     size = want.get("size")
     return (None if size is None else int(size)), (want.get("sha256") or None)
-
-
-class _File:
-    """One object being downloaded: its temp file, parts, and the in-order hash of what arrived."""
-
-    def __init__(self, job: FetchJob, key: str, dest: Path, size: int, sha256: str | None) -> None:
-        self.job, self.key, self.dest, self.size, self.sha256 = job, key, dest, size, sha256
-        self.future: Future[Path] = job.futures[key]
-        self.nparts = max(1, -(-size // job.part_size))
-        self.lock = threading.Lock()
-        self.hasher = hashlib.sha256()
-        self.pending: dict[int, bytes | None] = {}
-        self.next_hash = 0
-        self.busy = False  # a thread is hashing (or finishing) this file
-        self.inflight = 0
-        self.failed = False
-        self.fd = -1
-        self.tmp = ""
-
-    def open(self) -> None:
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.fd, self.tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{self.dest.name}.", dir=self.dest.parent)
-        try:
-            os.fchmod(self.fd, _file_mode())
-            try:
-                if self.size:
-                    os.posix_fallocate(self.fd, 0, self.size)  # early ENOSPC, no sparse holes
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # cannot preallocate here
-                    raise
-                os.ftruncate(self.fd, self.size)
-        except OSError:
-            self.failed = True
-            self._discard_if_failed()
-            raise
-
-    def parts(self) -> Iterator[tuple[_File, int]]:
-        return ((self, i) for i in range(self.nparts))
-
-    def span(self, i: int) -> tuple[int, int]:
-        start = i * self.job.part_size
-        return start, min(self.size, start + self.job.part_size)
-
-    def fetch_part(self, i: int) -> None:
-        """Download part ``i``, write it at its offset, hand it to the hash (the window slot goes with it)."""
-        with self.lock:
-            if self.failed or self.future.cancelled():
-                self.job.window.release()
-                return
-            self.inflight += 1
-        try:
-            start, end = self.span(i)
-            data = self._read(start, end)
-            os.pwrite(self.fd, data, start)
-        except BaseException as e:
-            self._done_inflight()
-            self.fail(e if isinstance(e, ArtifactError) else StorageError(f"cannot write {self.dest}: {e}"))
-            self.job.window.release()
-            return
-        self._done_inflight()
-        self._hash(i, None if self.job.hash_from == "file" else data)
-
-    def _read(self, start: int, end: int) -> bytes:
-        store = self.job.store
-        assert isinstance(store, S3Store)
-        for attempt in range(_READ_ATTEMPTS):
-            try:
-                data, total = store.read_range(self.key, start, end)
-                break
-            except StorageError as e:
-                if isinstance(e, NotFoundError) or attempt + 1 == _READ_ATTEMPTS or not _transient(e):
-                    raise
-        if total != self.size:
-            raise ArtifactError(f"{store.uri_for(self.key)}: size {total} != expected {self.size}")
-        if len(data) != end - start:
-            raise StorageError(f"cannot read {store.uri_for(self.key)}: short read at {start}")
-        return data
-
-    def _done_inflight(self) -> None:
-        with self.lock:
-            self.inflight -= 1
-        self._discard_if_failed()
-
-    def _hash(self, i: int, data: bytes | None) -> None:
-        with self.lock:
-            if self.failed:
-                self.job.window.release()
-                return
-            self.pending[i] = data
-            if self.busy:
-                return  # the thread hashing this file will reach part i
-            self.busy = True
-        complete = False
-        while not complete:
-            with self.lock:
-                if self.failed or self.next_hash not in self.pending:
-                    self.busy = complete = not self.failed and self.next_hash == self.nparts
-                    break
-                n = self.next_hash
-                block = self.pending.pop(n)
-                self.next_hash += 1
-            try:
-                if block is None:
-                    start, end = self.span(n)
-                    block = os.pread(self.fd, end - start, start)
-                self.hasher.update(block)  # releases the GIL: downloads go on meanwhile
-            except OSError as e:
-                self.fail(StorageError(f"cannot read back {self.tmp}: {e}"))
-            finally:
-                self.job.window.release()
-        if complete:
-            self._finish()  # still busy: a concurrent fail() leaves the temp file to it
-        self._discard_if_failed()
-
-    def _finish(self) -> None:
-        digest = self.hasher.hexdigest()
-        try:
-            if self.sha256 is not None and digest != self.sha256:
-                uri = self.job.store.uri_for(self.key)
-                self.fail(ArtifactError(f"{uri}: sha256 {digest} != expected {self.sha256}"))
-                return
-            try:
-                os.close(self.fd)
-                self.fd = -1
-                os.replace(self.tmp, self.dest)
-                self.tmp = ""
-            except OSError as e:
-                self.fail(StorageError(f"cannot write {self.dest}: {e}"))
-                return
-            if self.sha256 is not None and self.job.records is not None:
-                self.job.records.record(self.dest, digest)
-            with contextlib.suppress(Exception):  # InvalidStateError: failed or cancelled meanwhile
-                self.future.set_result(self.dest)
-        finally:
-            with self.lock:
-                self.busy = False
-
-    def fail(self, error: BaseException) -> None:
-        with self.lock:
-            if self.failed:
-                return
-            self.failed = True
-            for _ in self.pending:
-                self.job.window.release()
-            self.pending.clear()
-        with contextlib.suppress(Exception):
-            self.future.set_exception(error)
-        self._discard_if_failed()
-
-    def _discard_if_failed(self) -> None:
-        """Close and delete the temp file of a failed download once no thread uses it."""
-        with self.lock:
-            if not self.failed or self.inflight or self.busy:
-                return
-            fd, tmp, self.fd, self.tmp = self.fd, self.tmp, -1, ""
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _transient(e: StorageError) -> bool:
-    """A failure worth another GET: a broken body stream or connection (botocore already retried the
-    request itself), not an S3 error response such as AccessDenied."""
-    from botocore.exceptions import BotoCoreError
-
-    return isinstance(e.__cause__, BotoCoreError)
 
 
 class FetchJob:
@@ -247,13 +75,14 @@ class FetchJob:
         self.store, self.part_size, self.workers = store, part_size, workers
         self.records, self.hash_from = records, hash_from
         self.window = threading.Semaphore(window if window is not None else workers + 4)
+        self.transfer = Transfer(store, part_size, self.window, hash_from, records)
         self.futures: dict[str, Future[Path]] = {key: Future() for key in keys}
-        self._files: list[_File] = []
+        self._files: list[RangedFile] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._parts: Iterator[tuple[_File, int]] = iter(())
+        self._parts: Iterator[tuple[RangedFile, int]] = iter(())
 
-    def _start(self, files: list[_File]) -> None:
+    def _start(self, files: list[RangedFile]) -> None:
         self._files = files
         self._parts = (p for f in files for p in f.parts())
         nparts = sum(f.nparts for f in files)
@@ -333,7 +162,7 @@ def fetch_files(
     if cache_dir is None:
         raise ValueError("an S3 store needs a cache_dir")
     root = Path(cache_dir).expanduser().absolute()
-    todo: list[_File] = []
+    todo: list[RangedFile] = []
     cached = _cached(job, root, keys, expected)
     for key in keys:
         if cached.get(key):
@@ -343,7 +172,7 @@ def fetch_files(
         try:
             if size is None:
                 size = _head_size(store, key)
-            f = _File(job, key, root / _check_key(key), size, sha256)
+            f = RangedFile(job.transfer, key, root / _check_key(key), size, sha256, job.futures[key])
             f.open()
         except (ArtifactError, OSError) as e:
             err = e if isinstance(e, ArtifactError) else StorageError(f"cannot write {root / key}: {e}")

@@ -1,9 +1,8 @@
-"""handler.core.storage.fetch: concurrent ranged downloads from a real S3 server (SeaweedFS), sha256 while
-streaming, files ready one by one, corrupt objects refused, cached files trusted from their records."""
+"""handler.core.storage.fetch against a real S3 server (SeaweedFS): files ready one by one, missing
+objects, cancel, cached files trusted from their records."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -11,80 +10,15 @@ from pathlib import Path
 import pytest
 
 from handler.core import hashing
-from handler.core.errors import ArtifactError
-from handler.core.storage import NotFoundError, S3Store, VerifiedRecords, fetch_files, open_store
+from handler.core.storage import NotFoundError, S3Store, VerifiedRecords, fetch_files
 from handler.core.storage import verified as verified_module
+from tests.handler.core.storage.conftest import PART, leftovers, put
 
 pytestmark = pytest.mark.s3
-PART = 64 << 10
-
-
-@pytest.fixture
-def store(s3_server) -> S3Store:
-    st = open_store(f"s3://{s3_server.make_bucket()}/remote")
-    assert isinstance(st, S3Store)
-    return st
-
-
-def _put(store: S3Store, key: str, data: bytes) -> dict[str, object]:
-    store.write_bytes(key, data)
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob("*") if p.is_file() and ".verified" not in p.parts)
-
-
-@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 5 * PART + 12345])
-@pytest.mark.parametrize("hash_from", ["memory", "file"])
-def test_ranged_download_equals_the_object(store: S3Store, tmp_path: Path, size: int, hash_from: str) -> None:
-    data = os.urandom(size)
-    expected = {"k/obj.bin": _put(store, "k/obj.bin", data)}
-    with fetch_files(
-        store, expected, tmp_path, expected=expected, part_size=PART, workers=4, hash_from=hash_from
-    ) as job:
-        paths = job.wait()
-    assert paths == {"k/obj.bin": tmp_path / "k/obj.bin"}
-    assert paths["k/obj.bin"].read_bytes() == data  # and its streamed sha256 equalled hashlib's
-    assert _leftovers(tmp_path) == ["obj.bin"]
-
-
-def test_streaming_hash_is_the_files_sha256(store: S3Store, tmp_path: Path) -> None:
-    """Without an expected digest the file is still hashed while streaming; the record written with a
-    digest is hashlib's digest of the file."""
-    data = os.urandom(3 * PART + 7)
-    want = _put(store, "a.bin", data)
-    records = VerifiedRecords(tmp_path / "rec")
-    with fetch_files(store, ["a.bin"], tmp_path / "c", expected={"a.bin": want}, records=records) as job:
-        path = job.wait()["a.bin"]
-    assert hashing.file_digest(path) == (want["sha256"], len(data))
-    record = (tmp_path / "rec").glob("*.json").__next__().read_text()
-    assert str(want["sha256"]) in record
-
-
-@pytest.mark.parametrize("hash_from", ["memory", "file"])
-def test_corrupt_object_is_refused_and_leaves_no_file(store: S3Store, tmp_path: Path, hash_from: str) -> None:
-    data = os.urandom(3 * PART + 1)
-    want = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    store.write_bytes("v/x.bin", data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
-    job = fetch_files(
-        store, ["v/x.bin"], tmp_path, expected={"v/x.bin": want}, part_size=PART, hash_from=hash_from
-    )
-    with pytest.raises(ArtifactError, match=r"v/x\.bin: sha256 .* != expected"):
-        job.wait()
-    job.join()
-    assert _leftovers(tmp_path) == []
-
-    store.write_bytes("v/x.bin", data + b"more")  # larger than expected: Content-Range says so
-    job = fetch_files(store, ["v/x.bin"], tmp_path, expected={"v/x.bin": want}, part_size=PART)
-    with pytest.raises(ArtifactError, match=r"v/x\.bin: size"):
-        job.wait()
-    job.join()
-    assert _leftovers(tmp_path) == []
 
 
 def test_missing_object(store: S3Store, tmp_path: Path) -> None:
-    ok = _put(store, "a", b"aaa")
+    ok = put(store, "a", b"aaa")
     job = fetch_files(store, ["nope", "a"], tmp_path, expected={"nope": {"size": 3}, "a": ok})
     with pytest.raises(NotFoundError, match="nope"):
         job.futures["nope"].result()
@@ -93,11 +27,11 @@ def test_missing_object(store: S3Store, tmp_path: Path) -> None:
     job = fetch_files(store, ["nope2"], tmp_path)  # no expected size: HEAD says it is missing
     with pytest.raises(FileNotFoundError):
         job.wait()
-    assert _leftovers(tmp_path) == ["a"]
+    assert leftovers(tmp_path) == ["a"]
 
 
 def test_files_are_ready_in_order_one_by_one(store: S3Store, tmp_path: Path) -> None:
-    expected = {f"s/{i}": _put(store, f"s/{i}", os.urandom(PART * (3 - i) + i)) for i in range(3)}
+    expected = {f"s/{i}": put(store, f"s/{i}", os.urandom(PART * (3 - i) + i)) for i in range(3)}
     order: list[str] = []
     with fetch_files(store, expected, tmp_path, expected=expected, part_size=PART, workers=1) as job:
         for key, fut in job.futures.items():
@@ -109,7 +43,7 @@ def test_files_are_ready_in_order_one_by_one(store: S3Store, tmp_path: Path) -> 
 def test_first_file_is_usable_while_the_next_downloads(
     store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = {k: _put(store, k, os.urandom(2 * PART)) for k in ("a", "b")}
+    expected = {k: put(store, k, os.urandom(2 * PART)) for k in ("a", "b")}
     release = threading.Event()
     real = S3Store.read_range
 
@@ -127,7 +61,7 @@ def test_first_file_is_usable_while_the_next_downloads(
 
 
 def test_cancel_removes_temp_files(store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = {"big": _put(store, "big", os.urandom(4 * PART))}
+    expected = {"big": put(store, "big", os.urandom(4 * PART))}
     started, release = threading.Event(), threading.Event()
     real = S3Store.read_range
 
@@ -146,42 +80,11 @@ def test_cancel_removes_temp_files(store: S3Store, tmp_path: Path, monkeypatch: 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_window_bounds_parts_waiting_for_the_hash(
-    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Part 0 held back: no more than ``window`` parts are fetched ahead of the hashed prefix."""
-    expected = {"w": _put(store, "w", os.urandom(12 * PART))}
-    release = threading.Event()
-    fetched: list[int] = []
-    real = S3Store.read_range
-
-    def first_slow(self: S3Store, key: str, start: int, end: int) -> tuple[bytes, int]:
-        if start == 0:
-            assert release.wait(30)
-        else:
-            fetched.append(start // PART)
-        return real(self, key, start, end)
-
-    monkeypatch.setattr(S3Store, "read_range", first_slow)
-    with fetch_files(
-        store, expected, tmp_path, expected=expected, part_size=PART, workers=3, window=4
-    ) as job:
-        for _ in range(3000):
-            if len(fetched) >= 3:
-                break
-            threading.Event().wait(0.01)
-        threading.Event().wait(0.2)  # time for a wrong implementation to run ahead
-        assert len(fetched) == 3  # parts 1-3 hold the other window slots
-        release.set()
-        job.wait(30)
-    assert sorted(fetched) == list(range(1, 12))
-
-
 def test_cached_file_is_trusted_from_its_record(
     store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(verified_module, "RACY_NS", 0)
-    expected = {"c": _put(store, "c", os.urandom(PART + 3))}
+    expected = {"c": put(store, "c", os.urandom(PART + 3))}
     records = VerifiedRecords(tmp_path / "rec")
     fetch_files(store, expected, tmp_path / "cache", expected=expected, records=records).wait()
     gets: list[str] = []
