@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         "a bundle baked into an immutable image and verified at image "
         "build (S3 bundles are always checked)",
     )
+    index_verify: bool = Field(
+        True,
+        description="sha256 | off: checksum a local index's files at start (once per cache: a file "
+        "verified before and unchanged since is trusted); off suits an index baked into an immutable "
+        "image and verified at image build (S3 indexes are always checked)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -168,7 +174,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin (expected '*' or scheme://host[:port])")
         return origins
 
-    @field_validator("model_verify", mode="before")
+    @field_validator("model_verify", "index_verify", mode="before")
     @classmethod
     def _verify(cls, value: Any) -> Any:
         if not isinstance(value, str):

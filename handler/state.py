@@ -228,6 +228,7 @@ class ServiceState:
             self.settings.index_uri,
             expected_fingerprint=self.embedder.model_fingerprint,
             cache_dir=f"{self.settings.cache_dir.rstrip('/')}/index",
+            verify=self.settings.index_verify,
         )
 
     def _load_index(self, version: str | None = None) -> bool:

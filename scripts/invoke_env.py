@@ -35,6 +35,7 @@ CONFIG_NAMES = (
     "MODEL_ID",
     "MAX_REQUEST_PIXELS",
     "MODEL_VERIFY",
+    "INDEX_VERIFY",
 )
 PSEUDO_PARAMETERS = {
     "AWS::Region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",

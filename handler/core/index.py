@@ -14,7 +14,6 @@ import hashlib
 import json
 import shutil
 import struct
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from handler.core.index_format import (
 )
 from handler.core.search import Hit, SearchIndex, _EfGate  # noqa: F401  (_EfGate: tests import it here)
 from handler.core.shards import Shard
-from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
+from handler.core.storage import RECORDS_DIR, LocalStore, StorageError, Store, VerifiedRecords, fetch_files
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -60,28 +59,12 @@ __all__ = [
     "Hit",
     "SearchIndex",
     "check_for_update",
-    "fetch_files",
     "load_index",
     "read_manifest",
     "read_pointer",
     "valid_version_id",
     "version_prefix",
 ]
-
-
-def _check_file(path: Path, name: str, entry: Mapping[str, Any], verify: bool, where: str) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ArtifactError(f"{where}: file {name} is missing") from None
-    if size != entry["size"]:
-        raise ArtifactError(f"{where}: file {name} has size {size}, manifest says {entry['size']}")
-    if verify:
-        digest, _ = file_digest(path)
-        if digest != entry["sha256"]:
-            raise ArtifactError(
-                f"{where}: file {name} sha256 {digest} does not match manifest {entry['sha256']}"
-            )
 
 
 def _hnsw_header(path: Path) -> tuple[int, int]:
@@ -141,38 +124,6 @@ def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
     return base / hashlib.sha256(store.uri.encode()).hexdigest()[:16]
 
 
-def fetch_files(
-    store: Store,
-    wanted: Mapping[str, Mapping[str, Any]],
-    cache_dir: str | Path | None,
-    verify: bool,
-    where: str,
-) -> dict[str, Path]:
-    """Local paths of ``wanted`` store keys (``{key: {"sha256", "size"}}``), each checked against its entry:
-    local stores in place, S3 stores through the cache (a cached file with the right size/sha256 is not
-    downloaded again). The one place index files are fetched."""
-    try:
-        if isinstance(store, LocalStore):
-            root = store.root
-        else:
-            expected = {
-                k: {"size": e["size"], "sha256": e["sha256"] if verify else None} for k, e in wanted.items()
-            }
-            root = fetch_dir(store, _cache_root(store, cache_dir), list(expected), expected=expected)
-    except FileNotFoundError as e:
-        raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
-    paths = {key: root / key for key in wanted}
-    for key, entry in wanted.items():
-        _check_file(
-            paths[key],
-            key.rsplit("/", 1)[-1] if key.startswith("versions/") else key,
-            entry,
-            verify and isinstance(store, LocalStore),
-            where,
-        )
-    return paths
-
-
 def load_index(
     uri: str | Store,
     expected_fingerprint: str | None = None,
@@ -184,17 +135,20 @@ def load_index(
     """Load the version the ``CURRENT`` pointer names.
 
     Checks: manifest sha256 against the pointer, schema_version, kind, fields; the model fingerprint
-    against ``expected_fingerprint`` (:class:`ModelMismatchError`); each file's size and (``verify``)
-    sha256 against the manifest (:class:`ArtifactError` naming the file); each HNSW header against
-    ``dim``/count; the number of items.
+    against ``expected_fingerprint`` (:class:`ModelMismatchError`); each file's size and sha256 against
+    the manifest (:class:`ArtifactError` naming the file; local stores: sha256 only with ``verify``, once
+    per cache - records in ``cache_dir/.verified`` let an unchanged file pass unhashed, see
+    :mod:`handler.core.storage.verified` - and never for embeddings, which are off the cold path: size
+    only); each HNSW header against ``dim``/count; the number of items.
 
-    Local stores are read in place (every file of the manifest is checked). S3 stores are cached under
-    ``cache_dir/<hash of the URI>/`` (default: ``$TMPDIR/clip-index-cache``) in the store's layout; files
-    already cached with the right size/sha256 are not downloaded again; only the HNSW and items files of
-    each shard are fetched (plus embeddings with ``fetch_embeddings``; otherwise
-    :meth:`SearchIndex.embedding` reads vectors from the HNSW index). Cached files that this version does
-    not use (other versions, unreferenced shards) are removed after a successful load. Shards are loaded
-    in parallel threads; tombstoned rows are marked deleted.
+    Local stores are read in place. S3 stores are cached under ``cache_dir/<hash of the URI>/`` (default:
+    ``$TMPDIR/clip-index-cache``) in the store's layout, downloaded with concurrent ranged GETs and hashed
+    while streaming (:mod:`handler.core.storage.fetch`); files already cached with the right size/sha256
+    are not downloaded again; only the HNSW and items files of each shard are fetched (plus embeddings
+    with ``fetch_embeddings``; otherwise :meth:`SearchIndex.embedding` reads vectors from the HNSW index).
+    Each shard is loaded as soon as its files are there, while the others still download. Cached files
+    that this version does not use (other versions, unreferenced shards) are removed after a successful
+    load; tombstoned rows are marked deleted.
     """
     store = _as_store(uri)
     pointer = read_pointer(store)
@@ -211,39 +165,59 @@ def load_index(
     prefix = version_prefix(version)
     local = isinstance(store, LocalStore)
     specs = shard_specs(manifest)
-    wanted: dict[str, Mapping[str, Any]] = {}
+    expected: dict[str, dict[str, Any]] = {}
     if local:  # every file the manifest names is checked
-        wanted.update({prefix + n: e for n, e in manifest["files"].items()})
+        for name, entry in manifest["files"].items():
+            expected[prefix + name] = {"size": entry["size"], "sha256": entry["sha256"] if verify else None}
     for spec in specs:
         for part, entry in spec.files.items():
             if local or part != "embeddings" or fetch_embeddings:
-                wanted[entry["key"]] = entry
-    paths = fetch_files(store, wanted, cache_dir, verify, where)
-    files_dir = (store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)) / prefix
+                hashed = (verify or not local) and (part != "embeddings" or fetch_embeddings)
+                expected[entry["key"]] = {
+                    "size": entry["size"],
+                    "sha256": entry["sha256"] if hashed else None,
+                }
+    root = store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)
+    base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    records = VerifiedRecords(base / RECORDS_DIR)  # one per cache; a stale record is never trusted
     offsets = [sum(s.count for s in specs[:i]) for i in range(len(specs))]
+    with fetch_files(store, list(expected), root, expected=expected, records=records) as job:
 
-    def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:
-        spec = specs[i]
-        hnsw_key, items_key = spec.files["hnsw"]["key"], spec.files["items"]["key"]
-        name = HNSW_FILE if manifest["schema_version"] == 1 else hnsw_key
-        hnsw = _load_hnsw(paths[hnsw_key], manifest["dim"], spec.count, where, name)
-        for label in spec.deleted:
-            hnsw.mark_deleted(label)
-        items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
-        items = _load_items(paths[items_key], spec.count, where, items_name)
-        emb = spec.files.get("embeddings")
-        emb_path = paths.get(emb["key"]) if emb else None
-        return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items
+        def path(key: str) -> Path:
+            try:
+                return job.futures[key].result()
+            except FileNotFoundError as e:
+                raise ArtifactError(f"{where}: a file of the version is missing ({e})") from None
+            except StorageError:
+                raise
+            except ArtifactError as e:
+                raise ArtifactError(f"{where}: {e.message}") from None
 
-    if len(specs) > 1:
-        with ThreadPoolExecutor(min(len(specs), 8), thread_name_prefix="shard-load") as pool:
-            loaded = list(pool.map(load, range(len(specs))))
-    else:
-        loaded = [load(i) for i in range(len(specs))]
+        def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:  # as soon as this shard's files are in
+            spec = specs[i]
+            hnsw_key, items_key = spec.files["hnsw"]["key"], spec.files["items"]["key"]
+            name = HNSW_FILE if manifest["schema_version"] == 1 else hnsw_key
+            hnsw = _load_hnsw(path(hnsw_key), manifest["dim"], spec.count, where, name)
+            for label in spec.deleted:
+                hnsw.mark_deleted(label)
+            items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
+            items = _load_items(path(items_key), spec.count, where, items_name)
+            emb = spec.files.get("embeddings")
+            emb_path = path(emb["key"]) if emb and emb["key"] in expected else None
+            return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items
+
+        if len(specs) > 1:
+            with ThreadPoolExecutor(min(len(specs), 8), thread_name_prefix="shard-load") as pool:
+                loaded = list(pool.map(load, range(len(specs))))
+        else:
+            loaded = [load(i) for i in range(len(specs))]
+        for key in expected:  # the version's own files (local: checked too)
+            path(key)
     items = [row for _, rows in loaded for row in rows]
+    files_dir = root / prefix
     index = SearchIndex(manifest, None, items, files_dir=files_dir, shards=[s for s, _ in loaded])
     if not local:
-        _evict_unused(_cache_root(store, cache_dir), version, set(wanted))
+        _evict_unused(_cache_root(store, cache_dir), version, set(expected))
     return index
 
 

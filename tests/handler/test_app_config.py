@@ -42,6 +42,7 @@ def test_all_variables() -> None:
         "MODEL_ID": "ViT-B-32/laion2b",
         "MAX_REQUEST_PIXELS": "3_000_000",
         "MODEL_VERIFY": "OFF",
+        "INDEX_VERIFY": "off",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -62,6 +63,7 @@ def test_all_variables() -> None:
         and s.model_id == "ViT-B-32/laion2b"
     )
     assert s.model_verify is False and Settings.from_env({"MODEL_URI": "m"}).model_verify is True
+    assert s.index_verify is False and Settings.from_env({"MODEL_URI": "m"}).index_verify is True
     # blank values mean "unset"
     blank = Settings.from_env({"MODEL_URI": "m", **{k: "" for k in ENV_VARS if k != "MODEL_URI"}})
     assert blank == Settings.from_env({"MODEL_URI": "m"})
@@ -80,6 +82,7 @@ def test_all_variables() -> None:
         ({"ORT_THREADS": "0"}, "ORT_THREADS='0'"),
         ({"PRECISION": "fp64"}, "PRECISION='fp64': must be one of fp32, fp16, int8"),
         ({"MODEL_VERIFY": "size"}, "MODEL_VERIFY='size': must be one of sha256, off"),
+        ({"INDEX_VERIFY": "yes"}, "INDEX_VERIFY='yes': must be one of sha256, off"),
         ({"MAX_IMAGE_BYTES": "4.5MB"}, "MAX_IMAGE_BYTES='4.5MB'"),
         ({"MAX_IMAGE_BYTES": "-1"}, "MAX_IMAGE_BYTES='-1'"),
         ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS='0'"),

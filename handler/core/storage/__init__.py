@@ -2,8 +2,9 @@
 
 Accepted URIs (parsed by :mod:`handler.core.uri`): ``/abs/path``, ``relative/path`` (resolved against the
 working directory), ``~/path``, ``file:///abs/path`` and ``s3://bucket[/prefix]``. Modules: ``base`` (the
-interface, errors, key rules), ``local``, ``s3``; this package re-exports them, opens stores and fetches.
-Keys are relative POSIX paths inside the store
+interface, errors, key rules), ``local``, ``s3``, ``fetch`` (concurrent verified downloads, one object's
+ranged GETs in ``ranged``) and ``verified`` (records of verified local files); this package re-exports
+them, opens stores and fetches. Keys are relative POSIX paths inside the store
 (``versions/abc/manifest.json``); ``..``, empty segments and absolute keys are rejected.
 
 Errors (all subclasses of :class:`handler.core.errors.ArtifactError`, so the service maps them to 503):
@@ -23,13 +24,11 @@ addressing), credentials through the normal boto3 chain, region ``AWS_REGION`` /
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from handler.core.errors import ArtifactError
 from handler.core.hashing import file_digest
 from handler.core.storage.base import (
     STALE_TMP_SECONDS,
@@ -39,16 +38,19 @@ from handler.core.storage.base import (
     StorageError,
     Store,
     TooLargeError,
-    _check_key,
     read_capped,
 )
+from handler.core.storage.fetch import FetchJob, fetch_files
 from handler.core.storage.local import LocalStore, atomic_write
 from handler.core.storage.s3 import S3Store, s3_client
+from handler.core.storage.verified import RECORDS_DIR, VerifiedRecords, verify_file
 from handler.core.uri import parse_uri
 
 __all__ = [
+    "RECORDS_DIR",
     "STALE_TMP_SECONDS",
     "TMP_PREFIX",
+    "FetchJob",
     "LocalStore",
     "NotFoundError",
     "ObjectInfo",
@@ -56,12 +58,15 @@ __all__ = [
     "StorageError",
     "Store",
     "TooLargeError",
+    "VerifiedRecords",
     "atomic_write",
     "fetch_dir",
+    "fetch_files",
     "file_digest",
     "open_store",
     "read_capped",
     "s3_client",
+    "verify_file",
 ]
 
 
@@ -77,43 +82,23 @@ def fetch_dir(
     keys: Iterable[str],
     *,
     expected: Mapping[str, Mapping[str, Any]] | None = None,
+    records: VerifiedRecords | None = None,
 ) -> Path:
     """Materialise ``keys`` of a store into ``cache_dir`` (same relative layout) and return the directory
-    holding them.
+    holding them; blocking form of :func:`handler.core.storage.fetch.fetch_files`.
 
-    Local stores are not copied: their root directory is returned as is. For remote stores, ``expected``
-    maps a key to ``{"size": int, "sha256": hex}`` (either may be omitted): a cached file that matches is
-    kept, anything else is (re)downloaded and then checked; a mismatch after download raises
-    :class:`ArtifactError` naming the file. Without an ``expected`` entry a key is always downloaded.
+    Local stores are not copied: their root directory is returned as is (their files are not checked).
+    For remote stores, ``expected`` maps a key to ``{"size": int, "sha256": hex}`` (either may be
+    omitted): a cached file that matches is kept (trusted without hashing when ``records`` say it is
+    unchanged since it was verified), anything else is downloaded (concurrent ranged GETs, sha256 while
+    streaming) and checked; a mismatch raises
+    :class:`ArtifactError` naming the file and leaves no file. Without an ``expected`` sha256 a key is
+    always downloaded.
     """
     store = open_store(uri) if isinstance(uri, (str, os.PathLike)) else uri
     keys = list(keys)
     if isinstance(store, LocalStore):
         return store.root
     root = Path(cache_dir).expanduser().absolute()
-    expected = expected or {}
-    for key in keys:
-        dest = root / _check_key(key)
-        want = expected.get(key)
-        if want is not None and dest.is_file() and _matches(dest, want) is None:
-            continue
-        store.download_file(key, dest)
-        if want is not None:
-            problem = _matches(dest, want)
-            if problem is not None:
-                with contextlib.suppress(OSError):
-                    dest.unlink()
-                raise ArtifactError(f"{store.uri_for(key)}: {problem}")
+    fetch_files(store, keys, root, expected=expected, records=records).wait()
     return root
-
-
-def _matches(path: Path, want: Mapping[str, Any]) -> str | None:
-    """None if the file matches ``want`` (size, sha256), else a description of the mismatch."""
-    size = path.stat().st_size
-    if want.get("size") is not None and size != int(want["size"]):
-        return f"size {size} != expected {want['size']}"
-    if want.get("sha256"):
-        digest, _ = file_digest(path)
-        if digest != want["sha256"]:
-            return f"sha256 {digest} != expected {want['sha256']}"
-    return None

@@ -24,6 +24,8 @@ from handler.core.storage.base import (
 )
 from handler.core.storage.local import _file_mode
 
+MAX_POOL_CONNECTIONS = 64  # >= the concurrent ranged GETs of handler.core.storage.fetch (default 10)
+
 
 def s3_client() -> Any:
     """The one boto3 S3 client factory, configured from the standard environment (boto3 imported here,
@@ -47,6 +49,7 @@ def s3_client() -> Any:
         },
         connect_timeout=5,
         read_timeout=60,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
         s3={"addressing_style": "path"} if endpoint else None,
         signature_version="s3v4",
     )
@@ -121,6 +124,28 @@ class S3Store(Store):
                 return read_capped(body, max_bytes, self.uri_for(key))
         except _aws_errors() as e:
             raise self._error(e, key, "read") from e
+
+    def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes ``[start, end)`` of the object and the object's total size (from Content-Range).
+        ``start == end == 0`` reads the whole (expected empty) object without a Range header."""
+        ranged = end > start
+        args = {"Range": f"bytes={start}-{end - 1}"} if ranged else {}
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **args)
+            with contextlib.closing(response["Body"]) as body:
+                data = body.read()
+        except _aws_errors() as e:
+            raise self._error(e, key, "read") from e
+        content_range = response.get("ContentRange")
+        if content_range:  # "bytes 0-99/1234"
+            total = int(str(content_range).rsplit("/", 1)[1])
+        elif ranged and start == 0 and len(data) == end:
+            total = len(data)  # the server ignored a Range covering the whole object
+        elif ranged:
+            raise StorageError(f"cannot read {self.uri_for(key)}: the server ignored the Range header")
+        else:
+            total = len(data)
+        return bytes(data), total
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._call("write", key, self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)

@@ -121,7 +121,9 @@ def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
     index, _ = corpus
     other = SearchIndex(index.manifest, index.shards.shards[0].index, index.items)
     unit = np.eye(1, DIM, dtype=np.float32)
-    other.shards.shards[0]._emb = np.repeat(unit, N, axis=0)  # every vector the same: exact ties, ranked by label
+    other.shards.shards[0]._emb = np.repeat(
+        unit, N, axis=0
+    )  # every vector the same: exact ties, ranked by label
     mask = np.zeros(N, dtype=bool)
     mask[[9, 3, 7]] = True
     hits = filtered_search(other, unit[0], 3, mask)[0]

@@ -216,6 +216,34 @@ def test_tampered_file_is_named(tmp_path: Path, vectors: np.ndarray) -> None:
         load_index(store.uri)
 
 
+def test_local_index_is_hashed_once_per_cache(
+    tmp_path: Path, vectors: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files verified at one start are trusted unhashed at the next while unchanged (records in the
+    cache dir, not the index dir); embeddings.npy is never hashed on the way to the first answer."""
+    from handler.core import hashing
+    from handler.core.storage import verified
+
+    monkeypatch.setattr(verified, "RACY_NS", 0)  # the index was just written: see test_verified
+    store = open_store(tmp_path / "index")
+    build(store, "v1", vectors)
+    hashed: list[str] = []
+    real = hashing.file_digest
+    monkeypatch.setattr(hashing, "file_digest", lambda p: (hashed.append(Path(p).name), real(p))[1])
+    cache = tmp_path / "cache"
+    load_index(store.uri, cache_dir=cache)
+    assert "index.hnsw" in hashed and "items.jsonl" in hashed and "embeddings.npy" not in hashed
+    first = len(hashed)
+    assert load_index(store.uri, cache_dir=cache).count == 300
+    assert len(hashed) == first  # trusted from the records
+    assert sorted(p.name for p in (tmp_path / "index").rglob("*") if "verified" in str(p)) == []
+    items = tmp_path / "index/versions/v1/items.jsonl"
+    items.write_bytes(items.read_bytes().replace(b"img-5", b"img-X"))
+    with pytest.raises(ArtifactError, match=r"items\.jsonl.*sha256"):
+        load_index(store.uri, cache_dir=cache)
+    assert hashed[first:] == ["items.jsonl"]
+
+
 def test_manifest_and_pointer_checks(tmp_path: Path, vectors: np.ndarray) -> None:
     store = open_store(tmp_path)
     with pytest.raises(ArtifactError, match="CURRENT"):
@@ -284,19 +312,23 @@ def test_round_trip_s3_with_cache(
     assert (index.version, index.count) == ("v1", 300)
     assert index.search(vectors[9], k=1)[0][0].label == 9
     np.testing.assert_array_equal(index.embedding(9), vectors[9])  # from the HNSW index (npy not fetched)
-    cached = sorted(str(p.relative_to(p.parent.parent)) for p in cache.rglob("*") if p.is_file())
+    cached = sorted(
+        str(p.relative_to(p.parent.parent))
+        for p in cache.rglob("*")
+        if p.is_file() and ".verified" not in p.parts
+    )
     assert cached == sorted([shard_key(store, "v1", "hnsw"), shard_key(store, "v1", "items")])
 
     downloads: list[str] = []
-    real = S3Store.download_file
+    real = S3Store.read_range
     monkeypatch.setattr(
-        S3Store, "download_file", lambda self, key, path: (downloads.append(key), real(self, key, path))[1]
+        S3Store, "read_range", lambda self, key, *span: (downloads.append(key), real(self, key, *span))[1]
     )
     load_index(uri, cache_dir=cache)
     assert downloads == []  # warm cache, checksums match
     next(cache.rglob("*.jsonl")).write_bytes(b"corrupt")
     assert load_index(uri, cache_dir=cache).items[0]["id"] == "img-0"
-    assert downloads == [shard_key(store, "v1", "items")]
+    assert downloads == [shard_key(store, "v1", "items")]  # one ranged GET: smaller than a part
 
     build(store, "v2", vectors[:50])
     assert check_for_update(uri, "v1") == "v2"

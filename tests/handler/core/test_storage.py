@@ -297,13 +297,13 @@ def test_s3_fetch_dir(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert root == cache and (cache / "v/a.bin").read_bytes() == b"aaaa"
 
     downloads: list[str] = []
-    real = S3Store.download_file
+    real = S3Store.read_range
 
-    def counting(self: S3Store, key: str, local_path: str | Path) -> None:
-        downloads.append(key)
-        real(self, key, local_path)
+    def counting(self: S3Store, key: str, start: int, end: int) -> tuple[bytes, int]:
+        downloads.append(key)  # objects this small are one ranged GET each
+        return real(self, key, start, end)
 
-    monkeypatch.setattr(S3Store, "download_file", counting)
+    monkeypatch.setattr(S3Store, "read_range", counting)
     fetch_dir(store, cache, ["v/a.bin", "v/b.bin"], expected=expected)
     assert downloads == []  # both cached and valid
     (cache / "v/a.bin").write_bytes(b"AAAA")  # same size, wrong content
