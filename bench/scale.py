@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.common import Context, Goal, Section, mib, ms, rss_bytes, table
 from bench.vectors import centres, exact_topk, make
+from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 
 N_FULL = 1_000_000
 N_QUICK = 20_000
@@ -172,7 +173,8 @@ def run(ctx: Context) -> Section:
         truth = exact_topk(queries, data, K)
         ids = list(range(n))
         res: dict[str, Any] = {}
-        variants = [("sharded", {})]
+        # 2 shards at any N, as 1M vectors are at the builder's default shard size (500k)
+        variants = [("sharded", {"shard_size": min(DEFAULT_SHARD_SIZE, -(-n // 2))})]
         if kind == "clustered":
             variants.append(("one shard", {"shard_size": n}))
         for label, kw in variants:

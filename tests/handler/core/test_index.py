@@ -23,7 +23,7 @@ from handler.core.index import (
 )
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.publish import publish, write_version
-from tests.conftest import normalized_vectors
+from tests.conftest import index_file_key, normalized_vectors
 
 FP = "sha256:" + "ab" * 32
 OTHER_FP = "sha256:" + "cd" * 32
@@ -232,16 +232,18 @@ def test_local_index_is_hashed_once_per_cache(
     monkeypatch.setattr(hashing, "file_digest", lambda p: (hashed.append(Path(p).name), real(p))[1])
     cache = tmp_path / "cache"
     load_index(store.uri, cache_dir=cache)
-    assert "index.hnsw" in hashed and "items.jsonl" in hashed and "embeddings.npy" not in hashed
+    parts = ("hnsw", "items", "embeddings")
+    hnsw, items_key, emb = (Path(index_file_key(store, "v1", p)).name for p in parts)
+    assert hnsw in hashed and items_key in hashed and emb not in hashed
     first = len(hashed)
     assert load_index(store.uri, cache_dir=cache).count == 300
     assert len(hashed) == first  # trusted from the records
     assert sorted(p.name for p in (tmp_path / "index").rglob("*") if "verified" in str(p)) == []
-    items = tmp_path / "index/versions/v1/items.jsonl"
+    items = tmp_path / "index" / index_file_key(store, "v1", "items")
     items.write_bytes(items.read_bytes().replace(b"img-5", b"img-X"))
-    with pytest.raises(ArtifactError, match=r"items\.jsonl.*sha256"):
+    with pytest.raises(ArtifactError, match=rf"{items_key[:12]}.*sha256"):
         load_index(store.uri, cache_dir=cache)
-    assert hashed[first:] == ["items.jsonl"]
+    assert hashed[first:] == [items_key]
 
 
 def test_manifest_and_pointer_checks(tmp_path: Path, vectors: np.ndarray) -> None:
