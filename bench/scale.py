@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Context, Goal, Section, mib, ms, rss_bytes, table
+from bench.common import Context, Goal, Section, mib, ms, table
 from bench.vectors import centres, exact_topk, make
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 
@@ -61,8 +61,6 @@ def _measure(root: Path, queries: np.ndarray, truth_ids: np.ndarray) -> dict[str
     manifest's ef, recall@10 against exact search."""
     from handler.core.index import load_index
 
-    gc.collect()
-    rss0 = rss_bytes()
     t0 = time.perf_counter()
     idx = load_index(str(root), expected_fingerprint=FINGERPRINT)
     load_s = time.perf_counter() - t0
@@ -84,8 +82,41 @@ def _measure(root: Path, queries: np.ndarray, truth_ids: np.ndarray) -> dict[str
         "shards": len(shards),
         "built_recall": idx.manifest.get("recall"),
         "bytes": _dir_bytes(root),
-        "rss": rss_bytes() - rss0,
+        "rss": _load_rss(root),
     }
+
+
+_RSS_CODE = """
+import sys
+import hnswlib, numpy
+from handler.core import index
+
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+
+before = rss()
+idx = index.load_index(sys.argv[1], cache_dir=sys.argv[2])
+print(rss() - before)
+"""
+
+
+def _load_rss(root: Path) -> int:
+    """Memory the loaded index holds: VmRSS growth of a new process over ``load_index`` (after imports)."""
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as cache:
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_CODE, str(root), cache],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"load in a new process failed: {out.stderr[-2000:]}")
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def _dir_bytes(root: Path, skip: tuple[str, ...] = (".npy",)) -> int:
@@ -135,7 +166,11 @@ def _cold_s3(ctx: Context, root: Path, query: np.ndarray) -> dict[str, Any] | No
                 "idx.search(np.load(sys.argv[2]), 10)\n"
                 "print(time.perf_counter() - t)\n"
             )
-            raw, cold = [], []
+            # the same process without the load: interpreter, imports (boto3 too), reading the query
+            base_code = code.replace(
+                "idx = load_index('s3://bench/index/', cache_dir=sys.argv[1])", "import boto3"
+            ).replace("idx.search(np.load(sys.argv[2]), 10)", "np.load(sys.argv[2])")
+            raw, cold, base = [], [], []
             for i in range(3):
                 raw.append(raw_download(store, [k for k in keys if k != "CURRENT"]).seconds)
                 cache = Path(tmp) / f"cache{i}"
@@ -150,9 +185,19 @@ def _cold_s3(ctx: Context, root: Path, query: np.ndarray) -> dict[str, Any] | No
                 if out.returncode != 0:
                     raise RuntimeError(f"cold load failed: {out.stderr[-2000:]}")
                 cold.append(float(out.stdout.strip().splitlines()[-1]))
+                out = subprocess.run(
+                    [sys.executable, "-c", base_code, str(cache), str(Path(tmp) / "q.npy")],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
+                base.append(float(out.stdout.strip().splitlines()[-1]))
             return {
                 "raw_s": float(np.median(raw)),
                 "cold_s": float(np.median(cold)),
+                "imports_s": float(np.median(base)),
                 "bytes": sum(p.stat().st_size for p in files if not p.name.endswith(".npy")),
             }
         finally:
@@ -280,12 +325,14 @@ def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
         )
     cold = many.get("cold")
     if cold:
-        r = cold["cold_s"] / cold["raw_s"]
+        load = cold["cold_s"] - cold["imports_s"]
+        r = load / cold["raw_s"]
         sec.goals.append(
             Goal(
                 "Cold load from S3 to the first answer vs raw concurrent download",
                 f"≤ {GOAL_COLD_VS_DOWNLOAD}x",
-                f"{r:.2f}x ({cold['cold_s']:.2f} s vs {cold['raw_s']:.2f} s for {mib(cold['bytes'])})",
+                f"{r:.2f}x ({load:.2f} s vs {cold['raw_s']:.2f} s for {mib(cold['bytes'])}; a new process: "
+                f"{cold['cold_s']:.2f} s, of which interpreter + imports {cold['imports_s']:.2f} s)",
                 r <= GOAL_COLD_VS_DOWNLOAD,
                 "" if r <= GOAL_COLD_VS_DOWNLOAD else "hashing and loading share the cores with the download",
             )

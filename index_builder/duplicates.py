@@ -14,8 +14,9 @@ from typing import Any
 
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DUPLICATES_FILE, parse_duplicates
 from handler.core.errors import ConfigError, SearchError
-from handler.core.index import ITEMS_FILE, POINTER, read_manifest, read_pointer, version_prefix
+from handler.core.index import POINTER, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store, open_store
+from index_builder.shard_write import version_items
 from index_builder.sources import BuildError, UsageError
 
 __all__ = ["add_build_options", "add_parser", "run", "version_groups"]
@@ -90,9 +91,8 @@ def version_groups(uri: str) -> dict[str, Any]:
                 "`python -m index_builder build ... --duplicates` to find them"
             )
         raw = _checked(store, prefix + DUPLICATES_FILE, files[DUPLICATES_FILE])
-        items = _checked(store, prefix + ITEMS_FILE, files[ITEMS_FILE]).decode("utf-8")
         groups = parse_duplicates(raw.decode("utf-8"), store.uri_for(prefix + DUPLICATES_FILE))
-        rows = [json.loads(line) for line in items.splitlines() if line.strip()]
+        rows, _ = version_items(store, manifest)  # every shard's items, checked against the manifest
         uris = {row["id"]: row.get("uri") for row in rows}
     except SearchError as e:
         raise BuildError(f"{store.uri}: {e.message}") from None

@@ -169,7 +169,7 @@ def test_reads_schema_1_versions(tmp_path: Path, data: np.ndarray) -> None:
     (tmp_path / "versions/old/index.hnsw").write_bytes(
         b"x" * (tmp_path / "versions/old/index.hnsw").stat().st_size
     )
-    with pytest.raises(ArtifactError, match=r"file index\.hnsw sha256"):
+    with pytest.raises(ArtifactError, match=r"index\.hnsw: sha256"):
         load_index(str(tmp_path))
     # the next build migrates it: a schema-2 version that no longer needs the old files
     build(open_store(tmp_path), "new", data[:50], items_for(50))
@@ -184,8 +184,8 @@ def test_corrupt_shard_is_refused_by_name(tmp_path: Path, data: np.ndarray) -> N
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(ArtifactError, match=rf"file {key} sha256"):
+    with pytest.raises(ArtifactError, match=rf"{key}: sha256"):
         load_index(store.uri)
     path.write_bytes(bytes(raw[:-1]))
-    with pytest.raises(ArtifactError, match=rf"file {key} has size"):
+    with pytest.raises(ArtifactError, match=rf"{key}: size"):
         load_index(store.uri, verify=False)

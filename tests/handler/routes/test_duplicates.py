@@ -156,7 +156,7 @@ def test_s3_index_downloads_the_file_on_first_use(
     cache = tmp_path / "cache"
     with lambda_module(MODEL_URI=demo_bundle, INDEX_URI=index_uri, CACHE_DIR=cache) as module:
         assert module.state.healthy(), module.state.problems()
-        assert any(cache.rglob("index.hnsw")) and not any(cache.rglob("duplicates.jsonl"))
+        assert any(cache.rglob("*.hnsw")) and not any(cache.rglob("duplicates.jsonl"))
         status, _, body = invoke(module, event)
         assert status == 200 and body["available"] is True and any(cache.rglob("duplicates.jsonl"))
         expected = {frozenset(rows[x]["id"] for x in g) for g in brute_force_groups(vecs, 0.95)}
