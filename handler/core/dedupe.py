@@ -9,7 +9,7 @@ out. Shared by ``POST /search`` and the terminal client."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,6 +29,24 @@ DEFAULT_THRESHOLD = 0.997
 #: Most candidates one deduplicated search looks at (bounds its cost: one HNSW search of this breadth and
 #: this many stored vectors read).
 MAX_CANDIDATES = 2048
+
+
+class Searchable(Protocol):
+    """What :func:`ranked` searches: a :class:`SearchIndex` or a view of one (a filtered index)."""
+
+    count: int
+    dim: int
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        offset: int = 0,
+        ef: int | None = None,
+        min_score: float | None = None,
+    ) -> list[list[Hit]]: ...
+
+    def embedding(self, label: int) -> np.ndarray: ...
 
 
 class Ranked(NamedTuple):
@@ -58,7 +76,7 @@ def collapse(hits: Sequence[Hit], vectors: np.ndarray, threshold: float, limit: 
 
 
 def ranked(
-    index: SearchIndex,
+    index: SearchIndex | Searchable,
     vector: np.ndarray,
     k: int,
     offset: int = 0,
