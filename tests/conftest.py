@@ -115,6 +115,10 @@ class SeaweedS3:
             "-s3.port.lance=0",
             "-webdav=false",
             "-admin.ui=false",
+            # every test bucket is a collection that grows its own volumes: with the default auto limit
+            # (free disk / 128 MB) a long session ran out of writable volumes ("No writable volumes")
+            "-master.volumeSizeLimitMB=16",
+            "-volume.max=5000",
             "-master.telemetry=false",
             f"-s3.localSocket={self.workdir / 's3.sock'}",
             f"-filer.localSocket={self.workdir / 'filer.sock'}",

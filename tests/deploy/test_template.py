@@ -545,7 +545,8 @@ def test_requirement_sets() -> None:
     handler = {normalize(n) for n in requirement_names(ROOT / "requirements" / "handler.txt")}
     builder = {normalize(n) for n in requirement_names(ROOT / "requirements" / "index_builder.txt")}
     assert not handler & {"torch", "torchvision", "open-clip-torch", "open-clip"}
-    assert builder - handler == {"tqdm"}
+    assert builder - handler == {"tqdm", "pyarrow"}  # pyarrow: parquet ids of import-embeddings
+    assert "pyarrow" not in handler  # the service image stays without it
     pins = _pins()
     assert not (handler | builder) - set(pins), "every runtime requirement is pinned in constraints.txt"
     sam = [
