@@ -10,12 +10,12 @@ dead process is taken over, the chunks already written are found, nothing is pub
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ConfigError
 from handler.core.storage import Store, open_store
 from index_builder.build import BuildOptions
@@ -34,13 +34,6 @@ def _init(dest_uri: str, overrides: dict[str, Any]) -> None:
 
 def _run_batch(run_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return embed_batch(_worker["store"], run_id, items, overrides=_worker["overrides"])
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
 
 
 def build_parallel(
@@ -76,7 +69,7 @@ def build_parallel(
     n = summary["batch_items"]
     batches = [todo[i : i + n] for i in range(0, len(todo), n)]
     # per worker: an equal share of the cores for onnxruntime and the decode threads
-    share = max(1, _cores() // processes)
+    share = max(1, usable_cpus() // processes)
     overrides = {
         "threads": opts.threads or share,
         "workers": max(1, min(opts.workers, share)),
