@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.search import DIM, clustered
+from bench.vectors import DIM, clustered
 from handler.core.cpus import usable_cpus
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, find_duplicate_groups
 

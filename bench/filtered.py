@@ -21,7 +21,9 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from bench.search import DIM, M, clustered, search_index
+from bench.search.measure import search_index
+from bench.search.params import M
+from bench.vectors import DIM, clustered
 from handler.core.filtered_search import SWITCH_FRACTION
 
 SELECTIVITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.001)
