@@ -1,6 +1,6 @@
 """Duplicate-finder cost at build time: ``python -m bench.duplicates [--n 100000] [--threads N]``.
 
-Clustered random vectors (bench.search's model of a photo collection: 1000 centres, within-cluster cosine
+Clustered random vectors (bench.vectors' model of a photo collection: 1000 centres, within-cluster cosine
 ~0.8) with 1% of them given a near-copy (cosine ~0.999: a re-encoded copy), an hnswlib index built
 with the builder's defaults (M=16, ef_construction=200), then
 :func:`handler.core.duplicates.find_duplicate_groups` on that index, the way
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.search import DIM, clustered
+from bench.vectors import DIM, clustered
 from handler.core.cpus import usable_cpus
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, find_duplicate_groups
 

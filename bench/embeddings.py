@@ -20,7 +20,7 @@ def clustered_vectors(
     n: int, dim: int = 512, *, clusters: int = 1000, spread: float = 0.5, seed: int = 0, chunk: int = 100_000
 ) -> np.ndarray:
     """float32 ``[n, dim]`` around ``clusters`` random unit centres (noise norm ~``spread``), normalised
-    (the distribution of bench/search.py)."""
+    (the distribution of bench/vectors.py)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -2,7 +2,7 @@
 exact scan over the kept subset (the two ways of :func:`handler.core.filtered_search.filtered_search`): the
 measurement behind ``SWITCH_FRACTION``.
 
-Data as bench/search.py: 512-d clustered vectors (the queries from the same distribution, not in the
+Data as bench/search/: 512-d clustered vectors (the queries from the same distribution, not in the
 index), HNSW M=16 / ef_construction=100, ef 128, k 10; one query per call (as the service), p50. The kept
 subset is a uniform random sample of the labels (a folder or date filter is as good as random for the
 graph). The exact scan reads its vectors from the HNSW index (``get_items``: an index loaded from S3 has
@@ -21,7 +21,9 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from bench.search import DIM, M, clustered, search_index
+from bench.search.measure import search_index
+from bench.search.params import M
+from bench.vectors import DIM, clustered
 from handler.core.filtered_search import SWITCH_FRACTION
 
 SELECTIVITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.001)

@@ -1,10 +1,10 @@
-"""bench.rebuild.lambda_projection: the 1M-on-Lambda arithmetic."""
+"""bench.rebuild.projection.lambda_projection: the 1M-on-Lambda arithmetic."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.rebuild import LAMBDA_GB_S, lambda_projection
+from bench.rebuild.projection import LAMBDA_GB_S, lambda_projection
 
 
 def test_projection_scales_with_workers_and_costs_the_same() -> None:
