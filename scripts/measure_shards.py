@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.search import clustered, exact_topk
+from bench.vectors import clustered, exact_topk
 from handler.core.cpus import usable_cpus
 from handler.core.shards import Shard, ShardSet
 from index_builder.recall import calibrate

@@ -13,9 +13,8 @@ import json
 from bench.common import Context, Section
 from bench.search import datasets, goals, params, tables
 from bench.search.plot import plot
-from bench.vectors import clustered, exact_topk
 
-__all__ = ["clustered", "exact_topk", "run"]  # the vectors: re-exported for scripts/measure_shards.py
+__all__ = ["run"]
 
 
 def run(ctx: Context) -> Section:
