@@ -28,6 +28,7 @@ from scripts.footprint import deploy_footprint, dir_size
 from tests.deploy.conftest import INDEX_VERSION, write_events
 
 ROOT = Path(__file__).resolve().parents[2]
+CONSTRAINTS = ROOT / "constraints.txt"
 FORBIDDEN = {
     "torch",
     "torchvision",
@@ -81,6 +82,36 @@ def _pip_env() -> dict[str, str]:
     return env
 
 
+def pip(
+    python: Path, *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pip *args`` in the clean pip environment, output captured."""
+    return subprocess.run(
+        [str(python), "-m", "pip", *args],
+        env=_pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def pip_install(
+    python: Path, *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pip install *args`` pinned by constraints.txt, never prompting."""
+    return pip(python, "install", "--no-input", "-c", str(CONSTRAINTS), *args, timeout=timeout, cwd=cwd)
+
+
+def venv_python(
+    python: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -E -s *args``: no PYTHON* variables, no user site, only the venv's packages."""
+    return subprocess.run(
+        [str(python), "-E", "-s", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 @dataclass
 class CleanVenv:
     path: Path
@@ -99,44 +130,10 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
     subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
     python = venv / "bin" / "python"
     t0 = time.monotonic()
-    result = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            "-r",
-            str(ROOT / "requirements" / "handler.txt"),
-        ],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=base,
-    )
+    result = pip_install(python, "-r", str(ROOT / "requirements" / "handler.txt"), timeout=1500, cwd=base)
     if result.returncode == 0:
-        result = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--no-input",
-                "--no-deps",
-                "-c",
-                str(ROOT / "constraints.txt"),
-                "-r",
-                str(ROOT / "requirements" / "handler-nodeps.txt"),
-            ],
-            env=_pip_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=base,
-        )
+        nodeps = ROOT / "requirements" / "handler-nodeps.txt"
+        result = pip_install(python, "--no-deps", "-r", str(nodeps), cwd=base)
     seconds = time.monotonic() - t0
     if result.returncode != 0:
         pytest.fail(
@@ -222,47 +219,27 @@ print(json.dumps({
 
 
 def serve(venv: CleanVenv, root: Path, env: dict[str, str], events: dict[str, Path]) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(venv.python), "-E", "-s", "-c", _SERVE, json.dumps({k: str(v) for k, v in events.items()})],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    paths = json.dumps({k: str(v) for k, v in events.items()})
+    result = venv_python(venv.python, "-c", _SERVE, paths, cwd=root, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_only_the_handler_set_is_installed(clean_venv: CleanVenv) -> None:
-    listing = subprocess.run(
-        [str(clean_venv.python), "-m", "pip", "list", "--format", "json"],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    listing = pip(clean_venv.python, "list", "--format", "json")
+    assert listing.returncode == 0, listing.stderr
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing.stdout)}
     assert not installed & FORBIDDEN, installed & FORBIDDEN
     assert {"onnxruntime", "hnswlib", "numpy", "pillow", "fastapi", "mangum", "boto3"} <= installed
     for module in ("torch", "open_clip", "torchvision"):
-        probe = subprocess.run(
-            [str(clean_venv.python), "-E", "-s", "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            cwd=clean_venv.path,
-        )
+        probe = venv_python(clean_venv.python, "-c", f"import {module}", cwd=clean_venv.path)
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
     # hnswlib was compiled here (no wheel on PyPI) without -march=native, so it runs on any x86_64 host.
-    probe = subprocess.run(
-        [
-            str(clean_venv.python),
-            "-c",
-            "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
-            "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())",
-        ],
-        capture_output=True,
-        text=True,
+    probe = venv_python(
+        clean_venv.python,
+        "-c",
+        "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
+        "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())",
         cwd=clean_venv.path,
     )
     assert probe.stdout.strip() == "2", probe.stderr
@@ -301,25 +278,7 @@ def job_root(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory) ->
     """Like the job image's /var/task: handler/ + index_builder/, and tqdm (the only extra requirement of
     requirements/index_builder.txt) in ``site-extra/`` next to them, outside the clean venv."""
     root = tmp_path_factory.mktemp("job")
-    result = subprocess.run(
-        [
-            str(clean_venv.python),
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "--target",
-            str(root / "site-extra"),
-            "--no-deps",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            "tqdm",
-        ],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = pip_install(clean_venv.python, "--target", str(root / "site-extra"), "--no-deps", "tqdm")
     assert result.returncode == 0, result.stderr[-3000:]
     for package in ("handler", "index_builder"):
         shutil.copytree(
@@ -346,14 +305,7 @@ def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, A
         "result = {'ok': out['published'], 'version': out['version'], 'index_uri': plan['index_uri']}\n"
         "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n"
     )
-    run = subprocess.run(
-        [str(venv.python), "-E", "-s", "-c", code],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = venv_python(venv.python, "-c", code, cwd=root, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["torch"] is False

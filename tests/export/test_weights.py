@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from export import model_loading
+from export import hub, model_loading
 from export.cli import main
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
 from index_builder.cli import main as index_builder
@@ -106,7 +106,7 @@ def test_reachable_is_bounded_even_when_name_resolution_hangs(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hanging)
     try:
-        assert model_loading.reachable("https://huggingface.co", timeout=0.2) is False
+        assert hub.reachable("https://huggingface.co", timeout=0.2) is False
         assert not release.is_set()  # returned while the connection attempt was still hanging
     finally:
         release.set()
