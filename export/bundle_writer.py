@@ -16,7 +16,8 @@ import open_clip
 
 from export import hf_text, onnx_export, parity
 from export.attention import variable_length_problem
-from export.model_loading import ExportError, LoadedModel, image_section, tokenizer_section
+from export.manifest_sections import image_section, tokenizer_section
+from export.model_loading import ExportError, LoadedModel
 from handler.core import __version__
 from handler.core.bundle import IO, KIND, MANIFEST, SCHEMA_VERSION, file_entry, fingerprint, onnx_filename
 from handler.core.tokenizer_factory import CLIP_BPE, tokenizer_files, tokenizer_type

@@ -7,9 +7,6 @@ import difflib
 import json
 import logging
 import os
-import socket
-import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +16,12 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from export import hf_text
+from export.hub import hub_offline, reachable, weights_url
 from handler.core.hashing import sha256_file
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 RANDOM_INIT = "none"  # --pretrained none: random init (tests and speed benchmarks only)
-HUB_PROBE_TIMEOUT_S = 3.0  # one connection attempt before a hub download; unreachable -> offline, fail fast
 ERROR_LINES, ERROR_LINE_CHARS = 12, 400  # how much of a loading error to show
 
 log = logging.getLogger(__name__)
@@ -116,48 +113,6 @@ def error_detail(exc: BaseException) -> str:
     return "\n  ".join(shown)
 
 
-def _weights_url(name: str, tag: str) -> str | None:
-    """Where open_clip would fetch a pretrained tag from: the Hugging Face hub endpoint, or the tag's URL."""
-    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
-        from huggingface_hub import constants
-
-        return constants.ENDPOINT
-    return cfg.get("url") or None
-
-
-def reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One TCP connection to the URL's host, bounded by `timeout` including name resolution."""
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((parts.hostname, port), timeout=timeout).close()
-            result.append(True)
-        except (OSError, UnicodeError):
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    """Hugging Face hub offline mode for the block: cached weights load, missing ones fail at once."""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
 #: Image preprocessing a user may set (the input size is the model's own).
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
@@ -245,12 +200,12 @@ def load_model(
 def _create(name, pretrained_value, checkpoint, device, force_preprocess, text_cfg):
     hf_model = text_cfg.get("hf_model_name")
     from_hub = checkpoint is None and pretrained_value is not None
-    hub = _weights_url(name, pretrained_value) if from_hub else None
+    hub = weights_url(name, pretrained_value) if from_hub else None
     offline = hub is not None and not reachable(hub)
     if offline:
         log.warning("the model hub (%s) is unreachable; using the local cache only", hub)
     try:
-        with _hub_offline() if offline and open_clip.pretrained.has_hf_hub() else contextlib.nullcontext():
+        with hub_offline() if offline and open_clip.pretrained.has_hf_hub() else contextlib.nullcontext():
             # pretrained_hf=False: never download an HF text tower's base weights (an OpenCLIP checkpoint
             # holds the tower; a random-init export must stay random and offline).
             model = open_clip.create_model(
@@ -320,53 +275,3 @@ def _tokenizer(name: str, text_cfg: dict[str, Any]):
             "CLIP BPE tokenizer and Hugging Face tokenizers (HFTokenizer)"
         )
     return tokenizer
-
-
-def tokenizer_section(loaded: LoadedModel, out_dir: Path | None = None) -> dict[str, Any]:
-    """Manifest `text` section; writes the tokenizer's files into out_dir when given."""
-    tok = loaded.tokenizer
-    if hf_text.is_hf_tokenizer(tok):
-        try:
-            return hf_text.hf_tokenizer_section(tok, out_dir)
-        except hf_text.HfExportError as exc:
-            raise ExportError(f"model {loaded.name!r}: {exc}") from exc
-    clean_fn = getattr(tok, "clean_fn", None)
-    clean = "lower"
-    if clean_fn is not None:
-        fname = getattr(clean_fn, "__name__", "") or getattr(getattr(clean_fn, "func", None), "__name__", "")
-        for mode in ("whitespace", "canonicalize", "lower"):
-            if mode in fname:
-                clean = mode
-                break
-    reduction = getattr(tok, "reduction_fn", None)
-    if reduction is not None:
-        raise ExportError(
-            f"model {loaded.name!r} uses a tokenizer reduction mask, which the runtime does not support"
-        )
-    return {
-        "context_length": int(tok.context_length),
-        "vocab_size": len(tok.encoder),
-        "tokenizer": {
-            "type": "clip_bpe",
-            "vocab_file": "bpe_simple_vocab_16e6.txt.gz",
-            "clean": clean,
-            "reduction_mask": None,
-            "sot_token_id": int(tok.sot_token_id),
-            "eot_token_id": int(tok.eot_token_id),
-            "pad_token_id": 0,
-        },
-    }
-
-
-def image_section(loaded: LoadedModel) -> dict[str, Any]:
-    cfg = loaded.preprocess_cfg
-    size = cfg.get("size", 224)
-    size = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
-    return {
-        "size": size,
-        "mean": [float(x) for x in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
-        "std": [float(x) for x in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
-        "interpolation": str(cfg.get("interpolation", "bicubic")),
-        "resize_mode": str(cfg.get("resize_mode", "shortest")),
-        "fill_color": int(cfg.get("fill_color", 0)),
-    }

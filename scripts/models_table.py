@@ -58,18 +58,6 @@ ROWS = {
 }
 #: CI subset: one row per tokenizer type.
 CI_ROWS = ("clip (ViT)", "siglip")
-TINY_VISION = {
-    "image_size": 32,
-    "layers": 1,
-    "width": 64,
-    "patch_size": 8,
-    "head_width": 32,
-    "timm_model_name": None,
-    "timm_model_pretrained": None,
-    "timm_pool": None,
-    "timm_proj": None,
-}
-TINY_TEXT = {"width": 32, "heads": 2, "layers": 2}
 
 
 def token_texts() -> list[str]:
@@ -81,7 +69,7 @@ def token_texts() -> list[str]:
 def export_row(name: str, work: Path, shrink: bool) -> tuple[Path, list[str]]:
     from transformers import AutoTokenizer
 
-    from tests.bundle_fixtures import export_bundle
+    from tests.bundle_fixtures import TINY_TEXT, TINY_VISION, export_bundle
     from tests.hf_fixtures import save_text_config, save_tokenizer
 
     model, kind, hf_type, tag = ROWS[name]
@@ -93,7 +81,7 @@ def export_row(name: str, work: Path, shrink: bool) -> tuple[Path, list[str]]:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         args += ["--tokenizer", str(tok_dir)]
         if hf_type:
-            width = {"width": 32, "layers": 2, "heads": 2} if shrink else {}
+            width = TINY_TEXT if shrink else {}
             cfg = save_text_config(
                 hf_type,
                 work / "hf-config",

@@ -12,6 +12,20 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 TINY_CONFIG = DATA / "tiny-clip.json"
+#: ``--config-override`` parts that shrink a real OpenCLIP config to tiny random-init towers (a small native
+#: ViT in place of any timm tower; a 2-layer text transformer), used by the family tests and the models table.
+TINY_VISION = {
+    "image_size": 32,
+    "layers": 1,
+    "width": 64,
+    "patch_size": 8,
+    "head_width": 32,
+    "timm_model_name": None,
+    "timm_model_pretrained": None,
+    "timm_pool": None,
+    "timm_proj": None,
+}
+TINY_TEXT = {"width": 32, "heads": 2, "layers": 2}
 
 
 def export_bundle(out: Path, *args: str) -> Path:

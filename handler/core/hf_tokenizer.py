@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 
 from handler.core.errors import ArtifactError, InvalidTextError
-from handler.core.tokenizer import _CLEAN_FNS, CLEAN_MODES
+from handler.core.text_clean import clean_function
 
 TYPE = "hf_tokenizers"
 SIDES = ("left", "right")
@@ -44,8 +44,7 @@ class HfTokenizer:
         pad_type_id: int = 0,
         language: dict[str, Any] | None = None,
     ) -> None:
-        if clean not in _CLEAN_FNS:
-            raise ArtifactError(f"unknown tokenizer clean mode {clean!r} (expected one of {CLEAN_MODES})")
+        clean_fn = clean_function(clean)
         if not isinstance(context_length, int) or context_length < 1:
             raise ArtifactError(f"invalid context_length {context_length!r} (need an int >= 1)")
         if padding_side not in SIDES or truncation_side not in SIDES:
@@ -59,7 +58,7 @@ class HfTokenizer:
             raise ArtifactError(f"cannot load tokenizer {tokenizer_file}: {exc}") from exc
         self.context_length = context_length
         self.clean = clean
-        self._clean_fn = _CLEAN_FNS[clean]
+        self._clean_fn = clean_fn
         self.pad_token_id = pad_token_id
         self.strip_sep_token = strip_sep_token
         self.sep_token_id = sep_token_id

@@ -59,8 +59,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from handler.core.crop_resize import center_crop_or_pad, crop_box, keep_ratio_size, tv_resize_output_size
 from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageError
 from handler.core.images import (
     _INTERPOLATIONS,
@@ -104,73 +105,6 @@ __all__ = [
     "probe_image",
     "to_8bit",
 ]
-
-# --------------------------------------------------------------------- torchvision / open_clip replicas
-
-
-def _tv_resize_output_size(h: int, w: int, size: Sequence[int]) -> tuple[int, int]:
-    """torchvision ``_compute_resized_output_size`` (max_size=None): (new_h, new_w)."""
-    if len(size) == 1:
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = size[0], int(size[0] * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        return new_h, new_w
-    return size[0], size[1]
-
-
-def _keep_ratio_size(h: int, w: int, target: tuple[int, int], longest: float) -> tuple[int, int]:
-    """open_clip ``ResizeKeepRatio.get_params`` without randomness: (new_h, new_w)."""
-    target_h, target_w = target
-    ratio_h = h / target_h
-    ratio_w = w / target_w
-    ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
-    new_h, new_w = (round(x * 1.0 / ratio) for x in (h, w))
-    return max(1, new_h), max(1, new_w)  # open_clip would fail on 0 (extreme aspect, 'longest')
-
-
-def _parse_fill(fill: int, img: Image.Image) -> Any:
-    """torchvision ``_functional_pil._parse_fill`` for a scalar fill."""
-    bands = len(img.getbands())
-    value: Any = tuple([fill] * bands) if bands > 1 else fill
-    if img.mode != "F":
-        value = tuple(int(x) for x in value) if isinstance(value, tuple) else int(value)
-    return value
-
-
-def _pad(img: Image.Image, ltrb: tuple[int, int, int, int], fill: int) -> Image.Image:
-    """torchvision ``F.pad`` (constant) on a PIL image."""
-    opts = _parse_fill(fill, img)
-    if img.mode == "P":
-        palette = img.getpalette()
-        out = ImageOps.expand(img, border=ltrb, fill=opts)
-        out.putpalette(palette)  # type: ignore[arg-type]  # a "P" image has a palette
-        return out
-    return ImageOps.expand(img, border=ltrb, fill=opts)
-
-
-def _crop_box(h: int, w: int, crop_h: int, crop_w: int) -> tuple[int, int]:
-    """(top, left) of torchvision's center crop of an image at least as large as the crop."""
-    return round((h - crop_h) / 2.0), round((w - crop_w) / 2.0)
-
-
-def _center_crop_or_pad(img: Image.Image, out_hw: tuple[int, int], fill: int) -> Image.Image:
-    """torchvision ``F.center_crop`` (fill=0) / open_clip ``center_crop_or_pad`` on a PIL image."""
-    crop_h, crop_w = out_hw
-    w, h = img.size
-    if crop_w > w or crop_h > h:
-        ltrb = (
-            (crop_w - w) // 2 if crop_w > w else 0,
-            (crop_h - h) // 2 if crop_h > h else 0,
-            (crop_w - w + 1) // 2 if crop_w > w else 0,
-            (crop_h - h + 1) // 2 if crop_h > h else 0,
-        )
-        img = _pad(img, ltrb, fill)
-        w, h = img.size
-        if crop_w == w and crop_h == h:
-            return img
-    top, left = _crop_box(h, w, crop_h, crop_w)
-    return img.crop((left, top, left + crop_w, top + crop_h))
-
 
 # ------------------------------------------------------------------------------------------ preprocessor
 
@@ -270,14 +204,14 @@ class ImagePreprocessor:
         """(resize target (h, w), resample filter, crop (h, w), pad fill) for a w x h input."""
         H, W = self.size
         if self.resize_mode == "longest":
-            new = _keep_ratio_size(h, w, (H, W), longest=1.0)
+            new = keep_ratio_size(h, w, (H, W), longest=1.0)
             return new, self._resample, (H, W), self.fill_color
         if self.resize_mode == "squash":
             return (H, W), self._resample, (H, W), 0
         if H == W:
-            return _tv_resize_output_size(h, w, [H]), self._resample, (H, W), 0
+            return tv_resize_output_size(h, w, [H]), self._resample, (H, W), 0
         # open_clip: ResizeKeepRatio(image_size) with its default BICUBIC, whatever the configured mode
-        return _keep_ratio_size(h, w, (H, W), longest=0.0), Image.Resampling.BICUBIC, (H, W), 0
+        return keep_ratio_size(h, w, (H, W), longest=0.0), Image.Resampling.BICUBIC, (H, W), 0
 
     def _draft_request(self, size: tuple[int, int]) -> tuple[int, int] | None:
         w, h = size
@@ -295,7 +229,7 @@ class ImagePreprocessor:
             return flatten(img, self.background).convert("RGB")
         if nw * nh > self.max_resize_pixels and nw >= cw and nh >= ch and (nh, nw) != (h, w):
             # Only the crop window of the (huge) resized image: same geometry, PIL box resampling.
-            top, left = _crop_box(nh, nw, ch, cw)
+            top, left = crop_box(nh, nw, ch, cw)
             sx, sy = w / nw, h / nh
             box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
             return flatten(img.resize((cw, ch), resample, box=box), self.background).convert("RGB")
@@ -304,7 +238,7 @@ class ImagePreprocessor:
         # Composite after the resize (cheap: the image is small now; premultiplied resizing commutes with
         # compositing up to rounding) and before padding, so padding is fill_color as for opaque images.
         img = flatten(img, self.background)
-        img = _center_crop_or_pad(img, (ch, cw), fill)
+        img = center_crop_or_pad(img, (ch, cw), fill)
         return img.convert("RGB")
 
     def to_array(self, rgb: Image.Image, out: np.ndarray | None = None) -> np.ndarray:

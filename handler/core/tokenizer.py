@@ -1,7 +1,7 @@
 """Torch-free CLIP BPE tokenizer: a faithful port of open_clip 3.3.0 ``SimpleTokenizer``.
 
-Produces exactly the ids of ``open_clip.tokenizer.SimpleTokenizer`` (same cleaning: ftfy + double
-``html.unescape`` + whitespace/lower/canonicalize; same regex; same BPE; ``<start_of_text>`` /
+Produces exactly the ids of ``open_clip.tokenizer.SimpleTokenizer`` (same cleaning
+(:mod:`handler.core.text_clean`); same regex; same BPE (:mod:`handler.core.bpe`); ``<start_of_text>`` /
 ``<end_of_text>``; zero padding; truncation that keeps ``<end_of_text>`` at the last position).
 ``reduction_mask`` (random/syntax token dropping, training only) is not supported.
 
@@ -12,201 +12,35 @@ Behaviour inherited from open_clip that callers should know:
 * lone surrogates are turned into U+FFFD by ftfy (no error);
 * only the first ``context_length - 2`` BPE tokens are kept.
 
-Cost: words are encoded only until the context is full, and BPE within a word is O(n log n) (a heap instead
-of open_clip's rescan per merge, which made a 20k-char single word cost ~15 s). A word's first tokens can
-depend on its last characters (``pbwlmayb`` -> ``pb wl may b``, ``pbwlmaya`` -> ``p bw lma ya``), so a long
-word is merged whole rather than cut. The cache has a byte budget and skips words over ``MAX_CACHED_WORD``.
-
-Construction reads only the first ~49k lines of the gzipped merges file (about 10-15 ms).
+Cost: words are encoded only until the context is full, and BPE within a word is O(n log n). A word's first
+tokens can depend on its last characters (``pbwlmayb`` -> ``pb wl may b``, ``pbwlmaya`` -> ``p bw lma ya``),
+so a long word is merged whole rather than cut. The cache has a byte budget and skips words over
+``MAX_CACHED_WORD``.
 """
 
 from __future__ import annotations
 
-import html
-import itertools
 import os
-import string
-import zlib
 from collections.abc import Sequence
-from functools import lru_cache
-from heapq import heapify, heappop, heappush
 from pathlib import Path
 from typing import Any
 
-import ftfy
 import numpy as np
 import regex as re
 
+from handler.core.bpe import bytes_to_unicode, merge, read_merges
 from handler.core.errors import ArtifactError, InvalidTextError
+from handler.core.text_clean import clean_function
 
-__all__ = [
-    "CLEAN_MODES",
-    "ClipTokenizer",
-    "basic_clean",
-    "bytes_to_unicode",
-    "canonicalize_text",
-    "get_pairs",
-    "whitespace_clean",
-]
+__all__ = ["MAX_CACHED_WORD", "SPECIAL_TOKENS", "ClipTokenizer"]
 
-CLEAN_MODES = ("lower", "whitespace", "canonicalize")
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
-# open_clip keeps merges[1 : 49152 - 256 - 2 + 1]: line 0 is the version header.
-N_MERGES = 49152 - 256 - 2
 DEFAULT_CACHE_SIZE = 100_000
 #: Byte budget of the BPE cache (estimated: 2 bytes a char plus CACHE_ENTRY_OVERHEAD per entry).
 DEFAULT_CACHE_BYTES = 32 * 2**20
 CACHE_ENTRY_OVERHEAD = 200
 #: Longer pre-tokens (byte-encoded chars) are not cached: rare, big, and cheap enough to merge again.
 MAX_CACHED_WORD = 64
-
-
-@lru_cache
-def bytes_to_unicode() -> dict[int, str]:
-    """Reversible map utf-8 byte -> printable unicode char (as in GPT-2 / CLIP)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(2**8):
-        if b not in bs:
-            bs.append(b)
-            cs.append(2**8 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-def get_pairs(word: Sequence[str]) -> set[tuple[str, str]]:
-    """Set of adjacent symbol pairs of a word."""
-    return set(itertools.pairwise(word))
-
-
-def basic_clean(text: str) -> str:
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text))
-    return text.strip()
-
-
-def whitespace_clean(text: str) -> str:
-    return " ".join(text.split()).strip()
-
-
-_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
-
-
-def canonicalize_text(text: str) -> str:
-    """Lowercase, ``_`` -> space, ASCII punctuation removed, whitespace collapsed (big_vision)."""
-    text = text.replace("_", " ")
-    text = text.translate(_PUNCT_TABLE)
-    text = text.lower()
-    text = " ".join(text.split())
-    return text.strip()
-
-
-def _clean_lower(x: str) -> str:
-    return whitespace_clean(basic_clean(x)).lower()
-
-
-def _clean_whitespace(x: str) -> str:
-    return whitespace_clean(basic_clean(x))
-
-
-def _clean_canonicalize(x: str) -> str:
-    return canonicalize_text(basic_clean(x))
-
-
-_CLEAN_FNS = {"lower": _clean_lower, "whitespace": _clean_whitespace, "canonicalize": _clean_canonicalize}
-
-
-def _read_merges(path: str | os.PathLike[str]) -> list[str]:
-    """The N_MERGES merge lines ("a b") after the header, decompressing only as much as needed."""
-    need = N_MERGES + 2  # header + merges + the start of the next line (so the last kept one is complete)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        parts: list[bytes] = []
-        count = 0
-        tail = raw
-        while count < need and not d.eof:
-            out = d.decompress(tail, 1 << 18)
-            tail = d.unconsumed_tail
-            if not out:
-                break
-            parts.append(out)
-            count += out.count(b"\n")
-        text = b"".join(parts).decode("utf-8", errors="strict")
-    except (OSError, zlib.error, UnicodeDecodeError) as e:
-        raise ArtifactError(f"cannot read BPE vocabulary {str(path)!r}: {e}") from e
-    lines = text.split("\n", N_MERGES + 1)
-    merges = lines[1 : N_MERGES + 1]
-    if len(merges) != N_MERGES:
-        raise ArtifactError(f"BPE vocabulary {str(path)!r} has {len(merges)} merges, expected {N_MERGES}")
-    # open_clip uses tuple(line.split()); the fast path assumes every line is exactly "a b".
-    block = "\n".join(merges)
-    if block.count(" ") != N_MERGES or len(block.split()) != 2 * N_MERGES:
-        raise ArtifactError(f"BPE vocabulary {str(path)!r}: malformed merge lines")
-    return merges
-
-
-def _merge(symbols: list[str], ranks: dict[str, int], merges: list[str]) -> list[str]:
-    """open_clip's BPE loop in O(n log n): the same merges in the same order, found with a heap.
-
-    open_clip repeatedly takes the lowest-ranked adjacent pair and merges all its occurrences left to right.
-    Here each adjacent pair sits in a heap as (rank, position of its left symbol); symbols form a linked list
-    over their start positions. A round pops every entry of the lowest rank and applies those still valid
-    in position order, which is that same left-to-right pass (overlaps like "a a a" resolve identically).
-    A merge creates pairs with the merged symbol, never the pair being merged, so no round feeds itself;
-    pairs it creates enter the heap and compete in later rounds exactly as in open_clip's next ``min``.
-    """
-    n = len(symbols)
-    nxt = list(range(1, n + 1))
-    nxt[-1] = -1
-    prv = list(range(-1, n - 1))
-    shift = (
-        n.bit_length()
-    )  # heap keys are ints (rank << shift | position): much faster to compare than tuples
-    mask = (1 << shift) - 1
-    heap = [
-        r << shift | i
-        for i in range(n - 1)
-        if (r := ranks.get(symbols[i] + " " + symbols[i + 1])) is not None
-    ]
-    heapify(heap)
-    while heap:
-        rank = heap[0] >> shift
-        positions = []
-        while heap and heap[0] >> shift == rank:
-            positions.append(heappop(heap) & mask)
-        first, second = merges[rank].split(" ")
-        merged = first + second
-        for i in positions:  # ascending: equal ranks pop in position order
-            j = nxt[i]
-            if j < 0 or symbols[i] != first or symbols[j] != second:
-                continue  # stale: one side was merged since this pair was pushed
-            symbols[i] = merged
-            symbols[j] = ""
-            k = nxt[j]
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                r = ranks.get(merged + " " + symbols[k])
-                if r is not None:
-                    heappush(heap, r << shift | i)
-            p = prv[i]
-            if p >= 0:
-                r = ranks.get(symbols[p] + " " + merged)
-                if r is not None:
-                    heappush(heap, r << shift | p)
-    out = []
-    i = 0
-    while i >= 0:
-        out.append(symbols[i])
-        i = nxt[i]
-    return out
 
 
 class ClipTokenizer:
@@ -222,17 +56,15 @@ class ClipTokenizer:
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        if clean not in _CLEAN_FNS:
-            raise ArtifactError(f"unknown tokenizer clean mode {clean!r} (expected one of {CLEAN_MODES})")
+        self._clean_fn = clean_function(clean)
         if not isinstance(context_length, int) or context_length < 2:
             raise ArtifactError(f"invalid context_length {context_length!r} (need an int >= 2)")
         self.vocab_path = Path(vocab_path)
         self.context_length = context_length
         self.clean = clean
-        self._clean_fn = _CLEAN_FNS[clean]
         self.byte_encoder = bytes_to_unicode()
 
-        merges = _read_merges(vocab_path)
+        merges = read_merges(vocab_path)
         # Ranks keyed by the raw line "a b": no tuple building at load; bpe() looks up first + " " + second.
         self._ranks: dict[str, int] = dict(zip(merges, range(len(merges)), strict=True))
         self._merges = merges
@@ -303,7 +135,7 @@ class ClipTokenizer:
         if cached is not None:
             return cached
         symbols = [*token[:-1], token[-1] + "</w>"]
-        out = " ".join(symbols if len(symbols) == 1 else _merge(symbols, self._ranks, self._merges))
+        out = " ".join(symbols if len(symbols) == 1 else merge(symbols, self._ranks, self._merges))
         if len(token) <= MAX_CACHED_WORD:
             size = 2 * (len(token) + len(out)) + CACHE_ENTRY_OVERHEAD
             if len(self._cache) >= self._cache_size or self._cache_bytes + size > self._cache_max_bytes:

@@ -10,14 +10,8 @@ one. One pip install per module (about a minute or two, packages from the regist
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +19,7 @@ import pytest
 
 from scripts import invoke
 from scripts.footprint import deploy_footprint, dir_size
+from tests.deploy.clean_venv import CleanVenv, create_clean_venv, pip, pip_install, venv_python
 from tests.deploy.conftest import INDEX_VERSION, write_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,116 +42,9 @@ FORBIDDEN = {
 pytestmark = pytest.mark.slow
 
 
-def lambda_python() -> str:
-    """CPython 3.12 (as in public.ecr.aws/lambda/python:3.12) with venv, else this interpreter."""
-    home = os.path.expanduser("~")
-    candidates = [
-        shutil.which("python3.12"),
-        *sorted(glob.glob(f"{home}/.pyenv/versions/3.12*/bin/python3.12")),
-        *sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12")),
-        "/usr/bin/python3.12",
-        "/usr/local/bin/python3.12",
-    ]
-    for candidate in candidates:
-        if not candidate or not os.access(candidate, os.X_OK):
-            continue
-        probe = subprocess.run(
-            [candidate, "-c", "import sys, venv, ensurepip; print(sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
-            return candidate
-    return getattr(sys, "_base_executable", sys.executable)
-
-
-def _pip_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-    }
-    env.update(HNSWLIB_NO_NATIVE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    return env
-
-
-@dataclass
-class CleanVenv:
-    path: Path
-    python: Path
-    site_packages: Path
-    base_python: str
-    version: str
-    install_seconds: float
-
-
 @pytest.fixture(scope="module")
 def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
-    base = tmp_path_factory.mktemp("clean-install")
-    base_python = lambda_python()
-    venv = base / "venv"
-    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
-    python = venv / "bin" / "python"
-    t0 = time.monotonic()
-    result = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            "-r",
-            str(ROOT / "requirements" / "handler.txt"),
-        ],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=base,
-    )
-    if result.returncode == 0:
-        result = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--no-input",
-                "--no-deps",
-                "-c",
-                str(ROOT / "constraints.txt"),
-                "-r",
-                str(ROOT / "requirements" / "handler-nodeps.txt"),
-            ],
-            env=_pip_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=base,
-        )
-    seconds = time.monotonic() - t0
-    if result.returncode != 0:
-        pytest.fail(
-            f"pip install -r requirements/handler.txt failed in a clean venv ({base_python}):\n"
-            f"{(result.stdout + result.stderr)[-6000:]}",
-            pytrace=False,
-        )
-    info = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); "
-            "print('%d.%d.%d' % sys.version_info[:3])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    site, version = info.stdout.split()
-    return CleanVenv(venv, python, Path(site), base_python, version, seconds)
+    return create_clean_venv(tmp_path_factory.mktemp("clean-install"))
 
 
 @pytest.fixture(scope="module")
@@ -222,47 +110,27 @@ print(json.dumps({
 
 
 def serve(venv: CleanVenv, root: Path, env: dict[str, str], events: dict[str, Path]) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(venv.python), "-E", "-s", "-c", _SERVE, json.dumps({k: str(v) for k, v in events.items()})],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    paths = json.dumps({k: str(v) for k, v in events.items()})
+    result = venv_python(venv.python, "-c", _SERVE, paths, cwd=root, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_only_the_handler_set_is_installed(clean_venv: CleanVenv) -> None:
-    listing = subprocess.run(
-        [str(clean_venv.python), "-m", "pip", "list", "--format", "json"],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    listing = pip(clean_venv.python, "list", "--format", "json")
+    assert listing.returncode == 0, listing.stderr
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing.stdout)}
     assert not installed & FORBIDDEN, installed & FORBIDDEN
     assert {"onnxruntime", "hnswlib", "numpy", "pillow", "fastapi", "mangum", "boto3"} <= installed
     for module in ("torch", "open_clip", "torchvision"):
-        probe = subprocess.run(
-            [str(clean_venv.python), "-E", "-s", "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            cwd=clean_venv.path,
-        )
+        probe = venv_python(clean_venv.python, "-c", f"import {module}", cwd=clean_venv.path)
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
     # hnswlib was compiled here (no wheel on PyPI) without -march=native, so it runs on any x86_64 host.
-    probe = subprocess.run(
-        [
-            str(clean_venv.python),
-            "-c",
-            "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
-            "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())",
-        ],
-        capture_output=True,
-        text=True,
+    probe = venv_python(
+        clean_venv.python,
+        "-c",
+        "import hnswlib, numpy as np; i = hnswlib.Index('ip', 4); "
+        "i.init_index(2); i.add_items(np.eye(2, 4, dtype='float32')); print(i.get_current_count())",
         cwd=clean_venv.path,
     )
     assert probe.stdout.strip() == "2", probe.stderr
@@ -301,25 +169,7 @@ def job_root(clean_venv: CleanVenv, tmp_path_factory: pytest.TempPathFactory) ->
     """Like the job image's /var/task: handler/ + index_builder/, and tqdm (the only extra requirement of
     requirements/index_builder.txt) in ``site-extra/`` next to them, outside the clean venv."""
     root = tmp_path_factory.mktemp("job")
-    result = subprocess.run(
-        [
-            str(clean_venv.python),
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "--target",
-            str(root / "site-extra"),
-            "--no-deps",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            "tqdm",
-        ],
-        env=_pip_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = pip_install(clean_venv.python, "--target", str(root / "site-extra"), "--no-deps", "tqdm")
     assert result.returncode == 0, result.stderr[-3000:]
     for package in ("handler", "index_builder"):
         shutil.copytree(
@@ -346,14 +196,7 @@ def run_job(venv: CleanVenv, root: Path, env: dict[str, str], event: dict[str, A
         "result = {'ok': out['published'], 'version': out['version'], 'index_uri': plan['index_uri']}\n"
         "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))\n"
     )
-    run = subprocess.run(
-        [str(venv.python), "-E", "-s", "-c", code],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = venv_python(venv.python, "-c", code, cwd=root, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["torch"] is False

@@ -12,21 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.bundle_fixtures import export_bundle
+from tests.bundle_fixtures import TINY_TEXT, TINY_VISION, export_bundle
 from tests.hf_fixtures import MULTILINGUAL, save_text_config, save_tokenizer
-
-TINY_VISION = {
-    "image_size": 32,
-    "layers": 1,
-    "width": 64,
-    "patch_size": 8,
-    "head_width": 32,
-    "timm_model_name": None,
-    "timm_model_pretrained": None,
-    "timm_pool": None,
-    "timm_proj": None,
-}
-TINY_TEXT = {"width": 32, "heads": 2, "layers": 2}
 
 # family -> (open_clip model, tokenizer kind, HF text model type or None, preprocess-from tag or None)
 FAMILIES = {

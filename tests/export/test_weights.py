@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 
 import numpy as np
 import pytest
@@ -95,21 +94,6 @@ def test_unreachable_hub_fails_fast_without_download_attempts(tmp_path, capsys, 
         and "--pretrained /path/to/checkpoint" in err
     )
     assert len(attempts) == 1, attempts  # the probe; no download retries
-
-
-def test_reachable_is_bounded_even_when_name_resolution_hangs(monkeypatch):
-    release = threading.Event()
-
-    def hanging(*args, **kwargs):
-        release.wait(60)
-        raise OSError("gave up")
-
-    monkeypatch.setattr(socket, "create_connection", hanging)
-    try:
-        assert model_loading.reachable("https://huggingface.co", timeout=0.2) is False
-        assert not release.is_set()  # returned while the connection attempt was still hanging
-    finally:
-        release.set()
 
 
 def test_checkpoint_architecture_mismatch_shows_the_mismatch(tiny_checkpoint, tmp_path, capsys):
