@@ -17,8 +17,9 @@ from handler.core.errors import ArtifactError
 from handler.core.index import SearchIndex, version_prefix
 from handler.core.storage import LocalStore, file_digest, open_store
 from handler.deps import Service, base_path, get_index, get_service
+from handler.openapi import ERROR_RESPONSES
+from handler.response_models import DuplicatesResponse
 from handler.responses import JSONResponse
-from handler.schemas import ERROR_RESPONSES, DuplicatesResponse
 
 __all__ = ["MAX_LIMIT", "MAX_PER_GROUP", "router", "version_duplicates"]
 

@@ -11,11 +11,11 @@ from fastapi.responses import FileResponse, Response
 from handler.core.errors import ArtifactError, SearchError
 from handler.core.index import SearchIndex
 from handler.core.preprocess import format_background
+from handler.core.query import UnknownItemError
 from handler.deps import Service, get_index, get_service
-from handler.inputs import UnknownItemError
 from handler.media import ITEM_HEADERS, LocalImage
+from handler.openapi import ERROR_RESPONSES
 from handler.routes.search import find_label
-from handler.schemas import ERROR_RESPONSES
 
 __all__ = ["router"]
 
