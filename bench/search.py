@@ -1,4 +1,4 @@
-"""Search: latency and recall@10 of the HNSW index (through handler.core.index.SearchIndex) at several ef,
+"""Search: latency and recall@10 of the HNSW index (through handler.core.search.SearchIndex) at several ef,
 against exact search in numpy and baseline A (SQLite blobs + full numpy scan), plus build time and memory.
 
 Data: 512-d L2-normalised vectors around 1000 Gaussian clusters on the sphere (queries drawn from the
@@ -117,7 +117,7 @@ def cold_load(scratch: Path, data: np.ndarray) -> dict[str, float]:
 
 
 def search_index(index: Any, n: int, dim: int, ef: int) -> Any:
-    from handler.core.index import SearchIndex
+    from handler.core.search import SearchIndex
 
     manifest = {"version": "bench", "dim": dim, "count": n, "model_fingerprint": "sha256:bench", "ef": ef}
     return SearchIndex(manifest, index, [{"id": i} for i in range(n)])
@@ -446,7 +446,7 @@ def run(ctx: Context) -> Section:
         f"{SPREAD} of the unit centre); {nq} queries from the same distribution (not in the index); ground "
         f"truth = exact inner-product top-{K}. HNSW: hnswlib as the index builder builds it (space ip, "
         f"M={M}, ef_construction={EF_CONSTRUCTION}; the builder's default is 200, see the build table), "
-        "queried through `handler.core.index.SearchIndex.search` one query per call on one thread (what the "
+        "queried through `handler.core.search.SearchIndex.search` one query per call on one thread (what the "
         "service does); 'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query "
         "loads every blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query "
         "vector is given (embedding excluded everywhere).",

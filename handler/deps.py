@@ -13,8 +13,8 @@ from fastapi import Request
 from starlette.datastructures import FormData
 
 from handler.config import DEFAULT_MAX_REQUEST_PIXELS
-from handler.core.index import SearchIndex
 from handler.core.runtime import Embedder
+from handler.core.search import SearchIndex
 from handler.limits import body_limit
 from handler.media import ImageLocator, ThumbnailCache
 from handler.request_errors import PayloadTooLargeError

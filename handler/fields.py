@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from handler.core.errors import BadInputError, ImageTooLargeError, InvalidTextError
-from handler.core.preprocess import probe_image
+from handler.core.images import probe_image
 from handler.core.query import InvalidEmbeddingError
 from handler.limits import MAX_TEXT_CHARS
 from handler.request_errors import InvalidBase64Error, InvalidRequestError, PixelBudgetError

@@ -315,7 +315,7 @@ class ThumbnailCache:
     ) -> tuple[bytes, str]:
         from PIL import Image
 
-        from handler.core.preprocess import decode_image, flatten
+        from handler.core.images import decode_image, flatten
 
         with open(path, "rb") as f:
             data = f.read()

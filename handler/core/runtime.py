@@ -21,7 +21,8 @@ import numpy as np
 from handler.core.bundle import MANIFEST, Bundle, is_random_init, parse_manifest, read_manifest
 from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
-from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
+from handler.core.images import DEFAULT_MAX_PIXELS, ImageOptions
+from handler.core.preprocess import ImagePreprocessor
 from handler.core.tokenizer_factory import load_tokenizer, tokenize_with_info, tokenizer_files
 from handler.core.uri import parse_uri
 

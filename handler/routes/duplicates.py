@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from handler.core.duplicates import DUPLICATES_FILE, read_duplicates
 from handler.core.errors import ArtifactError
-from handler.core.index import SearchIndex, version_prefix
+from handler.core.index_format import version_prefix
+from handler.core.search import SearchIndex
 from handler.core.storage import LocalStore, file_digest, open_store
 from handler.deps import Service, base_path, get_index, get_service
 from handler.openapi import ERROR_RESPONSES

@@ -16,9 +16,9 @@ from handler.core import dedupe
 from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.filtered_search import FilteredIndex
 from handler.core.filters import compile_mask
-from handler.core.index import SearchIndex
 from handler.core.query import embed_terms, find_label
 from handler.core.runtime import Embedder
+from handler.core.search import SearchIndex
 from handler.deps import Service, base_path, form, get_embedder, get_index, get_service, read_body
 from handler.fields import check_pixel_budget
 from handler.openapi import ERROR_RESPONSES, request_body
