@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Embedder", "fetch_bundle", "load_bundle"]
+__all__ = ["Embedder", "fetch_bundle", "load_bundle"]
 DEFAULT_BATCH_SIZE = 32
 _LIVE: weakref.WeakSet[Embedder] = weakref.WeakSet()
 

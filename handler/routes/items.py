@@ -10,12 +10,11 @@ from fastapi.responses import FileResponse, Response
 
 from handler.core.errors import ArtifactError, SearchError
 from handler.core.images import format_background
-from handler.core.query import UnknownItemError
+from handler.core.query import UnknownItemError, find_label
 from handler.core.search import SearchIndex
 from handler.deps import Service, get_index, get_service
 from handler.media import ITEM_HEADERS, LocalImage
 from handler.openapi import ERROR_RESPONSES
-from handler.routes.search import find_label
 
 __all__ = ["router"]
 

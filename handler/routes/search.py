@@ -16,7 +16,7 @@ from handler.core import dedupe
 from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.filtered_search import FilteredIndex
 from handler.core.filters import compile_mask
-from handler.core.query import embed_terms, find_label
+from handler.core.query import embed_terms
 from handler.core.runtime import Embedder
 from handler.core.search import SearchIndex
 from handler.deps import Service, base_path, form, get_embedder, get_index, get_service, read_body
@@ -29,7 +29,7 @@ from handler.responses import JSONResponse
 from handler.schemas import SearchForm, SearchJSON
 from handler.validation import validate
 
-__all__ = ["find_label", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 
