@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from handler.core.cpus import usable_cpus
 from handler.core.errors import ConfigError
-from handler.core.preprocess import DEFAULT_MAX_PIXELS
+from handler.core.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_REQUEST_PIXELS", "ENV_VARS", "PRECISIONS", "Settings", "available_cores"]
 

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import FormData
 
-from handler import inputs
 from handler.config import DEFAULT_MAX_REQUEST_PIXELS
-from handler.core.index import SearchIndex
 from handler.core.runtime import Embedder
-from handler.inputs import PayloadTooLargeError
+from handler.core.search import SearchIndex
+from handler.limits import body_limit
 from handler.media import ImageLocator, ThumbnailCache
+from handler.request_errors import PayloadTooLargeError
 from handler.responses import ServiceUnavailableError
 from handler.state import ServiceState
 
@@ -47,7 +47,7 @@ class Service:
 
     @property
     def body_limit(self) -> int:
-        return inputs.body_limit(self.max_image_bytes)
+        return body_limit(self.max_image_bytes)
 
     def locator(self, idx: SearchIndex) -> ImageLocator:
         """The image locator of an index version (the last two versions kept)."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from handler.core.filter_text import parse_compact
 from handler.core.filters import FilterSpec, InvalidFilterError, Range, date_bound
-from handler.inputs import type_name
+from handler.fields import type_name
 
 __all__ = ["MAX_META_FIELDS", "MAX_VALUES", "FilterJSON", "parse_filter"]
 

@@ -163,7 +163,7 @@ class ImageLocator:
         return os.path.relpath(norm, self._public_base).replace(os.sep, "/")
 
     def result(self, item: dict[str, Any], score: float, base: str = "") -> dict[str, Any]:
-        """An item as results show it (``schemas.Result``): id, public uri, score, metadata, URLs."""
+        """An item as results show it (``response_models.Result``): id, public uri, score, metadata, URLs."""
         image_url, thumb_url = self.urls(item, base)
         metadata = item.get("metadata")
         return {
@@ -315,7 +315,7 @@ class ThumbnailCache:
     ) -> tuple[bytes, str]:
         from PIL import Image
 
-        from handler.core.preprocess import decode_image, flatten
+        from handler.core.images import decode_image, flatten
 
         with open(path, "rb") as f:
             data = f.read()

@@ -1,31 +1,25 @@
-"""Pydantic models of the HTTP API: the one validation of request bodies and the OpenAPI document.
+"""Pydantic models of the HTTP API's request bodies: the one validation of a request and its OpenAPI schema.
 
 Requests are strict (no coercion: ``"k": "5"`` or ``"k": true`` are refused; unknown fields too). Checks
 with their own error code (``invalid_text``, ``invalid_base64``, ``invalid_embedding``, ``image_too_large``)
-raise :mod:`handler.inputs` errors from the validators; any other problem is a pydantic error that
-:func:`validate` turns into ``invalid_request`` with a message naming the field. Base64 images are decoded
-after every cheap check has passed (``query()`` / ``request()`` of a validated model).
-Responses are built as plain dicts; their models document them. Keep both in step with docs/api.md.
+raise :mod:`handler.fields` errors from the validators; any other problem is a pydantic error that
+:func:`handler.validation.validate` turns into ``invalid_request`` with a message naming the field. Base64
+images are decoded after every cheap check has passed (``query()`` / ``request()`` of a validated model).
+Responses: :mod:`handler.response_models`. Keep both in step with docs/api.md.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from handler import filter_schema, inputs, schemas_query
+from handler import fields, filter_schema, schemas_query
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.query import MAX_TERMS
+from handler.fields import type_name
 from handler.filter_schema import FilterJSON
-from handler.inputs import (
+from handler.limits import (
     EF_MAX,
     K_DEFAULT,
     K_MAX,
@@ -34,17 +28,11 @@ from handler.inputs import (
     MAX_REQUEST_TEXT_CHARS,
     MAX_TEXT_CHARS,
     OFFSET_MAX,
-    QUERY_FIELDS,
-    EmbeddingsRequest,
-    InvalidRequestError,
-    SearchRequest,
-    TextBudgetError,
-    type_name,
 )
+from handler.request import QUERY_FIELDS, EmbeddingsRequest, SearchRequest
+from handler.request_errors import InvalidRequestError, TextBudgetError
 
-__all__ = ["ERROR_RESPONSES", "EmbeddingsJSON", "SearchForm", "SearchJSON", "request_body", "validate"]
-
-_M = TypeVar("_M", bound=BaseModel)
+__all__ = ["EmbeddingsJSON", "SearchForm", "SearchJSON"]
 
 
 def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
@@ -53,9 +41,9 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
 
     def fix(value: Any) -> Any:
         if isinstance(value, str):
-            return inputs.scrub(value)
+            return fields.scrub(value)
         if isinstance(value, list) and value and isinstance(value[0], str):
-            return [inputs.scrub(v) if isinstance(v, str) else v for v in value]
+            return [fields.scrub(v) if isinstance(v, str) else v for v in value]
         return value
 
     return {k: fix(v) for k, v in data.items()}
@@ -113,8 +101,8 @@ class _Search(BaseModel):
     def query(self, max_image_bytes: int) -> SearchRequest:
         """The validated request; the image decoded (base64) or checked (bytes) against
         ``max_image_bytes``."""
-        fields = self.model_dump(exclude_none=True)
-        kind = next(f for f in QUERY_FIELDS if f in fields)
+        given = self.model_dump(exclude_none=True)
+        kind = next(f for f in QUERY_FIELDS if f in given)
         req = SearchRequest(
             type=kind,
             k=self.k,
@@ -127,10 +115,10 @@ class _Search(BaseModel):
             req.filter = self.filter.spec()
         value = getattr(self, kind)
         if kind == "text":
-            req.text, req.text_precut = inputs.clean_text(value)
+            req.text, req.text_precut = fields.clean_text(value)
         elif kind == "image":
             req.image = (
-                value if isinstance(value, bytes) else inputs.decode_image_field(value, max_image_bytes)
+                value if isinstance(value, bytes) else fields.decode_image_field(value, max_image_bytes)
             )
         elif kind == "embedding":
             req.embedding = value
@@ -152,7 +140,7 @@ class SearchJSON(_Search):
     @field_validator("embedding", mode="before")
     @classmethod
     def _embedding(cls, value: Any) -> Any:
-        return None if value is None else inputs.check_embedding(value)
+        return None if value is None else fields.check_embedding(value)
 
     # -- compound queries and near-duplicate collapse (issue 17): handler/schemas_query.py
     terms: list[schemas_query.TermJSON] | None = Field(
@@ -216,7 +204,7 @@ class EmbeddingsJSON(BaseModel):
             many = isinstance(self.text, list)
             req.texts = []
             for i, t in enumerate(self.text if many else [self.text]):
-                text, cut = inputs.clean_text(t, f"text[{i}]" if many else "text")
+                text, cut = fields.clean_text(t, f"text[{i}]" if many else "text")
                 req.texts.append(text)
                 req.precut.append(cut)
             if sum(map(len, req.texts)) > MAX_REQUEST_TEXT_CHARS:
@@ -227,149 +215,7 @@ class EmbeddingsJSON(BaseModel):
         if self.image is not None:
             many = isinstance(self.image, list)
             req.images = [
-                inputs.decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
+                fields.decode_image_field(v, max_image_bytes, f"image[{i}]" if many else "image")
                 for i, v in enumerate(self.image if many else [self.image])
             ]
         return req
-
-
-def validate(model: type[_M], data: Any) -> _M:
-    """``model.model_validate(data)``; a pydantic error becomes :class:`InvalidRequestError` naming the field
-    (the validators' own errors, with their codes, pass through)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise InvalidRequestError(_describe(e, model)) from None
-
-
-def _describe(error: ValidationError, model: type[BaseModel]) -> str:
-    errors = error.errors(include_url=False)
-    first = errors[0]
-    loc = first["loc"]
-    name = str(loc[0]) if loc else "body"
-    if first["type"] == "extra_forbidden":
-        unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
-        return (
-            f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; "
-            f"allowed: {', '.join(model.model_fields)}"
-        )
-    same = [e for e in errors if e["loc"][:1] == loc[:1]]
-    specific = [e for e in same if not e["type"].endswith("_type")]
-    if len(same) > 1 and not specific:  # a union: every alternative has another type
-        wanted = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same)
-        return f"'{name}' should be {' or '.join(wanted)}, got {type_name(first['input'])}"
-    first = (specific or same)[0]
-    where = f"'{name}'" + "".join(f"[{p}]" for p in first["loc"][1:] if isinstance(p, int))
-    value = first["input"]
-    got = (
-        repr(value)[:40]
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-        else type_name(value)
-    )
-    return f"{where}: {first['msg']}, got {got}"
-
-
-class Result(BaseModel):
-    id: str | int
-    uri: str | None = Field(
-        description="the image's path relative to the collection (local folder or s3:// "
-        "prefix), an http(s) URL as indexed, or null"
-    )
-    score: float = Field(description="cosine similarity (inner product of L2-normalised embeddings)")
-    metadata: dict[str, Any]
-    image_url: str | None = Field(description="/items/{id}/image, a presigned S3 URL, or null")
-    thumbnail_url: str | None
-    duplicates: list[str | int] | None = Field(
-        None, description="with dedupe only: ids of the near-duplicate results this one absorbed"
-    )
-
-
-class SearchResponse(BaseModel):
-    results: list[Result]
-    query: dict[str, Any] = Field(
-        description="type (text|image|embedding|id) and what the service made of it: "
-        "text + truncated, bytes/width/height, dim, id; k, offset, ...; filter + matching when filtered"
-    )
-    model: str
-    index_version: str
-    took_ms: float
-
-
-class EmbeddingsResponse(BaseModel):
-    text_embeddings: list[list[float]] | None = Field(
-        None, description="one L2-normalised vector per text, in order"
-    )
-    text_truncated: list[bool] | None = None
-    image_embeddings: list[list[float]] | None = Field(None, description="one L2-normalised vector per image")
-    model: str
-    dim: int
-    model_fingerprint: str
-    normalized: bool = True
-    took_ms: float
-
-
-class DuplicateGroup(BaseModel):
-    count: int = Field(description="how many items the group holds (``items`` shows at most ``per_group``)")
-    score: float = Field(description="the lowest similarity of a member to the representative")
-    items: list[Result] = Field(
-        description="the representative first (score 1.0), then the others by similarity to it"
-    )
-
-
-class DuplicatesResponse(BaseModel):
-    available: bool = Field(description="false: this index version was built without the duplicate finder")
-    version: str = Field(description="the index version the groups belong to")
-    threshold: float | None = Field(description="cosine similarity at or above which items were linked")
-    k: int | None = Field(description="neighbours looked up per item when the groups were computed")
-    total: int = Field(description="how many groups the version has")
-    limit: int
-    offset: int
-    groups: list[DuplicateGroup] = Field(description="largest first, then by the representative's row")
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "bad input"},
-    401: {"model": ErrorResponse, "description": "missing or wrong x-api-key (when API_KEY is set)"},
-    413: {"model": ErrorResponse, "description": "image or body over the size limit"},
-    415: {"model": ErrorResponse, "description": "unsupported content type"},
-    503: {"model": ErrorResponse, "description": "model or index not available"},
-}
-
-
-def request_body(*content: tuple[str, type[BaseModel]]) -> dict[str, Any]:
-    """An ``openapi_extra`` requestBody listing each media type with the model's JSON schema (nested models
-    inlined: a schema's own ``#/$defs/...`` references would not resolve inside the OpenAPI document)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {media: {"schema": _inlined(model.model_json_schema())} for media, model in content},
-        }
-    }
-
-
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(
-                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
-                )
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    inlined: dict[str, Any] = resolve(schema)
-    return inlined

@@ -9,17 +9,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handler import inputs
+from handler import fields
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.errors import BadInputError
 from handler.core.query import MAX_TERMS, MAX_WEIGHT, TERM_KINDS, Term
-from handler.inputs import (
-    MAX_REQUEST_TEXT_CHARS,
-    MAX_TEXT_CHARS,
-    InvalidRequestError,
-    TextBudgetError,
-    type_name,
-)
+from handler.fields import type_name
+from handler.limits import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS
+from handler.request_errors import InvalidRequestError, TextBudgetError
+from handler.validation import validate
 
 __all__ = ["DedupeJSON", "TermJSON", "check_terms", "dedupe_threshold", "query_terms"]
 
@@ -52,8 +49,6 @@ class DedupeJSON(BaseModel):
 
 def check_terms(value: Any) -> list[TermJSON]:
     """The ``terms`` array, each term validated (1 to MAX_TERMS of them, not all weights zero)."""
-    from handler.schemas import validate  # handler.schemas imports this module
-
     if not isinstance(value, list):
         raise InvalidRequestError(f"'terms' must be an array of terms, got {type_name(value)}")
     if not 1 <= len(value) <= MAX_TERMS:
@@ -71,10 +66,10 @@ def check_terms(value: Any) -> list[TermJSON]:
             raise InvalidRequestError(
                 f"{where}: give exactly one of 'text', 'image', 'id' or 'embedding' (got {what})"
             )
-        item = {k: inputs.scrub(v) if isinstance(v, str) else v for k, v in item.items()}
+        item = {k: fields.scrub(v) if isinstance(v, str) else v for k, v in item.items()}
         try:
             if item.get("embedding") is not None:
-                item["embedding"] = inputs.check_embedding(item["embedding"])
+                item["embedding"] = fields.check_embedding(item["embedding"])
             terms.append(validate(TermJSON, item))
         except BadInputError as e:
             raise type(e)(f"{where}: {e.message}") from None
@@ -91,9 +86,9 @@ def query_terms(terms: list[TermJSON], max_image_bytes: int) -> list[Term]:
         kind = next(k for k in TERM_KINDS if getattr(t, k) is not None)
         value, precut = getattr(t, kind), False
         if kind == "text":
-            value, precut = inputs.clean_text(value, f"terms[{i}].text")
+            value, precut = fields.clean_text(value, f"terms[{i}].text")
         elif kind == "image":
-            value = inputs.decode_image_field(value, max_image_bytes, f"terms[{i}].image")
+            value = fields.decode_image_field(value, max_image_bytes, f"terms[{i}].image")
         out.append(Term(kind, value, t.weight, precut, f"'terms'[{i}]"))
     chars = sum(len(t.value) for t in out if t.kind == "text")
     if chars > MAX_REQUEST_TEXT_CHARS:

@@ -24,8 +24,8 @@ from handler.logs import emit_metrics, log_event
 
 if TYPE_CHECKING:
     from handler.config import Settings
-    from handler.core.index import SearchIndex
     from handler.core.runtime import Embedder
+    from handler.core.search import SearchIndex
 
 __all__ = ["FAILED_RETRY_SECONDS", "Problem", "ServiceState"]
 
@@ -233,7 +233,7 @@ class ServiceState:
 
     def _load_index(self, version: str | None = None) -> bool:
         """Load the version the pointer names and swap it in; False (old index kept) on failure."""
-        from handler.core.index import read_pointer
+        from handler.core.index_format import read_pointer
 
         assert self.settings is not None and self.settings.index_uri is not None  # callers check
         uri = self.settings.index_uri
@@ -330,7 +330,7 @@ class ServiceState:
             self._refresh_lock.release()
 
     def _refresh(self) -> None:
-        from handler.core.index import check_for_update
+        from handler.core.index_format import check_for_update
 
         assert self.settings is not None and self.settings.index_uri is not None  # maybe_refresh checks
         current = self.index.version if self.index is not None else None

@@ -31,10 +31,7 @@ import numpy as np
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
 from handler.core.duplicates import duplicate_settings
 from handler.core.errors import ConfigError, SearchError
-from handler.core.index import (
-    read_manifest,
-    read_pointer,
-)
+from handler.core.index_format import read_manifest, read_pointer
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import StorageError, Store, open_store
 from index_builder.facts import previous_content

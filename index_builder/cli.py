@@ -50,7 +50,7 @@ def _recall(value: str) -> float:
 
 
 def _background(value: str) -> tuple[int, int, int] | None:
-    from handler.core.preprocess import parse_background
+    from handler.core.images import parse_background
 
     try:
         return parse_background(value)
@@ -59,7 +59,7 @@ def _background(value: str) -> tuple[int, int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from handler.core.preprocess import DEFAULT_MAX_PIXELS, WHITE
+    from handler.core.images import DEFAULT_MAX_PIXELS, WHITE
     from index_builder import duplicates
     from index_builder.build import default_workers
 
@@ -232,7 +232,7 @@ def default_precision(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from handler.core.preprocess import DEFAULT_MAX_PIXELS
+    from handler.core.images import DEFAULT_MAX_PIXELS
     from index_builder.build import DEFAULT_MAX_FILE_BYTES, BuildOptions, build, format_skipped
     from index_builder.sources import UsageError
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DUPLICATES_FILE, parse_duplicates
 from handler.core.errors import ConfigError, SearchError
-from handler.core.index import POINTER, read_manifest, read_pointer, version_prefix
+from handler.core.index_format import POINTER, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store, open_store
 from index_builder.shard_write import version_items
 from index_builder.sources import BuildError, UsageError

@@ -10,15 +10,17 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ConfigError, SearchError
-from handler.core.index import (
+from handler.core.index_format import (
     EMBEDDINGS_FILE,
     MANIFEST,
     POINTER,
+    SHARDS_PREFIX,
+    ShardSpec,
     read_manifest,
     read_pointer,
+    shard_specs,
     version_prefix,
 )
-from handler.core.index_format import SHARDS_PREFIX, ShardSpec, shard_specs
 from handler.core.storage import LocalStore, Store, file_digest, open_store
 from index_builder.publish import list_versions
 from index_builder.sources import BuildError, UsageError

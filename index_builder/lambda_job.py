@@ -162,7 +162,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     if rc != 0:
         log_event("rebuild_failed", "ERROR", rc=rc, seconds=seconds)
         raise RebuildFailed(f"index_builder {' '.join(argv)} exited with status {rc} (see the log above)")
-    from handler.core.index import read_pointer
+    from handler.core.index_format import read_pointer
 
     index_uri = argv[argv.index("--out") + 1]
     pointer = read_pointer(index_uri)

@@ -12,11 +12,7 @@ from typing import Any
 
 from handler.core.cpus import usable_cpus
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, duplicate_settings
-from handler.core.preprocess import (
-    DEFAULT_MAX_PIXELS,
-    WHITE,
-    parse_background,
-)
+from handler.core.images import DEFAULT_MAX_PIXELS, WHITE, parse_background
 from index_builder.recall import DEFAULT_TARGET_RECALL
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 from index_builder.sources import UsageError

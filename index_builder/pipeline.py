@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ImageTooLargeError, InvalidImageError
-from handler.core.preprocess import image_size
+from handler.core.images import image_size
 from handler.core.storage import NotFoundError, StorageError
 from index_builder.facts import content_facts
 from index_builder.itemwarnings import capture_item_warnings

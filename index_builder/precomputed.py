@@ -22,7 +22,7 @@ from typing import Any
 
 from handler.core.errors import ConfigError, SearchError
 from handler.core.images import LEGACY_OPTIONS
-from handler.core.index import read_manifest, read_pointer, version_prefix
+from handler.core.index_format import read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store, open_store
 from index_builder.embeddings_files import read_collection
 from index_builder.options import _Log

@@ -13,16 +13,13 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.index import (
+from handler.core.images import ImageOptions, format_background
+from handler.core.index_format import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     SCHEMA_VERSION,
+    shard_specs,
     version_prefix,
-)
-from handler.core.index_format import shard_specs
-from handler.core.preprocess import (
-    ImageOptions,
-    format_background,
 )
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
 from index_builder.facts import previous_content, row_facts

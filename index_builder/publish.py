@@ -30,18 +30,19 @@ from handler.core.duplicates import (
     write_duplicates,
 )
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.index import (
+from handler.core.index_format import (
     ERRORS_FILE,
     KIND,
     MANIFEST,
     POINTER,
     SCHEMA_VERSION,
+    SHARDS_PREFIX,
     read_manifest,
     read_pointer,
+    shard_specs,
     valid_version_id,
     version_prefix,
 )
-from handler.core.index_format import SHARDS_PREFIX, shard_specs
 from handler.core.storage import Store, file_digest, open_store
 from index_builder.recall import DEFAULT_TARGET_RECALL, EF_MIN
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE, plan_shards

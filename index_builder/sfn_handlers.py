@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from handler.core.preprocess import DEFAULT_MAX_PIXELS, parse_background
+from handler.core.images import DEFAULT_MAX_PIXELS, parse_background
 from handler.core.storage import open_store
 from index_builder.build import BuildOptions
 from index_builder.lambda_job import RebuildFailed, normalise_event

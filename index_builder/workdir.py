@@ -63,7 +63,7 @@ def shard_key(
     image_preprocess: dict[str, Any] | None = None,
 ) -> str:
     """Checkpoints are shared only by builds that compute the same vectors (``image_preprocess``: the
-    index's recorded :class:`handler.core.preprocess.ImageOptions`)."""
+    index's recorded :class:`handler.core.images.ImageOptions`)."""
     parts: list[Any] = [model_fingerprint, precision, backend, int(dim)]
     if image_preprocess is not None:
         parts.append(image_preprocess)

@@ -1,4 +1,4 @@
-"""Search: latency and recall@10 of the HNSW index (through handler.core.index.SearchIndex) at several ef,
+"""Search: latency and recall@10 of the HNSW index (through handler.core.search.SearchIndex) at several ef,
 against exact search in numpy and baseline A (SQLite blobs + full numpy scan), plus build time and memory.
 
 Data: 512-d L2-normalised vectors around 1000 Gaussian clusters on the sphere (queries drawn from the

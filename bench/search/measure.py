@@ -1,5 +1,5 @@
 """One collection measured: the HNSW index (build, cold load, latency and recall@10 per ef through
-``handler.core.index.SearchIndex``), exact search in numpy and baseline A (SQLite blobs + full scan)."""
+``handler.core.search.SearchIndex``), exact search in numpy and baseline A (SQLite blobs + full scan)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def cold_load(scratch: Path, data: np.ndarray) -> dict[str, float]:
 
 
 def search_index(index: Any, n: int, dim: int, ef: int) -> Any:
-    from handler.core.index import SearchIndex
+    from handler.core.search import SearchIndex
 
     manifest = {"version": "bench", "dim": dim, "count": n, "model_fingerprint": "sha256:bench", "ef": ef}
     return SearchIndex(manifest, index, [{"id": i} for i in range(n)])

@@ -73,7 +73,7 @@ def add_latency(sec: Section, results: list[dict[str, Any]], nq: int) -> None:
         f"{SPREAD} of the unit centre); {nq} queries from the same distribution (not in the index); ground "
         f"truth = exact inner-product top-{K}. HNSW: hnswlib as the index builder builds it (space ip, "
         f"M={M}, ef_construction={EF_CONSTRUCTION}; the builder's default is 200, see the build table), "
-        "queried through `handler.core.index.SearchIndex.search` one query per call on one thread (what the "
+        "queried through `handler.core.search.SearchIndex.search` one query per call on one thread (what the "
         "service does); 'raw' = hnswlib `knn_query` alone. Baseline A: float32 blobs in SQLite, each query "
         "loads every blob, stacks them, dot product, full argsort (bench/baseline_sqlite.py); the query "
         "vector is given (embedding excluded everywhere).",

@@ -1,7 +1,6 @@
 """Loading an index version (docs/formats.md, "Index"): files fetched and checked, shards (HNSW + items)
 loaded.
-Pointer and manifest: :mod:`handler.core.index_format`; search: :mod:`handler.core.search` (both
-re-exported here).
+Pointer and manifest: :mod:`handler.core.index_format`; search: :mod:`handler.core.search`.
 
 Torch-free: hnswlib + numpy + json. Works on local directories and S3 prefixes through
 :mod:`handler.core.storage`; S3 objects are cached in a local directory (``/tmp`` on Lambda).
@@ -21,50 +20,22 @@ from typing import Any
 from handler.core.errors import ArtifactError, ModelMismatchError
 from handler.core.index_format import (
     DEFAULT_CACHE_DIR,
-    EMBEDDINGS_FILE,
-    ERRORS_FILE,
     HNSW_FILE,
-    INDEX_FILES,
     ITEMS_FILE,
-    KIND,
     MANIFEST,
     POINTER,
-    REQUIRED_FILES,
-    SCHEMA_VERSION,
     SHARDS_PREFIX,
     _as_store,
-    check_for_update,
     read_manifest,
     read_pointer,
     shard_specs,
-    valid_version_id,
     version_prefix,
 )
-from handler.core.search import Hit, SearchIndex, _EfGate  # noqa: F401  (_EfGate: tests import it here)
+from handler.core.search import SearchIndex
 from handler.core.shards import Shard
 from handler.core.storage import RECORDS_DIR, LocalStore, StorageError, Store, VerifiedRecords, fetch_files
 
-__all__ = [
-    "DEFAULT_CACHE_DIR",
-    "EMBEDDINGS_FILE",
-    "ERRORS_FILE",
-    "HNSW_FILE",
-    "INDEX_FILES",
-    "ITEMS_FILE",
-    "KIND",
-    "MANIFEST",
-    "POINTER",
-    "REQUIRED_FILES",
-    "SCHEMA_VERSION",
-    "Hit",
-    "SearchIndex",
-    "check_for_update",
-    "load_index",
-    "read_manifest",
-    "read_pointer",
-    "valid_version_id",
-    "version_prefix",
-]
+__all__ = ["load_index"]
 
 
 def _hnsw_header(path: Path) -> tuple[int, int]:

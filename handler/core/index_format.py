@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.core.errors import ArtifactError
-from handler.core.preprocess import ImageOptions
+from handler.core.images import ImageOptions
 from handler.core.storage import Store, open_store
 
 __all__ = [

@@ -1,5 +1,5 @@
 """Torch-free image decoding and CLIP preprocessing (PIL + numpy) reproducing open_clip's eval transform.
-Decoding and :class:`ImageOptions` live in :mod:`handler.core.images` (re-exported here).
+Decoding and :class:`ImageOptions` live in :mod:`handler.core.images`.
 
 ``ImagePreprocessor`` performs exactly the PIL calls of ``open_clip.transform.image_transform(...,
 is_train=False)`` (torchvision ``Resize``/``CenterCrop`` on PIL images, ``ResizeKeepRatio``,
@@ -66,45 +66,19 @@ from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageE
 from handler.core.images import (
     _INTERPOLATIONS,
     _RESIZE_MODES,
-    ALLOWED_FORMATS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_RESIZE_PIXELS,
     DRAFT_FACTOR,
-    LEGACY_OPTIONS,
     MAX_ASPECT_RATIO,
     WHITE,
     ImageInput,
     ImageOptions,
     decode_image,
     flatten,
-    format_background,
-    has_alpha,
-    image_size,
     parse_background,
-    probe_image,
-    to_8bit,
 )
 
-__all__ = [
-    "ALLOWED_FORMATS",
-    "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_RESIZE_PIXELS",
-    "DRAFT_FACTOR",
-    "LEGACY_OPTIONS",
-    "MAX_ASPECT_RATIO",
-    "WHITE",
-    "ImageInput",
-    "ImageOptions",
-    "ImagePreprocessor",
-    "decode_image",
-    "flatten",
-    "format_background",
-    "has_alpha",
-    "image_size",
-    "parse_background",
-    "probe_image",
-    "to_8bit",
-]
+__all__ = ["ImagePreprocessor"]
 
 # ------------------------------------------------------------------------------------------ preprocessor
 

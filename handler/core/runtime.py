@@ -21,7 +21,8 @@ import numpy as np
 from handler.core.bundle import MANIFEST, Bundle, is_random_init, parse_manifest, read_manifest
 from handler.core.encoders import Encoder, create_session, default_threads
 from handler.core.errors import ArtifactError, ConfigError, InvalidTextError
-from handler.core.preprocess import DEFAULT_MAX_PIXELS, ImageOptions, ImagePreprocessor
+from handler.core.images import DEFAULT_MAX_PIXELS, ImageOptions
+from handler.core.preprocess import ImagePreprocessor
 from handler.core.tokenizer_factory import load_tokenizer, tokenize_with_info, tokenizer_files
 from handler.core.uri import parse_uri
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Embedder", "fetch_bundle", "load_bundle"]
+__all__ = ["Embedder", "fetch_bundle", "load_bundle"]
 DEFAULT_BATCH_SIZE = 32
 _LIVE: weakref.WeakSet[Embedder] = weakref.WeakSet()
 

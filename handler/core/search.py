@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from handler.core.errors import ArtifactError, BadInputError
+from handler.core.images import ImageOptions
 from handler.core.index_format import EMBEDDINGS_FILE
-from handler.core.preprocess import ImageOptions
-from handler.core.shards import Shard, ShardSet, _EfGate
+from handler.core.shards import Shard, ShardSet
 
-__all__ = ["Hit", "SearchIndex", "_EfGate"]
+__all__ = ["Hit", "SearchIndex"]
 
 
 class Hit(NamedTuple):

@@ -14,11 +14,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from handler.core.duplicates import DUPLICATES_FILE, read_duplicates
 from handler.core.errors import ArtifactError
-from handler.core.index import SearchIndex, version_prefix
+from handler.core.index_format import version_prefix
+from handler.core.search import SearchIndex
 from handler.core.storage import LocalStore, file_digest, open_store
 from handler.deps import Service, base_path, get_index, get_service
+from handler.openapi import ERROR_RESPONSES
+from handler.response_models import DuplicatesResponse
 from handler.responses import JSONResponse
-from handler.schemas import ERROR_RESPONSES, DuplicatesResponse
 
 __all__ = ["MAX_LIMIT", "MAX_PER_GROUP", "router", "version_duplicates"]
 

@@ -9,12 +9,17 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from handler import inputs
+from handler import bodies
 from handler.core.runtime import Embedder
 from handler.deps import Service, get_embedder, get_service, read_body
-from handler.inputs import EmbeddingsRequest, UnsupportedMediaTypeError
+from handler.fields import check_pixel_budget
+from handler.openapi import ERROR_RESPONSES, request_body
+from handler.request import EmbeddingsRequest
+from handler.request_errors import UnsupportedMediaTypeError
+from handler.response_models import EmbeddingsResponse
 from handler.responses import JSONResponse
-from handler.schemas import ERROR_RESPONSES, EmbeddingsJSON, EmbeddingsResponse, request_body, validate
+from handler.schemas import EmbeddingsJSON
+from handler.validation import validate
 
 __all__ = ["router"]
 
@@ -25,12 +30,12 @@ async def parse_embeddings(
     request: Request, service: Annotated[Service, Depends(get_service)]
 ) -> EmbeddingsRequest:
     request.state.t0 = time.perf_counter()
-    mt = inputs.media_type(request.headers.get("content-type"))
+    mt = bodies.media_type(request.headers.get("content-type"))
     if not (mt == "application/json" or mt.endswith("+json")):
         raise UnsupportedMediaTypeError(f"unsupported content type {mt or '(none)'!r}: send application/json")
     body = await read_body(request, service.body_limit)
     req = await run_in_threadpool(
-        lambda: validate(EmbeddingsJSON, inputs.parse_json(body)).request(service.max_image_bytes)
+        lambda: validate(EmbeddingsJSON, bodies.parse_json(body)).request(service.max_image_bytes)
     )
     request.state.log.update(req.log_fields())
     return req
@@ -43,7 +48,7 @@ def run_embeddings(req: EmbeddingsRequest, emb: Embedder, service: Service) -> d
         out["text_embeddings"] = emb.embed_tokens(ids).tolist()
         out["text_truncated"] = [bool(t or c) for t, c in zip(truncated, req.precut, strict=True)]
     if req.images:
-        inputs.check_pixel_budget(req.images, service.max_request_pixels, emb.max_pixels)
+        check_pixel_budget(req.images, service.max_request_pixels, emb.max_pixels)
         idx = service.state.index  # with an index, images are prepared like its images (comparable vectors)
         options = idx.image_options if idx is not None else None
         pixels = np.stack([emb.preprocess(data, options) for data in req.images])

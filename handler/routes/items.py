@@ -9,13 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.index import SearchIndex
-from handler.core.preprocess import format_background
+from handler.core.images import format_background
+from handler.core.query import UnknownItemError, find_label
+from handler.core.search import SearchIndex
 from handler.deps import Service, get_index, get_service
-from handler.inputs import UnknownItemError
 from handler.media import ITEM_HEADERS, LocalImage
-from handler.routes.search import find_label
-from handler.schemas import ERROR_RESPONSES
+from handler.openapi import ERROR_RESPONSES
 
 __all__ = ["router"]
 

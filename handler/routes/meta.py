@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from handler import inputs
+from handler import limits
 from handler.deps import Service, base_path, get_service
 from handler.middleware import has_api_key
 from handler.responses import JSONResponse
@@ -80,14 +80,14 @@ async def info(service: ServiceDep) -> JSONResponse:
         "model": state.embedder.info() if state.embedder is not None else None,
         "index": None,
         "parameters": {
-            "k_default": inputs.K_DEFAULT,
-            "k_max": inputs.K_MAX,
-            "offset_max": inputs.OFFSET_MAX,
-            "ef_max": inputs.EF_MAX,
-            "max_text_chars": inputs.MAX_TEXT_CHARS,
-            "max_embed_texts": inputs.MAX_EMBED_TEXTS,
-            "max_request_text_chars": inputs.MAX_REQUEST_TEXT_CHARS,
-            "max_embed_images": inputs.MAX_EMBED_IMAGES,
+            "k_default": limits.K_DEFAULT,
+            "k_max": limits.K_MAX,
+            "offset_max": limits.OFFSET_MAX,
+            "ef_max": limits.EF_MAX,
+            "max_text_chars": limits.MAX_TEXT_CHARS,
+            "max_embed_texts": limits.MAX_EMBED_TEXTS,
+            "max_request_text_chars": limits.MAX_REQUEST_TEXT_CHARS,
+            "max_embed_images": limits.MAX_EMBED_IMAGES,
             "max_body_bytes": service.body_limit,
             **({k: v for k, v in settings.public().items() if k not in hidden} if settings else {}),
         },

@@ -11,20 +11,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from handler import inputs
+from handler import bodies
 from handler.core import dedupe
 from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.filtered_search import FilteredIndex
 from handler.core.filters import compile_mask
-from handler.core.index import SearchIndex
-from handler.core.query import embed_terms, find_label
+from handler.core.query import embed_terms
 from handler.core.runtime import Embedder
+from handler.core.search import SearchIndex
 from handler.deps import Service, base_path, form, get_embedder, get_index, get_service, read_body
-from handler.inputs import SearchRequest, UnsupportedMediaTypeError
+from handler.fields import check_pixel_budget
+from handler.openapi import ERROR_RESPONSES, request_body
+from handler.request import SearchRequest
+from handler.request_errors import UnsupportedMediaTypeError
+from handler.response_models import SearchResponse
 from handler.responses import JSONResponse
-from handler.schemas import ERROR_RESPONSES, SearchForm, SearchJSON, SearchResponse, request_body, validate
+from handler.schemas import SearchForm, SearchJSON
+from handler.validation import validate
 
-__all__ = ["find_label", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 
@@ -44,15 +49,15 @@ async def parse_search(request: Request, service: Annotated[Service, Depends(get
 async def _parse(request: Request, service: Service) -> SearchRequest:
     """The content-type dispatch: JSON, a form (multipart or urlencoded) or a raw image body."""
     limit, max_bytes = service.body_limit, service.max_image_bytes
-    mt = inputs.media_type(request.headers.get("content-type"))
+    mt = bodies.media_type(request.headers.get("content-type"))
     if _is_json(mt):
         body = await read_body(request, limit)
         # parsing, validation and base64 decoding are CPU-bound: off the event loop
-        return await run_in_threadpool(lambda: validate(SearchJSON, inputs.parse_json(body)).query(max_bytes))
+        return await run_in_threadpool(lambda: validate(SearchJSON, bodies.parse_json(body)).query(max_bytes))
     if mt in ("multipart/form-data", "application/x-www-form-urlencoded"):
         body = await read_body(request, limit)
         async with form(request, body, limit) as parsed:
-            fields = await inputs.read_form(parsed, max_bytes)
+            fields = await bodies.read_form(parsed, max_bytes)
         return await run_in_threadpool(lambda: validate(SearchForm, fields).query(max_bytes))
     if mt.startswith("image/"):
         body = await read_body(request, limit)
@@ -60,7 +65,7 @@ async def _parse(request: Request, service: Service) -> SearchRequest:
             raise ImageTooLargeError(f"image is {len(body)} bytes, over the limit of {max_bytes} bytes")
         if not body:
             raise InvalidImageError("empty request body: expected image bytes")
-        params = {**inputs.numbers(request.query_params), "image": body}
+        params = {**bodies.numbers(request.query_params), "image": body}
         if request.query_params.get("filter"):
             params["filter"] = request.query_params["filter"]
         return validate(SearchForm, params).query(max_bytes)
@@ -76,7 +81,7 @@ def run_search(
     terms = req.query_terms()
     images = [t.value for t in terms if t.kind == "image"]
     if images:
-        inputs.check_pixel_budget(images, service.max_request_pixels, emb.max_pixels)
+        check_pixel_budget(images, service.max_request_pixels, emb.max_pixels)
     q = embed_terms(terms, idx, emb, req.language)
     if req.terms is None:  # a single-term form: described as before compound queries
         query: dict[str, Any] = {k: v for k, v in q.terms[0].items() if k != "weight"}

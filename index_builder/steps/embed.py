@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from handler.core.preprocess import ImageOptions, ImagePreprocessor
+from handler.core.images import ImageOptions
+from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import Store
 from index_builder.build import BuildOptions, _load_backend
 from index_builder.pipeline import prepared_stream

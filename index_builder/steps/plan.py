@@ -17,15 +17,15 @@ from typing import Any
 
 from handler.core.duplicates import duplicate_settings
 from handler.core.errors import ArtifactError, ConfigError, SearchError
-from handler.core.index import (
+from handler.core.images import ImageOptions, format_background
+from handler.core.index_format import (
     ERRORS_FILE,
     SCHEMA_VERSION,
     read_manifest,
     read_pointer,
+    shard_specs,
     version_prefix,
 )
-from handler.core.index_format import shard_specs
-from handler.core.preprocess import ImageOptions, format_background
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
 from index_builder.facts import previous_content

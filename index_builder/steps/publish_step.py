@@ -20,7 +20,7 @@ import numpy as np
 
 from handler.core.duplicates import duplicate_settings
 from handler.core.errors import SearchError
-from handler.core.index import MANIFEST, read_manifest, read_pointer, version_prefix
+from handler.core.index_format import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
 from index_builder.facts import previous_content

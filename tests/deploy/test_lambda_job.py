@@ -128,7 +128,8 @@ def test_job_builds_publishes_and_rebuilds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, deploy_collection: Path
 ) -> None:
     """The handler runs the real CLI: a first build, an incremental one, a full one; each publishes."""
-    from handler.core.index import load_index, read_pointer
+    from handler.core.index import load_index
+    from handler.core.index_format import read_pointer
 
     index = tmp_path / "index"
     monkeypatch.setenv("SOURCE_URI", str(deploy_collection))

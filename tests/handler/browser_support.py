@@ -1,7 +1,7 @@
 """Headless Chromium for the web-page tests (selenium + chromedriver from Debian: ``apt-get install -y
 chromium chromium-driver``; skipped when missing): the service in a subprocess (``serve``), the driver and
-page helpers, a recorder of the page's requests and screenshot checks. Fixtures are imported by the test
-modules (one browser and one server per module)."""
+page helpers, a recorder of the page's requests and screenshot checks. The fixtures (one browser and one
+server per module) are registered by tests/handler/conftest.py."""
 
 from __future__ import annotations
 
@@ -159,6 +159,24 @@ def wait_results(driver: Any, previous: list[str] | None = None) -> list[dict[st
         return False
 
     return wait(driver, ready)
+
+
+def css(driver: Any, selector: str) -> Any:
+    return driver.find_element("css selector", selector)
+
+
+def error_shown(driver: Any) -> Any:
+    """The page's error box once it is displayed."""
+    return wait(
+        driver,
+        lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False,
+    )
+
+
+def click_search(driver: Any) -> list[dict[str, Any]]:
+    before = [r["id"] for r in results(driver)]
+    css(driver, "#search-button").click()
+    return wait_results(driver, before or None)
 
 
 def search_text(driver: Any, text: str) -> list[dict[str, Any]]:

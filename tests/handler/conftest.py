@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.handler.browser_support import browser, site  # noqa: F401  (fixtures of test_browser*.py)
+
 DEMO_IMAGES = 256  # 8 per colour x shape class
 DEMO_SEED = 11
 

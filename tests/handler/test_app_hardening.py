@@ -18,7 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from handler import inputs
+from handler import bodies, fields
+from handler.request_errors import InvalidJSONError
 from tests.handler.conftest import make_client, make_settings, render_png, write_index
 
 API_KEY = "hardening-key-123"
@@ -56,8 +57,8 @@ def test_json_parsing_and_decoding_run_off_the_event_loop(
 
         return wrapper
 
-    monkeypatch.setattr(inputs, "parse_json", spy("parse_json", inputs.parse_json))
-    monkeypatch.setattr(inputs, "decode_image_field", spy("decode", inputs.decode_image_field))
+    monkeypatch.setattr(bodies, "parse_json", spy("parse_json", bodies.parse_json))
+    monkeypatch.setattr(fields, "decode_image_field", spy("decode", fields.decode_image_field))
     import base64
 
     png = base64.b64encode(render_png("red", "circle")).decode()
@@ -134,12 +135,12 @@ def test_health_answers_while_a_huge_json_body_is_handled(demo_state: Any) -> No
 
 
 def test_json_value_count_is_bounded_before_parsing() -> None:
-    with pytest.raises(inputs.InvalidJSONError, match="more than"):
-        inputs.parse_json(b"[" + b"0," * (inputs.MAX_JSON_VALUES + 1) + b"0]")
+    with pytest.raises(InvalidJSONError, match="more than"):
+        bodies.parse_json(b"[" + b"0," * (bodies.MAX_JSON_VALUES + 1) + b"0]")
     # commas inside strings are not values: 64 texts full of commas are a valid body
     body = json.dumps({"text": ["," * 20_000] * 64}).encode()
-    assert len(inputs.parse_json(body)["text"]) == 64
-    assert len(inputs.parse_json(json.dumps({"embedding": [0.5] * 65_536}).encode())["embedding"]) == 65_536
+    assert len(bodies.parse_json(body)["text"]) == 64
+    assert len(bodies.parse_json(json.dumps({"embedding": [0.5] * 65_536}).encode())["embedding"]) == 65_536
 
 
 # -- 6: JSON integers over 4300 digits -----------------------------------------------------------------------
@@ -424,7 +425,7 @@ def test_docs_page_uses_only_packaged_assets(demo_client: Any) -> None:
 def test_text_budget_per_request(demo_client: Any) -> None:
     """64 texts at the per-text cap would be ~1.3M characters of BPE in one request: capped in total
     (issue 11 #1)."""
-    from handler.inputs import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS
+    from handler.limits import MAX_REQUEST_TEXT_CHARS, MAX_TEXT_CHARS
 
     n = MAX_REQUEST_TEXT_CHARS // MAX_TEXT_CHARS
     r = demo_client.post("/embeddings", json={"text": ["word " * (MAX_TEXT_CHARS // 5)] * (n + 1)})

@@ -13,7 +13,8 @@ import pytest
 from demo.shapes import PALETTE
 from tests.handler.browser_support import (
     API_KEY,
-    browser,
+    css,
+    error_shown,
     open_page,
     record_requests,
     results,
@@ -22,13 +23,11 @@ from tests.handler.browser_support import (
     searches,
     serve,
     share,
-    site,
     wait,
     wait_results,
 )
 from tests.handler.conftest import render_png
 
-__all__ = ["browser", "site"]  # fixtures
 pytestmark = pytest.mark.browser
 
 
@@ -46,7 +45,7 @@ def test_text_search_renders_results(browser: Any, site: str) -> None:
     assert not browser.find_element("id", "error").is_displayed()
     # the simplest request: no terms, no filter, no dedupe unless asked for
     assert [s["body"] for s in searches(browser)] == [{"text": "a red circle", "k": 12, "offset": 0}]
-    thumb = screenshot(browser, browser.find_element("css selector", "#results .result .thumb"))
+    thumb = screenshot(browser, css(browser, "#results .result .thumb"))
     assert share(thumb, PALETTE["red"]) > 0.03  # the first card shows a red shape
 
 
@@ -79,7 +78,7 @@ def test_drag_and_drop_and_more_like_this(browser: Any, site: str) -> None:
     assert dropped and dropped[0]["caption"] == first[0]["caption"]
     # "more like this" on the first result
     target = dropped[0]
-    browser.find_element("css selector", "#results .result .more-like-this").click()
+    css(browser, "#results .result .more-like-this").click()
     wait(browser, lambda d: "more like" in d.find_element("id", "status").text)
     similar = results(browser)
     assert similar and target["id"] not in [r["id"] for r in similar]
@@ -92,10 +91,7 @@ def test_invalid_upload_shows_the_error(browser: Any, site: str, tmp_path: Path)
     bogus = tmp_path / "not-an-image.png"
     bogus.write_bytes(b"this is plain text, not a PNG")
     browser.find_element("id", "file").send_keys(str(bogus))
-    error = wait(
-        browser,
-        lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False,
-    )
+    error = error_shown(browser)
     assert "invalid image" in error.text and "not a recognised image" in error.text
     assert results(browser) == []
     # an empty query is refused in the page itself
@@ -116,14 +112,9 @@ def test_api_key_is_sent(
         from selenium.webdriver.common.keys import Keys
 
         browser.find_element("id", "query").send_keys("a red circle", Keys.ENTER)
-        error = wait(
-            browser,
-            lambda d: (
-                d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False
-            ),
-        )
+        error = error_shown(browser)
         assert "unauthorized" in error.text and "missing x-api-key" in error.text
-        browser.find_element("css selector", "#settings summary").click()
+        css(browser, "#settings summary").click()
         browser.find_element("id", "api-key").send_keys(API_KEY)
         rs = search_text(browser, "a red circle")
         assert rs[0]["caption"] == "a red circle"

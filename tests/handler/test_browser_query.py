@@ -16,7 +16,9 @@ from PIL import Image
 from demo.shapes import PALETTE
 from handler.config import Settings
 from tests.handler.browser_support import (
-    browser,
+    click_search,
+    css,
+    error_shown,
     open_page,
     record_requests,
     results,
@@ -25,32 +27,13 @@ from tests.handler.browser_support import (
     searches,
     serve,
     share,
-    site,
     wait,
     wait_results,
 )
 from tests.handler.conftest import render_png
 
-__all__ = ["browser", "site"]  # fixtures
 pytestmark = pytest.mark.browser
 MAX_IMAGE_BYTES = Settings.model_fields["max_image_bytes"].default  # the service's (413 above it)
-
-
-def css(driver: Any, selector: str) -> Any:
-    return driver.find_element("css selector", selector)
-
-
-def error_shown(driver: Any) -> Any:
-    return wait(
-        driver,
-        lambda d: d.find_element("id", "error") if d.find_element("id", "error").is_displayed() else False,
-    )
-
-
-def click_search(driver: Any) -> list[dict[str, Any]]:
-    before = [r["id"] for r in results(driver)]
-    css(driver, "#search-button").click()
-    return wait_results(driver, before or None)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.errors import BadInputError
 from handler.core.query import Term
-from handler.inputs import MAX_TEXT_CHARS
-from handler.schemas import SearchJSON, validate
+from handler.limits import MAX_TEXT_CHARS
+from handler.schemas import SearchJSON
+from handler.validation import validate
 from tests.handler.conftest import render_png
 
 PNG = render_png("red", "circle")

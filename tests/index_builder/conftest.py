@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from demo.shapes import write_collection
-from handler.core.index import read_pointer, version_prefix
+from handler.core.index_format import read_pointer, version_prefix
 from handler.core.storage import open_store
 
 ROOT = Path(__file__).resolve().parents[2]

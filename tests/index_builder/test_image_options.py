@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from handler.core.preprocess import DEFAULT_MAX_PIXELS, LEGACY_OPTIONS
+from handler.core.images import DEFAULT_MAX_PIXELS, LEGACY_OPTIONS
 from tests.handler.conftest import make_client, make_settings, write_index
 from tests.index_builder.conftest import build_args, read_version, vectors_by_id
 
@@ -181,7 +181,7 @@ def test_index_without_image_record_served_as_before_and_rebuilt_with_background
 def test_background_option_recorded_and_followed(
     demo_bundle: Path, tmp_path: Path, cli, background: str
 ) -> None:
-    from handler.core.preprocess import ImageOptions, parse_background
+    from handler.core.images import ImageOptions, parse_background
 
     files = _icons(tmp_path / "icons")
     dest = tmp_path / "index"

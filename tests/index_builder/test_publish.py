@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from handler.core.errors import ArtifactError
-from handler.core.index import load_index, read_pointer, valid_version_id
+from handler.core.index import load_index
+from handler.core.index_format import read_pointer, valid_version_id
 from handler.core.storage import Store, file_digest, open_store
 from index_builder.publish import list_versions, new_version_id, prune, publish, write_version
 from tests.conftest import normalized_vectors

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.core.index import load_index, read_pointer
+from handler.core.index import load_index
+from handler.core.index_format import read_pointer
 from handler.core.storage import open_store
 from index_builder.lock import LOCK_KEY, BuildLock, BuildLocked
 from index_builder.steps import BatchIncomplete, embed_batch, publish_run, work

@@ -13,14 +13,9 @@ import numpy as np
 import pytest
 
 from handler.core.errors import ArtifactError, BadInputError, ModelMismatchError
-from handler.core.index import (
-    Hit,
-    SearchIndex,
-    check_for_update,
-    load_index,
-    read_pointer,
-    version_prefix,
-)
+from handler.core.index import load_index
+from handler.core.index_format import check_for_update, read_pointer, version_prefix
+from handler.core.search import Hit, SearchIndex
 from handler.core.storage import S3Store, Store, open_store
 from index_builder.publish import publish, write_version
 from tests.conftest import index_file_key, normalized_vectors
@@ -352,7 +347,7 @@ def test_round_trip_s3_with_cache(
 
 
 def test_ef_gate_never_changes_ef_under_a_running_search() -> None:
-    from handler.core.index import _EfGate
+    from handler.core.shards import _EfGate
 
     class FakeIndex:
         def __init__(self) -> None:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from handler.core.errors import ArtifactError, ImageTooLargeError, InvalidImageError
-from handler.core.preprocess import ALLOWED_FORMATS, ImagePreprocessor, decode_image, has_alpha
+from handler.core.images import ALLOWED_FORMATS, decode_image, has_alpha
+from handler.core.preprocess import ImagePreprocessor
 from tests.handler.img_samples import (
     EIGHT_BIT,
     MODES,
@@ -543,7 +544,7 @@ def test_no_torch_import() -> None:
 
 def test_aspect_ratio_cap_checked_before_decoding() -> None:
     from handler.core.errors import ImageAspectRatioError
-    from handler.core.preprocess import MAX_ASPECT_RATIO, probe_image
+    from handler.core.images import MAX_ASPECT_RATIO, probe_image
 
     # 1 x 40,000,000: under the pixel limit, seconds to decode; refused on the header (the IDAT is garbage,
     # so decoding would raise InvalidImageError instead)
@@ -589,7 +590,7 @@ def test_high_bit_depth_matches_the_8bit_image(kind: str) -> None:
 
 
 def test_high_bit_depth_ranges() -> None:
-    from handler.core.preprocess import to_8bit
+    from handler.core.images import to_8bit
 
     full16 = Image.fromarray(np.array([[0, 128, 257, 32896, 65535]], dtype=np.uint16))
     assert np.asarray(to_8bit(full16)).tolist() == [[0, 0, 1, 128, 255]]
@@ -659,7 +660,7 @@ def test_transparency_composited_over_the_background() -> None:
 
 
 def test_background_parsing_and_options() -> None:
-    from handler.core.preprocess import LEGACY_OPTIONS, ImageOptions, parse_background
+    from handler.core.images import LEGACY_OPTIONS, ImageOptions, parse_background
 
     assert (
         parse_background("white")
@@ -689,7 +690,7 @@ def test_background_parsing_and_options() -> None:
 
 
 def test_draft_keeps_the_full_size() -> None:
-    from handler.core.preprocess import image_size
+    from handler.core.images import image_size
 
     data = encode(photo_like(3000, 2000, seed=1), "JPEG", quality=85)
     loaded = ImagePreprocessor(cfg(224)).load(data)

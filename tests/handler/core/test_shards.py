@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from handler.core.errors import ArtifactError
-from handler.core.index import SearchIndex, load_index
+from handler.core.index import load_index
+from handler.core.search import SearchIndex
 from handler.core.storage import Store, file_digest, open_store
 from index_builder.publish import publish, write_version
 from tests.conftest import normalized_vectors

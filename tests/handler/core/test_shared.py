@@ -100,3 +100,43 @@ def test_load_manifest_validates_s3_bundles_like_local_ones(
     (tmp_path / "b b").mkdir()
     (tmp_path / "b b" / "manifest.json").write_bytes(_manifest(embed_dim=8))
     assert load_manifest(f"file://{tmp_path}/b%20b")["embed_dim"] == 8
+
+
+HANDLER = Path(__file__).resolve().parents[3] / "handler"
+# Re-exports in modules other issue-12 helpers own (logging, filtered search, app): shrink as they go.
+KNOWN_REEXPORTS = {
+    "app.py": {"STATIC_DIR"},
+    "logs.py": {
+        "EMF_NAMESPACE",
+        "JsonFormatter",
+        "configure_logging",
+        "dumps",
+        "emit",
+        "emit_metrics",
+        "log_event",
+    },
+    "core/filtered_search.py": {"SWITCH_FRACTION", "SWITCH_FRACTION_HNSW_VECTORS"},
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in HANDLER.rglob("*.py") if p.name != "__init__.py"),  # a package's __init__ is its facade
+    ids=lambda p: p.relative_to(HANDLER).as_posix(),
+)
+def test_modules_export_only_what_they_define(path: Path) -> None:
+    """Issue 12: no compatibility re-exports (handler.core.index re-listed handler.core.index_format's names,
+    handler.core.preprocess handler.core.images', handler.inputs handler.core.query's): a module's
+    ``__all__`` names only what it defines, and importers name the defining module."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    exported: list[str] = []
+    imported: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            exported = list(ast.literal_eval(node.value))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    known = KNOWN_REEXPORTS.get(path.relative_to(HANDLER).as_posix(), set())
+    assert sorted(set(exported) & imported - known) == []
