@@ -17,9 +17,9 @@ from handler.core.preprocess import (
     WHITE,
     parse_background,
 )
+from index_builder.errors import UsageError
 from index_builder.recall import DEFAULT_TARGET_RECALL
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
-from index_builder.sources import UsageError
 
 log = logging.getLogger("index_builder")
 
@@ -169,7 +169,7 @@ def format_skipped(skipped: dict[str, int]) -> str:
 
 
 def _exts() -> tuple[str, ...]:
-    from index_builder.sources import IMAGE_EXTENSIONS
+    from index_builder.source_base import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 
