@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedupe",
         nargs="?",
         const=DEFAULT_THRESHOLD,
-        type=unit_interval,
+        type=unit_interval("a cosine threshold"),
         metavar="THRESHOLD",
         help=f"collapse near-duplicates (cosine >= THRESHOLD, default {DEFAULT_THRESHOLD})",
     )

@@ -107,7 +107,7 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument(
         "--target-recall",
-        type=unit_interval,
+        type=unit_interval("the recall target"),
         default=DEFAULT_TARGET_RECALL,
         help=f"recall@10 against exact search the measured ef must reach (default {DEFAULT_TARGET_RECALL})",
     )

@@ -34,7 +34,7 @@ def add_build_options(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--duplicate-threshold",
-        type=unit_interval,
+        type=unit_interval("a cosine similarity"),
         default=DEFAULT_DUPLICATE_THRESHOLD,
         metavar="COS",
         help=f"cosine similarity from which two images are near-duplicates (default "

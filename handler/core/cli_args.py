@@ -6,6 +6,8 @@ A bad value raises :class:`argparse.ArgumentTypeError`: argparse prints ``argume
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 __all__ = ["positive_int", "unit_interval"]
 
@@ -21,12 +23,17 @@ def positive_int(value: str) -> int:
     return n
 
 
-def unit_interval(value: str) -> float:
-    """A number in (0, 1] (a cosine threshold, a recall target); NaN and infinities are refused."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 < number <= 1.0:  # False for NaN
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number in (0, 1]")
-    return number
+def unit_interval(what: str) -> Callable[[str], float]:
+    """The type of a number in (0, 1] (a cosine threshold, a recall target); NaN and infinities are refused
+    with a message naming ``what`` it is."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0.0 < number <= 1.0:  # False for NaN
+            raise argparse.ArgumentTypeError(f"{what} must be a number in (0, 1], got {value!r}")
+        return number
+
+    return parse

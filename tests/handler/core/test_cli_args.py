@@ -31,20 +31,20 @@ def test_positive_int_refuses(value: str, message: str) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [("1", 1.0), ("0.95", 0.95), ("1e-3", 0.001)])
 def test_unit_interval_accepts(value: str, expected: float) -> None:
-    assert unit_interval(value) == expected
+    assert unit_interval("a recall")(value) == expected
 
 
 @pytest.mark.parametrize("value", ["0", "-0.5", "1.0001", "nan", "inf", "abc", ""])
 def test_unit_interval_refuses(value: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match=r"is not a number"):
-        unit_interval(value)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^a recall must be a number in \(0, 1\], got '"):
+        unit_interval("a recall")(value)
 
 
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
         (["--n", "0"], "argument --n: '0' must be >= 1"),
-        (["--t", "1.5"], "argument --t: '1.5' is not a number"),
+        (["--t", "1.5"], "argument --t: a threshold must be a number in (0, 1], got '1.5'"),
     ],
 )
 def test_argparse_reports_one_usage_line_and_exits_2(
@@ -52,7 +52,7 @@ def test_argparse_reports_one_usage_line_and_exits_2(
 ) -> None:
     p = argparse.ArgumentParser(prog="x")
     p.add_argument("--n", type=positive_int)
-    p.add_argument("--t", type=unit_interval)
+    p.add_argument("--t", type=unit_interval("a threshold"))
     with pytest.raises(SystemExit) as e:
         p.parse_args(argv)
     assert e.value.code == 2 and fragment in capsys.readouterr().err
