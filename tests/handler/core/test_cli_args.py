@@ -56,3 +56,28 @@ def test_argparse_reports_one_usage_line_and_exits_2(
     with pytest.raises(SystemExit) as e:
         p.parse_args(argv)
     assert e.value.code == 2 and fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("search_argv", "builder_argv", "fragment"),
+    [
+        (["-k", "0"], ["--batch-size", "0"], "'0' must be >= 1"),
+        (["--threads", "x"], ["--threads", "x"], "'x' is not an integer"),
+        (["--dedupe", "1.5"], ["--duplicate-threshold", "1.5"], "must be a number in (0, 1], got '1.5'"),
+    ],
+)
+def test_clip_search_and_index_builder_refuse_alike(
+    search_argv: list[str], builder_argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both command lines parse counts and thresholds with these types (they had a copy each, worded
+    differently)."""
+    from handler.search import build_parser as search_parser
+    from index_builder.cli import build_parser as builder_parser
+
+    for parser, argv in (
+        (search_parser(), ["a query", *search_argv]),
+        (builder_parser(), ["build", "--source", "s", "--out", "o", *builder_argv]),
+    ):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(argv)
+        assert e.value.code == 2 and fragment in capsys.readouterr().err
