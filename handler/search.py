@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handler.core.cli_args import positive_int, unit_interval
 from handler.core.dedupe import DEFAULT_THRESHOLD
 from handler.core.errors import SearchError
 from handler.core.query import MAX_TERMS, MAX_WEIGHT
@@ -219,26 +220,6 @@ def search_remote(args: argparse.Namespace, terms: list[CliTerm]) -> dict[str, A
 # -- command line -------------------------------------------------------------------------------------------
 
 
-def _threshold(value: str) -> float:
-    try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 < t <= 1:
-        raise argparse.ArgumentTypeError(f"a cosine threshold in (0, 1], got {value}")
-    return t
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m handler.search",
@@ -252,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=os.environ.get("MODEL_URI"), help="model bundle (env MODEL_URI)")
     p.add_argument("--url", help="query this deployed service instead (POST /search)")
     p.add_argument("--api-key", help="x-api-key for --url (default: env API_KEY)")
-    p.add_argument("-k", "--k", type=_positive, default=10, help="how many results (default 10)")
+    p.add_argument("-k", "--k", type=positive_int, default=10, help="how many results (default 10)")
     p.add_argument("--offset", type=int, default=0, help="skip this many results")
     p.add_argument("--min-score", type=float, help="drop results scoring below this cosine")
     p.add_argument(
         "--dedupe",
         nargs="?",
         const=DEFAULT_THRESHOLD,
-        type=_threshold,
+        type=unit_interval("a cosine threshold"),
         metavar="THRESHOLD",
         help=f"collapse near-duplicates (cosine >= THRESHOLD, default {DEFAULT_THRESHOLD})",
     )
@@ -272,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--language", help="source language of the texts (NLLB bundles)")
     p.add_argument("--precision", default=os.environ.get("PRECISION", "fp32"), help="fp32, fp16 or int8")
-    p.add_argument("--threads", type=_positive, help="onnxruntime threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime threads (default: all cores)")
     p.add_argument("--cache-dir", help="where s3:// bundles and indexes are cached")
     p.add_argument("--timeout", type=float, default=60.0, help="--url request timeout in seconds")
     return p

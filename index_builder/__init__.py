@@ -5,8 +5,11 @@
     python -m index_builder info DEST [--json]
     python -m index_builder verify DEST [--bundle BUNDLE]
 
-Modules: :mod:`~index_builder.cli` (argument parsing, exit codes), :mod:`~index_builder.build` (the job),
-:mod:`~index_builder.sources` (folder / S3 prefix / JSONL listing and reading), :mod:`~index_builder.pipeline`
+Modules: :mod:`~index_builder.cli` (sub-commands, exit codes; ``build``'s options in
+:mod:`~index_builder.cli_build`, its output in :mod:`~index_builder.cli_report`), :mod:`~index_builder.errors`
+(the user-facing errors), :mod:`~index_builder.build` (the job), :mod:`~index_builder.sources`
+(``open_source``: folder / S3 prefix / JSONL listing and reading, one ``source_*`` module each),
+:mod:`~index_builder.pipeline`
 (parallel read + hash + decode feeding the encoder), :mod:`~index_builder.backends` (ONNX / torch encoders),
 :mod:`~index_builder.workdir` (lock, checkpoint shards), :mod:`~index_builder.publish` (versions, pointer,
 pruning), :mod:`~index_builder.inspection` (info, verify); the step-wise build:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.hashing import sha256_file
-from index_builder.sources import BuildError, UsageError
+from index_builder.errors import BuildError, UsageError
 
 __all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
 

@@ -12,24 +12,15 @@ import hashlib
 import json
 from typing import Any
 
+from handler.core.cli_args import positive_int, unit_interval
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DUPLICATES_FILE, parse_duplicates
 from handler.core.errors import ConfigError, SearchError
 from handler.core.index_format import POINTER, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store, open_store
+from index_builder.errors import BuildError, UsageError
 from index_builder.shard_write import version_items
-from index_builder.sources import BuildError, UsageError
 
 __all__ = ["add_build_options", "add_parser", "run", "version_groups"]
-
-
-def _similarity(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be in (0, 1]")
-    return x
 
 
 def add_build_options(b: argparse.ArgumentParser) -> None:
@@ -43,7 +34,7 @@ def add_build_options(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--duplicate-threshold",
-        type=_similarity,
+        type=unit_interval("a cosine similarity"),
         default=DEFAULT_DUPLICATE_THRESHOLD,
         metavar="COS",
         help=f"cosine similarity from which two images are near-duplicates (default "
@@ -51,7 +42,7 @@ def add_build_options(b: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub: Any, positive: Any) -> None:
+def add_parser(sub: Any) -> None:
     d = sub.add_parser(
         "duplicates",
         help="list the near-duplicate groups of the published version",
@@ -59,7 +50,7 @@ def add_parser(sub: Any, positive: Any) -> None:
         "each group's items (the representative first) with their similarity to it.",
     )
     d.add_argument("dest", metavar="DEST", help="index directory or s3://bucket/prefix")
-    d.add_argument("--limit", type=positive, default=None, metavar="N", help="print the first N groups")
+    d.add_argument("--limit", type=positive_int, default=None, metavar="N", help="print the first N groups")
     d.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N groups")
     d.add_argument("--json", action="store_true", help="exactly one JSON object on stdout")
 

@@ -24,8 +24,8 @@ import numpy as np
 from handler.core.errors import ConfigError, SearchError
 from handler.core.storage import Store, open_store
 from handler.core.uri import parse_uri
+from index_builder.errors import BuildError, UsageError
 from index_builder.item_rows import jsonl_rows, parquet_rows
-from index_builder.sources import BuildError, UsageError
 
 __all__ = ["CLIP_RETRIEVAL", "NPY", "Collection", "read_collection"]
 

@@ -22,8 +22,8 @@ from handler.core.index_format import (
     version_prefix,
 )
 from handler.core.storage import LocalStore, Store, file_digest, open_store
+from index_builder.errors import BuildError, UsageError
 from index_builder.publish import list_versions
-from index_builder.sources import BuildError, UsageError
 
 __all__ = ["index_info", "verify_index"]
 

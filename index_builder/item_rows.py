@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from index_builder.sources import BuildError
+from index_builder.errors import BuildError
 
 __all__ = ["URI_FIELDS", "jsonl_rows", "parquet_rows"]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.core.storage import LocalStore, S3Store, StorageError, Store
-from index_builder.sources import BuildError
+from index_builder.errors import BuildError
 
 __all__ = ["LOCK_KEY", "BuildLock", "BuildLocked", "LockInfo", "holding_lock"]
 

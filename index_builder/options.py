@@ -12,10 +12,14 @@ from typing import Any
 
 from handler.core.cpus import usable_cpus
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, duplicate_settings
-from handler.core.images import DEFAULT_MAX_PIXELS, WHITE, parse_background
+from handler.core.images import (
+    DEFAULT_MAX_PIXELS,
+    WHITE,
+    parse_background,
+)
+from index_builder.errors import UsageError
 from index_builder.recall import DEFAULT_TARGET_RECALL
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
-from index_builder.sources import UsageError
 
 log = logging.getLogger("index_builder")
 
@@ -165,7 +169,7 @@ def format_skipped(skipped: dict[str, int]) -> str:
 
 
 def _exts() -> tuple[str, ...]:
-    from index_builder.sources import IMAGE_EXTENSIONS
+    from index_builder.source_base import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 

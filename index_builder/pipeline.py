@@ -27,7 +27,7 @@ from handler.core.images import image_size
 from handler.core.storage import NotFoundError, StorageError
 from index_builder.facts import content_facts
 from index_builder.itemwarnings import capture_item_warnings
-from index_builder.sources import FileTooLargeError, Source, SourceItem
+from index_builder.source_base import FileTooLargeError, Source, SourceItem
 from index_builder.workdir import CachedVector
 
 __all__ = ["Prepared", "classify", "error_row", "prepare", "prepared_stream", "safe_message"]

@@ -20,15 +20,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from handler.core.cli_args import positive_int
 from handler.core.errors import ConfigError, SearchError
 from handler.core.images import LEGACY_OPTIONS
 from handler.core.index_format import read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store, open_store
 from index_builder.embeddings_files import read_collection
+from index_builder.errors import BuildError, UsageError
 from index_builder.options import _Log
 from index_builder.previous import _prune
 from index_builder.publish import BUILDER, new_version_id, publish, write_version
-from index_builder.sources import BuildError, UsageError
 
 __all__ = ["ImportOptions", "ImportResult", "add_parser", "import_embeddings", "run_cli"]
 
@@ -221,8 +222,6 @@ def import_embeddings(opts: ImportOptions, *, store: Store | None = None) -> Imp
 
 def add_parser(sub: Any) -> None:
     """The ``import-embeddings`` sub-command of :func:`index_builder.cli.build_parser`."""
-    from index_builder.cli import _positive
-
     p = sub.add_parser(
         "import-embeddings",
         help="publish precomputed embeddings (.npy + ids, or clip-retrieval output) as an index version",
@@ -253,13 +252,15 @@ def add_parser(sub: Any) -> None:
         "--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="recorded (default fp32)"
     )
     p.add_argument("--full", action="store_true", help="replace an index built with another model")
-    p.add_argument("--M", type=_positive, default=16, help="HNSW M (default 16)")
+    p.add_argument("--M", type=positive_int, default=16, help="HNSW M (default 16)")
     p.add_argument(
-        "--ef-construction", type=_positive, default=200, help="HNSW ef_construction (default 200)"
+        "--ef-construction", type=positive_int, default=200, help="HNSW ef_construction (default 200)"
     )
-    p.add_argument("--ef", type=_positive, default=128, help="default query ef stored in the manifest (128)")
-    p.add_argument("--keep-versions", type=_positive, default=3, help="versions to keep (default 3)")
-    p.add_argument("--threads", type=_positive, default=None, help="hnswlib build threads (default: all)")
+    p.add_argument(
+        "--ef", type=positive_int, default=128, help="default query ef stored in the manifest (128)"
+    )
+    p.add_argument("--keep-versions", type=positive_int, default=3, help="versions to keep (default 3)")
+    p.add_argument("--threads", type=positive_int, default=None, help="hnswlib build threads (default: all)")
     p.add_argument("--quiet", action="store_true", help="the result line and errors only")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 

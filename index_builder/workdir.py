@@ -36,7 +36,7 @@ import numpy as np
 
 from handler.core.storage import atomic_write
 from handler.core.uri import parse_uri
-from index_builder.sources import BuildError
+from index_builder.errors import BuildError
 
 __all__ = ["CachedVector", "ShardWriter", "WorkDir", "default_work_dir"]
 

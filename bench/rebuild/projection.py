@@ -25,7 +25,7 @@ def lambda_projection(
     plan and publish, i.e. listing and the HNSW build, not included)."""
     vcpus = memory_mb / LAMBDA_MB_PER_VCPU
     rate = per_vcpu * vcpus  # images/s of one worker
-    from index_builder.steps.plan import MAX_BATCH_BYTES
+    from index_builder.steps.batching import MAX_BATCH_BYTES
 
     # ~600 s of work, but at most what fits Step Functions' batch byte limit (~190 bytes per S3 item)
     batch = max(1, min(int(rate * budget_s), (MAX_BATCH_BYTES - 1024) // 190))

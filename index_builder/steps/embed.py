@@ -24,8 +24,10 @@ from handler.core.images import ImageOptions
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import Store
 from index_builder.build import BuildOptions, _load_backend
+from index_builder.errors import BuildError
 from index_builder.pipeline import prepared_stream
-from index_builder.sources import BuildError, Source, SourceItem, open_source
+from index_builder.source_base import Source, SourceItem
+from index_builder.sources import open_source
 from index_builder.steps import work
 from index_builder.workdir import CachedVector
 

@@ -8,37 +8,30 @@ workers share (a worker still reuses the previous vector when the bytes hash to 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict
 from typing import Any
 
 from handler.core.duplicates import duplicate_settings
-from handler.core.errors import ArtifactError, ConfigError, SearchError
-from handler.core.images import ImageOptions, format_background
-from handler.core.index_format import (
-    ERRORS_FILE,
-    SCHEMA_VERSION,
-    read_manifest,
-    read_pointer,
-    shard_specs,
-    version_prefix,
-)
+from handler.core.errors import ConfigError, SearchError
+from handler.core.images import ImageOptions
+from handler.core.index_format import read_manifest, read_pointer, version_prefix
 from handler.core.storage import S3Store, Store, open_store
-from index_builder.build import BuildOptions, _item_row, _Log, _unchanged_row
-from index_builder.facts import previous_content
+from index_builder.errors import BuildError, UsageError
 from index_builder.lock import BuildLock
+from index_builder.options import BuildOptions, _Log
 from index_builder.publish import new_version_id
-from index_builder.shard_write import same_recall_settings, version_items
-from index_builder.sources import IMAGE_EXTENSIONS, BuildError, Source, SourceItem, UsageError, open_source
+from index_builder.source_base import IMAGE_EXTENSIONS, Source
+from index_builder.sources import open_source
 from index_builder.steps import work
+from index_builder.steps.batching import DEFAULT_CHUNK_ITEMS, MAX_BATCH_BYTES, batch_items_for
+from index_builder.steps.plan_diff import diff_listing
+from index_builder.steps.plan_previous import previous_rows, same_settings
 from index_builder.workdir import shard_key
 
-__all__ = ["DEFAULT_CHUNK_ITEMS", "batch_items_for", "plan"]
+__all__ = ["plan"]
 
-DEFAULT_CHUNK_ITEMS = 64  # images per checkpointed output object (also the batch size granule)
 # options a run's embed and publish steps use (the plan pins them, so every worker embeds alike)
 # (the image options - background, JPEG draft - are pinned as the plan's ``image_preprocess``)
 RUN_OPTIONS = (
@@ -64,115 +57,6 @@ RUN_OPTIONS = (
     "workers",
     "duplicate_threshold",
 )
-# manifest fields that vary between builds of the same index (as index_builder.build compares them)
-_VOLATILE = (
-    "version",
-    "files",
-    "built_at",
-    "builder",
-    "stats",
-    "build",
-    "previous_version",
-    "schema_version",
-    "kind",
-    "ef",
-    "recall",
-    "shards",
-    "sharding",
-)
-
-
-MAX_BATCH_BYTES = 245_760  # template.yaml ItemBatcher.MaxInputBytesPerBatch (Step Functions allows 256 KiB)
-
-
-def batch_items_for(
-    todo: int,
-    *,
-    rate: float,
-    budget_s: float,
-    chunk: int,
-    workers: int | None = None,
-    max_items: int | None = None,
-) -> int:
-    """Images per batch: what one worker embeds in ``budget_s`` at ``rate`` images/s, at most ``max_items``
-    (what fits the batch byte limit), and (when ``workers`` is given) small enough for ~4 batches per
-    worker; a multiple of ``chunk``."""
-    n = max(1, int(rate * budget_s))
-    if workers:
-        n = min(n, math.ceil(max(1, todo) / (4 * workers)))
-    if max_items:
-        n = min(n, max_items)
-        if n >= chunk:
-            return n // chunk * chunk
-    return max(chunk, math.ceil(n / chunk) * chunk)
-
-
-def _previous_items(store: Store, version: str, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The version's rows by label (tombstoned rows as ``{}``: never reused), None without embeddings."""
-    if any("embeddings" not in spec.files for spec in shard_specs(manifest)):
-        return None
-    try:
-        rows, dead = version_items(store, manifest)
-    except ArtifactError:
-        return None
-    return [{} if label in dead else row for label, row in enumerate(rows)]
-
-
-def _previous_errors(store: Store, version: str, manifest: dict[str, Any]) -> dict[Any, dict[str, Any]]:
-    """The previous version's error rows by id (only rows that carry the file's size/mtime can be trusted)."""
-    entry = (manifest.get("files") or {}).get(ERRORS_FILE)
-    if not entry:
-        return {}
-    raw = store.read_bytes(version_prefix(version) + ERRORS_FILE)
-    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-        return {}
-    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-    return {r["id"]: r for r in rows if isinstance(r, dict) and "id" in r}
-
-
-def _same_file_failed(item: SourceItem, err: dict[str, Any] | None) -> bool:
-    """The item failed in the previous version and is the very same file (not re-read, not retried)."""
-    if err is None or item.size is None or err.get("size") is None or err.get("reason") == "not_embedded":
-        return False
-    return (err.get("uri"), err.get("size"), err.get("mtime"), err.get("etag")) == (
-        item.uri,
-        item.size,
-        item.mtime,
-        item.etag,
-    )
-
-
-def _previous_options(manifest: dict[str, Any]) -> ImageOptions | None:
-    try:
-        return ImageOptions.from_manifest(manifest.get("image_preprocess"))
-    except SearchError:
-        return None  # unreadable: never equal, so nothing is reused
-
-
-def _same_limits(manifest: dict[str, Any], opts: BuildOptions) -> bool:
-    """The previous version was built with the same pixel and file size limits (its errors still hold)."""
-    build = manifest.get("build") or {}
-    return build.get("max_pixels") == opts.max_pixels and build.get("max_file_bytes") == opts.max_file_bytes
-
-
-def _same_settings(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """Every non-volatile manifest field (model, precision, source, image options, HNSW settings...) would
-    be written again unchanged (the serial build's "no change" rule)."""
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        return False
-    if not same_recall_settings(manifest, settings["ef"], settings["target_recall"]):
-        return False
-    keys = (set(settings) | set(manifest)) - set(_VOLATILE) - {"ef", "target_recall"}
-    return all(json.loads(json.dumps(settings.get(k))) == manifest.get(k) for k in keys)
-
-
-def _item_json(item: SourceItem) -> dict[str, Any]:
-    d: dict[str, Any] = {"id": item.id, "uri": item.uri, "size": item.size, "mtime": item.mtime}
-    if item.etag is not None:
-        d["etag"] = item.etag
-    if item.key is not None:
-        d["key"] = item.key
-    return d
 
 
 def _forget_run(store: Store, stale: dict[str, Any], current: str | None, log: _Log) -> None:
@@ -247,6 +131,23 @@ def plan(
         raise
 
 
+def _read_current(dest: Store, full: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(pointer, manifest)`` of the published version (None, None: no index yet, or an unreadable one
+    with ``--full``)."""
+    try:
+        pointer = read_pointer(dest)
+        if pointer is None:
+            return None, None
+        return pointer, read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
+    except SearchError as e:
+        if not full:
+            raise BuildError(
+                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                "pass --full to build a new version from scratch"
+            ) from None
+        return None, None
+
+
 def _plan_locked(
     opts: BuildOptions,
     dest: Store,
@@ -264,18 +165,7 @@ def _plan_locked(
     chunk_items: int,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    pointer, manifest = None, None
-    try:
-        pointer = read_pointer(dest)
-        if pointer is not None:
-            manifest = read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
-    except SearchError as e:
-        if not opts.full:
-            raise BuildError(
-                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
-                "pass --full to build a new version from scratch"
-            ) from None
-        pointer, manifest = None, None
+    pointer, manifest = _read_current(dest, opts.full)
     current = pointer["version"] if pointer else None
     if stale is not None:
         _forget_run(dest, stale.data, current, log)
@@ -309,81 +199,9 @@ def _plan_locked(
             "path or prefix, or pass --allow-empty to publish an empty index"
         )
 
-    prev_items: list[dict[str, Any]] | None = None
-    prev_errors: dict[Any, dict[str, Any]] = {}
-    if manifest and not opts.full and manifest.get("precision", "fp32") == opts.precision:
-        was = _previous_options(manifest)
-        if was != options:
-            described = (
-                f"background {format_background(was.background)}, JPEG draft "
-                f"{'on' if was.jpeg_draft else 'off'}"
-                if was
-                else "unknown options"
-            )
-            log.info(
-                f"version {current} prepared images with {described}, this build with background "
-                f"{image_preprocess['background']}: every image is embedded again"
-            )
-        else:
-            try:
-                prev_items = _previous_items(dest, current or "", manifest)
-                # the previous errors of unchanged files hold only under the same limits
-                prev_errors = (
-                    _previous_errors(dest, current or "", manifest) if _same_limits(manifest, opts) else {}
-                )
-            except (SearchError, ValueError) as e:
-                log.warn(
-                    f"cannot reuse the vectors of version {current} ({e}); every image is embedded again"
-                )
-    by_id = {
-        row["id"]: label
-        for label, row in enumerate(prev_items or [])
-        if isinstance(row, dict) and "id" in row
-    }
-
-    listing: list[dict[str, Any]] = []
-    todo: list[dict[str, Any]] = []
-    same_rows = prev_items is not None
-    for item in items:
-        entry = {**_item_json(item), "metadata": item.metadata}
-        label = by_id.get(item.id)
-        row = prev_items[label] if prev_items is not None and label is not None else None
-        if item.error is not None or _same_file_failed(item, prev_errors.get(item.id)):
-            err = (
-                list(item.error)
-                if item.error is not None
-                else [prev_errors[item.id]["reason"], prev_errors[item.id]["message"]]
-            )
-            entry.update(state="error", error=err)
-            if item.error is None:
-                entry["carried"] = (
-                    True  # publish lists it with the errors found while embedding (serial order)
-                )
-            prev_err = prev_errors.get(item.id)
-            if prev_err is None or [prev_err.get("reason"), prev_err.get("message")] != err:
-                same_rows = False
-        elif (
-            row is not None
-            and _unchanged_row(item, row)
-            and (
-                opts.max_pixels is None
-                or row.get("width") is None
-                or row.get("height") is None
-                or row["width"] * row["height"] <= opts.max_pixels
-            )
-        ):
-            entry.update(state="reuse", label=label)
-            w, h = row.get("width"), row.get("height")
-            if _item_row(item, row["sha256"], item.size, w, h, previous_content(row)) != row:
-                same_rows = False  # e.g. the sidecar metadata changed
-        else:
-            entry["state"] = "todo"
-            task = _item_json(item)
-            if row is not None and isinstance(row.get("sha256"), str) and row.get("width") is not None:
-                task["prev"] = {"sha256": row["sha256"], "width": row["width"], "height": row["height"]}
-            todo.append(task)
-            same_rows = False
-        listing.append(entry)
+    prev_items, prev_errors = previous_rows(dest, current, manifest, opts, options, log)
+    diff = diff_listing(items, prev_items, prev_errors, opts.max_pixels)
+    listing, todo = diff.listing, diff.todo
     reused = sum(1 for e in listing if e["state"] == "reuse")
     errors = sum(1 for e in listing if e["state"] == "error")
     counts = {
@@ -391,7 +209,7 @@ def _plan_locked(
         "reuse": reused,
         "todo": len(todo),
         "errors": errors,
-        "removed": len(set(by_id) - {i.id for i in items}) if prev_items is not None else None,
+        "removed": len(set(diff.by_id) - {i.id for i in items}) if prev_items is not None else None,
     }
     summary: dict[str, Any] = {"run_id": run_id, "index_uri": dest.uri, "todo": len(todo), "counts": counts}
 
@@ -412,12 +230,12 @@ def _plan_locked(
     }
     labels = [e["label"] for e in listing if e["state"] == "reuse"]
     if (
-        same_rows
+        diff.same_rows
         and prev_items is not None
         and labels == list(range(len(prev_items)))
         and errors == len(prev_errors)
         and manifest is not None
-        and _same_settings(manifest, settings)
+        and same_settings(manifest, settings)
     ):
         dest.delete_prefix(work.OUT)  # outputs of an interrupted run that published before it died
         lock.release(run_id)
@@ -474,21 +292,29 @@ def _plan_locked(
         "created": time.time(),
         "plan_seconds": round(time.perf_counter() - t0, 3),
     }
-    known = (
+    info["known"] = (
         bool(todo) and prev_items is not None and work.write_known(dest, work.known_key(run_id), prev_items)
     )
-    info["known"] = known
+    where = _write_plan(dest, run_id, listing, todo, info)
+    log.info(
+        f"planned run {run_id}: {len(items)} listed, {reused} unchanged, {len(todo)} to embed in batches of "
+        f"{n}, {errors} error(s)"
+    )
+    return {**summary, "changed": True, "version": run_id, "batch_items": n, "items": where}
+
+
+def _write_plan(
+    dest: Store, run_id: str, listing: list[dict[str, Any]], todo: list[dict[str, Any]], info: dict[str, Any]
+) -> dict[str, str]:
+    """Write the run's listing, todo list and plan (last: a plan without it is incomplete); returns where
+    the todo list is (``{"Key"}``, plus ``"Bucket"`` for an S3 index: the Distributed Map's reader)."""
     dest.write_bytes(work.listing_key(run_id), b"".join(work.dumps(e) + b"\n" for e in listing))
     dest.write_bytes(work.items_key(run_id), work.dumps(todo))
-    dest.write_bytes(work.plan_key(run_id), work.dumps(info))  # last: a plan without it is incomplete
+    dest.write_bytes(work.plan_key(run_id), work.dumps(info))
     where = {
         "Key": (dest.prefix + "/" if isinstance(dest, S3Store) and dest.prefix else "")
         + work.items_key(run_id)
     }
     if isinstance(dest, S3Store):
         where["Bucket"] = dest.bucket
-    log.info(
-        f"planned run {run_id}: {len(items)} listed, {reused} unchanged, {len(todo)} to embed in batches of "
-        f"{n}, {errors} error(s)"
-    )
-    return {**summary, "changed": True, "version": run_id, "batch_items": n, "items": where}
+    return where

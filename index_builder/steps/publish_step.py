@@ -23,13 +23,14 @@ from handler.core.errors import SearchError
 from handler.core.index_format import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
 from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
+from index_builder.errors import BuildError
 from index_builder.facts import previous_content
 from index_builder.lock import BuildLock, BuildLocked
 from index_builder.pipeline import error_row
 from index_builder.publish import prune, publish, write_version
 from index_builder.recall import DEFAULT_TARGET_RECALL
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
-from index_builder.sources import BuildError, SourceItem
+from index_builder.source_base import SourceItem
 from index_builder.steps import work
 
 __all__ = ["publish_run"]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from demo import run, shapes
-from index_builder.sources import BuildError, UsageError, open_source
+from index_builder.errors import BuildError, UsageError
+from index_builder.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "api.md"]

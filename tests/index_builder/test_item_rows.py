@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from index_builder.errors import BuildError
 from index_builder.item_rows import _row, jsonl_rows, parquet_rows
-from index_builder.sources import BuildError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

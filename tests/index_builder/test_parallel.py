@@ -195,16 +195,6 @@ def test_metadata_change_alone_publishes_without_embedding(
     assert rows[str(sidecar.with_suffix(".jpg"))]["metadata"] == {"caption": "changed"}
 
 
-def test_batches_fit_the_item_batcher_byte_limit() -> None:
-    from index_builder.steps.plan import batch_items_for
-
-    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64) == 12_032  # 600 s of work, chunk multiple
-    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64, max_items=1290) == 1280
-    assert batch_items_for(10_000, rate=20, budget_s=600, chunk=64, workers=2, max_items=1290) == 1216
-    assert batch_items_for(100, rate=20, budget_s=600, chunk=4, workers=2) == 16  # ~4 batches per worker
-    assert batch_items_for(100, rate=20, budget_s=600, chunk=64, max_items=10) == 64  # never below one chunk
-
-
 def test_renamed_file_reuses_its_vector(cli: Any, coll: Path, demo_bundle: Path, tmp_path: Path) -> None:
     """Like the serial build: a moved file is found by its content hash, not embedded again."""
     from tests.index_builder.conftest import vectors_by_id

@@ -17,7 +17,8 @@ from handler.core.errors import ImageTooLargeError, InvalidImageError
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import NotFoundError, StorageError
 from index_builder.pipeline import classify, prepare, prepared_stream, safe_message
-from index_builder.sources import FolderSource, Source, SourceItem
+from index_builder.source_base import Source, SourceItem
+from index_builder.source_folder import FolderSource
 from index_builder.workdir import CachedVector
 
 PRE = ImagePreprocessor({"size": 32})

@@ -13,8 +13,8 @@ import pytest
 
 from handler.core.index import load_index
 from index_builder import embeddings_files
+from index_builder.errors import BuildError, UsageError
 from index_builder.precomputed import ImportOptions, import_embeddings
-from index_builder.sources import BuildError, UsageError
 from tests.conftest import normalized_vectors
 from tests.index_builder.conftest import current, read_version
 

@@ -132,7 +132,7 @@ def test_stale_and_corrupt_shards_are_never_used(tmp_path: Path) -> None:
 
 
 def test_second_build_on_the_same_work_dir_is_refused(tmp_path: Path) -> None:
-    from index_builder.sources import BuildError
+    from index_builder.errors import BuildError
 
     a = WorkDir(tmp_path / "w", "k", {}).open()
     with pytest.raises(BuildError, match="another build is running"):
@@ -153,7 +153,8 @@ def test_source_storage_failure_aborts_and_keeps_checkpoints(demo_bundle: Path, 
     publishing an index with a hole; what was embedded is checkpointed and the re-run resumes."""
     from handler.core.storage import StorageError
     from index_builder.build import BuildOptions, build
-    from index_builder.sources import BuildError, FolderSource
+    from index_builder.errors import BuildError
+    from index_builder.source_folder import FolderSource
 
     src, dest = tmp_path / "src", tmp_path / "index"
     collection(src, 60, seed=33)

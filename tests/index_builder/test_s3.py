@@ -242,7 +242,9 @@ def test_s3_key_with_empty_segment_is_an_item_error(
         o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="photos/odd").get("Contents", [])
     ]
     if listed != ["photos/odd//b.jpg"]:
-        pytest.skip(f"this S3 server does not keep empty key segments (lists {listed}); see test_sources.py")
+        pytest.skip(
+            f"this S3 server does not keep empty key segments (lists {listed}); see test_source_s3.py"
+        )
     r = cli(*build_args(f"s3://{bucket}/photos", demo_bundle, tmp_path / "index"))
     assert r.rc == 0, r.err
     v = read_version(tmp_path / "index")

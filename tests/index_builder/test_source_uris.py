@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from index_builder.backends import read_bundle_manifest
-from index_builder.sources import BuildError, FolderSource, JsonlSource, S3Source, UsageError, open_source
+from index_builder.errors import BuildError, UsageError
+from index_builder.source_folder import FolderSource
+from index_builder.source_jsonl import JsonlSource
+from index_builder.source_s3 import S3Source
+from index_builder.sources import open_source
 from index_builder.workdir import default_work_dir
 
 
