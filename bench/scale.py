@@ -124,8 +124,9 @@ def _dir_bytes(root: Path, skip: tuple[str, ...] = (".npy",)) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip))
 
 
-def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int) -> float:
-    """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again."""
+def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int, **kw: Any) -> float:
+    """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again, with the
+    full build's settings ``kw`` (another shard size is another layout: the tail shard would be refilled)."""
     rng = np.random.default_rng(seed)
     changed = rng.choice(n, size=max(1, n // 100), replace=False)
     new = data.copy()
@@ -133,7 +134,7 @@ def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int) 
     ids = list(range(n))
     for j, row in enumerate(changed):
         ids[row] = n + j
-    return _write(root, "v2", new, ids, threads)
+    return _write(root, "v2", new, ids, threads, **kw)
 
 
 def _cold_s3(ctx: Context, root: Path, query: np.ndarray) -> dict[str, Any] | None:
@@ -234,7 +235,7 @@ def run(ctx: Context) -> Section:
             )
             if kind == "clustered" and label == "sharded":
                 ctx.log("incremental publish of a 1% change ...")
-                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7)
+                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7, **kw)
                 ctx.log("cold load from S3 ...")
                 m["cold"] = _cold_s3(ctx, root, queries[0])
             res[label] = m

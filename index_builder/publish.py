@@ -45,7 +45,7 @@ from handler.core.index_format import SHARDS_PREFIX, shard_specs
 from handler.core.storage import Store, file_digest, open_store
 from index_builder.recall import DEFAULT_TARGET_RECALL, EF_MIN
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE, plan_shards
-from index_builder.shard_write import build_shard, item_line, previous_shards
+from index_builder.shard_write import build_shard, extend_shard, item_line, previous_shards
 
 __all__ = ["BUILDER", "SHARD_GRACE_S", "list_versions", "new_version_id", "prune", "publish", "write_version"]
 
@@ -206,6 +206,23 @@ def write_version(
                     p: {"sha256": e["sha256"], "size": e["size"]} for p, e in spec.files.items()
                 }
                 shards.append(entry)
+                continue
+            if plan.extends is not None:  # a carried tail: only the new rows inserted
+                added = np.asarray(plan.added, dtype=np.int64)
+                entry, sent = extend_shard(
+                    store,
+                    plan.extends,
+                    np.ascontiguousarray(arr[added]),
+                    [lines[i] for i in plan.added],
+                    deleted=plan.deleted,
+                    threads=threads or usable_cpus(),
+                    target_recall=target_recall,
+                    fixed_ef=ef,
+                    work=work,
+                )
+                shards.append(entry)
+                built += 1
+                uploaded += sent
                 continue
             rows = np.asarray(plan.live, dtype=np.int64)
             entry, sent = build_shard(
