@@ -17,6 +17,8 @@ from handler.core.index import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     SCHEMA_VERSION,
+    read_manifest,
+    read_pointer,
     version_prefix,
 )
 from handler.core.index_format import shard_specs
@@ -29,7 +31,7 @@ from index_builder.facts import previous_content, row_facts
 from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
 from index_builder.shard_write import same_recall_settings, version_items
-from index_builder.sources import SourceItem
+from index_builder.sources import BuildError, SourceItem
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir
 
 # Manifest fields that vary between builds of the same index (the rest must match for "no change").
@@ -271,3 +273,33 @@ def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
             f"version {version} is published, but pruning old versions failed ({e}); the next build retries"
         )
         return []
+
+
+def _read_current(dest: Store, opts: BuildOptions, fingerprint: str, log: _Log) -> _Previous | None:
+    """DEST's current version (None: there is none, or it is unreadable and ``--full`` ignores it);
+    :class:`BuildError` when it is another model's and not ``--full``."""
+    prev: _Previous | None = None
+    try:
+        pointer = read_pointer(dest)
+        if pointer is not None:
+            prev = _Previous(
+                pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
+            )
+    except SearchError as e:
+        if not opts.full:
+            raise BuildError(
+                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                "pass --full to build a new version from scratch"
+            ) from None
+        log.warn(f"ignoring the unreadable current index of {dest.uri} ({e.message})")
+        return None
+    if prev and prev.manifest["model_fingerprint"] != fingerprint and not opts.full:
+        raise BuildError(
+            f"--out {dest.uri} holds version {prev.version} built with model "
+            f"{prev.manifest['model_fingerprint']}, "
+            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be "
+            "mixed. "
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was "
+            "built with."
+        )
+    return prev
