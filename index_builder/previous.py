@@ -4,6 +4,7 @@ one, and pruning."""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -50,13 +51,41 @@ _VOLATILE = (
 )
 
 
+class ShardRows:
+    """The previous version's vectors, shard by shard (memory-mapped, never concatenated into one copy of
+    the whole collection): ``rows[label]`` for a label (or an array of labels) of the version."""
+
+    def __init__(self, parts: list[np.ndarray], dim: int) -> None:
+        self.parts, self.dim = parts, dim
+        self.starts = [0]
+        for part in parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, label: Any) -> np.ndarray:
+        if np.ndim(label) == 0:
+            if not 0 <= label < len(self):
+                raise IndexError(f"label {label} out of range")
+            s = bisect.bisect_right(self.starts, int(label)) - 1
+            return self.parts[s][int(label) - self.starts[s]]
+        labels = np.asarray(label, dtype=np.int64)
+        out = np.empty((len(labels), self.dim), dtype=np.float32)
+        which = np.searchsorted(self.starts, labels, side="right") - 1
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = self.parts[s][labels[mask] - self.starts[s]]
+        return out
+
+
 @dataclass
 class _Previous:
     version: str
     manifest: dict[str, Any]
     rows: dict[Any, int] = field(default_factory=dict)  # id -> label
     items: list[dict[str, Any]] = field(default_factory=list)
-    embeddings: np.ndarray | None = None
+    embeddings: ShardRows | None = None
     by_sha: dict[str, int] = field(default_factory=dict)  # content sha256 -> label
 
     def cached(self, sha: str) -> CachedVector | None:
@@ -101,13 +130,7 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
             dead |= {len(items) + d for d in spec.deleted}
             items += rows
             parts.append(emb)
-        embeddings = (
-            parts[0]
-            if len(parts) == 1
-            else np.concatenate(parts)
-            if parts
-            else np.zeros((0, dim), np.float32)
-        )
+        embeddings = ShardRows(parts, dim)
     except (OSError, ValueError, ArtifactError) as e:
         log.warn(
             f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded "
