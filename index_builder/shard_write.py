@@ -32,12 +32,16 @@ __all__ = [
 _SAME = ("dim", "model_fingerprint", "precision", "space", "M", "ef_construction")
 
 
+# one encoder for every line (json.dumps with options builds a new one per call)
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def item_line(row: Mapping[str, Any], what: str, i: int) -> str:
     """One items.jsonl / errors.jsonl line (no newline)."""
     if not isinstance(row, Mapping):
         raise ValueError(f"{what}[{i}] must be a dict, got {type(row).__name__}")
     try:
-        return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _LINE.encode(row)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}[{i}] is not JSON-serialisable: {e}") from None
 
