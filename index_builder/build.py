@@ -60,7 +60,7 @@ from index_builder.previous import (  # the F401 ones: index_builder.steps impor
 )
 from index_builder.publish import BUILDER, new_version_id, publish, write_version
 from index_builder.sources import BuildError, Source, UsageError, open_source
-from index_builder.workdir import WorkDir, default_work_dir, shard_key
+from index_builder.workdir import PREVIOUS, WorkDir, default_work_dir, shard_key
 
 __all__ = [
     "BACKENDS",
@@ -296,6 +296,7 @@ def _build_locked(
             errors=errors,
             shard_size=opts.index_shard_size,
             target_recall=opts.target_recall,
+            previous_dir=work.root / PREVIOUS if reuse else None,  # what _load_previous_vectors fetched
         )
         latest = read_pointer(dest)
         if (latest["version"] if latest else None) != current_version:

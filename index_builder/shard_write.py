@@ -68,11 +68,17 @@ def version_items(store: Store, manifest: dict[str, Any]) -> tuple[list[dict[str
 
 
 def previous_shards(
-    store: Store, settings: Mapping[str, Any], target_recall: float, fixed_ef: int | None, tmp: Path
+    store: Store,
+    settings: Mapping[str, Any],
+    target_recall: float,
+    fixed_ef: int | None,
+    tmp: Path,
+    fetched: Path | None = None,
 ) -> list[PrevShard] | None:
     """The current version's shards when they can be carried into a build with ``settings`` (same model,
     precision, HNSW parameters, recall target / fixed ef), else None (everything is built). Items files
-    are read and checked; embeddings are memory-mapped (local) or downloaded to ``tmp`` (S3)."""
+    are read and checked; embeddings are memory-mapped: the store's file (local), the copy under
+    ``fetched`` (the store's layout; verified by whoever fetched it) or one downloaded to ``tmp`` (S3)."""
     try:
         pointer = read_pointer(store)
         if pointer is None:
@@ -95,6 +101,8 @@ def previous_shards(
             entry = spec.files.get("embeddings")
             if entry is not None:
                 path = store.local_path(entry["key"]) if isinstance(store, LocalStore) else None
+                if path is None and fetched is not None and (fetched / entry["key"]).is_file():
+                    path = fetched / entry["key"]
                 if path is None:
                     path = tmp / "previous" / entry["key"]
                     store.download_file(entry["key"], path)

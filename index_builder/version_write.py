@@ -164,6 +164,7 @@ def write_version(
     shard_size: int = DEFAULT_SHARD_SIZE,
     target_recall: float = DEFAULT_TARGET_RECALL,
     reuse: bool = True,
+    previous_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build and store a version: its shards (``shards/<sha256>.{hnsw,jsonl,npy}``, only those the store
     does not hold yet), ``versions/<version_id>/errors.jsonl``, then ``manifest.json`` last. Returns the
@@ -182,6 +183,8 @@ def write_version(
     order of ``items``. Each built shard's ef is the smallest reaching ``target_recall`` recall@10
     (:mod:`index_builder.recall`), or ``ef`` when given (its recall is still measured); the version's ef is
     the largest of its shards'. An empty collection (count 0) is allowed; its SearchIndex returns no hits.
+    ``previous_dir``: where the current version's shard files were already fetched from a remote store
+    (its layout, checksums verified), so that they are not downloaded again.
     """
     store = _as_store(store)
     prefix = version_prefix(version_id)
@@ -231,7 +234,11 @@ def write_version(
     built = uploaded = 0
     with tempfile.TemporaryDirectory(prefix="index-build-") as tmp:
         work = Path(tmp)
-        prev = previous_shards(store, settings, target_recall, ef, work) if reuse and count else None
+        prev = (
+            previous_shards(store, settings, target_recall, ef, work, previous_dir)
+            if reuse and count
+            else None
+        )
         for plan in plan_shards(prev, lines, arr, shard_size):
             if plan.carried is not None:  # files reused by checksum: nothing built or uploaded
                 shards.append(_carried_entry(plan.carried, plan.deleted))

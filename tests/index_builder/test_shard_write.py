@@ -189,3 +189,33 @@ def test_a_tiny_tail_is_rebuilt_in_input_order(tmp_path: Path, inserted: list[in
     inserted.clear()
     write(store, "v2", data, list(range(60)))
     assert inserted == [60]  # below COMPACT_BELOW: rebuilt whole (cheap)
+
+
+class _RemoteLike(LocalStore):
+    """A local store that, like S3, has no local paths: files are downloaded (and counted)."""
+
+    downloads: list[str]
+
+    def local_path(self, key: str) -> None:  # type: ignore[override]
+        return None
+
+    def download_file(self, key: str, local_path: str | Path) -> None:
+        self.downloads.append(key)
+        super().download_file(key, local_path)
+
+
+def test_previous_shards_fetched_by_the_build_are_not_downloaded_again(tmp_path: Path) -> None:
+    store = _RemoteLike(tmp_path / "dest")
+    store.downloads = []
+    data = normalized_vectors(200, 8, seed=8)
+    v1 = write(store, "v1", data[:100], list(range(100)), shard_size=50)
+    fetched = tmp_path / "fetched"
+    for shard in v1["shards"]:
+        key = f"shards/{shard['files']['embeddings']['sha256']}.npy"
+        (fetched / "shards").mkdir(parents=True, exist_ok=True)
+        (fetched / key).write_bytes((tmp_path / "dest" / key).read_bytes())
+    store.downloads.clear()
+    v2 = write(store, "v2", data[:100], list(range(100)), shard_size=50, previous_dir=fetched)
+    assert shard_keys(v2) == shard_keys(v1) and store.downloads == []
+    write(store, "v3", data[:100], list(range(100)), shard_size=50)
+    assert sorted(store.downloads) == sorted(k for keys in shard_keys(v1) for k in keys if k.endswith(".npy"))
