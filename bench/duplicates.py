@@ -4,7 +4,7 @@ Clustered random vectors (bench.vectors' model of a photo collection: 1000 centr
 ~0.8) with 1% of them given a near-copy (cosine ~0.999: a re-encoded copy), an hnswlib index built
 with the builder's defaults (M=16, ef_construction=200), then
 :func:`handler.core.duplicates.find_duplicate_groups` on that index, the way
-``index_builder.publish.write_version`` runs it. Prints one JSON object: both times and their ratio."""
+``index_builder.version_write.write_version`` runs it. Prints one JSON object: both times and their ratio."""
 
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ def run(
     from handler.core.preprocess import ImagePreprocessor
     from handler.core.runtime import load_bundle
     from index_builder.backends import OnnxBackend, read_bundle_manifest
-    from index_builder.build import BuildOptions, build, default_workers
+    from index_builder.build import build
+    from index_builder.options import BuildOptions, default_workers
 
     workers = workers or default_workers()
 

@@ -38,7 +38,8 @@ GOAL_COLD_VS_DOWNLOAD = 1.3
 
 def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int, **kw: Any) -> float:
     from handler.core.storage import LocalStore
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
 
     store = LocalStore(root)
     gc.collect()
@@ -124,8 +125,9 @@ def _dir_bytes(root: Path, skip: tuple[str, ...] = (".npy",)) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip))
 
 
-def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int) -> float:
-    """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again."""
+def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int, **kw: Any) -> float:
+    """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again, with the
+    full build's settings ``kw`` (another shard size is another layout: the tail shard would be refilled)."""
     rng = np.random.default_rng(seed)
     changed = rng.choice(n, size=max(1, n // 100), replace=False)
     new = data.copy()
@@ -133,7 +135,7 @@ def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int) 
     ids = list(range(n))
     for j, row in enumerate(changed):
         ids[row] = n + j
-    return _write(root, "v2", new, ids, threads)
+    return _write(root, "v2", new, ids, threads, **kw)
 
 
 def _cold_s3(ctx: Context, root: Path, query: np.ndarray) -> dict[str, Any] | None:
@@ -234,7 +236,7 @@ def run(ctx: Context) -> Section:
             )
             if kind == "clustered" and label == "sharded":
                 ctx.log("incremental publish of a 1% change ...")
-                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7)
+                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7, **kw)
                 ctx.log("cold load from S3 ...")
                 m["cold"] = _cold_s3(ctx, root, queries[0])
             res[label] = m
@@ -259,7 +261,7 @@ def run(ctx: Context) -> Section:
     sec.add(
         f"{n:,} synthetic 512-d vectors per distribution (bench.vectors: 1000 clusters; 'powerlaw' = "
         f"power-law cluster sizes with anisotropic noise); {nq} held-out queries of the same distribution; "
-        "recall@10 against exact inner-product search. Built with `index_builder.publish.write_version` "
+        "recall@10 against exact inner-product search. Built with `index_builder.version_write.write_version` "
         "(the builder's defaults: shard size, M, ef_construction, ef calibrated per shard to recall@10 "
         ">= 0.99 on the builder's own held-out-like queries); searched with `load_index` + "
         f"`SearchIndex.search`, one query per call, at the manifest's ef; {ctx.threads} threads.",

@@ -11,14 +11,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from handler.core.hashing import sha256_file
 from index_builder.errors import BuildError, UsageError
 
-__all__ = ["OnnxBackend", "TorchBackend", "read_bundle_manifest"]
+if TYPE_CHECKING:
+    from index_builder.options import BuildOptions
+
+__all__ = ["OnnxBackend", "TorchBackend", "load_backend", "read_bundle_manifest"]
 
 
 def read_bundle_manifest(bundle: str) -> dict[str, Any]:
@@ -216,3 +219,24 @@ class TorchBackend:
                 outs.append(y.float().cpu().numpy())
         out = np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
         return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
+    """The encoder ``opts`` ask for: open_clip torch with the bundle's weights, or the ONNX bundle."""
+
+    if opts.backend == "torch":
+        manifest = read_bundle_manifest(opts.bundle)
+        return TorchBackend(
+            manifest,
+            pretrained=opts.pretrained,
+            device=opts.device,
+            precision=opts.precision,
+            batch_size=opts.batch_size,
+        )
+    return OnnxBackend(
+        opts.bundle,
+        precision=opts.precision,
+        threads=opts.threads,
+        batch_size=opts.batch_size,
+        cache_dir=cache_dir,
+    )

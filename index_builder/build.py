@@ -14,85 +14,50 @@
 
 Incremental by default; resumable (checkpoint shards in the work dir, see :mod:`index_builder.workdir`).
 Options and progress output: :mod:`index_builder.options`; DEST's previous versions:
-:mod:`index_builder.previous`. Size note: ~360 lines because ``_build_locked`` is the job's steps 2-5 in
-order, kept together to be read as one.
+:mod:`index_builder.previous`; steps 3-4 (reuse plan, read/hash/decode/embed):
+:mod:`index_builder.embed_items`; writing the version: :mod:`index_builder.version_write`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from handler.core.bundle import RANDOM_INIT_WARNING, is_random_init
 from handler.core.duplicates import duplicate_settings
 from handler.core.errors import ConfigError, SearchError
-from handler.core.index_format import read_manifest, read_pointer
+from handler.core.index_format import read_pointer
 from handler.core.preprocess import ImagePreprocessor
-from handler.core.storage import StorageError, Store, open_store
-from index_builder.facts import previous_content
+from handler.core.storage import Store, open_store
+from index_builder.backends import load_backend
+from index_builder.embed_items import resolve_items
+from index_builder.errors import BuildError, UsageError
 from index_builder.options import (
-    BACKENDS,
-    DEFAULT_MAX_FILE_BYTES,
     BuildOptions,
     BuildResult,
     _exts,
     _Log,
-    _progress_bar,
-    default_workers,
     format_skipped,
 )
-from index_builder.pipeline import Prepared, error_row, prepared_stream
 from index_builder.previous import (
     _cleanup_pending,
-    _describe_options,
-    _item_row,
-    _load_previous_vectors,
     _Previous,
     _previous_ids,
-    _previous_options,
     _prune,
+    _read_current,
     _same_as_previous,
-    _unchanged_row,
 )
-from index_builder.publish import BUILDER, new_version_id, publish, write_version
-from index_builder.sources import BuildError, Source, SourceItem, UsageError, open_source
-from index_builder.workdir import CachedVector, WorkDir, default_work_dir, shard_key
+from index_builder.publish import publish
+from index_builder.source_base import Source
+from index_builder.sources import open_source
+from index_builder.version_write import BUILDER, new_version_id, write_version
+from index_builder.workdir import PREVIOUS, WorkDir, default_work_dir, shard_key
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_MAX_FILE_BYTES",
-    "BuildOptions",
-    "BuildResult",
-    "build",
-    "default_workers",
-    "format_skipped",
-]
-
-
-def _load_backend(opts: BuildOptions, cache_dir: str | None) -> Any:
-    from index_builder.backends import OnnxBackend, TorchBackend, read_bundle_manifest
-
-    if opts.backend == "torch":
-        manifest = read_bundle_manifest(opts.bundle)
-        return TorchBackend(
-            manifest,
-            pretrained=opts.pretrained,
-            device=opts.device,
-            precision=opts.precision,
-            batch_size=opts.batch_size,
-        )
-    return OnnxBackend(
-        opts.bundle,
-        precision=opts.precision,
-        threads=opts.threads,
-        batch_size=opts.batch_size,
-        cache_dir=cache_dir,
-    )
+__all__ = ["build"]
 
 
 def build(
@@ -115,7 +80,7 @@ def build(
     src = source or open_source(opts.source, workers=max(4, opts.workers))
 
     # 1. encoder
-    backend = _load_backend(
+    backend = load_backend(
         opts, cache_dir=None
     )  # an S3 bundle is cached where the runtime caches it (CACHE_DIR)
     fingerprint, dim = backend.model_fingerprint, backend.dim
@@ -134,31 +99,8 @@ def build(
         log.warn(RANDOM_INIT_WARNING)
 
     # 2. the current version of DEST
-    prev: _Previous | None = None
-    try:
-        pointer = read_pointer(dest)
-        if pointer is not None:
-            prev = _Previous(
-                pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
-            )
-    except SearchError as e:
-        if not opts.full:
-            raise BuildError(
-                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
-                "pass --full to build a new version from scratch"
-            ) from None
-        log.warn(f"ignoring the unreadable current index of {dest.uri} ({e.message})")
-        pointer, prev = None, None
+    prev = _read_current(dest, opts, fingerprint, log)
     current_version = prev.version if prev else None
-    if prev and prev.manifest["model_fingerprint"] != fingerprint and not opts.full:
-        raise BuildError(
-            f"--out {dest.uri} holds version {prev.version} built with model "
-            f"{prev.manifest['model_fingerprint']}, "
-            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be "
-            "mixed. "
-            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was "
-            "built with."
-        )
 
     image_preprocess = preprocessor.options.to_manifest()
     with _index_lock(dest, current_version, log):  # one build at a time per index, serial or step-wise
@@ -235,140 +177,9 @@ def _build_locked(
             "prefix, or pass --allow-empty to publish an empty index"
         )
 
-    reuse = False
-    if prev is not None:
-        if opts.full:
-            log.info(f"--full: not reusing vectors of version {prev.version}")
-        elif prev.manifest.get("precision", "fp32") != opts.precision:
-            log.info(
-                f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
-                "every image is embedded again"
-            )
-        elif _previous_options(prev) != preprocessor.options:
-            log.info(
-                f"version {prev.version} prepared images with {_describe_options(_previous_options(prev))}, "
-                f"this build with {_describe_options(preprocessor.options)}: every image is embedded again"
-            )
-        else:
-            reuse = _load_previous_vectors(dest, prev, work.root, log)
-
-    shard_cache, n_shards = work.load_shards(dim, log.warn)
-    if shard_cache:
-        log.info(
-            f"resuming: {len(shard_cache)} vector(s) checkpointed in {n_shards} shard(s) under "
-            f"{work.shard_dir}"
-        )
-    run_cache: dict[str, CachedVector] = {}
-
-    def known(sha: str) -> CachedVector | None:
-        hit = run_cache.get(sha) or shard_cache.get(sha)
-        if hit is None and reuse and prev is not None:
-            hit = prev.cached(sha)
-        return hit
-
-    errors: list[dict[str, Any]] = []
-    item_warnings: list[dict[str, Any]] = []
-    resolved: dict[int, tuple[dict[str, Any], np.ndarray]] = {}  # position in items -> (row, vector)
-    how: dict[str, int] = {"embedded": 0, "resumed": 0, "unchanged": 0, "reused": 0}
-    todo: list[int] = []
-
-    def add_error(item: SourceItem, reason: str, message: str) -> None:
-        errors.append(error_row(item, reason, message))
-
-    for pos, item in enumerate(items):
-        if item.error is not None:
-            add_error(item, *item.error)
-            continue
-        if reuse and prev is not None and prev.embeddings is not None:
-            label = prev.rows.get(item.id)
-            if label is not None and _unchanged_row(item, prev.items[label]):
-                row = prev.items[label]
-                w, h = row.get("width"), row.get("height")
-                if opts.max_pixels is None or w is None or h is None or w * h <= opts.max_pixels:
-                    vec = np.asarray(prev.embeddings[label], dtype=np.float32)
-                    resolved[pos] = (
-                        _item_row(item, row["sha256"], item.size, w, h, previous_content(row)),
-                        vec,
-                    )
-                    how["unchanged"] += 1
-                    continue
-        todo.append(pos)
-
-    # 4. read, hash, decode, embed what is left
-    shards = work.shard_writer(opts.shard_size)
-    bar = _progress_bar(len(todo), opts.quiet, progress)
-    embed_seconds = 0.0
-    batch: list[Prepared] = []
-
-    def finish(p: Prepared, vec: np.ndarray, kind: str) -> None:
-        item = items[todo[p.position]]
-        if kind == "cached":
-            if p.sha256 in run_cache:
-                kind = "reused"  # same content as another image embedded in this run
-            elif p.sha256 in shard_cache:
-                kind = "resumed"
-            else:  # from the previous version: the same id (touched, same bytes) or another id (copy, rename)
-                label = prev.rows.get(item.id) if prev is not None else None
-                same = label is not None and prev is not None and prev.items[label].get("sha256") == p.sha256
-                kind = "unchanged" if same else "reused"
-        how[kind] += 1
-        resolved[todo[p.position]] = (
-            _item_row(item, p.sha256 or "", p.size, p.width, p.height, p.facts),
-            vec,
-        )
-
-    def flush() -> None:
-        nonlocal embed_seconds
-        if not batch:
-            return
-        t0 = time.perf_counter()
-        vectors = backend.embed(np.stack([cast(np.ndarray, p.pixels) for p in batch]))  # set: not cached
-        embed_seconds += time.perf_counter() - t0
-        for p, vec in zip(batch, vectors, strict=True):
-            assert p.sha256 is not None
-            if p.sha256 not in run_cache:
-                run_cache[p.sha256] = CachedVector(vec, p.width, p.height)
-                shards.add(p.sha256, vec, p.width or 0, p.height or 0)
-            finish(p, vec, "embedded")
-            p.pixels = None
-        bar.update(len(batch))
-        batch.clear()
-        shards.maybe_flush()
-
-    t_embed = time.perf_counter()
-    ahead = max(2 * opts.batch_size, 4 * opts.workers)
-    try:
-        for p in prepared_stream(
-            [items[i] for i in todo], src, preprocessor, known, workers=opts.workers, ahead=ahead
-        ):
-            for w in p.warnings or ():
-                item = items[todo[p.position]]
-                item_warnings.append({"id": item.id, "uri": item.uri, "message": w})
-                log.item_warning(len(item_warnings), item.id, w)
-            if p.error is not None:
-                add_error(items[todo[p.position]], *p.error)
-                bar.update(1)
-            elif p.cached is not None:
-                finish(p, p.cached.vector, "cached")
-                bar.update(1)
-            else:
-                batch.append(p)
-                if len(batch) >= opts.batch_size:
-                    flush()
-        flush()
-        shards.flush()
-    except StorageError as e:  # the source's storage failed (not one missing object): do not publish a gap
-        raise BuildError(
-            f"reading the source failed: {e.message}\nNothing was published. Embeddings computed so far "
-            f"are checkpointed in {work.root}; re-run the same command to resume."
-        ) from None
-    finally:
-        bar.close()
-        with contextlib.suppress(Exception):
-            shards.flush()  # keep what was computed before an error or Ctrl-C (a no-op after success)
-    pipeline_seconds = time.perf_counter() - t_embed
-    if len(item_warnings) > log.item_warnings_shown:
-        log.info(f"... and {len(item_warnings) - log.item_warnings_shown} more warning(s) (listed by --json)")
+    found = resolve_items(opts, dest, src, items, backend, preprocessor, prev, work, log, progress)
+    resolved, errors, item_warnings, how = found.rows, found.errors, found.warnings, found.how
+    pipeline_seconds, reuse = found.pipeline_seconds, found.reuse
 
     # 5. assemble the version
     rows: list[dict[str, Any]] = []
@@ -472,6 +283,7 @@ def _build_locked(
             errors=errors,
             shard_size=opts.index_shard_size,
             target_recall=opts.target_recall,
+            previous_dir=work.root / PREVIOUS if reuse else None,  # what _load_previous_vectors fetched
         )
         latest = read_pointer(dest)
         if (latest["version"] if latest else None) != current_version:

@@ -18,8 +18,8 @@ from typing import Any
 from handler.core.cpus import usable_cpus
 from handler.core.errors import ConfigError
 from handler.core.storage import Store, open_store
-from index_builder.build import BuildOptions
 from index_builder.errors import UsageError
+from index_builder.options import BuildOptions
 from index_builder.steps import embed_batch, plan, publish_run, work
 
 __all__ = ["build_parallel"]

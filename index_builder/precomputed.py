@@ -29,7 +29,8 @@ from index_builder.embeddings_files import read_collection
 from index_builder.errors import BuildError, UsageError
 from index_builder.options import _Log
 from index_builder.previous import _prune
-from index_builder.publish import BUILDER, new_version_id, publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import BUILDER, new_version_id, write_version
 
 __all__ = ["ImportOptions", "ImportResult", "add_parser", "import_embeddings", "run_cli"]
 

@@ -4,6 +4,7 @@ one, and pruning."""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -13,20 +14,26 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.images import ImageOptions, format_background
+from handler.core.images import (
+    ImageOptions,
+    format_background,
+)
 from handler.core.index_format import (
     EMBEDDINGS_FILE,
     ERRORS_FILE,
     SCHEMA_VERSION,
+    read_manifest,
+    read_pointer,
     shard_specs,
     version_prefix,
 )
 from handler.core.storage import LocalStore, Store, fetch_dir, file_digest
+from index_builder.errors import BuildError
 from index_builder.facts import previous_content, row_facts
 from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
 from index_builder.shard_write import same_recall_settings, version_items
-from index_builder.sources import SourceItem
+from index_builder.source_base import SourceItem
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir
 
 # Manifest fields that vary between builds of the same index (the rest must match for "no change").
@@ -45,13 +52,41 @@ _VOLATILE = (
 )
 
 
+class ShardRows:
+    """The previous version's vectors, shard by shard (memory-mapped, never concatenated into one copy of
+    the whole collection): ``rows[label]`` for a label (or an array of labels) of the version."""
+
+    def __init__(self, parts: list[np.ndarray], dim: int) -> None:
+        self.parts, self.dim = parts, dim
+        self.starts = [0]
+        for part in parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, label: Any) -> np.ndarray:
+        if np.ndim(label) == 0:
+            if not 0 <= label < len(self):
+                raise IndexError(f"label {label} out of range")
+            s = bisect.bisect_right(self.starts, int(label)) - 1
+            return self.parts[s][int(label) - self.starts[s]]
+        labels = np.asarray(label, dtype=np.int64)
+        out = np.empty((len(labels), self.dim), dtype=np.float32)
+        which = np.searchsorted(self.starts, labels, side="right") - 1
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = self.parts[s][labels[mask] - self.starts[s]]
+        return out
+
+
 @dataclass
 class _Previous:
     version: str
     manifest: dict[str, Any]
     rows: dict[Any, int] = field(default_factory=dict)  # id -> label
     items: list[dict[str, Any]] = field(default_factory=list)
-    embeddings: np.ndarray | None = None
+    embeddings: ShardRows | None = None
     by_sha: dict[str, int] = field(default_factory=dict)  # content sha256 -> label
 
     def cached(self, sha: str) -> CachedVector | None:
@@ -96,13 +131,7 @@ def _load_previous_vectors(store: Store, prev: _Previous, work_root: Path, log: 
             dead |= {len(items) + d for d in spec.deleted}
             items += rows
             parts.append(emb)
-        embeddings = (
-            parts[0]
-            if len(parts) == 1
-            else np.concatenate(parts)
-            if parts
-            else np.zeros((0, dim), np.float32)
-        )
+        embeddings = ShardRows(parts, dim)
     except (OSError, ValueError, ArtifactError) as e:
         log.warn(
             f"cannot reuse the vectors of previous version {prev.version} ({e}); every image is embedded "
@@ -268,3 +297,33 @@ def _prune(dest: Store, keep: int, version: str, log: _Log) -> list[str]:
             f"version {version} is published, but pruning old versions failed ({e}); the next build retries"
         )
         return []
+
+
+def _read_current(dest: Store, opts: BuildOptions, fingerprint: str, log: _Log) -> _Previous | None:
+    """DEST's current version (None: there is none, or it is unreadable and ``--full`` ignores it);
+    :class:`BuildError` when it is another model's and not ``--full``."""
+    prev: _Previous | None = None
+    try:
+        pointer = read_pointer(dest)
+        if pointer is not None:
+            prev = _Previous(
+                pointer["version"], read_manifest(dest, pointer["version"], pointer["manifest_sha256"])
+            )
+    except SearchError as e:
+        if not opts.full:
+            raise BuildError(
+                f"--out {dest.uri}: the current index cannot be read ({e.message}); "
+                "pass --full to build a new version from scratch"
+            ) from None
+        log.warn(f"ignoring the unreadable current index of {dest.uri} ({e.message})")
+        return None
+    if prev and prev.manifest["model_fingerprint"] != fingerprint and not opts.full:
+        raise BuildError(
+            f"--out {dest.uri} holds version {prev.version} built with model "
+            f"{prev.manifest['model_fingerprint']}, "
+            f"but --bundle {opts.bundle} is model {fingerprint}: vectors of different models cannot be "
+            "mixed. "
+            "Pass --full to rebuild the whole index with this bundle, or use the bundle the index was "
+            "built with."
+        )
+    return prev

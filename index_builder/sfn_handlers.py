@@ -32,8 +32,8 @@ from typing import Any
 
 from handler.core.images import DEFAULT_MAX_PIXELS, parse_background
 from handler.core.storage import open_store
-from index_builder.build import BuildOptions
 from index_builder.lambda_job import RebuildFailed, normalise_event
+from index_builder.options import BuildOptions
 from index_builder.steps import embed_batch, plan, publish_run
 
 __all__ = ["embed_handler", "plan_handler", "publish_handler"]

@@ -4,8 +4,10 @@ Stable assignment, so that publishing cost grows with the change: an item whose 
 previous version's keeps its shard and local label; a removed or changed item becomes a tombstone of its
 shard (the shard's files are carried over by checksum, only the manifest's ``deleted`` list grows); new and
 changed items go to the last shard when it is small (a tail being filled) or rebuilt anyway, else to new
-shards. A touched shard is rebuilt (compacted) when it is small (cheap) or its tombstones exceed
-:data:`TOMBSTONE_MAX`. A build without a usable previous version splits the rows evenly, in order.
+shards. A tail that is carried and not tiny is extended (its HNSW graph loaded and the new rows inserted:
+work proportional to the new rows, labels and tombstones kept), not rebuilt. A touched shard is rebuilt
+(compacted) when it is small (cheap) or its tombstones exceed :data:`TOMBSTONE_MAX`. A build without a
+usable previous version splits the rows evenly, in order.
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ class PrevShard:
 
 @dataclass
 class Planned:
-    """A shard of the new version: ``carried`` (files reused; ``deleted`` its new tombstones) or built
-    from ``rows`` (indices into the new rows, in local label order). ``live``: the new rows it holds."""
+    """A shard of the new version: ``carried`` (files reused; ``deleted`` its new tombstones), built
+    from ``live`` (indices into the new rows, in local label order), or ``extends`` a previous shard
+    (its labels and ``deleted`` kept, the new rows ``added`` after them). ``live``: the new rows it holds."""
 
     live: list[int]
     carried: ShardSpec | None = None
     deleted: tuple[int, ...] = ()
+    extends: PrevShard | None = None
+    added: tuple[int, ...] = ()
 
 
 def _even(rows: list[int], shard_size: int) -> list[list[int]]:
@@ -87,6 +92,7 @@ def plan_shards(
     where = {line: i for i, line in enumerate(lines)}
     taken = np.zeros(n, dtype=bool)
     plans: list[Planned] = []
+    last_prev: PrevShard | None = None
     for shard in prev:
         local = _match(shard, where, taken, vectors)
         live = [int(i) for i in local[local >= 0]]
@@ -99,12 +105,22 @@ def plan_shards(
             plans.append(Planned(sorted(live)))  # compacted
         else:
             plans.append(Planned(live, shard.spec, deleted))  # tombstones
+        last_prev = shard
     pending = [int(i) for i in np.flatnonzero(~taken)]
     if pending and plans:
         last = plans[-1]
         small = last.carried is None or len(last.live) < shard_size * TAIL_FRACTION
         if small and len(last.live) + len(pending) <= shard_size:
-            plans[-1] = Planned(sorted(last.live + pending))
+            spec = last.carried
+            if (
+                spec is not None
+                and last_prev is not None
+                and last_prev.spec is spec
+                and COMPACT_BELOW <= spec.count <= shard_size - len(pending)
+            ):
+                plans[-1] = Planned(last.live + pending, None, last.deleted, last_prev, tuple(pending))
+            else:
+                plans[-1] = Planned(sorted(last.live + pending))
             pending = []
     plans += [Planned(rows) for rows in _even(pending, shard_size)]
     return plans

@@ -1,6 +1,7 @@
-"""Building and storing the shards of a new version (the writer behind index_builder.publish.write_version):
+"""Building and storing the shards of a new version (the writer behind index_builder.version_write.write_version):
 the previous version's shards (for stable assignment, :mod:`index_builder.shard_plan`), one shard's files
-built, calibrated (:mod:`index_builder.recall`) and uploaded under their content address."""
+built (or a previous shard extended), calibrated (:mod:`index_builder.recall`) and uploaded under their
+content address."""
 
 from __future__ import annotations
 
@@ -18,10 +19,21 @@ from handler.core.storage import LocalStore, Store, file_digest
 from index_builder.recall import calibrate
 from index_builder.shard_plan import PrevShard
 
-__all__ = ["build_shard", "item_line", "previous_shards", "same_recall_settings", "version_items"]
+__all__ = [
+    "build_shard",
+    "extend_shard",
+    "item_line",
+    "previous_shards",
+    "same_recall_settings",
+    "version_items",
+]
 
 # Manifest settings that must equal the new build's for its shards to be carried over.
 _SAME = ("dim", "model_fingerprint", "precision", "space", "M", "ef_construction")
+
+
+# one encoder for every line (json.dumps with options builds a new one per call)
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def item_line(row: Mapping[str, Any], what: str, i: int) -> str:
@@ -29,7 +41,7 @@ def item_line(row: Mapping[str, Any], what: str, i: int) -> str:
     if not isinstance(row, Mapping):
         raise ValueError(f"{what}[{i}] must be a dict, got {type(row).__name__}")
     try:
-        return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _LINE.encode(row)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}[{i}] is not JSON-serialisable: {e}") from None
 
@@ -56,11 +68,17 @@ def version_items(store: Store, manifest: dict[str, Any]) -> tuple[list[dict[str
 
 
 def previous_shards(
-    store: Store, settings: Mapping[str, Any], target_recall: float, fixed_ef: int | None, tmp: Path
+    store: Store,
+    settings: Mapping[str, Any],
+    target_recall: float,
+    fixed_ef: int | None,
+    tmp: Path,
+    fetched: Path | None = None,
 ) -> list[PrevShard] | None:
     """The current version's shards when they can be carried into a build with ``settings`` (same model,
     precision, HNSW parameters, recall target / fixed ef), else None (everything is built). Items files
-    are read and checked; embeddings are memory-mapped (local) or downloaded to ``tmp`` (S3)."""
+    are read and checked; embeddings are memory-mapped: the store's file (local), the copy under
+    ``fetched`` (the store's layout; verified by whoever fetched it) or one downloaded to ``tmp`` (S3)."""
     try:
         pointer = read_pointer(store)
         if pointer is None:
@@ -83,6 +101,8 @@ def previous_shards(
             entry = spec.files.get("embeddings")
             if entry is not None:
                 path = store.local_path(entry["key"]) if isinstance(store, LocalStore) else None
+                if path is None and fetched is not None and (fetched / entry["key"]).is_file():
+                    path = fetched / entry["key"]
                 if path is None:
                     path = tmp / "previous" / entry["key"]
                     store.download_file(entry["key"], path)
@@ -119,6 +139,58 @@ def build_shard(
     index.init_index(max_elements=max(count, 1), M=M, ef_construction=ef_construction, random_seed=100)
     if count:
         index.add_items(vectors, np.arange(count), num_threads=threads)
+    return _store_shard(store, index, vectors, lines, (), threads, target_recall, fixed_ef, work)
+
+
+def extend_shard(
+    store: Store,
+    base: PrevShard,
+    vectors: np.ndarray,
+    lines: list[str],
+    *,
+    deleted: tuple[int, ...],
+    threads: int,
+    target_recall: float,
+    fixed_ef: int | None,
+    work: Path,
+) -> tuple[dict[str, Any], int]:
+    """Shard ``base`` of the previous version with ``vectors`` / ``lines`` added after its labels: its HNSW
+    graph is loaded (checksum verified) and only the new rows are inserted; tombstones ``deleted`` are kept.
+    Then calibrated and stored as :func:`build_shard` does."""
+    import hnswlib
+
+    if base.embeddings is None:
+        raise ValueError("a shard is extended from its embeddings")
+    entry = base.spec.files["hnsw"]
+    path = store.local_path(entry["key"])
+    if path is None:
+        path = work / "previous" / entry["key"]
+        store.download_file(entry["key"], path)
+    if file_digest(path) != (entry["sha256"], entry["size"]):
+        raise ArtifactError(f"{store.uri_for(entry['key'])}: checksum does not match the manifest")
+    count, dim = base.spec.count, vectors.shape[1]
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.load_index(str(path), max_elements=count + len(vectors))
+    index.add_items(vectors, np.arange(count, count + len(vectors)), num_threads=threads)
+    data = np.concatenate([np.asarray(base.embeddings, dtype=np.float32), vectors])
+    return _store_shard(
+        store, index, data, base.lines + lines, deleted, threads, target_recall, fixed_ef, work
+    )
+
+
+def _store_shard(
+    store: Store,
+    index: Any,
+    vectors: np.ndarray,
+    lines: list[str],
+    deleted: tuple[int, ...],
+    threads: int,
+    target_recall: float,
+    fixed_ef: int | None,
+    work: Path,
+) -> tuple[dict[str, Any], int]:
+    """Calibrate ``index`` (over ``vectors``, labels = rows), write its files and upload those the store
+    does not hold yet (content-addressed: present means identical)."""
     cal = calibrate(index, vectors, target_recall, fixed_ef=fixed_ef, threads=threads)
     index.set_ef(cal.ef)
     paths = {"hnsw": work / "shard.hnsw", "items": work / "shard.jsonl", "embeddings": work / "shard.npy"}
@@ -133,13 +205,13 @@ def build_shard(
         digest, size = file_digest(path)
         files[part] = {"sha256": digest, "size": size}
         key = shard_key(part, digest)
-        if not store.exists(key):  # content-addressed: present means identical
+        if not store.exists(key):
             store.upload_file(key, path)
             uploaded += size
         path.unlink()
     entry = {
-        "count": int(count),
-        "deleted": [],
+        "count": len(vectors),
+        "deleted": list(deleted),
         "ef": cal.ef,
         "recall": round(cal.recall, 4),
         "recall_queries": cal.queries,

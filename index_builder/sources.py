@@ -12,15 +12,13 @@ from __future__ import annotations
 from handler.core.errors import ConfigError
 from handler.core.storage import S3Store
 from handler.core.uri import parse_uri, scheme_of
-from index_builder.errors import BuildError, UsageError
-from index_builder.source_base import Source, SourceItem
+from index_builder.errors import UsageError
+from index_builder.source_base import Source
 from index_builder.source_folder import FolderSource
 from index_builder.source_jsonl import JsonlSource
 from index_builder.source_s3 import S3Source
 
-# BuildError, UsageError, Source, SourceItem: re-exported for index_builder.build / previous (another
-# helper's files, issue 12); new code imports them from index_builder.errors / source_base.
-__all__ = ["BuildError", "Source", "SourceItem", "UsageError", "open_source"]
+__all__ = ["open_source"]
 
 
 def open_source(uri: str, workers: int = 8) -> Source:

@@ -67,7 +67,8 @@ def api_event(body: dict[str, Any]) -> dict[str, Any]:
 
 def build_index(ctx: Context, bundle: Path, n: int = 300) -> Path:
     from handler.core.bundle import read_manifest
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
 
     manifest = read_manifest(bundle).manifest
     out = ctx.scratch("coldstart-index")

@@ -25,7 +25,7 @@ def parallel_scaling(
     from pathlib import Path
 
     from demo.shapes import write_collection
-    from index_builder.build import BuildOptions
+    from index_builder.options import BuildOptions
     from index_builder.parallel import build_parallel
 
     src = Path(scratch) / "images"

@@ -31,7 +31,7 @@ def _peak() -> int:
 
 
 def build_hnsw(data: np.ndarray, threads: int, deadline: float | None = None) -> tuple[Any, dict[str, Any]]:
-    """hnswlib exactly as index_builder.publish.write_version builds it (space ip, random_seed 100), in
+    """hnswlib exactly as index_builder.version_write.write_version builds it (space ip, random_seed 100), in
     chunks so that a deadline can stop it."""
     import hnswlib
 

@@ -23,8 +23,9 @@ import numpy as np
 from handler.core.images import ImageOptions
 from handler.core.preprocess import ImagePreprocessor
 from handler.core.storage import Store
-from index_builder.build import BuildOptions, _load_backend
+from index_builder.backends import load_backend
 from index_builder.errors import BuildError
+from index_builder.options import BuildOptions
 from index_builder.pipeline import prepared_stream
 from index_builder.source_base import Source, SourceItem
 from index_builder.sources import open_source
@@ -65,7 +66,7 @@ def _encoder(opts: BuildOptions, options: ImageOptions) -> tuple[Any, ImagePrepr
     """The encoder (loaded once per process) and the run's image preparation (the plan's options)."""
     key = f"enc:{opts.bundle}:{opts.precision}:{opts.backend}:{opts.device}:{opts.pretrained}:{opts.threads}"
     if key not in _cache:
-        _cache[key] = _load_backend(opts, cache_dir=None)
+        _cache[key] = load_backend(opts, cache_dir=None)
     backend = _cache[key]
     pre = ImagePreprocessor(
         backend.manifest["image"],

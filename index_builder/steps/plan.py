@@ -21,13 +21,13 @@ from handler.core.storage import S3Store, Store, open_store
 from index_builder.errors import BuildError, UsageError
 from index_builder.lock import BuildLock
 from index_builder.options import BuildOptions, _Log
-from index_builder.publish import new_version_id
 from index_builder.source_base import IMAGE_EXTENSIONS, Source
 from index_builder.sources import open_source
 from index_builder.steps import work
 from index_builder.steps.batching import DEFAULT_CHUNK_ITEMS, MAX_BATCH_BYTES, batch_items_for
 from index_builder.steps.plan_diff import diff_listing
 from index_builder.steps.plan_previous import previous_rows, same_settings
+from index_builder.version_write import new_version_id
 from index_builder.workdir import shard_key
 
 __all__ = ["plan"]

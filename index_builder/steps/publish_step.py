@@ -22,16 +22,18 @@ from handler.core.duplicates import duplicate_settings
 from handler.core.errors import SearchError
 from handler.core.index_format import MANIFEST, read_manifest, read_pointer, version_prefix
 from handler.core.storage import Store
-from index_builder.build import BUILDER, _item_row, _load_previous_vectors, _Log, _Previous
 from index_builder.errors import BuildError
 from index_builder.facts import previous_content
 from index_builder.lock import BuildLock, BuildLocked
+from index_builder.options import _Log
 from index_builder.pipeline import error_row
-from index_builder.publish import prune, publish, write_version
+from index_builder.previous import _item_row, _load_previous_vectors, _Previous
+from index_builder.publish import prune, publish
 from index_builder.recall import DEFAULT_TARGET_RECALL
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 from index_builder.source_base import SourceItem
 from index_builder.steps import work
+from index_builder.version_write import BUILDER, write_version
 
 __all__ = ["publish_run"]
 
@@ -286,7 +288,7 @@ def _assemble(
 def _prev_ids(store: Store, plan: dict[str, Any]) -> set[Any]:
     if not plan["previous"]:
         return set()
-    from index_builder.build import _previous_ids
+    from index_builder.previous import _previous_ids
 
     version = plan["previous"]["version"]
     prev = _Previous(version, read_manifest(store, version, plan["previous"]["manifest_sha256"]))

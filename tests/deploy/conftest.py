@@ -32,7 +32,8 @@ def deploy_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build_index(bundle: Path, collection: Path, dest: Path, version: str = INDEX_VERSION) -> dict[str, Any]:
     """Embed every image of ``collection`` with ``bundle`` and publish one index version at ``dest``."""
     from handler.core.runtime import load_bundle
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
 
     emb = load_bundle(bundle)
     paths = sorted(collection.rglob("*.jpg"))

@@ -69,7 +69,7 @@ def test_the_version_lives_in_one_place() -> None:
     assert "version" not in PROJECT and PROJECT["dynamic"] == ["version"]
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "handler.core.__version__"}
     from handler import __version__ as service_version
-    from index_builder.publish import BUILDER
+    from index_builder.version_write import BUILDER
 
     assert service_version == __version__ and f"index_builder {__version__}" == BUILDER
     hits = [

@@ -57,7 +57,8 @@ def write_index(
     **manifest: Any,
 ) -> dict[str, Any]:
     """Write one version with index_builder.publish and move the pointer to it."""
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
 
     fields = {
         "model_fingerprint": embedder.model_fingerprint,

@@ -314,7 +314,8 @@ def test_imports_with_bad_configuration(tmp_path: Path, demo_bundle: Path) -> No
 def test_fingerprint_mismatch_is_refused(
     demo_bundle: Path, demo_embedder: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
     from tests.conftest import normalized_vectors
 
     index_dir = tmp_path / "index"

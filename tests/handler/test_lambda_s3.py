@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from handler.core.storage import open_store
-from index_builder.publish import publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import write_version
 from tests.conftest import index_file_key
 from tests.handler.conftest import collection_items, write_index
 from tests.handler.test_app_swap import corrupt, events, versioned

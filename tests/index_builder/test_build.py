@@ -15,7 +15,7 @@ from demo.shapes import CLASSES
 from handler.core.index import load_index
 from handler.core.runtime import load_bundle
 from handler.core.storage import open_store
-from index_builder.build import BuildOptions
+from index_builder.options import BuildOptions
 from tests.conftest import index_file_key, normalized_vectors
 from tests.index_builder.conftest import (
     build_args,
@@ -134,7 +134,8 @@ def test_recall_at_default_parameters(tmp_path: Path) -> None:
     """The builder's default HNSW parameters give recall@10 >= 0.99 against exact search on 4000 clustered
     vectors, for image-like queries (perturbed collection vectors) and text-like queries (shifted by a
     common offset, like CLIP's modality gap: best cosine ~0.5)."""
-    from index_builder.publish import publish, write_version
+    from index_builder.publish import publish
+    from index_builder.version_write import write_version
 
     defaults = BuildOptions(source="", bundle="", out="")
     dim = 128

@@ -15,7 +15,8 @@ from PIL import Image
 from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, find_duplicate_groups, read_duplicates
 from handler.core.index import load_index
 from handler.core.storage import file_digest, open_store
-from index_builder.publish import publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import write_version
 from tests.handler.core.test_duplicates import brute_force_groups, planted
 from tests.index_builder.conftest import build_args, collection, current, read_version
 

@@ -15,7 +15,8 @@ from handler.core.errors import ArtifactError
 from handler.core.index import load_index
 from handler.core.index_format import read_pointer, valid_version_id
 from handler.core.storage import Store, file_digest, open_store
-from index_builder.publish import list_versions, new_version_id, prune, publish, write_version
+from index_builder.publish import list_versions, prune, publish
+from index_builder.version_write import new_version_id, write_version
 from tests.conftest import normalized_vectors
 
 FP = "sha256:" + "ab" * 32

@@ -152,8 +152,9 @@ def test_source_storage_failure_aborts_and_keeps_checkpoints(demo_bundle: Path, 
     """A storage failure while reading the source (not a missing object) aborts the build instead of
     publishing an index with a hole; what was embedded is checkpointed and the re-run resumes."""
     from handler.core.storage import StorageError
-    from index_builder.build import BuildOptions, build
+    from index_builder.build import build
     from index_builder.errors import BuildError
+    from index_builder.options import BuildOptions
     from index_builder.source_folder import FolderSource
 
     src, dest = tmp_path / "src", tmp_path / "index"

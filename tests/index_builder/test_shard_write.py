@@ -13,8 +13,9 @@ import pytest
 import index_builder.shard_plan as shard_plan
 from handler.core.index import load_index
 from handler.core.storage import LocalStore
-from index_builder.publish import prune, publish, write_version
+from index_builder.publish import prune, publish
 from index_builder.recall import calibrate
+from index_builder.version_write import write_version
 from tests.conftest import normalized_vectors
 
 FP = "sha256:" + "ab" * 32
@@ -144,3 +145,78 @@ def test_prune_keeps_referenced_shard_files(tmp_path: Path) -> None:
     orphan.write_bytes(b"x")
     prune(store, keep=2)
     assert orphan.is_file()
+
+
+@pytest.fixture
+def inserted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows each hnswlib add_items call inserts."""
+    import hnswlib
+
+    sizes: list[int] = []
+
+    class Spy(hnswlib.Index):  # type: ignore[misc]
+        def add_items(self, data: Any, *args: Any, **kw: Any) -> Any:
+            sizes.append(len(data))
+            return super().add_items(data, *args, **kw)
+
+    monkeypatch.setattr(hnswlib, "Index", Spy)
+    return sizes
+
+
+def test_new_items_extend_a_carried_tail_instead_of_rebuilding_it(
+    tmp_path: Path, inserted: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shard_plan, "COMPACT_BELOW", 100)
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(340, 16, clusters=10, seed=5)
+    v1 = write(store, "v1", data[:300], list(range(300)), shard_size=2000)
+    inserted.clear()
+    keep = [i for i in range(300) if i != 7]  # a tombstone in the tail, and 40 new items
+    v2 = write(store, "v2", data[keep + list(range(300, 340))], keep + list(range(300, 340)), shard_size=2000)
+    assert inserted == [40]  # only the new rows inserted into the loaded graph
+    assert [(s["count"], s["deleted"]) for s in v2["shards"]] == [(340, [7])]
+    assert shard_keys(v2) != shard_keys(v1) and v2["sharding"]["built"] == 1
+    index = load_index(store)
+    assert index.count == 339 and index.label_for("img-7") is None
+    assert [index.label_for(f"img-{i}") for i in (0, 299, 300, 339)] == [0, 299, 300, 339]
+    for i in (3, 305, 339):  # ef >= count: exact
+        assert index.search(data[i], k=1, ef=400)[0][0].item["id"] == f"img-{i}"
+
+
+def test_a_tiny_tail_is_rebuilt_in_input_order(tmp_path: Path, inserted: list[int]) -> None:
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(60, 8, seed=6)
+    write(store, "v1", data[:50], list(range(50)))
+    inserted.clear()
+    write(store, "v2", data, list(range(60)))
+    assert inserted == [60]  # below COMPACT_BELOW: rebuilt whole (cheap)
+
+
+class _RemoteLike(LocalStore):
+    """A local store that, like S3, has no local paths: files are downloaded (and counted)."""
+
+    downloads: list[str]
+
+    def local_path(self, key: str) -> None:  # type: ignore[override]
+        return None
+
+    def download_file(self, key: str, local_path: str | Path) -> None:
+        self.downloads.append(key)
+        super().download_file(key, local_path)
+
+
+def test_previous_shards_fetched_by_the_build_are_not_downloaded_again(tmp_path: Path) -> None:
+    store = _RemoteLike(tmp_path / "dest")
+    store.downloads = []
+    data = normalized_vectors(200, 8, seed=8)
+    v1 = write(store, "v1", data[:100], list(range(100)), shard_size=50)
+    fetched = tmp_path / "fetched"
+    for shard in v1["shards"]:
+        key = f"shards/{shard['files']['embeddings']['sha256']}.npy"
+        (fetched / "shards").mkdir(parents=True, exist_ok=True)
+        (fetched / key).write_bytes((tmp_path / "dest" / key).read_bytes())
+    store.downloads.clear()
+    v2 = write(store, "v2", data[:100], list(range(100)), shard_size=50, previous_dir=fetched)
+    assert shard_keys(v2) == shard_keys(v1) and store.downloads == []
+    write(store, "v3", data[:100], list(range(100)), shard_size=50)
+    assert sorted(store.downloads) == sorted(k for keys in shard_keys(v1) for k in keys if k.endswith(".npy"))

@@ -359,7 +359,8 @@ def test_background_in_the_execution_input(stack: dict[str, Any], demo_bundle: P
     serial build's vector, the manifest records it; a later default run re-embeds every image (white)."""
     from PIL import Image, ImageDraw
 
-    from index_builder.build import BuildOptions, build
+    from index_builder.build import build
+    from index_builder.options import BuildOptions
 
     icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(icon).ellipse((8, 8, 56, 56), fill=(0, 0, 0, 255))

@@ -17,7 +17,8 @@ from handler.core.index import load_index
 from handler.core.index_format import check_for_update, read_pointer, version_prefix
 from handler.core.search import Hit, SearchIndex
 from handler.core.storage import S3Store, Store, open_store
-from index_builder.publish import publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import write_version
 from tests.conftest import index_file_key, normalized_vectors
 
 FP = "sha256:" + "ab" * 32

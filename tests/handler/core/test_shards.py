@@ -15,7 +15,8 @@ from handler.core.errors import ArtifactError
 from handler.core.index import load_index
 from handler.core.search import SearchIndex
 from handler.core.storage import Store, file_digest, open_store
-from index_builder.publish import publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import write_version
 from tests.conftest import normalized_vectors
 
 FP = "sha256:" + "ab" * 32
