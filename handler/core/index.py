@@ -59,6 +59,7 @@ __all__ = [
     "Hit",
     "SearchIndex",
     "check_for_update",
+    "fetch_plan",
     "load_index",
     "read_manifest",
     "read_pointer",
@@ -119,6 +120,30 @@ def _load_items(path: Path, count: int, where: str, name: str = ITEMS_FILE) -> l
     return items
 
 
+def fetch_plan(
+    manifest: dict[str, Any], *, local: bool, verify: bool = True, fetch_embeddings: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The files :func:`load_index` materialises for a validated manifest: key -> ``{"size", "sha256"}``
+    (sha256 None: size only), in download order. A local store checks every file the version names; from
+    S3 come each shard's items first (small: parsed while the HNSW files stream), then the HNSW files in
+    shard order (shard i loads while shard i+1 downloads), then embeddings only with ``fetch_embeddings``
+    (never on the cold path otherwise)."""
+    prefix = version_prefix(manifest["version"])
+    expected: dict[str, dict[str, Any]] = {}
+    if local:
+        for name, entry in manifest["files"].items():
+            expected[prefix + name] = {"size": entry["size"], "sha256": entry["sha256"] if verify else None}
+    for part in ("items", "hnsw", "embeddings"):
+        if part == "embeddings" and not (local or fetch_embeddings):
+            continue
+        hashed = (verify or not local) and (part != "embeddings" or fetch_embeddings)
+        for spec in shard_specs(manifest):
+            entry = spec.files.get(part)
+            if entry is not None:
+                expected[entry["key"]] = {"size": entry["size"], "sha256": entry["sha256"] if hashed else None}
+    return expected
+
+
 def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     return base / hashlib.sha256(store.uri.encode()).hexdigest()[:16]
@@ -165,18 +190,7 @@ def load_index(
     prefix = version_prefix(version)
     local = isinstance(store, LocalStore)
     specs = shard_specs(manifest)
-    expected: dict[str, dict[str, Any]] = {}
-    if local:  # every file the manifest names is checked
-        for name, entry in manifest["files"].items():
-            expected[prefix + name] = {"size": entry["size"], "sha256": entry["sha256"] if verify else None}
-    for spec in specs:
-        for part, entry in spec.files.items():
-            if local or part != "embeddings" or fetch_embeddings:
-                hashed = (verify or not local) and (part != "embeddings" or fetch_embeddings)
-                expected[entry["key"]] = {
-                    "size": entry["size"],
-                    "sha256": entry["sha256"] if hashed else None,
-                }
+    expected = fetch_plan(manifest, local=local, verify=verify, fetch_embeddings=fetch_embeddings)
     root = store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     records = VerifiedRecords(base / RECORDS_DIR)  # one per cache; a stale record is never trusted
@@ -196,12 +210,12 @@ def load_index(
         def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:  # as soon as this shard's files are in
             spec = specs[i]
             hnsw_key, items_key = spec.files["hnsw"]["key"], spec.files["items"]["key"]
+            items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
+            items = _load_items(path(items_key), spec.count, where, items_name)  # while the HNSW files stream
             name = HNSW_FILE if manifest["schema_version"] == 1 else hnsw_key
             hnsw = _load_hnsw(path(hnsw_key), manifest["dim"], spec.count, where, name)
             for label in spec.deleted:
                 hnsw.mark_deleted(label)
-            items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
-            items = _load_items(path(items_key), spec.count, where, items_name)
             emb = spec.files.get("embeddings")
             emb_path = path(emb["key"]) if emb and emb["key"] in expected else None
             return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items

@@ -54,8 +54,8 @@ def _wants(expected: Mapping[str, Mapping[str, Any]] | None, key: str) -> tuple[
 class FetchJob:
     """Downloads in progress. ``futures``: key -> Future of the verified local path (set as each file is
     ready; an :class:`ArtifactError` - :class:`NotFoundError` for a missing object - otherwise).
-    ``wait()`` returns all paths or raises the first failure (cancelling the rest); ``cancel()`` stops
-    what has not finished and removes its temp files."""
+    ``wait()`` returns all paths (their records written) or raises the first failure (cancelling the
+    rest); ``cancel()`` stops what has not finished and removes its temp files."""
 
     def __init__(
         self,
@@ -103,10 +103,12 @@ class FetchJob:
 
     def wait(self, timeout: float | None = None) -> dict[str, Path]:
         try:
-            return {key: fut.result(timeout) for key, fut in self.futures.items()}
+            paths = {key: fut.result(timeout) for key, fut in self.futures.items()}
         except BaseException:
             self.cancel()
             raise
+        self.join()  # a file's record is written just after its future is set
+        return paths
 
     def cancel(self) -> None:
         for f in self._files:
