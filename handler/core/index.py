@@ -117,7 +117,8 @@ def _load_items(path: Path, count: int, where: str, name: str = ITEMS_FILE) -> l
         items = _parse_lines(text, where, name)
     if len(items) != count:
         raise ArtifactError(f"{where}: {name} has {len(items)} items, manifest says {count}")
-    return items
+    parsed: list[dict[str, Any]] = items
+    return parsed
 
 
 def _parse_lines(text: str, where: str, name: str) -> list[dict[str, Any]]:

@@ -151,7 +151,8 @@ class SearchIndex:
                 raise ValueError(f"allowed labels must lie in [0, {rows})")
             mask = np.zeros(rows, dtype=bool)
             mask[labels] = True
-        return mask & self.live_mask()
+        live: np.ndarray = mask & self.live_mask()
+        return live
 
     def live_mask(self) -> np.ndarray:
         """``bool[len(items)]``: True for the rows that are items of this version (not tombstoned)."""
