@@ -81,6 +81,7 @@ class FetchJob:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._parts: Iterator[tuple[RangedFile, int]] = iter(())
+        self._go = threading.Event()
 
     def _start(self, files: list[RangedFile]) -> None:
         self._files = files
@@ -90,8 +91,13 @@ class FetchJob:
             t = threading.Thread(target=self._work, name="fetch", daemon=True)
             t.start()
             self._threads.append(t)
+        self._go.set()
 
     def _work(self) -> None:
+        # Thread.start() waits for the new thread to run: a worker already busy preparing a request (botocore,
+        # under the GIL) would slow the start of the next ones and stagger the GETs (measured: 16 starts took
+        # 0.35 s of a 1 s cold load). The workers wait until all are started, then begin together.
+        self._go.wait()
         while True:
             self.window.acquire()  # before taking a part, so the part the hash waits for is never starved
             with self._lock:
