@@ -1,4 +1,4 @@
-"""Building and storing the shards of a new version (the writer behind index_builder.version_write.write_version):
+"""Building and storing the shards of a new version (the writer behind version_write.write_version):
 the previous version's shards (for stable assignment, :mod:`index_builder.shard_plan`), one shard's files
 built (or a previous shard extended), calibrated (:mod:`index_builder.recall`) and uploaded under their
 content address."""

@@ -40,13 +40,14 @@ def filtered_search(
 
 class FilteredIndex:
     """A :class:`SearchIndex` seen through a filter: searches return only labels where ``mask`` is True
-    (:func:`filtered_search`), ``count`` is the number of those. What compound queries and dedupe
-    (:func:`handler.core.dedupe.ranked`) search when a request has a filter."""
+    (:func:`filtered_search`), ``count`` is the number of those that are live (tombstoned rows never come
+    back). What compound queries and dedupe (:func:`handler.core.dedupe.ranked`) search when a request has a
+    filter."""
 
     def __init__(self, index: SearchIndex, mask: np.ndarray):
         self.index = index
         self.mask = mask
-        self.count = int(np.count_nonzero(mask))
+        self.count = int(np.count_nonzero(np.asarray(mask, dtype=bool) & index.live_mask()))
         self.dim = index.dim
 
     def search(

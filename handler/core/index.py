@@ -35,7 +35,7 @@ from handler.core.search import SearchIndex
 from handler.core.shards import Shard
 from handler.core.storage import RECORDS_DIR, LocalStore, StorageError, Store, VerifiedRecords, fetch_files
 
-__all__ = ["load_index"]
+__all__ = ["fetch_plan", "load_index"]
 
 
 def _hnsw_header(path: Path) -> tuple[int, int]:
@@ -73,21 +73,64 @@ def _load_hnsw(path: Path, dim: int, count: int, where: str, name: str = HNSW_FI
 
 
 def _load_items(path: Path, count: int, where: str, name: str = ITEMS_FILE) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as e:
-                raise ArtifactError(f"{where}: {name} line {lineno} is not valid JSON ({e})") from None
-            if not isinstance(item, dict):
-                raise ArtifactError(f"{where}: {name} line {lineno} is not a JSON object")
-            items.append(item)
+    """The items of a shard: one JSON object per line (blank lines skipped). Parsed as one JSON array (one
+    C call: ~5x less CPU than a json.loads per line, the largest Python cost of a cold load) when that
+    gives one object per line; otherwise line by line, which names the first bad line."""
+    with open(path, encoding="utf-8") as f:  # universal newlines, as iterating the file did
+        text = f.read()
+    rows = [line for line in text.split("\n") if line.strip()]
+    try:
+        items: Any = json.loads("[" + ",".join(rows) + "]")
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or len(items) != len(rows) or not all(isinstance(i, dict) for i in items):
+        items = _parse_lines(text, where, name)
     if len(items) != count:
         raise ArtifactError(f"{where}: {name} has {len(items)} items, manifest says {count}")
+    parsed: list[dict[str, Any]] = items
+    return parsed
+
+
+def _parse_lines(text: str, where: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise ArtifactError(f"{where}: {name} line {lineno} is not valid JSON ({e})") from None
+        if not isinstance(item, dict):
+            raise ArtifactError(f"{where}: {name} line {lineno} is not a JSON object")
+        items.append(item)
     return items
+
+
+def fetch_plan(
+    manifest: dict[str, Any], *, local: bool, verify: bool = True, fetch_embeddings: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The files :func:`load_index` materialises for a validated manifest: key -> ``{"size", "sha256"}``
+    (sha256 None: size only), in download order. A local store checks every file the version names; from
+    S3 come each shard's items first (small: parsed while the HNSW files stream), then the HNSW files in
+    shard order (shard i loads while shard i+1 downloads), then embeddings only with ``fetch_embeddings``
+    (never on the cold path otherwise)."""
+    prefix = version_prefix(manifest["version"])
+    expected: dict[str, dict[str, Any]] = {}
+    if local:
+        for name, entry in manifest["files"].items():
+            expected[prefix + name] = {"size": entry["size"], "sha256": entry["sha256"] if verify else None}
+    for part in ("items", "hnsw", "embeddings"):
+        if part == "embeddings" and not (local or fetch_embeddings):
+            continue
+        hashed = (verify or not local) and (part != "embeddings" or fetch_embeddings)
+        for spec in shard_specs(manifest):
+            entry = spec.files.get(part)
+            if entry is not None:
+                expected[entry["key"]] = {
+                    "size": entry["size"],
+                    "sha256": entry["sha256"] if hashed else None,
+                }
+    return expected
 
 
 def _cache_root(store: Store, cache_dir: str | Path | None) -> Path:
@@ -136,18 +179,7 @@ def load_index(
     prefix = version_prefix(version)
     local = isinstance(store, LocalStore)
     specs = shard_specs(manifest)
-    expected: dict[str, dict[str, Any]] = {}
-    if local:  # every file the manifest names is checked
-        for name, entry in manifest["files"].items():
-            expected[prefix + name] = {"size": entry["size"], "sha256": entry["sha256"] if verify else None}
-    for spec in specs:
-        for part, entry in spec.files.items():
-            if local or part != "embeddings" or fetch_embeddings:
-                hashed = (verify or not local) and (part != "embeddings" or fetch_embeddings)
-                expected[entry["key"]] = {
-                    "size": entry["size"],
-                    "sha256": entry["sha256"] if hashed else None,
-                }
+    expected = fetch_plan(manifest, local=local, verify=verify, fetch_embeddings=fetch_embeddings)
     root = store.root if isinstance(store, LocalStore) else _cache_root(store, cache_dir)
     base = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     records = VerifiedRecords(base / RECORDS_DIR)  # one per cache; a stale record is never trusted
@@ -167,12 +199,12 @@ def load_index(
         def load(i: int) -> tuple[Shard, list[dict[str, Any]]]:  # as soon as this shard's files are in
             spec = specs[i]
             hnsw_key, items_key = spec.files["hnsw"]["key"], spec.files["items"]["key"]
+            items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
+            items = _load_items(path(items_key), spec.count, where, items_name)  # while the HNSW files stream
             name = HNSW_FILE if manifest["schema_version"] == 1 else hnsw_key
             hnsw = _load_hnsw(path(hnsw_key), manifest["dim"], spec.count, where, name)
             for label in spec.deleted:
                 hnsw.mark_deleted(label)
-            items_name = ITEMS_FILE if manifest["schema_version"] == 1 else items_key
-            items = _load_items(path(items_key), spec.count, where, items_name)
             emb = spec.files.get("embeddings")
             emb_path = path(emb["key"]) if emb and emb["key"] in expected else None
             return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items

@@ -144,16 +144,22 @@ class SearchIndex:
         if arr.dtype == bool:
             if arr.shape != (rows,):
                 raise ValueError(f"allowed mask must have shape ({rows},), got {arr.shape}")
-            mask = arr.copy()
+            mask = arr
         else:
             labels = arr.astype(np.int64).ravel()
             if labels.size and (labels.min() < 0 or labels.max() >= rows):
                 raise ValueError(f"allowed labels must lie in [0, {rows})")
             mask = np.zeros(rows, dtype=bool)
             mask[labels] = True
+        live: np.ndarray = mask & self.live_mask()
+        return live
+
+    def live_mask(self) -> np.ndarray:
+        """``bool[len(items)]``: True for the rows that are items of this version (not tombstoned)."""
+        live = np.ones(len(self.items), dtype=bool)
         for shard in self.shards.shards:
-            mask[shard.offset + shard.deleted] = False
-        return mask
+            live[shard.offset + shard.deleted] = False
+        return live
 
     def is_live(self, label: int) -> bool:
         """Whether ``label`` is an item of this version (not a tombstoned row of a carried shard)."""

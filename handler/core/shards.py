@@ -20,20 +20,20 @@ __all__ = ["FILTER_EXACT_BELOW", "FILTER_EXACT_BELOW_HNSW_VECTORS", "Shard", "Sh
 
 #: Allowed fraction of live items below which a filtered search is exact (numpy over the allowed vectors from
 #: the shard's embeddings.npy, memory-mapped: a local index) instead of HNSW with a filter callable.
-#: ``python -m bench.filtered 100000 25 40``: 100k clustered 512-d vectors, M=16, ef 128, k 10, one query at
-#: a time, p50 ms (2-core machine under load ~6: absolute times inflated, the ratio is the point):
+#: BENCHMARKS.md "Search features" (quiet machine, ``make bench``): 100k clustered 512-d vectors, M=16,
+#: ef_construction 100, k 10, one query per call, p50 ms:
 #:
-#:     allowed   hnsw filter   exact (embeddings.npy)   exact (hnswlib get_items)
-#:     100%           0.77          463                    24667
-#:      30%           3.3           188                     8423
-#:      10%          35              79                     2713
-#:       3%         147              26                      719
-#:       1%         279              28                      274
-#:     0.1%        1020               0.09                    12
+#:     allowed   hnsw filter   exact (embeddings.npy)
+#:     100%           1.15         71.6
+#:      30%          10.3          26.5
+#:      10%          76            11.0
+#:       3%         429             2.3
+#:       1%         218             0.49
+#:     0.1%         215             0.15
 #:
-#: The ratio crosses 1 near 7%: 5% keeps a margin for the exact scan, whose cost grows with the number of
-#: allowed vectors (at 1M items the crossing moves lower, ~1/sqrt(n)). BENCHMARKS.md "Search features".
-FILTER_EXACT_BELOW = 0.05
+#: The ratio crosses 1 between 10% and 30%, near 20% (the exact scan grows with the allowed vectors, the
+#: filtered walk with their inverse).
+FILTER_EXACT_BELOW = 0.2
 #: The same when a shard has no local embeddings.npy (an index loaded from S3): reading the subset's vectors
 #: out of hnswlib (``get_items``) is slow, so the graph walk wins down to ~1%.
 FILTER_EXACT_BELOW_HNSW_VECTORS = 0.01

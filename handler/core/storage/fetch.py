@@ -54,8 +54,8 @@ def _wants(expected: Mapping[str, Mapping[str, Any]] | None, key: str) -> tuple[
 class FetchJob:
     """Downloads in progress. ``futures``: key -> Future of the verified local path (set as each file is
     ready; an :class:`ArtifactError` - :class:`NotFoundError` for a missing object - otherwise).
-    ``wait()`` returns all paths or raises the first failure (cancelling the rest); ``cancel()`` stops
-    what has not finished and removes its temp files."""
+    ``wait()`` returns all paths (their records written) or raises the first failure (cancelling the
+    rest); ``cancel()`` stops what has not finished and removes its temp files."""
 
     def __init__(
         self,
@@ -81,6 +81,7 @@ class FetchJob:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._parts: Iterator[tuple[RangedFile, int]] = iter(())
+        self._go = threading.Event()
 
     def _start(self, files: list[RangedFile]) -> None:
         self._files = files
@@ -90,8 +91,13 @@ class FetchJob:
             t = threading.Thread(target=self._work, name="fetch", daemon=True)
             t.start()
             self._threads.append(t)
+        self._go.set()
 
     def _work(self) -> None:
+        # Thread.start() waits for the new thread to run: a worker already busy preparing a request (botocore,
+        # under the GIL) would slow the start of the next ones and stagger the GETs (measured: 16 starts took
+        # 0.35 s of a 1 s cold load). The workers wait until all are started, then begin together.
+        self._go.wait()
         while True:
             self.window.acquire()  # before taking a part, so the part the hash waits for is never starved
             with self._lock:
@@ -103,10 +109,12 @@ class FetchJob:
 
     def wait(self, timeout: float | None = None) -> dict[str, Path]:
         try:
-            return {key: fut.result(timeout) for key, fut in self.futures.items()}
+            paths = {key: fut.result(timeout) for key, fut in self.futures.items()}
         except BaseException:
             self.cancel()
             raise
+        self.join()  # a file's record is written just after its future is set
+        return paths
 
     def cancel(self) -> None:
         for f in self._files:

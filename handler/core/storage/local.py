@@ -175,9 +175,10 @@ class LocalStore(Store):
             directory = directory.parent
 
 
-def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-") -> None:
+def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-", durable: bool = True) -> None:
     """Write a file so readers see the old content or the new, never a part: temp file in the same
-    directory, fsync, rename over `path`, fsync the directory. `writer(f)` writes to the binary file."""
+    directory, fsync, rename over `path`, fsync the directory. `writer(f)` writes to the binary file.
+    ``durable=False`` skips the two fsyncs (for files whose loss in a crash costs only time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{tmp_prefix}{path.name}.", dir=path.parent)
     try:
@@ -185,13 +186,15 @@ def atomic_write(path: Path, writer: Any, *, tmp_prefix: str = ".tmp-") -> None:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _file_mode() -> int:

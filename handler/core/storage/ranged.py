@@ -163,13 +163,14 @@ class RangedFile:
                 self.fd = -1
                 os.replace(self.tmp, self.dest)
                 self.tmp = ""
+                st = os.stat(self.dest)  # the recorded state: taken before the loader may open the file
             except OSError as e:
                 self.fail(StorageError(f"cannot write {self.dest}: {e}"))
                 return
-            if self.sha256 is not None and self.job.records is not None:
-                self.job.records.record(self.dest, digest)
             with contextlib.suppress(Exception):  # InvalidStateError: failed or cancelled meanwhile
                 self.future.set_result(self.dest)
+            if self.sha256 is not None and self.job.records is not None:  # its fsyncs off the loader's path
+                self.job.records.record(self.dest, digest, st)
         finally:
             with self.lock:
                 self.busy = False

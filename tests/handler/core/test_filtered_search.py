@@ -128,3 +128,19 @@ def test_exact_path_reads_local_embeddings_when_present(corpus: Any) -> None:
     mask[[9, 3, 7]] = True
     hits = filtered_search(other, unit[0], 3, mask)[0]
     assert [h.label for h in hits] == [3, 7, 9] and [h.score for h in hits] == [1.0] * 3
+
+
+def test_filtered_index_counts_live_rows_only(corpus: Any) -> None:
+    """A tombstoned row (a carried shard's deleted item) is never returned, so it is not counted."""
+    from handler.core.filtered_search import FilteredIndex
+    from handler.core.shards import Shard
+
+    index, data = corpus
+    hnsw = index.shards.shards[0].index
+    tomb = SearchIndex(index.manifest, None, index.items, shards=[Shard(hnsw, 0, N, deleted=[1, 2], ef=16)])
+    mask = np.zeros(N, dtype=bool)
+    mask[:10] = True
+    view = FilteredIndex(tomb, mask)
+    assert view.count == 8
+    assert len(view.search(data[0], 20)[0]) == 8
+    assert FilteredIndex(index, mask).count == 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,23 @@ def test_cached_file_is_trusted_from_its_record(
     fetch_files(store, expected, tmp_path / "cache", expected=expected, records=records).wait()
     assert gets == ["c"] and hashed == [path]  # hashed, refused, downloaded again
     assert path.read_bytes() == store.read_bytes("c")
+
+
+def test_workers_start_together(store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GET before every worker is started (a busy worker used to slow the start of the next ones)."""
+    expected = {"w": put(store, "w", os.urandom(8 * PART))}
+    seen: list[int] = []
+    real_get, real_start = S3Store.read_range, threading.Thread.start
+
+    def get(self: S3Store, key: str, start: int, end: int) -> tuple[bytes, int]:
+        seen.append(sum(t.name == "fetch" for t in threading.enumerate()))
+        return real_get(self, key, start, end)
+
+    def slow_start(self: threading.Thread) -> None:
+        real_start(self)
+        time.sleep(0.05)  # a loaded machine: the starting thread gets the core back late
+
+    monkeypatch.setattr(S3Store, "read_range", get)
+    monkeypatch.setattr(threading.Thread, "start", slow_start)
+    fetch_files(store, expected, tmp_path, expected=expected, part_size=PART, workers=4).wait(30)
+    assert seen and seen[0] >= 4

@@ -95,3 +95,26 @@ def test_window_bounds_parts_waiting_for_the_hash(
         release.set()
         job.wait(30)
     assert sorted(fetched) == list(range(1, 12))
+
+
+def test_file_is_ready_before_its_record_is_written(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verified-file record (two fsyncs) is not on the loader's path: the future resolves first."""
+    expected = {"r": put(store, "r", os.urandom(2 * PART + 1))}
+    recording, release = threading.Event(), threading.Event()
+    real = VerifiedRecords.record
+
+    def slow_record(self: VerifiedRecords, *a: object, **k: object) -> None:
+        recording.set()
+        assert release.wait(30)
+        real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VerifiedRecords, "record", slow_record)
+    records = VerifiedRecords(tmp_path / "rec")
+    job = fetch_files(store, expected, tmp_path / "c", expected=expected, records=records, part_size=PART)
+    assert job.futures["r"].result(30).stat().st_size == 2 * PART + 1
+    assert recording.wait(30) and not release.is_set()  # ready while the record is still being written
+    release.set()
+    job.wait(30)  # returns once the records are written
+    assert list((tmp_path / "rec").iterdir())

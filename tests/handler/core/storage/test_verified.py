@@ -136,3 +136,19 @@ def test_unwritable_record_dir_still_verifies(tmp_path: Path, hashed: list[Path]
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / records._record_path(path).name).write_text("{not json")
     assert verify_file(path, sha256=SHA, records=VerifiedRecords(tmp_path / "bad")) is None
+
+
+def test_record_is_written_without_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record is an optimisation: its fsyncs were on the cold load's path; losing one costs a hash."""
+    import handler.core.storage.local as local_module
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(local_module.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    records = VerifiedRecords(tmp_path / "rec")
+    records.record(path, "ab" * 32)
+    assert synced == [] and len(list((tmp_path / "rec").iterdir())) == 1
+    local_module.atomic_write(tmp_path / "durable", lambda f: f.write(b"y"))  # the default still syncs
+    assert len(synced) == 2
