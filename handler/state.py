@@ -19,50 +19,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handler.core.bundle import RANDOM_INIT_WARNING
-from handler.core.errors import SearchError
 from handler.logs import emit_metrics, log_event
+from handler.problems import Problem, precision_mismatch, problem_of
 
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.core.runtime import Embedder
     from handler.core.search import SearchIndex
 
-__all__ = ["FAILED_RETRY_SECONDS", "Problem", "ServiceState"]
+__all__ = ["FAILED_RETRY_SECONDS", "ServiceState"]
 
 FAILED_RETRY_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why a component is not available: ``component`` (config, model, index), ``code``, ``message``."""
-
-    component: str
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"component": self.component, "code": self.code, "message": self.message}
-
-
-def _problem(component: str, exc: BaseException) -> Problem:
-    if isinstance(exc, SearchError):
-        return Problem(component, exc.code, exc.message)
-    return Problem(component, f"{component}_load_failed", f"{type(exc).__name__}: {exc}")
-
-
-def _precision_mismatch(embedder: Any, index: Any) -> Problem | None:
-    """A warning when queries are encoded at another precision than the index's vectors (served anyway:
-    int8 vs fp32 vectors of one model agree to a cosine of ~0.99, see docs/deploy.md)."""
-    built = index.manifest.get("precision")
-    if not isinstance(built, str) or built == embedder.precision:
-        return None
-    return Problem(
-        "index",
-        "precision_mismatch",
-        f"queries are encoded with the {embedder.precision} model but index version {index.version} "
-        f"holds {built} vectors: results are close but measurably worse; set PRECISION={built} or "
-        f"rebuild the index with --precision {embedder.precision}",
-    )
 
 
 @dataclass
@@ -92,7 +59,7 @@ class ServiceState:
     def failed_config(cls, exc: BaseException, api_key: str | None = None) -> ServiceState:
         """A state for a process whose configuration is invalid: every route but /health answers 503.
         ``api_key`` (the raw API_KEY, if any) still guards the routes and the details of /health."""
-        problem = _problem("config", exc)
+        problem = problem_of("config", exc)
         state = cls(
             settings=None,
             config_problem=problem,
@@ -155,7 +122,7 @@ class ServiceState:
             )
             self.model_problem = None
         except Exception as e:  # any failure is reported by /health, never raised at import
-            self.model_problem = _problem("model", e)
+            self.model_problem = problem_of("model", e)
             log_event(
                 "model_load_failed",
                 "ERROR",
@@ -215,7 +182,7 @@ class ServiceState:
         found = []
         if emb is not None and emb.info().get("random_init"):
             found.append(Problem("model", "random_init", RANDOM_INIT_WARNING))
-        mismatch = _precision_mismatch(emb, idx) if emb is not None and idx is not None else None
+        mismatch = precision_mismatch(emb, idx) if emb is not None and idx is not None else None
         return [*found, mismatch] if mismatch is not None else found
 
     # -- index loading and hot swap -------------------------------------------------------------------------
@@ -244,7 +211,7 @@ class ServiceState:
                 version = pointer["version"] if pointer is not None else None
             new = self._open_index()
         except Exception as e:
-            problem = _problem("index", e)
+            problem = problem_of("index", e)
             if version is not None:
                 self._failed[version] = time.monotonic()
             if self.index is None:
@@ -266,7 +233,7 @@ class ServiceState:
         self.index_problem = None
         ms = round((time.perf_counter() - t0) * 1000, 2)
         assert self.embedder is not None
-        mismatch = _precision_mismatch(self.embedder, new)
+        mismatch = precision_mismatch(self.embedder, new)
         if mismatch is not None:  # a log line and a CloudWatch metric (alarmable), once per loaded version
             emit_metrics(
                 {"precision_mismatch": (1, "Count")},

@@ -59,10 +59,8 @@ def test_index_refresh_middleware_alone(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", SERVICE_MODULES, ids=lambda p: str(p.relative_to(HANDLER)))
-def test_service_modules_are_small_and_leave_starlette_privates_alone(path: Path) -> None:
-    source = path.read_text(encoding="utf-8")
-    # ~350 lines by hand; `ruff format` (one argument per line) grew state.py to ~380
-    assert len(source.splitlines()) <= 400, "split the module (issue 12: no module over ~350 lines)"
+def test_service_modules_leave_starlette_privates_alone(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")  # (module size: tests/test_module_size.py)
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
