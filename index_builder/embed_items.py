@@ -19,14 +19,13 @@ from index_builder.facts import previous_content
 from index_builder.options import BuildOptions, _Log, _progress_bar
 from index_builder.pipeline import Prepared, error_row, prepared_stream
 from index_builder.previous import (
-    _describe_options,
     _item_row,
     _load_previous_vectors,
     _Previous,
-    _previous_options,
     _unchanged_row,
 )
 from index_builder.source_base import Source, SourceItem
+from index_builder.version_settings import describe_options, image_options_of
 from index_builder.workdir import CachedVector, WorkDir
 
 __all__ = ["Resolved", "resolve_items"]
@@ -70,10 +69,10 @@ def resolve_items(
                 f"version {prev.version} is {prev.manifest.get('precision')}, this build {opts.precision}: "
                 "every image is embedded again"
             )
-        elif _previous_options(prev) != preprocessor.options:
+        elif (was := image_options_of(prev.manifest)) != preprocessor.options:
             log.info(
-                f"version {prev.version} prepared images with {_describe_options(_previous_options(prev))}, "
-                f"this build with {_describe_options(preprocessor.options)}: every image is embedded again"
+                f"version {prev.version} prepared images with {describe_options(was)}, "
+                f"this build with {describe_options(preprocessor.options)}: every image is embedded again"
             )
         else:
             reuse = _load_previous_vectors(dest, prev, work.root, log)

@@ -5,7 +5,6 @@ one, and pruning."""
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +13,8 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.images import (
-    ImageOptions,
-    format_background,
-)
 from handler.core.index_format import (
     EMBEDDINGS_FILE,
-    ERRORS_FILE,
-    SCHEMA_VERSION,
     read_manifest,
     read_pointer,
     shard_specs,
@@ -32,24 +25,10 @@ from index_builder.errors import BuildError
 from index_builder.facts import previous_content, row_facts
 from index_builder.options import BuildOptions, _Log
 from index_builder.publish import prune
-from index_builder.shard_write import same_recall_settings, version_items
+from index_builder.shard_write import version_items
 from index_builder.source_base import SourceItem
+from index_builder.version_settings import error_rows, jsonable, same_settings
 from index_builder.workdir import PREVIOUS, CachedVector, WorkDir
-
-# Manifest fields that vary between builds of the same index (the rest must match for "no change").
-_VOLATILE = (
-    "version",
-    "files",
-    "built_at",
-    "builder",
-    "stats",
-    "build",
-    "previous_version",
-    "ef",  # measured, like the rest of the shard layout; same_recall_settings compares what was asked
-    "recall",
-    "shards",
-    "sharding",
-)
 
 
 class ShardRows:
@@ -199,57 +178,31 @@ def _same_as_previous(
     """Whether publishing would give the current version again: the same rows, vectors and errors, and the
     same manifest settings (model, precision, HNSW M / ef_construction / ef, source, and any other
     non-volatile field). Any doubt (e.g. errors.jsonl unreadable) means "changed"."""
-    m = prev.manifest
-    if m.get("schema_version") != SCHEMA_VERSION:  # an older format: rewrite it
-        return False
-    if not same_recall_settings(m, opts.ef, opts.target_recall):
-        return False
     settings = {
         "M": opts.M,
         "ef_construction": opts.ef_construction,
+        "ef": opts.ef,
+        "target_recall": opts.target_recall,
         "dim": int(vectors.shape[1]),
         "count": len(rows),
         "space": "ip",
         **fields,
     }
-    keys = (set(settings) | set(m)) - set(_VOLATILE) - {"schema_version", "kind"}
-    if any(_jsonable(settings.get(k)) != m.get(k) for k in keys):
+    if not same_settings(prev.manifest, settings):
         return False
     labels = [prev.rows[row["id"]] for row in rows if row["id"] in prev.rows]
     if prev.embeddings is None or len(prev.rows) != len(rows) or len(labels) != len(rows):
         return False
-    if [prev.items[label] for label in labels] != _jsonable(rows):
+    if [prev.items[label] for label in labels] != jsonable(rows):
         return False
     if not np.array_equal(np.asarray(prev.embeddings[np.asarray(labels, dtype=np.int64)]), vectors):
         return False
     try:
-        raw = store.read_bytes(version_prefix(prev.version) + ERRORS_FILE)
-        if hashlib.sha256(raw).hexdigest() != m["files"][ERRORS_FILE]["sha256"]:
-            return False
-        old_errors = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-    except (SearchError, OSError, ValueError, KeyError, TypeError) as e:
+        old_errors = error_rows(store, prev.version, prev.manifest)
+    except (SearchError, OSError, ValueError) as e:
         log.warn(f"cannot compare with the errors of version {prev.version} ({e}); publishing a new version")
         return False
-    return old_errors == _jsonable(errors)
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as it reads back from the index's JSON files (tuples become lists...)."""
-    return json.loads(json.dumps(value, allow_nan=False))
-
-
-def _previous_options(prev: _Previous) -> ImageOptions | None:
-    try:
-        return ImageOptions.from_manifest(prev.manifest.get("image_preprocess"))
-    except SearchError:
-        return None  # unreadable: never equal, so nothing is reused
-
-
-def _describe_options(options: ImageOptions | None) -> str:
-    if options is None:
-        return "unknown options"
-    draft = "on" if options.jpeg_draft else "off"
-    return f"background {format_background(options.background)}, JPEG draft {draft}"
+    return old_errors is not None and old_errors == jsonable(errors)
 
 
 def _previous_ids(store: Store, prev: _Previous | None, log: _Log) -> list[Any]:

@@ -26,7 +26,8 @@ from index_builder.sources import open_source
 from index_builder.steps import work
 from index_builder.steps.batching import DEFAULT_CHUNK_ITEMS, MAX_BATCH_BYTES, batch_items_for
 from index_builder.steps.plan_diff import diff_listing
-from index_builder.steps.plan_previous import previous_rows, same_settings
+from index_builder.steps.plan_previous import previous_rows
+from index_builder.version_settings import same_settings
 from index_builder.version_write import new_version_id
 from index_builder.workdir import shard_key
 

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from handler.core.images import ImageOptions
-from handler.core.index_format import SCHEMA_VERSION
 from handler.core.storage import open_store
 from index_builder.options import BuildOptions
-from index_builder.steps.plan_previous import previous_rows, same_settings
+from index_builder.steps.plan_previous import previous_rows
 
 
 class _Log:
@@ -55,22 +54,3 @@ def test_other_image_options_embed_everything_again_and_say_why(tmp_path: Any) -
     assert previous_rows(open_store(str(tmp_path)), "v1", manifest, opts, options, log) == (None, {})
     assert len(log.lines) == 1 and "version v1 prepared images with background" in log.lines[0]
     assert log.lines[0].endswith("every image is embedded again")
-
-
-def test_same_settings_ignores_the_volatile_fields() -> None:
-    settings = {"model_fingerprint": "sha256:x", "M": 16, "ef": None, "target_recall": 0.95}
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "model_fingerprint": "sha256:x",
-        "M": 16,
-        "recall": {"target": 0.95, "fixed_ef": None},
-        "version": "v1",
-        "built_at": "then",
-        "stats": {"count": 3},
-        "ef": 77,
-    }
-    assert same_settings(manifest, settings)
-    assert not same_settings({**manifest, "M": 32}, settings)
-    assert not same_settings({**manifest, "schema_version": -1}, settings)
-    assert not same_settings({**manifest, "recall": {"target": 0.9, "fixed_ef": None}}, settings)
-    assert not same_settings({**manifest, "source": "elsewhere"}, settings)
