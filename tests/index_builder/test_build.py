@@ -131,7 +131,7 @@ def _recall_at_10(index, vectors: np.ndarray, queries: np.ndarray) -> float:
 
 
 def test_recall_at_default_parameters(tmp_path: Path) -> None:
-    """The builder's default HNSW parameters give recall@10 >= 0.99 against exact search on 4000 clustered
+    """The builder's default HNSW parameters give recall@10 ~0.99 against exact search on 4000 clustered
     vectors, for image-like queries (perturbed collection vectors) and text-like queries (shifted by a
     common offset, like CLIP's modality gap: best cosine ~0.5)."""
     from index_builder.publish import publish
@@ -141,7 +141,7 @@ def test_recall_at_default_parameters(tmp_path: Path) -> None:
     dim = 128
     vectors = normalized_vectors(4000, dim, clusters=40, spread=0.5, seed=5)
     rng = np.random.default_rng(6)
-    base = vectors[rng.integers(0, len(vectors), 300)]
+    base = vectors[rng.integers(0, len(vectors), 1000)]
     gap = rng.standard_normal(dim).astype(np.float32)
     gap /= np.linalg.norm(gap)
     image_like = base + 0.3 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(dim)
@@ -162,7 +162,10 @@ def test_recall_at_default_parameters(tmp_path: Path) -> None:
     for name, queries in (("image-like", image_like), ("text-like", text_like)):
         queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
         recall = _recall_at_10(index, vectors, queries)
-        assert recall >= 0.99, (name, recall)
+        # the builder calibrates ef to 0.99 on its own sample of such queries (multithreaded builds differ
+        # run to run); these are another sample of 10,000 neighbours: 0.005 is ~4 standard errors
+        assert recall >= 0.985, (name, recall)
+    assert manifest["recall"]["measured"] >= 0.99, manifest["recall"]
 
 
 def test_recall_on_built_demo_index(demo_bundle: Path, embedder, tmp_path: Path, cli) -> None:
