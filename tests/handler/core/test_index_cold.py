@@ -16,7 +16,8 @@ from handler.core.errors import ArtifactError
 from handler.core.index import fetch_plan, load_index
 from handler.core.index_format import read_manifest, read_pointer
 from handler.core.storage import S3Store, open_store
-from index_builder.publish import publish, write_version
+from index_builder.publish import publish
+from index_builder.version_write import write_version
 from tests.conftest import normalized_vectors
 
 FP = "sha256:" + "ab" * 32
