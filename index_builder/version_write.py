@@ -17,12 +17,7 @@ import numpy as np
 
 from handler.core import __version__
 from handler.core.cpus import usable_cpus
-from handler.core.duplicates import (
-    DUPLICATES_FILE,
-    duplicate_settings,
-    find_duplicate_groups,
-    write_duplicates,
-)
+from handler.core.duplicates import DUPLICATES_FILE, duplicate_settings, write_duplicates
 from handler.core.index_format import (
     ERRORS_FILE,
     KIND,
@@ -33,6 +28,7 @@ from handler.core.index_format import (
     version_prefix,
 )
 from handler.core.storage import Store, file_digest, open_store
+from index_builder.duplicates_incremental import version_duplicate_groups
 from index_builder.recall import DEFAULT_TARGET_RECALL, EF_MIN
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE, Planned, plan_shards
 from index_builder.shard_write import build_shard, extend_shard, item_line, previous_shards
@@ -255,9 +251,10 @@ def write_version(
         store.upload_file(prefix + ERRORS_FILE, errors_path)
         files = {ERRORS_FILE: {"sha256": digest, "size": size}}
         duplicate_groups = 0
-        if dup is not None:  # the whole collection: each item's k nearest (an HNSW walk), not every pair
-            groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], threads=threads)
-            duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, [it["id"] for it in items])
+        if dup is not None:  # the current version's groups updated with the change, or found in full
+            ids = [it["id"] for it in items]
+            groups = version_duplicate_groups(store, prev, dup, arr, lines, ids, threads)
+            duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, ids)
             dup_digest, dup_size = file_digest(work / DUPLICATES_FILE)
             store.upload_file(prefix + DUPLICATES_FILE, work / DUPLICATES_FILE)
             files[DUPLICATES_FILE] = {"sha256": dup_digest, "size": dup_size}

@@ -34,9 +34,12 @@ __all__ = [
     "DUPLICATES_FILE",
     "DuplicateGroup",
     "duplicate_settings",
+    "exact_components",
+    "finalise_group",
     "find_duplicate_groups",
     "parse_duplicates",
     "read_duplicates",
+    "sort_groups",
     "write_duplicates",
 ]
 
@@ -49,6 +52,7 @@ DEFAULT_DUPLICATE_THRESHOLD = DEFAULT_THRESHOLD
 #: neighbours looked up per item (itself excluded): links beyond them are still found through chains
 DEFAULT_DUPLICATE_NEIGHBOURS = 16
 _BATCH = 8192
+_BLOCK = 2048  # rows per block of a group's pairwise cosines
 
 
 @dataclass(frozen=True)
@@ -100,34 +104,42 @@ def _knn(index: Any, queries: np.ndarray, want: int, threads: int) -> tuple[np.n
 def _links(
     vectors: np.ndarray, index: Any, threshold: float, k: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected links ``(a, b, similarity)`` with ``a < b``, each once, sorted by ``(a, b)``."""
+    """Undirected links ``(a, b, similarity)`` with ``a < b``, each once, sorted by ``(a, b)``. A row whose
+    farthest neighbour found is still a link is searched again with twice the neighbours, so every
+    neighbour ``>= threshold`` is found (as far as the HNSW search finds it), however large its group."""
     n = len(vectors)
-    want = min(k + 1, n)  # + the item itself
     a_parts, b_parts, s_parts = [], [], []
     for start in range(0, n, _BATCH):
         rows = np.arange(start, min(start + _BATCH, n))
-        labels, dist = _knn(index, vectors[rows], want, threads)
-        sims = 1.0 - dist
-        keep = (sims >= threshold) & (labels != rows[:, None])
-        r, c = np.nonzero(keep)
-        a, b = rows[r], labels[r, c].astype(np.int64)
-        a_parts.append(np.minimum(a, b))
-        b_parts.append(np.maximum(a, b))
-        s_parts.append(sims[r, c].astype(np.float64))
+        want = min(k + 1, n)  # + the item itself
+        while len(rows):
+            labels, dist = _knn(index, vectors[rows], want, threads)
+            sims = 1.0 - dist
+            keep = (sims >= threshold) & (labels != rows[:, None])
+            r, c = np.nonzero(keep)
+            a, b = rows[r], labels[r, c].astype(np.int64)
+            a_parts.append(np.minimum(a, b))
+            b_parts.append(np.maximum(a, b))
+            s_parts.append(sims[r, c].astype(np.float64))
+            if want >= n:
+                break
+            rows, want = rows[sims[:, -1] >= threshold], min(2 * want, n)
     a, b, s = np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
     key, first = np.unique(a * n + b, return_index=True)
     return key // n, key % n, s[first]
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> dict[int, list[int]]:
+def _components(a: np.ndarray, b: np.ndarray) -> dict[int, list[int]]:
     """Union-find over the links: root (the lowest row) -> rows, for components of two or more."""
-    parent = list(range(n))
+    parent: dict[int, int] = {}
 
     def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
 
     for x, y in zip(a.tolist(), b.tolist(), strict=True):
         rx, ry = find(x), find(y)
@@ -158,22 +170,56 @@ def find_duplicate_groups(
     threads = threads or usable_cpus()
     if index is None:
         index = _temporary_index(arr, threads)
-    a, b, s = _links(arr, index, float(threshold), k, threads)
-    strength = np.zeros(n, dtype=np.float64)
-    np.add.at(strength, a, s)
-    np.add.at(strength, b, s)
-    groups = []
-    for members in _components(n, a, b).values():
-        rows = np.asarray(members)
-        rep = int(rows[np.lexsort((rows, -strength[rows]))[0]])
-        sims = np.clip(arr[rows] @ arr[rep], -1.0, 1.0)
-        sims[rows == rep] = 1.0
-        order = np.lexsort((rows, -sims, rows != rep))
-        groups.append(
-            DuplicateGroup(tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order]))
-        )
-    groups.sort(key=lambda g: (-len(g.labels), g.labels[0]))
-    return groups
+    a, b, _ = _links(arr, index, float(threshold), k, threads)
+    groups = [finalise_group(arr, members, float(threshold)) for members in _components(a, b).values()]
+    return sort_groups(groups)
+
+
+def _pair_sims(vectors: np.ndarray, rows: np.ndarray, start: int) -> np.ndarray:
+    """Cosines of ``rows[start:start + _BLOCK]`` to every row of ``rows`` (float64, in [-1, 1])."""
+    block = rows[start : start + _BLOCK]
+    sims = np.asarray(vectors[block], dtype=np.float64) @ np.asarray(vectors[rows], dtype=np.float64).T
+    return np.clip(sims, -1.0, 1.0)
+
+
+def finalise_group(vectors: np.ndarray, members: Iterable[int], threshold: float) -> DuplicateGroup:
+    """A group from its member rows alone (so a group's output depends only on its member set): the links
+    are its pairs with cosine ``>= threshold``; the representative has the largest sum of link similarities
+    (ties: the lowest row); scores are cosines to it; the representative first, then by score, then row."""
+    rows = np.asarray(sorted(set(members)), dtype=np.int64)
+    strength = np.zeros(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), _BLOCK):
+        sims = _pair_sims(vectors, rows, start)
+        own = np.arange(len(sims))
+        sims[own, start + own] = 0.0
+        strength[start : start + len(sims)] = np.where(sims >= threshold, sims, 0.0).sum(axis=1)
+    strength = np.round(strength, 6)  # equal sums (exact copies) stay equal: ties go to the lowest row
+    rep = int(rows[np.lexsort((rows, -strength))[0]])
+    sims = np.clip(np.asarray(vectors[rows], dtype=np.float64) @ np.asarray(vectors[rep], np.float64), -1, 1)
+    sims[rows == rep] = 1.0
+    order = np.lexsort((rows, -np.round(sims, 6), rows != rep))
+    return DuplicateGroup(tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order]))
+
+
+def exact_components(vectors: np.ndarray, members: Iterable[int], threshold: float) -> list[list[int]]:
+    """The connected components (two or more rows) of ``members`` under "cosine ``>= threshold``",
+    every pair compared: how a group that lost members is split."""
+    rows = np.asarray(sorted(set(members)), dtype=np.int64)
+    a_parts, b_parts = [], []
+    for start in range(0, len(rows), _BLOCK):
+        r, c = np.nonzero(_pair_sims(vectors, rows, start) >= threshold)
+        a_parts.append(rows[start + r])
+        b_parts.append(rows[c])
+    if not len(rows):
+        return []
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    linked = a != b
+    return list(_components(a[linked], b[linked]).values())
+
+
+def sort_groups(groups: list[DuplicateGroup]) -> list[DuplicateGroup]:
+    """Largest group first, then by the representative's row."""
+    return sorted(groups, key=lambda g: (-len(g.labels), g.labels[0]))
 
 
 def write_duplicates(path: Path, groups: Iterable[DuplicateGroup], ids: Sequence[Any]) -> int:
