@@ -253,7 +253,9 @@ def write_version(
         duplicate_groups = 0
         if dup is not None:  # the current version's groups updated with the change, or found in full
             ids = [it["id"] for it in items]
-            groups = version_duplicate_groups(store, prev, dup, arr, lines, ids, threads)
+            groups = version_duplicate_groups(
+                store, prev, dup, arr, lines, ids, threads=threads, work=work, fetched=previous_dir
+            )
             duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, ids)
             dup_digest, dup_size = file_digest(work / DUPLICATES_FILE)
             store.upload_file(prefix + DUPLICATES_FILE, work / DUPLICATES_FILE)

@@ -6,14 +6,15 @@ Groups are the connected components of the "cosine ``>= threshold``" graph. Link
 are the previous version's, so the previous groups restricted to the unchanged items are the components
 of that graph restricted to them: a group that lost members (deleted or changed items) is split by
 comparing its surviving members pairwise; an intact one is kept. Then every added or changed row is
-searched against the whole new collection (exactly, blockwise: all its neighbours ``>= threshold``), and
-its links merge components. Each resulting group is finalised from its member set alone
-(:func:`~handler.core.duplicates.finalise_group`), as the full computation does.
+searched against the whole new collection (all its neighbours ``>= threshold``: exactly, blockwise, or
+with a given search such as the version's HNSW shards), and its links merge components. Each resulting
+group is finalised from its member set alone (:func:`~handler.core.duplicates.finalise_group`), as the
+full computation does, so it does not depend on the path that found it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,10 @@ from handler.core.duplicates import (
     sort_groups,
 )
 
-__all__ = ["changed_neighbours", "update_duplicate_groups"]
+__all__ = ["Neighbours", "changed_neighbours", "update_duplicate_groups"]
+
+#: ``(vectors, rows, threshold) -> (row, other)``: every link of the given rows in the whole collection
+Neighbours = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]]
 
 #: changed rows compared with the whole collection per block (bounds the [block, n] cosine matrix)
 _QUERY_BLOCK = 256
@@ -83,11 +87,13 @@ def update_duplicate_groups(
     previous: Sequence[Sequence[Any]],
     unchanged: np.ndarray,
     threshold: float,
+    neighbours: Neighbours | None = None,
 ) -> list[DuplicateGroup]:
     """The groups of ``vectors`` (``[n, dim]``, L2-normalised; ``ids[row]`` a row's item id) given the
     previous version's groups (``previous``: each group's item ids, as ``duplicates.jsonl`` lists them)
     and ``unchanged`` (bool per row: the item and its vector were in the previous version). The
-    previous groups must have been found with the same ``threshold``."""
+    previous groups must have been found with the same ``threshold``. ``neighbours`` finds the changed
+    rows' links (default :func:`changed_neighbours`: exact, ``changed * n`` dot products)."""
     arr = np.ascontiguousarray(vectors, dtype=np.float32)
     row_of = {item_id: i for i, item_id in enumerate(ids)}
     union = _Union()
@@ -98,7 +104,7 @@ def update_duplicate_groups(
             for x in part[1:]:
                 union.join(part[0], x)
     changed = np.flatnonzero(~np.asarray(unchanged, dtype=bool)).astype(np.int64)
-    a, b = changed_neighbours(arr, changed, threshold)
+    a, b = (neighbours or changed_neighbours)(arr, changed, threshold)
     for x, y in zip(a.tolist(), b.tolist(), strict=True):
         union.join(x, y)
     return sort_groups([finalise_group(arr, rows, threshold) for rows in union.sets()])

@@ -37,6 +37,7 @@ __all__ = [
     "exact_components",
     "finalise_group",
     "find_duplicate_groups",
+    "linked_neighbours",
     "parse_duplicates",
     "read_duplicates",
     "sort_groups",
@@ -101,29 +102,44 @@ def _knn(index: Any, queries: np.ndarray, want: int, threads: int) -> tuple[np.n
     raise ArtifactError(f"HNSW search returned fewer than {want} neighbours")
 
 
+def linked_neighbours(
+    index: Any, queries: np.ndarray, threshold: float, k: int, threads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every neighbour of each query in ``index`` with similarity ``>= threshold``, as far as the HNSW
+    search finds it: ``(query position, label, similarity)``, each pair once, sorted. ``k`` neighbours are
+    looked up; a query whose farthest one is still ``>= threshold`` is searched again with twice as many,
+    so a large group is found whole. ``index``'s query ef is changed."""
+    n = index.get_current_count()
+    pos, want = np.arange(len(queries)), min(k, n)
+    q_parts, l_parts, s_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    while len(pos) and want:
+        labels, dist = _knn(index, queries[pos], want, threads)
+        sims = 1.0 - dist
+        r, c = np.nonzero(sims >= threshold)
+        q_parts.append(pos[r])
+        l_parts.append(labels[r, c].astype(np.int64))
+        s_parts.append(sims[r, c].astype(np.float64))
+        if want >= n:
+            break
+        pos, want = pos[sims[:, -1] >= threshold], min(2 * want, n)
+    q, lab, sim = np.concatenate(q_parts), np.concatenate(l_parts), np.concatenate(s_parts)
+    key, first = np.unique(q * max(n, 1) + lab, return_index=True)
+    return key // max(n, 1), key % max(n, 1), sim[first]
+
+
 def _links(
     vectors: np.ndarray, index: Any, threshold: float, k: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected links ``(a, b, similarity)`` with ``a < b``, each once, sorted by ``(a, b)``. A row whose
-    farthest neighbour found is still a link is searched again with twice the neighbours, so every
-    neighbour ``>= threshold`` is found (as far as the HNSW search finds it), however large its group."""
+    """Undirected links ``(a, b, similarity)`` with ``a < b``, each once, sorted by ``(a, b)``."""
     n = len(vectors)
     a_parts, b_parts, s_parts = [], [], []
     for start in range(0, n, _BATCH):
         rows = np.arange(start, min(start + _BATCH, n))
-        want = min(k + 1, n)  # + the item itself
-        while len(rows):
-            labels, dist = _knn(index, vectors[rows], want, threads)
-            sims = 1.0 - dist
-            keep = (sims >= threshold) & (labels != rows[:, None])
-            r, c = np.nonzero(keep)
-            a, b = rows[r], labels[r, c].astype(np.int64)
-            a_parts.append(np.minimum(a, b))
-            b_parts.append(np.maximum(a, b))
-            s_parts.append(sims[r, c].astype(np.float64))
-            if want >= n:
-                break
-            rows, want = rows[sims[:, -1] >= threshold], min(2 * want, n)
+        q, b, s = linked_neighbours(index, vectors[rows], threshold, k + 1, threads)  # + the item itself
+        a = rows[q]
+        a_parts.append(np.minimum(a, b)[a != b])
+        b_parts.append(np.maximum(a, b)[a != b])
+        s_parts.append(s[a != b])
     a, b, s = np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
     key, first = np.unique(a * n + b, return_index=True)
     return key // n, key % n, s[first]

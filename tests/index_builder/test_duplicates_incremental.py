@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import handler.core.duplicate_update as duplicate_update
 import index_builder.duplicates_incremental as incremental
 from index_builder.publish import publish
 from index_builder.version_write import write_version
@@ -42,28 +41,30 @@ def versions() -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray, list[dict[
     return old, items, np.concatenate([new, add]).astype(np.float32), new_items, 1 + len(add)
 
 
+@pytest.mark.parametrize("shards", [1, 3])
 def test_incremental_publish_writes_the_groups_of_a_full_build(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int
 ) -> None:
     old, items, new, new_items, changed = versions()
-    write(tmp_path / "full", "v2", new, new_items)
+    size = -(-len(old) // shards)
+    write(tmp_path / "full", "v2", new, new_items, shard_size=size)
     expected = (tmp_path / "full/versions/v2/duplicates.jsonl").read_text()
-    write(tmp_path / "incr", "v1", old, items)
-    searched: list[int] = []
-    real = duplicate_update.changed_neighbours
+    write(tmp_path / "incr", "v1", old, items, shard_size=size)
+    searched: list[int] = []  # HNSW queries: the changed rows, in each shard of the current version
+    real = incremental.linked_neighbours
 
-    def spy(vectors: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        searched.extend(rows.tolist())
-        return real(vectors, rows, threshold)
+    def spy(index: Any, queries: np.ndarray, *args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        searched.append(len(queries))
+        return real(index, queries, *args)
 
     def full(*args: object, **kwargs: object) -> None:
         raise AssertionError("computed in full")
 
-    monkeypatch.setattr(duplicate_update, "changed_neighbours", spy)
+    monkeypatch.setattr(incremental, "linked_neighbours", spy)
     monkeypatch.setattr(incremental, "find_duplicate_groups", full)
-    write(tmp_path / "incr", "v2", new, new_items)
+    write(tmp_path / "incr", "v2", new, new_items, shard_size=size)
     assert (tmp_path / "incr/versions/v2/duplicates.jsonl").read_text() == expected
-    assert len(searched) == changed and expected.count("\n") == 4
+    assert searched == [changed] * shards and expected.count("\n") == 4
     assert expected.startswith('{"items":["p1","p11",')  # the changed row joined row 1's group
 
 
