@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import index_builder.duplicates_incremental as incremental
+from handler.core.storage import open_store
 from index_builder.publish import publish
 from index_builder.version_write import write_version
 from tests.conftest import normalized_vectors
@@ -24,7 +25,9 @@ def fields(setting: dict[str, Any] | None = SETTING) -> dict[str, Any]:
     return {"model_fingerprint": FP, "source": None, "duplicates": setting}
 
 
-def write(dest: Path, version: str, vectors: np.ndarray, items: list[dict[str, Any]], **kw: Any) -> None:
+def write(
+    dest: Path | str, version: str, vectors: np.ndarray, items: list[dict[str, Any]], **kw: Any
+) -> None:
     m = write_version(dest, version, vectors=vectors, items=items, manifest_fields=fields(), threads=1, **kw)
     publish(dest, version, m)
 
@@ -89,3 +92,15 @@ def test_the_groups_are_found_in_full_without_a_usable_previous_file(
     write(dest, "v2", new, new_items, reuse=why != "no reuse")
     assert calls == [1]
     assert (dest / "versions/v2/duplicates.jsonl").read_text() == expected
+
+
+def test_incremental_publish_on_s3(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The current version's shards are downloaded to search them (checked against their sha256)."""
+    old, items, new, new_items, _ = versions()
+    write(tmp_path / "full", "v2", new, new_items)
+    expected = (tmp_path / "full/versions/v2/duplicates.jsonl").read_text()
+    dest = f"s3://{s3_server.make_bucket()}/idx"
+    write(dest, "v1", old, items, shard_size=120)
+    monkeypatch.setattr(incremental, "find_duplicate_groups", None)  # not called
+    write(dest, "v2", new, new_items, shard_size=120)
+    assert open_store(dest).read_bytes("versions/v2/duplicates.jsonl").decode() == expected
