@@ -171,7 +171,9 @@ def write_version(
     hold ``model_fingerprint`` and may hold ``precision`` (default ``fp32``), ``source``, ``stats``
     (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``, ``duplicates``
     (``{"threshold", "k"}`` of :func:`duplicate_settings`: near-duplicate groups of the whole collection,
-    written as ``versions/<id>/duplicates.jsonl`` and counted in ``stats.duplicate_groups``); the computed
+    written as ``versions/<id>/duplicates.jsonl`` and counted in ``stats.duplicate_groups``; with ``reuse``,
+    updated from the current version's groups when found with the same settings,
+    :mod:`index_builder.duplicates_incremental`); the computed
     fields cannot be overridden. ``threads``: hnswlib build threads (default: all cores).
 
     Shards hold at most ``shard_size`` rows. With ``reuse``, the current version's shards are carried

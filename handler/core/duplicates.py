@@ -1,13 +1,16 @@
 """Near-duplicate groups of a whole collection (docs/formats.md, "duplicates.jsonl").
 
-Computed once per index version by the builder from the HNSW graph, not by comparing every pair: each
-vector's ``k`` nearest neighbours are looked up in the version's hnswlib index (batched, on all cores), and
-two items are linked when their cosine similarity is ``>= threshold``. A group is a **connected component**
-of those links (transitive: a ~ b and b ~ c put a, b, c together even if a and c are further apart), so a
-group is found whole even when it holds more than ``k`` copies. Each group has a representative - the
-member with the largest sum of link similarities (the most central one; ties: the lowest row) - and
-every member's score is its exact cosine similarity to the representative (1.0 for itself). A group's
-score is the lowest of its members' scores: with chains it can be below the threshold.
+Computed once per index version by the builder from an HNSW graph, not by comparing every pair: each
+vector's ``k`` nearest neighbours are looked up (batched, on all cores; a vector whose ``k``-th neighbour
+is still a link is looked up again with twice as many), and two items are linked when their cosine
+similarity is ``>= threshold``. A group is a **connected component** of those links (transitive: a ~ b
+and b ~ c put a, b, c together even if a and c are further apart), so a group is found whole however
+many copies it holds. Each group is then finalised from its member set alone
+(:func:`finalise_group`): its links are its pairs ``>= threshold``, its representative the member with
+the largest sum of link similarities (the most central one; ties: the lowest row), and every member's
+score its exact cosine similarity to the representative (1.0 for itself). A group's score is the lowest
+of its members' scores: with chains it can be below the threshold. Because a group depends only on its
+members, a publish can update the previous version's groups (:mod:`handler.core.duplicate_update`).
 
 Deterministic for a given index: hnswlib's search is, and groups and members are sorted (largest group
 first, then by the representative's row; the representative first, then by score, then by row).
@@ -50,7 +53,7 @@ DUPLICATES_FILE = "duplicates.jsonl"
 #: (handler.core.dedupe.DEFAULT_THRESHOLD; docs/api.md, "Near-duplicates"). One number for both, so the
 #: duplicate finder and dedupe agree on what a copy is.
 DEFAULT_DUPLICATE_THRESHOLD = DEFAULT_THRESHOLD
-#: neighbours looked up per item (itself excluded): links beyond them are still found through chains
+#: neighbours looked up per item first (itself excluded); doubled while the farthest is still a link
 DEFAULT_DUPLICATE_NEIGHBOURS = 16
 _BATCH = 8192
 _BLOCK = 2048  # rows per block of a group's pairwise cosines
