@@ -20,7 +20,7 @@ Torch-free: numpy + hnswlib.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ DEFAULT_DUPLICATE_THRESHOLD = DEFAULT_THRESHOLD
 #: neighbours looked up per item first (itself excluded); doubled while the farthest is still a link
 DEFAULT_DUPLICATE_NEIGHBOURS = 16
 _BATCH = 8192
-_BLOCK = 2048  # rows per block of a group's pairwise cosines
+_BLOCK = 512  # rows per block of a group's pairwise cosines (a [512, group size] matrix)
 
 
 @dataclass(frozen=True)
@@ -194,11 +194,11 @@ def find_duplicate_groups(
     return sort_groups(groups)
 
 
-def _pair_sims(vectors: np.ndarray, rows: np.ndarray, start: int) -> np.ndarray:
-    """Cosines of ``rows[start:start + _BLOCK]`` to every row of ``rows`` (float64, in [-1, 1])."""
-    block = rows[start : start + _BLOCK]
-    sims = np.asarray(vectors[block], dtype=np.float64) @ np.asarray(vectors[rows], dtype=np.float64).T
-    return np.clip(sims, -1.0, 1.0)
+def _pair_sims(vectors: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of the cosines among ``rows``: ``(start, [block, len(rows)])`` (float64, in [-1, 1])."""
+    members = np.asarray(vectors[rows], dtype=np.float64)
+    for start in range(0, len(rows), _BLOCK):
+        yield start, np.clip(members[start : start + _BLOCK] @ members.T, -1.0, 1.0)
 
 
 def finalise_group(vectors: np.ndarray, members: Iterable[int], threshold: float) -> DuplicateGroup:
@@ -207,8 +207,7 @@ def finalise_group(vectors: np.ndarray, members: Iterable[int], threshold: float
     (ties: the lowest row); scores are cosines to it; the representative first, then by score, then row."""
     rows = np.asarray(sorted(set(members)), dtype=np.int64)
     strength = np.zeros(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), _BLOCK):
-        sims = _pair_sims(vectors, rows, start)
+    for start, sims in _pair_sims(vectors, rows):
         own = np.arange(len(sims))
         sims[own, start + own] = 0.0
         strength[start : start + len(sims)] = np.where(sims >= threshold, sims, 0.0).sum(axis=1)
@@ -224,13 +223,11 @@ def exact_components(vectors: np.ndarray, members: Iterable[int], threshold: flo
     """The connected components (two or more rows) of ``members`` under "cosine ``>= threshold``",
     every pair compared: how a group that lost members is split."""
     rows = np.asarray(sorted(set(members)), dtype=np.int64)
-    a_parts, b_parts = [], []
-    for start in range(0, len(rows), _BLOCK):
-        r, c = np.nonzero(_pair_sims(vectors, rows, start) >= threshold)
+    a_parts, b_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start, sims in _pair_sims(vectors, rows):
+        r, c = np.nonzero(sims >= threshold)
         a_parts.append(rows[start + r])
         b_parts.append(rows[c])
-    if not len(rows):
-        return []
     a, b = np.concatenate(a_parts), np.concatenate(b_parts)
     linked = a != b
     return list(_components(a[linked], b[linked]).values())
