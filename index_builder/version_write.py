@@ -17,12 +17,7 @@ import numpy as np
 
 from handler.core import __version__
 from handler.core.cpus import usable_cpus
-from handler.core.duplicates import (
-    DUPLICATES_FILE,
-    duplicate_settings,
-    find_duplicate_groups,
-    write_duplicates,
-)
+from handler.core.duplicates import DUPLICATES_FILE, duplicate_settings, write_duplicates
 from handler.core.index_format import (
     ERRORS_FILE,
     KIND,
@@ -33,6 +28,7 @@ from handler.core.index_format import (
     version_prefix,
 )
 from handler.core.storage import Store, file_digest, open_store
+from index_builder.duplicates_incremental import version_duplicate_groups
 from index_builder.recall import DEFAULT_TARGET_RECALL, EF_MIN
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE, Planned, plan_shards
 from index_builder.shard_write import build_shard, extend_shard, item_line, previous_shards
@@ -175,7 +171,9 @@ def write_version(
     hold ``model_fingerprint`` and may hold ``precision`` (default ``fp32``), ``source``, ``stats``
     (``errors`` defaults to ``len(errors)``), ``built_at``, ``builder``, ``duplicates``
     (``{"threshold", "k"}`` of :func:`duplicate_settings`: near-duplicate groups of the whole collection,
-    written as ``versions/<id>/duplicates.jsonl`` and counted in ``stats.duplicate_groups``); the computed
+    written as ``versions/<id>/duplicates.jsonl`` and counted in ``stats.duplicate_groups``; with ``reuse``,
+    updated from the current version's groups when found with the same settings,
+    :mod:`index_builder.duplicates_incremental`); the computed
     fields cannot be overridden. ``threads``: hnswlib build threads (default: all cores).
 
     Shards hold at most ``shard_size`` rows. With ``reuse``, the current version's shards are carried
@@ -255,9 +253,12 @@ def write_version(
         store.upload_file(prefix + ERRORS_FILE, errors_path)
         files = {ERRORS_FILE: {"sha256": digest, "size": size}}
         duplicate_groups = 0
-        if dup is not None:  # the whole collection: each item's k nearest (an HNSW walk), not every pair
-            groups = find_duplicate_groups(arr, dup["threshold"], dup["k"], threads=threads)
-            duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, [it["id"] for it in items])
+        if dup is not None:  # the current version's groups updated with the change, or found in full
+            ids = [it["id"] for it in items]
+            groups = version_duplicate_groups(
+                store, prev, dup, arr, lines, ids, threads=threads, work=work, fetched=previous_dir
+            )
+            duplicate_groups = write_duplicates(work / DUPLICATES_FILE, groups, ids)
             dup_digest, dup_size = file_digest(work / DUPLICATES_FILE)
             store.upload_file(prefix + DUPLICATES_FILE, work / DUPLICATES_FILE)
             files[DUPLICATES_FILE] = {"sha256": dup_digest, "size": dup_size}

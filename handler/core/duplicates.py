@@ -1,13 +1,16 @@
 """Near-duplicate groups of a whole collection (docs/formats.md, "duplicates.jsonl").
 
-Computed once per index version by the builder from the HNSW graph, not by comparing every pair: each
-vector's ``k`` nearest neighbours are looked up in the version's hnswlib index (batched, on all cores), and
-two items are linked when their cosine similarity is ``>= threshold``. A group is a **connected component**
-of those links (transitive: a ~ b and b ~ c put a, b, c together even if a and c are further apart), so a
-group is found whole even when it holds more than ``k`` copies. Each group has a representative - the
-member with the largest sum of link similarities (the most central one; ties: the lowest row) - and
-every member's score is its exact cosine similarity to the representative (1.0 for itself). A group's
-score is the lowest of its members' scores: with chains it can be below the threshold.
+Computed once per index version by the builder from an HNSW graph, not by comparing every pair: each
+vector's ``k`` nearest neighbours are looked up (batched, on all cores; a vector whose ``k``-th neighbour
+is still a link is looked up again with twice as many), and two items are linked when their cosine
+similarity is ``>= threshold``. A group is a **connected component** of those links (transitive: a ~ b
+and b ~ c put a, b, c together even if a and c are further apart), so a group is found whole however
+many copies it holds. Each group is then finalised from its member set alone
+(:func:`finalise_group`): its links are its pairs ``>= threshold``, its representative the member with
+the largest sum of link similarities (the most central one; ties: the lowest row), and every member's
+score its exact cosine similarity to the representative (1.0 for itself). A group's score is the lowest
+of its members' scores: with chains it can be below the threshold. Because a group depends only on its
+members, a publish can update the previous version's groups (:mod:`handler.core.duplicate_update`).
 
 Deterministic for a given index: hnswlib's search is, and groups and members are sorted (largest group
 first, then by the representative's row; the representative first, then by score, then by row).
@@ -17,7 +20,7 @@ Torch-free: numpy + hnswlib.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,13 @@ __all__ = [
     "DUPLICATES_FILE",
     "DuplicateGroup",
     "duplicate_settings",
+    "exact_components",
+    "finalise_group",
     "find_duplicate_groups",
+    "linked_neighbours",
     "parse_duplicates",
     "read_duplicates",
+    "sort_groups",
     "write_duplicates",
 ]
 
@@ -46,9 +53,10 @@ DUPLICATES_FILE = "duplicates.jsonl"
 #: (handler.core.dedupe.DEFAULT_THRESHOLD; docs/api.md, "Near-duplicates"). One number for both, so the
 #: duplicate finder and dedupe agree on what a copy is.
 DEFAULT_DUPLICATE_THRESHOLD = DEFAULT_THRESHOLD
-#: neighbours looked up per item (itself excluded): links beyond them are still found through chains
+#: neighbours looked up per item first (itself excluded); doubled while the farthest is still a link
 DEFAULT_DUPLICATE_NEIGHBOURS = 16
 _BATCH = 8192
+_BLOCK = 512  # rows per block of a group's pairwise cosines (a [512, group size] matrix)
 
 
 @dataclass(frozen=True)
@@ -97,37 +105,60 @@ def _knn(index: Any, queries: np.ndarray, want: int, threads: int) -> tuple[np.n
     raise ArtifactError(f"HNSW search returned fewer than {want} neighbours")
 
 
+def linked_neighbours(
+    index: Any, queries: np.ndarray, threshold: float, k: int, threads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every neighbour of each query in ``index`` with similarity ``>= threshold``, as far as the HNSW
+    search finds it: ``(query position, label, similarity)``, each pair once, sorted. ``k`` neighbours are
+    looked up; a query whose farthest one is still ``>= threshold`` is searched again with twice as many,
+    so a large group is found whole. ``index``'s query ef is changed."""
+    n = index.get_current_count()
+    pos, want = np.arange(len(queries)), min(k, n)
+    q_parts, l_parts, s_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    while len(pos) and want:
+        labels, dist = _knn(index, queries[pos], want, threads)
+        sims = 1.0 - dist
+        r, c = np.nonzero(sims >= threshold)
+        q_parts.append(pos[r])
+        l_parts.append(labels[r, c].astype(np.int64))
+        s_parts.append(sims[r, c].astype(np.float64))
+        if want >= n:
+            break
+        pos, want = pos[sims[:, -1] >= threshold], min(2 * want, n)
+    q, lab, sim = np.concatenate(q_parts), np.concatenate(l_parts), np.concatenate(s_parts)
+    key, first = np.unique(q * max(n, 1) + lab, return_index=True)
+    return key // max(n, 1), key % max(n, 1), sim[first]
+
+
 def _links(
     vectors: np.ndarray, index: Any, threshold: float, k: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected links ``(a, b, similarity)`` with ``a < b``, each once, sorted by ``(a, b)``."""
     n = len(vectors)
-    want = min(k + 1, n)  # + the item itself
     a_parts, b_parts, s_parts = [], [], []
     for start in range(0, n, _BATCH):
         rows = np.arange(start, min(start + _BATCH, n))
-        labels, dist = _knn(index, vectors[rows], want, threads)
-        sims = 1.0 - dist
-        keep = (sims >= threshold) & (labels != rows[:, None])
-        r, c = np.nonzero(keep)
-        a, b = rows[r], labels[r, c].astype(np.int64)
-        a_parts.append(np.minimum(a, b))
-        b_parts.append(np.maximum(a, b))
-        s_parts.append(sims[r, c].astype(np.float64))
+        q, b, s = linked_neighbours(index, vectors[rows], threshold, k + 1, threads)  # + the item itself
+        a = rows[q]
+        a_parts.append(np.minimum(a, b)[a != b])
+        b_parts.append(np.maximum(a, b)[a != b])
+        s_parts.append(s[a != b])
     a, b, s = np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
     key, first = np.unique(a * n + b, return_index=True)
     return key // n, key % n, s[first]
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> dict[int, list[int]]:
+def _components(a: np.ndarray, b: np.ndarray) -> dict[int, list[int]]:
     """Union-find over the links: root (the lowest row) -> rows, for components of two or more."""
-    parent = list(range(n))
+    parent: dict[int, int] = {}
 
     def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
 
     for x, y in zip(a.tolist(), b.tolist(), strict=True):
         rx, ry = find(x), find(y)
@@ -158,22 +189,53 @@ def find_duplicate_groups(
     threads = threads or usable_cpus()
     if index is None:
         index = _temporary_index(arr, threads)
-    a, b, s = _links(arr, index, float(threshold), k, threads)
-    strength = np.zeros(n, dtype=np.float64)
-    np.add.at(strength, a, s)
-    np.add.at(strength, b, s)
-    groups = []
-    for members in _components(n, a, b).values():
-        rows = np.asarray(members)
-        rep = int(rows[np.lexsort((rows, -strength[rows]))[0]])
-        sims = np.clip(arr[rows] @ arr[rep], -1.0, 1.0)
-        sims[rows == rep] = 1.0
-        order = np.lexsort((rows, -sims, rows != rep))
-        groups.append(
-            DuplicateGroup(tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order]))
-        )
-    groups.sort(key=lambda g: (-len(g.labels), g.labels[0]))
-    return groups
+    a, b, _ = _links(arr, index, float(threshold), k, threads)
+    groups = [finalise_group(arr, members, float(threshold)) for members in _components(a, b).values()]
+    return sort_groups(groups)
+
+
+def _pair_sims(vectors: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of the cosines among ``rows``: ``(start, [block, len(rows)])`` (float64, in [-1, 1])."""
+    members = np.asarray(vectors[rows], dtype=np.float64)
+    for start in range(0, len(rows), _BLOCK):
+        yield start, np.clip(members[start : start + _BLOCK] @ members.T, -1.0, 1.0)
+
+
+def finalise_group(vectors: np.ndarray, members: Iterable[int], threshold: float) -> DuplicateGroup:
+    """A group from its member rows alone (so a group's output depends only on its member set): the links
+    are its pairs with cosine ``>= threshold``; the representative has the largest sum of link similarities
+    (ties: the lowest row); scores are cosines to it; the representative first, then by score, then row."""
+    rows = np.asarray(sorted(set(members)), dtype=np.int64)
+    strength = np.zeros(len(rows), dtype=np.float64)
+    for start, sims in _pair_sims(vectors, rows):
+        own = np.arange(len(sims))
+        sims[own, start + own] = 0.0
+        strength[start : start + len(sims)] = np.where(sims >= threshold, sims, 0.0).sum(axis=1)
+    strength = np.round(strength, 6)  # equal sums (exact copies) stay equal: ties go to the lowest row
+    rep = int(rows[np.lexsort((rows, -strength))[0]])
+    sims = np.clip(np.asarray(vectors[rows], dtype=np.float64) @ np.asarray(vectors[rep], np.float64), -1, 1)
+    sims[rows == rep] = 1.0
+    order = np.lexsort((rows, -np.round(sims, 6), rows != rep))
+    return DuplicateGroup(tuple(int(x) for x in rows[order]), tuple(round(float(x), 6) for x in sims[order]))
+
+
+def exact_components(vectors: np.ndarray, members: Iterable[int], threshold: float) -> list[list[int]]:
+    """The connected components (two or more rows) of ``members`` under "cosine ``>= threshold``",
+    every pair compared: how a group that lost members is split."""
+    rows = np.asarray(sorted(set(members)), dtype=np.int64)
+    a_parts, b_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start, sims in _pair_sims(vectors, rows):
+        r, c = np.nonzero(sims >= threshold)
+        a_parts.append(rows[start + r])
+        b_parts.append(rows[c])
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    linked = a != b
+    return list(_components(a[linked], b[linked]).values())
+
+
+def sort_groups(groups: list[DuplicateGroup]) -> list[DuplicateGroup]:
+    """Largest group first, then by the representative's row."""
+    return sorted(groups, key=lambda g: (-len(g.labels), g.labels[0]))
 
 
 def write_duplicates(path: Path, groups: Iterable[DuplicateGroup], ids: Sequence[Any]) -> int:

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import handler.core.duplicates as duplicates
 from handler.core.duplicates import (
     DuplicateGroup,
     duplicate_settings,
+    exact_components,
+    finalise_group,
     find_duplicate_groups,
     parse_duplicates,
     read_duplicates,
@@ -147,3 +150,15 @@ def test_file_round_trip_and_bad_lines(tmp_path: Path) -> None:
     ):
         with pytest.raises(ArtifactError, match="line 2"):
             parse_duplicates('{"items": ["a", "b"], "scores": [1, 0.99], "score": 0.99}\n' + bad, "f")
+
+
+def test_groups_are_finalised_from_their_members_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """finalise_group / exact_components compare a group's members pairwise, block by block."""
+    vectors = planted(60, 16, [12, 3], noise=0.15, seed=2)
+    groups = find_duplicate_groups(vectors, 0.95, threads=1)
+    assert [len(g.labels) for g in groups] == [12, 3]
+    monkeypatch.setattr(duplicates, "_BLOCK", 5)
+    assert find_duplicate_groups(vectors, 0.95, threads=1) == groups
+    assert [finalise_group(vectors, reversed(g.labels), 0.95) for g in groups] == groups
+    members = [*groups[0].labels, *groups[1].labels]
+    assert sorted(exact_components(vectors, members, 0.95)) == sorted(sorted(g.labels) for g in groups)
