@@ -38,11 +38,14 @@ GOAL_COLD_VS_DOWNLOAD = 1.3
 
 
 def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int, **kw: Any) -> float:
+    from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, duplicate_settings
     from handler.core.storage import LocalStore
     from index_builder.publish import publish
     from index_builder.version_write import write_version
 
     store = LocalStore(root)
+    # as the CLI builds by default: near-duplicate groups included (incremental on the second publish)
+    fields = {"model_fingerprint": FINGERPRINT, "duplicates": duplicate_settings(DEFAULT_DUPLICATE_THRESHOLD)}
     gc.collect()
     t0 = time.perf_counter()
     write_version(
@@ -50,7 +53,7 @@ def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int,
         vid,
         vectors=data,
         items=[{"id": i} for i in ids],
-        manifest_fields={"model_fingerprint": FINGERPRINT},
+        manifest_fields=fields,
         threads=threads,
         **kw,
     )
@@ -196,7 +199,8 @@ def run(ctx: Context) -> Section:
         f"power-law cluster sizes with anisotropic noise); {nq} held-out queries of the same distribution; "
         "recall@10 against exact inner-product search. Built with `version_write.write_version` "
         "(the builder's defaults: shard size, M, ef_construction, ef calibrated per shard to recall@10 "
-        ">= 0.99 on the builder's own held-out-like queries); searched with `load_index` + "
+        ">= 0.99 on the builder's own held-out-like queries; near-duplicate groups as the CLI computes "
+        "them); searched with `load_index` + "
         f"`SearchIndex.search`, one query per call, at the manifest's ef; {ctx.threads} threads.",
         table(
             [
@@ -243,7 +247,7 @@ def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
                 f"≤ {GOAL_SHARDS_VS_ONE}x",
                 f"{r:.2f}x ({ms(many['p50'])} vs {ms(one['p50'])})",
                 r <= GOAL_SHARDS_VS_ONE,
-                "" if r <= GOAL_SHARDS_VS_ONE else "each shard is searched at full ef",
+                "" if r <= GOAL_SHARDS_VS_ONE else "K shards are K searches sharing 2 cores",
             )
         )
     inc = many.get("incremental_s")
@@ -255,7 +259,9 @@ def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
                 f"≤ {GOAL_INCREMENTAL:g}",
                 f"{r:.3f} ({inc:.1f} s vs {many['build_s']:.0f} s)",
                 r <= GOAL_INCREMENTAL,
-                "" if r <= GOAL_INCREMENTAL else "changed shards are rebuilt whole",
+                ""
+                if r <= GOAL_INCREMENTAL
+                else "fixed costs per publish (calibrating touched shards, a pass over all rows)",
             )
         )
     cold = many.get("cold")
@@ -271,7 +277,9 @@ def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
                 f"{cold['cold_s']:.2f} s, of which interpreter + imports {cold['imports_s']:.2f} s, "
                 f"S3 client {fixed - cold['imports_s']:.2f} s)",
                 r <= GOAL_COLD_VS_DOWNLOAD,
-                "" if r <= GOAL_COLD_VS_DOWNLOAD else "hashing and loading share the cores with the download",
+                ""
+                if r <= GOAL_COLD_VS_DOWNLOAD
+                else "hnswlib's load holds the GIL; hash, write, load and S3 server share 2 cores",
             )
         )
     per_vector = max(many["rss"], many["bytes"]) / n
