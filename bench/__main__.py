@@ -43,9 +43,26 @@ MEASURES = {
     "accuracy": "Accuracy cost of fp16 and int8",
     "scale": "Scale — shards, recall by construction, incremental publish, cold load from S3",
     "features": "Search features — filters and the duplicate finder",
+    "scale1m": "Scale at 1M vectors — the goals at full size (clustered data, default sharding)",
 }
-ALIASES = {"rebuild": "build", "cold": "coldstart", "cold-start": "coldstart", "index": "search"}
-RUN_ORDER = ["footprint", "encode", "accuracy", "coldstart", "build", "search", "features", "scale"]
+ALIASES = {
+    "rebuild": "build",
+    "cold": "coldstart",
+    "cold-start": "coldstart",
+    "index": "search",
+    "scale-1m": "scale1m",
+}
+RUN_ORDER = [
+    "footprint",
+    "encode",
+    "accuracy",
+    "coldstart",
+    "build",
+    "search",
+    "features",
+    "scale",
+    "scale1m",
+]
 
 
 def parse_only(value: str | None) -> list[str]:

@@ -1,12 +1,12 @@
 """Search features at 100k vectors: filtered search latency by selectivity (HNSW with a filter vs exact search
-over the matching subset, and where :data:`handler.core.filtered_search.SWITCH_FRACTION` switches), and the
+over the matching subset, and where :data:`handler.core.shards.FILTER_EXACT_BELOW` switches), and the
 build-time duplicate finder's cost against the HNSW build it runs on."""
 
 from __future__ import annotations
 
 from bench import duplicates, filtered
 from bench.common import Context, Goal, Section, ms, table
-from handler.core.filtered_search import SWITCH_FRACTION, SWITCH_FRACTION_HNSW_VECTORS
+from handler.core.shards import FILTER_EXACT_BELOW, FILTER_EXACT_BELOW_HNSW_VECTORS
 
 N_FULL = 100_000
 N_QUICK = 5_000
@@ -28,8 +28,8 @@ def run(ctx: Context) -> Section:
         "query per call, p50). 'HNSW + filter' walks the graph with hnswlib's filter (only allowed labels "
         "count as results); 'exact subset' scores every allowed vector (from the HNSW index itself, as an "
         "index loaded from S3, or from embeddings.npy, as a local index). The service switches to the exact "
-        f"subset below {SWITCH_FRACTION:.0%} allowed (local embeddings) or "
-        f"{SWITCH_FRACTION_HNSW_VECTORS:.0%} (vectors read from HNSW), so it returns k results whenever k "
+        f"subset below {FILTER_EXACT_BELOW:.0%} allowed (local embeddings) or "
+        f"{FILTER_EXACT_BELOW_HNSW_VECTORS:.0%} (vectors read from HNSW), so it returns k results whenever k "
         "items match.",
         table(
             [

@@ -1,6 +1,6 @@
 """Filtered search: latency vs the fraction of items a filter keeps, hnswlib's filtered search against an
 exact scan over the kept subset (the two ways of :func:`handler.core.filtered_search.filtered_search`): the
-measurement behind ``SWITCH_FRACTION``.
+measurement behind ``FILTER_EXACT_BELOW``.
 
 Data as bench/search/: 512-d clustered vectors (the queries from the same distribution, not in the
 index), HNSW M=16 / ef_construction=100, ef 128, k 10; one query per call (as the service), p50. The kept
@@ -24,7 +24,7 @@ import numpy as np
 from bench.search.measure import search_index
 from bench.search.params import M
 from bench.vectors import DIM, clustered
-from handler.core.filtered_search import SWITCH_FRACTION
+from handler.core.shards import FILTER_EXACT_BELOW
 
 SELECTIVITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.001)
 K = 10
@@ -68,7 +68,7 @@ def run(
     """One row per selectivity: ``selectivity``, ``allowed``, p50 seconds of ``hnsw`` (filtered graph walk),
     ``exact`` (subset vectors from the HNSW index, as an index loaded from S3) and ``exact_npy`` (from the
     embeddings array, as a local index), ``hnsw_recall`` (filtered HNSW top-k against the exact one),
-    ``faster`` and ``chosen`` (the way :data:`SWITCH_FRACTION` picks for a local index)."""
+    ``faster`` and ``chosen`` (the way :data:`FILTER_EXACT_BELOW` picks for a local index)."""
     log = log or (lambda *_: None)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((1000, DIM), dtype=np.float32)
@@ -109,7 +109,7 @@ def run(
         row.update({way: p50 for way, (p50, _) in ways.items()})
         row["hnsw_recall"] = float(np.mean(found))
         row["faster"] = "exact" if ways["exact_npy"][0] < ways["hnsw"][0] else "hnsw"  # for a local index
-        row["chosen"] = "hnsw" if sel >= SWITCH_FRACTION else "exact"
+        row["chosen"] = "hnsw" if sel >= FILTER_EXACT_BELOW else "exact"
         rows.append(row)
         log(
             f"filtered: {sel:>6.1%} ({row['allowed']:>6,} items): hnsw filter {row['hnsw'] * 1e3:8.3f} ms "

@@ -1,8 +1,9 @@
-"""Scale: indexes of N vectors (1M in a full run) exactly as the builder writes them (sharded, ef calibrated
-to recall@10 >= 0.99 at build), searched through the service's path (load_index -> SearchIndex.search, one
-query per call), for two distributions (bench.vectors: clustered, power-law); K shards vs one index of the
-same vectors; an incremental publish of a 1% change vs the full build; a cold load from S3 (SeaweedFS) vs the
-raw concurrent download of the same bytes; bytes per vector and the largest index a 10,240 MB function holds.
+"""Scale: indexes of N vectors (100k in a full run; 1M in bench.scale1m) exactly as the builder writes
+them (sharded, ef calibrated to recall@10 >= 0.99 at build), searched through the service's path
+(load_index -> SearchIndex.search, one query per call), for two distributions (bench.vectors: clustered,
+power-law); K shards vs one index of the same vectors; an incremental publish of a 1% change vs the full
+build; a cold load from S3 (SeaweedFS) vs the raw concurrent download of the same bytes; bytes per vector and
+the largest index a 10,240 MB function holds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from bench.common import Context, Goal, Section, mib, ms, table
 from bench.vectors import centres, exact_topk, make
 from index_builder.shard_plan import DEFAULT_SHARD_SIZE
 
-N_FULL = 1_000_000
+N_FULL = 1_000_000  # bench.scale1m: the issue's goals at 1M (one distribution, sharded)
+N_MATRIX = 100_000  # run: both distributions, shards vs one index
 N_QUICK = 20_000
 QUERIES = 1000
 K = 10
@@ -37,7 +39,9 @@ GOAL_INCREMENTAL = 0.1
 GOAL_COLD_VS_DOWNLOAD = 1.3
 
 
-def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int, **kw: Any) -> float:
+def _write(
+    root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int, duplicates: bool = True, **kw: Any
+) -> float:
     from handler.core.duplicates import DEFAULT_DUPLICATE_THRESHOLD, duplicate_settings
     from handler.core.storage import LocalStore
     from index_builder.publish import publish
@@ -45,7 +49,8 @@ def _write(root: Path, vid: str, data: np.ndarray, ids: list[int], threads: int,
 
     store = LocalStore(root)
     # as the CLI builds by default: near-duplicate groups included (incremental on the second publish)
-    fields = {"model_fingerprint": FINGERPRINT, "duplicates": duplicate_settings(DEFAULT_DUPLICATE_THRESHOLD)}
+    dup = duplicate_settings(DEFAULT_DUPLICATE_THRESHOLD) if duplicates else None
+    fields = {"model_fingerprint": FINGERPRINT, "duplicates": dup}
     gc.collect()
     t0 = time.perf_counter()
     write_version(
@@ -129,7 +134,9 @@ def _dir_bytes(root: Path, skip: tuple[str, ...] = (".npy",)) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip))
 
 
-def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int, **kw: Any) -> float:
+def _incremental(
+    root: Path, data: np.ndarray, n: int, threads: int, seed: int, duplicates: bool = True, **kw: Any
+) -> float:
     """Replace 1% of the items (new ids, new vectors of the same distribution) and publish again, with the
     full build's settings ``kw`` (another shard size is another layout: the tail shard would be refilled)."""
     rng = np.random.default_rng(seed)
@@ -139,17 +146,27 @@ def _incremental(root: Path, data: np.ndarray, n: int, threads: int, seed: int, 
     ids = list(range(n))
     for j, row in enumerate(changed):
         ids[row] = n + j
-    return _write(root, "v2", new, ids, threads, **kw)
+    return _write(root, "v2", new, ids, threads, duplicates=duplicates, **kw)
 
 
 def run(ctx: Context) -> Section:
-    n = N_QUICK if ctx.quick else int(os.environ.get("BENCH_SCALE_N", N_FULL))
-    nq = 100 if ctx.quick else QUERIES
+    """Both distributions, 2 shards vs one index: the full matrix, at 100k by default (BENCH_SCALE_N)."""
+    n = N_QUICK if ctx.quick else int(os.environ.get("BENCH_SCALE_N", N_MATRIX))
     sec = Section("scale", "Scale — shards, recall by construction, incremental publish, cold load from S3")
+    return measure(ctx, sec, n, kinds=("clustered", "powerlaw"), one_shard=True)
+
+
+def measure(
+    ctx: Context, sec: Section, n: int, *, kinds: tuple[str, ...], one_shard: bool, duplicates: bool = True
+) -> Section:
+    """The scale measures of ``n`` vectors per distribution in ``kinds`` (the first one also gets the
+    incremental publish and the cold load from S3), into ``sec``; ``duplicates``: the builds compute
+    near-duplicate groups as the CLI does by default (``--no-duplicates`` otherwise)."""
+    nq = 100 if ctx.quick else QUERIES
     c = centres()
     rows: list[list[Any]] = []
     results: dict[str, Any] = {"n": n}
-    for kind in ("clustered", "powerlaw"):
+    for kind in kinds:
         ctx.log(f"{kind}: generating {n:,} vectors and exact top-{K} of {nq} queries ...")
         data = make(kind, n, 1, c)
         queries = make(kind, nq, 2, c)
@@ -158,21 +175,21 @@ def run(ctx: Context) -> Section:
         res: dict[str, Any] = {}
         # 2 shards at any N, as 1M vectors are at the builder's default shard size (500k)
         variants = [("sharded", {"shard_size": min(DEFAULT_SHARD_SIZE, -(-n // 2))})]
-        if kind == "clustered":
+        if one_shard and kind == kinds[0]:
             variants.append(("one shard", {"shard_size": n}))
         for label, kw in variants:
             root = ctx.scratch(f"scale-{kind}-{label.replace(' ', '-')}")
             ctx.log(f"{kind} / {label}: building ...")
-            build_s = _write(root, "v1", data, ids, ctx.threads, **kw)
+            build_s = _write(root, "v1", data, ids, ctx.threads, duplicates=duplicates, **kw)
             m = _measure(root, queries, truth)
             m["build_s"] = build_s
             ctx.log(
                 f"{kind} / {label}: {m['shards']} shard(s), ef {m['ef']}, recall {m['recall']:.4f}, p50 "
                 f"{ms(m['p50'])}, build {build_s:.0f} s"
             )
-            if kind == "clustered" and label == "sharded":
+            if kind == kinds[0] and label == "sharded":
                 ctx.log("incremental publish of a 1% change ...")
-                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7, **kw)
+                m["incremental_s"] = _incremental(root, data, n, ctx.threads, 7, duplicates=duplicates, **kw)
                 ctx.log("cold load from S3 ...")
                 m["cold"] = cold_s3(ctx.work, root, queries[0])
             res[label] = m
@@ -199,8 +216,9 @@ def run(ctx: Context) -> Section:
         f"power-law cluster sizes with anisotropic noise); {nq} held-out queries of the same distribution; "
         "recall@10 against exact inner-product search. Built with `version_write.write_version` "
         "(the builder's defaults: shard size, M, ef_construction, ef calibrated per shard to recall@10 "
-        ">= 0.99 on the builder's own held-out-like queries; near-duplicate groups as the CLI computes "
-        "them); searched with `load_index` + "
+        ">= 0.99 on the builder's own held-out-like queries; "
+        + ("near-duplicate groups as the CLI computes them" if duplicates else "no near-duplicate groups")
+        + "); searched with `load_index` + "
         f"`SearchIndex.search`, one query per call, at the manifest's ef; {ctx.threads} threads.",
         table(
             [
@@ -221,12 +239,12 @@ def run(ctx: Context) -> Section:
         ),
     )
     sec.data["results"] = results
-    _goals(sec, results, n)
+    _goals(sec, results, n, kinds)
     return sec
 
 
-def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
-    for kind in ("clustered", "powerlaw"):
+def _goals(sec: Section, results: dict[str, Any], n: int, kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
         m = results[kind]["sharded"]
         ok = m["recall"] >= GOAL_RECALL and m["p50"] <= GOAL_P50_S
         sec.goals.append(
@@ -238,7 +256,7 @@ def _goals(sec: Section, results: dict[str, Any], n: int) -> None:
                 "" if ok else "see the table",
             )
         )
-    one, many = results["clustered"].get("one shard"), results["clustered"]["sharded"]
+    one, many = results[kinds[0]].get("one shard"), results[kinds[0]]["sharded"]
     if one is not None and many["shards"] > 1:
         r = many["p50"] / one["p50"]
         sec.goals.append(

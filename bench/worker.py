@@ -20,6 +20,7 @@ MODULES = {
     "footprint": "bench.footprint",
     "accuracy": "bench.accuracy",
     "scale": "bench.scale",
+    "scale1m": "bench.scale1m",
     "features": "bench.features",
 }
 

@@ -2,9 +2,9 @@
 
 The search itself is :meth:`SearchIndex.search` with ``allowed=`` (:mod:`handler.core.shards`): hnswlib's
 filtered graph walk when most items are allowed, an exact scan over the allowed vectors when few are (the
-switch points, measured: :data:`SWITCH_FRACTION`, :data:`SWITCH_FRACTION_HNSW_VECTORS`). This module is the
-service's view of it: :class:`FilteredIndex` is what compound queries and dedupe search when a request has a
-filter.
+switch points, measured: :data:`~handler.core.shards.FILTER_EXACT_BELOW` and ``..._HNSW_VECTORS``). This
+module is the service's view of it: :class:`FilteredIndex` is what compound queries and dedupe search when
+a request has a filter.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from handler.core.search import Hit, SearchIndex
-from handler.core.shards import FILTER_EXACT_BELOW as SWITCH_FRACTION
-from handler.core.shards import FILTER_EXACT_BELOW_HNSW_VECTORS as SWITCH_FRACTION_HNSW_VECTORS
 
-__all__ = ["SWITCH_FRACTION", "SWITCH_FRACTION_HNSW_VECTORS", "FilteredIndex", "filtered_search"]
+__all__ = ["FilteredIndex", "filtered_search"]
 
 
 def filtered_search(

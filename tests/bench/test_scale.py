@@ -25,4 +25,5 @@ def test_incremental_publish_keeps_the_full_builds_shard_size(
     scale._incremental(tmp_path, data, 200, 1, 7, shard_size=100)
     (call,) = calls
     assert call["shard_size"] == 100  # another shard size re-plans the tail: not a 1% change
+    assert call["duplicates"] is True  # the CLI's default, as the full build
     assert sum(1 for i, x in enumerate(call["ids"]) if i != x) == 2  # 1% of the items replaced

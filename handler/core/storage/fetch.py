@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from handler.core.cpus import usable_cpus
 from handler.core.errors import ArtifactError
 from handler.core.storage.base import NotFoundError, StorageError, Store, _check_key
 from handler.core.storage.local import LocalStore
@@ -211,7 +211,7 @@ def _cached(
                 path.unlink()
         return problem is None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(keys), usable_cpus()))) as pool:
         return dict(zip(keys, pool.map(check, keys), strict=True))
 
 
@@ -236,7 +236,7 @@ def _check_local(
             raise ArtifactError(f"{path}: {problem}")
         return path
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1, job.workers)))
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(keys), usable_cpus(), job.workers)))
     for key in keys:
         pool.submit(check, key).add_done_callback(functools.partial(_chain, dst=job.futures[key]))
     pool.shutdown(wait=False)

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.core.filtered_search import SWITCH_FRACTION, SWITCH_FRACTION_HNSW_VECTORS, filtered_search
+from handler.core.filtered_search import filtered_search
 from handler.core.search import SearchIndex
+from handler.core.shards import FILTER_EXACT_BELOW, FILTER_EXACT_BELOW_HNSW_VECTORS
 
 N, DIM = 3000, 32
 
@@ -44,9 +45,9 @@ def test_one_percent_selective_filter_gives_k_exact_results(corpus: Any) -> None
     index, data = corpus
     mask = np.zeros(N, dtype=bool)
     mask[np.random.default_rng(1).choice(N, N // 100, replace=False)] = True  # 30 items: 1%
-    assert mask.sum() / N < SWITCH_FRACTION
+    assert mask.sum() / N < FILTER_EXACT_BELOW
     for q in _queries(data):
-        hits = filtered_search(index, q, 10, mask, switch=SWITCH_FRACTION)[0]  # the exact scan
+        hits = filtered_search(index, q, 10, mask, switch=FILTER_EXACT_BELOW)[0]  # the exact scan
         assert [h.label for h in hits] == _exact(data, q, mask, 10)
         default = filtered_search(index, q, 10, mask)[0]  # no embeddings.npy: 1% walks the graph
         assert len(default) == 10 and all(mask[h.label] for h in default)
@@ -108,7 +109,7 @@ def test_switch_point_depends_on_where_the_vectors_are(corpus: Any, monkeypatch:
     real = shards._exact
     monkeypatch.setattr(shards, "_exact", lambda *a: ways.append("exact") or real(*a))
     mask = np.zeros(N, dtype=bool)
-    mask[: int(N * (SWITCH_FRACTION + SWITCH_FRACTION_HNSW_VECTORS) / 2)] = True  # between the two
+    mask[: int(N * (FILTER_EXACT_BELOW + FILTER_EXACT_BELOW_HNSW_VECTORS) / 2)] = True  # between the two
     filtered_search(index, data[0], 5, mask)
     assert ways == []  # vectors only in hnswlib: the graph walk
     local = SearchIndex(index.manifest, index.shards.shards[0].index, index.items)

@@ -115,7 +115,6 @@ KNOWN_REEXPORTS = {
         "emit_metrics",
         "log_event",
     },
-    "core/filtered_search.py": {"SWITCH_FRACTION", "SWITCH_FRACTION_HNSW_VECTORS"},
 }
 
 
