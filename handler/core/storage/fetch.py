@@ -87,11 +87,13 @@ class FetchJob:
         self._files = files
         self._parts = (p for f in files for p in f.parts())
         nparts = sum(f.nparts for f in files)
-        for _ in range(min(self.workers, nparts)):
-            t = threading.Thread(target=self._work, name="fetch", daemon=True)
-            t.start()
-            self._threads.append(t)
-        self._go.set()
+        try:
+            for _ in range(min(self.workers, nparts)):
+                t = threading.Thread(target=self._work, name="fetch", daemon=True)
+                t.start()
+                self._threads.append(t)
+        finally:  # a failed start (no more threads) must not leave the started workers waiting forever
+            self._go.set()
 
     def _work(self) -> None:
         # Thread.start() waits for the new thread to run: a worker already busy preparing a request (botocore,

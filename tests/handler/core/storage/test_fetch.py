@@ -121,3 +121,27 @@ def test_workers_start_together(store: S3Store, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(threading.Thread, "start", slow_start)
     fetch_files(store, expected, tmp_path, expected=expected, part_size=PART, workers=4).wait(30)
     assert seen and seen[0] >= 4
+
+
+def test_a_failed_worker_start_releases_the_started_ones(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the process cannot start another thread, the error reaches the caller and the workers already
+    started still run (they wait for all to start: they must not wait forever)."""
+    expected = {"f": put(store, "f", os.urandom(8 * PART))}
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "fetch" and started:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+        if self.name == "fetch":
+            started.append(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        fetch_files(store, expected, tmp_path, expected=expected, part_size=PART, workers=4)
+    assert len(started) == 1
+    started[0].join(30)
+    assert not started[0].is_alive()
