@@ -22,10 +22,11 @@ from handler.core.duplicates import (
     linked_neighbours,
     parse_duplicates,
 )
-from handler.core.errors import ArtifactError, SearchError
+from handler.core.errors import SearchError
 from handler.core.index_format import ShardSpec, read_manifest, read_pointer, version_prefix
-from handler.core.storage import Store, file_digest
+from handler.core.storage import Store
 from index_builder.shard_plan import PrevShard
+from index_builder.shard_write import previous_hnsw
 
 __all__ = ["previous_groups", "previous_rows", "shard_neighbours", "version_duplicate_groups"]
 
@@ -83,16 +84,7 @@ def _shard_index(store: Store, spec: ShardSpec, dim: int, work: Path, fetched: P
     ``work`` (where extending a tail shard may have put it already); checked against its sha256."""
     import hnswlib
 
-    entry = spec.files["hnsw"]
-    path = store.local_path(entry["key"])
-    if path is None and fetched is not None and (fetched / entry["key"]).is_file():
-        path = fetched / entry["key"]
-    if path is None:
-        path = work / "previous" / entry["key"]
-        if not path.is_file():
-            store.download_file(entry["key"], path)
-    if file_digest(path) != (entry["sha256"], entry["size"]):
-        raise ArtifactError(f"{store.uri_for(entry['key'])}: checksum does not match the manifest")
+    path = previous_hnsw(store, spec, work, fetched)
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(str(path))
     return index

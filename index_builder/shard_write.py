@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from handler.core.errors import ArtifactError, SearchError
-from handler.core.index_format import read_manifest, read_pointer, shard_key, shard_specs
+from handler.core.index_format import ShardSpec, read_manifest, read_pointer, shard_key, shard_specs
 from handler.core.storage import LocalStore, Store, file_digest
 from index_builder.recall import calibrate
 from index_builder.shard_plan import PrevShard
@@ -23,6 +23,7 @@ __all__ = [
     "build_shard",
     "extend_shard",
     "item_line",
+    "previous_hnsw",
     "previous_shards",
     "same_recall_settings",
     "version_items",
@@ -142,6 +143,22 @@ def build_shard(
     return _store_shard(store, index, vectors, lines, (), threads, target_recall, fixed_ef, work)
 
 
+def previous_hnsw(store: Store, spec: ShardSpec, work: Path, fetched: Path | None = None) -> Path:
+    """A current shard's HNSW file, checked against its sha256: the store's own file (local), ``fetched``'s
+    copy, or downloaded once to ``work/previous``."""
+    entry = spec.files["hnsw"]
+    path = store.local_path(entry["key"])
+    if path is None and fetched is not None and (fetched / entry["key"]).is_file():
+        path = fetched / entry["key"]
+    if path is None:
+        path = work / "previous" / entry["key"]
+        if not path.is_file():
+            store.download_file(entry["key"], path)
+    if file_digest(path) != (entry["sha256"], entry["size"]):
+        raise ArtifactError(f"{store.uri_for(entry['key'])}: checksum does not match the manifest")
+    return path
+
+
 def extend_shard(
     store: Store,
     base: PrevShard,
@@ -161,13 +178,7 @@ def extend_shard(
 
     if base.embeddings is None:
         raise ValueError("a shard is extended from its embeddings")
-    entry = base.spec.files["hnsw"]
-    path = store.local_path(entry["key"])
-    if path is None:
-        path = work / "previous" / entry["key"]
-        store.download_file(entry["key"], path)
-    if file_digest(path) != (entry["sha256"], entry["size"]):
-        raise ArtifactError(f"{store.uri_for(entry['key'])}: checksum does not match the manifest")
+    path = previous_hnsw(store, base.spec, work)
     count, dim = base.spec.count, vectors.shape[1]
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(str(path), max_elements=count + len(vectors))
