@@ -43,7 +43,8 @@ MEASURES = {
     "accuracy": "Accuracy cost of fp16 and int8",
     "scale": "Scale — shards, recall by construction, incremental publish, cold load from S3",
     "features": "Search features — filters and the duplicate finder",
-    "scale1m": "Scale at 1M vectors — the goals at full size (clustered data, default sharding)",
+    "scale1m": "Scale at 1M vectors — the goals at full size (both distributions, default sharding)",
+    "params": "HNSW parameters — M and ef_construction at 100k and 500k vectors per shard",
 }
 ALIASES = {
     "rebuild": "build",
@@ -62,6 +63,7 @@ RUN_ORDER = [
     "features",
     "scale",
     "scale1m",
+    "params",
 ]
 
 

@@ -23,7 +23,18 @@ DEFAULT_DATA = REPO / "bench" / "results.json"
 # Reports written before the data file existed carried their data in an HTML comment; still read it once.
 _LEGACY_BEGIN = "<!-- bench-data"
 _LEGACY_END = "bench-data -->"
-ORDER = ["encode", "coldstart", "search", "scale1m", "scale", "features", "build", "footprint", "accuracy"]
+ORDER = [
+    "encode",
+    "coldstart",
+    "search",
+    "scale1m",
+    "scale",
+    "params",
+    "features",
+    "build",
+    "footprint",
+    "accuracy",
+]
 SHORT = {
     "encode": "Encode",
     "coldstart": "Cold start",
@@ -33,6 +44,7 @@ SHORT = {
     "accuracy": "Accuracy",
     "scale": "Scale",
     "scale1m": "Scale 1M",
+    "params": "HNSW parameters",
     "features": "Features",
 }
 

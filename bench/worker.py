@@ -21,6 +21,7 @@ MODULES = {
     "accuracy": "bench.accuracy",
     "scale": "bench.scale",
     "scale1m": "bench.scale1m",
+    "params": "bench.params",
     "features": "bench.features",
 }
 

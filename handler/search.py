@@ -155,6 +155,7 @@ def search_local(args: argparse.Namespace, terms: list[CliTerm]) -> dict[str, An
         min_score=args.min_score,
         exclude=exclude,
         dedupe=args.dedupe,
+        kind=query.kind,
     )
     results = []
     for hit, absorbed in hits:

@@ -16,7 +16,7 @@ import numpy as np
 from handler.core.errors import ArtifactError, SearchError
 from handler.core.index_format import ShardSpec, read_manifest, read_pointer, shard_key, shard_specs
 from handler.core.storage import LocalStore, Store, file_digest
-from index_builder.recall import calibrate
+from index_builder.recall import Calibration, calibrate, held_out_rows
 from index_builder.shard_plan import PrevShard
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 # Manifest settings that must equal the new build's for its shards to be carried over.
+_INSERT_CHUNK = 65_536  # rows per add_items call (a copy of the rows each)
 _SAME = ("dim", "model_fingerprint", "precision", "space", "M", "ef_construction")
 
 
@@ -138,9 +139,8 @@ def build_shard(
     count, dim = vectors.shape
     index = hnswlib.Index(space="ip", dim=dim)
     index.init_index(max_elements=max(count, 1), M=M, ef_construction=ef_construction, random_seed=100)
-    if count:
-        index.add_items(vectors, np.arange(count), num_threads=threads)
-    return _store_shard(store, index, vectors, lines, (), threads, target_recall, fixed_ef, work)
+    cal = _insert_calibrated(index, vectors, 0, threads, target_recall, fixed_ef)
+    return _store_shard(store, index, vectors, lines, (), cal, work)
 
 
 def previous_hnsw(store: Store, spec: ShardSpec, work: Path, fetched: Path | None = None) -> Path:
@@ -182,11 +182,29 @@ def extend_shard(
     count, dim = base.spec.count, vectors.shape[1]
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(str(path), max_elements=count + len(vectors))
-    index.add_items(vectors, np.arange(count, count + len(vectors)), num_threads=threads)
     data = np.concatenate([np.asarray(base.embeddings, dtype=np.float32), vectors])
-    return _store_shard(
-        store, index, data, base.lines + lines, deleted, threads, target_recall, fixed_ef, work
-    )
+    cal = _insert_calibrated(index, data, count, threads, target_recall, fixed_ef)
+    return _store_shard(store, index, data, base.lines + lines, deleted, cal, work)
+
+
+def _insert_calibrated(
+    index: Any, data: np.ndarray, start: int, threads: int, target_recall: float, fixed_ef: int | None
+) -> Calibration:
+    """Insert rows ``start..`` of ``data`` into ``index`` (labels = rows; the earlier rows are in it) and
+    calibrate its ef (:mod:`index_builder.recall`): a sample of the new rows is held out of the graph, used
+    as the queries, then inserted."""
+    new = len(data) - start
+    held = start + held_out_rows(new)
+    keep = np.ones(new, dtype=bool)
+    keep[held - start] = False
+    rest = start + np.flatnonzero(keep)
+    for s in range(0, len(rest), _INSERT_CHUNK):
+        rows = rest[s : s + _INSERT_CHUNK]
+        index.add_items(np.asarray(data[rows], dtype=np.float32), rows, num_threads=threads)
+    cal = calibrate(index, data, target_recall, fixed_ef=fixed_ef, held_out=held, threads=threads)
+    if len(held):
+        index.add_items(np.asarray(data[held], dtype=np.float32), held, num_threads=threads)
+    return cal
 
 
 def _store_shard(
@@ -195,14 +213,11 @@ def _store_shard(
     vectors: np.ndarray,
     lines: list[str],
     deleted: tuple[int, ...],
-    threads: int,
-    target_recall: float,
-    fixed_ef: int | None,
+    cal: Calibration,
     work: Path,
 ) -> tuple[dict[str, Any], int]:
-    """Calibrate ``index`` (over ``vectors``, labels = rows), write its files and upload those the store
-    does not hold yet (content-addressed: present means identical)."""
-    cal = calibrate(index, vectors, target_recall, fixed_ef=fixed_ef, threads=threads)
+    """Write the files of ``index`` (over ``vectors``, labels = rows, calibrated: ``cal``) and upload those
+    the store does not hold yet (content-addressed: present means identical)."""
     index.set_ef(cal.ef)
     paths = {"hnsw": work / "shard.hnsw", "items": work / "shard.jsonl", "embeddings": work / "shard.npy"}
     index.save_index(str(paths["hnsw"]))
@@ -226,6 +241,8 @@ def _store_shard(
         "ef": cal.ef,
         "recall": round(cal.recall, 4),
         "recall_queries": cal.queries,
+        "ef_by_query": {kind: ef for kind, (ef, _) in cal.by_query.items()},
+        "recall_by_query": {kind: round(r, 4) for kind, (_, r) in cal.by_query.items()},
         "files": files,
     }
     return entry, uploaded

@@ -37,6 +37,7 @@ VOLATILE_FIELDS = frozenset(
         "schema_version",
         "kind",
         "ef",
+        "ef_by_query",
         "recall",
         "shards",
         "sharding",

@@ -22,6 +22,7 @@ from handler.core.index_format import (
     ERRORS_FILE,
     KIND,
     MANIFEST,
+    QUERY_KINDS,
     SCHEMA_VERSION,
     ShardSpec,
     read_pointer,
@@ -47,6 +48,7 @@ _COMPUTED = (
     "M",
     "ef_construction",
     "ef",
+    "ef_by_query",
     "recall",
     "shards",
     "sharding",
@@ -94,6 +96,14 @@ def _check_inputs(vectors: np.ndarray, items: Sequence[Mapping[str, Any]]) -> np
     return arr
 
 
+def _ef_by_query(shards: list[dict[str, Any]]) -> dict[str, int]:
+    """Per query kind, the largest of the shards' efs (a shard without per-kind efs counts with its ef)."""
+    return {
+        kind: max([int((s.get("ef_by_query") or {}).get(kind, s["ef"])) for s in shards] or [EF_MIN])
+        for kind in QUERY_KINDS
+    }
+
+
 def _carried_entry(spec: ShardSpec, deleted: tuple[int, ...]) -> dict[str, Any]:
     files = {p: {"sha256": e["sha256"], "size": e["size"]} for p, e in spec.files.items()}
     return {
@@ -101,6 +111,8 @@ def _carried_entry(spec: ShardSpec, deleted: tuple[int, ...]) -> dict[str, Any]:
         "deleted": list(deleted),
         "ef": spec.ef,
         "recall": spec.recall,
+        **({"ef_by_query": dict(spec.ef_by_query)} if spec.ef_by_query else {}),
+        **({"recall_by_query": dict(spec.recall_by_query)} if spec.recall_by_query else {}),
         "files": files,
     }
 
@@ -279,6 +291,7 @@ def write_version(
         "M": M,
         "ef_construction": ef_construction,
         "ef": ef if ef is not None else max([int(s["ef"]) for s in shards] or [EF_MIN]),
+        **({} if ef is not None else {"ef_by_query": _ef_by_query(shards)}),
         "recall": {"k": 10, "target": target_recall, "fixed_ef": ef, "measured": min(measured, default=None)},
         "shards": shards,
         "sharding": {

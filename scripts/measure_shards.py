@@ -2,13 +2,11 @@
 
     python scripts/measure_shards.py threads [--n 50000] [--shards 4]
         one query per call over K shards: p50 with 1 thread (shards in turn) vs K threads (ShardSet)
-    python scripts/measure_shards.py params [--n 100000] [--configs 16:100,16:200,32:200]
-        per M:ef_construction: build time, the ef calibrate() picks for recall@10 0.99, the recall of that ef
-        on fresh held-out queries of the same distribution (validates the calibration queries), p50 latency
     python scripts/measure_shards.py build [--n 100000] [--shards 4]
         K shards built in turn with every thread vs in a pool of K builders with one thread each
 
-Data: bench.search.clustered (512-d, 1000 Gaussian clusters), as in BENCHMARKS.md.
+Data: bench.search.clustered (512-d, 1000 Gaussian clusters), as in BENCHMARKS.md. M and ef_construction:
+``python -m bench --only params`` (BENCHMARKS.md, "HNSW parameters").
 """
 
 from __future__ import annotations
@@ -20,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.vectors import clustered, exact_topk
+from bench.vectors import clustered
 from handler.core.cpus import usable_cpus
 from handler.core.shards import Shard, ShardSet
-from index_builder.recall import calibrate
 
 DIM = 512
 
@@ -81,27 +78,6 @@ def threads(n: int, k: int) -> None:
         print(f"  {name}: {np.median(values[10:]) * 1000:.3f}")
 
 
-def params(n: int, configs: str) -> None:
-    data, queries = _data(n)
-    truth = exact_topk(queries, data, 10)
-    print(
-        "| M | ef_construction | build s | calibrated ef | recall (calibration) | recall (held-out) "
-        "| p50 ms |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for cfg in configs.split(","):
-        M, efc = map(int, cfg.split(":"))
-        t = time.perf_counter()
-        index = _build(data, M, efc, usable_cpus())
-        build_s = time.perf_counter() - t
-        cal = calibrate(index, data, 0.99, threads=usable_cpus())
-        index.set_ef(cal.ef)
-        labels, _ = index.knn_query(queries, k=10, num_threads=usable_cpus())
-        held = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, truth, strict=True)])
-        p50 = _p50(lambda q, index=index: index.knn_query(q, k=10, num_threads=1), queries)
-        print(f"| {M} | {efc} | {build_s:.1f} | {cal.ef} | {cal.recall:.4f} | {held:.4f} | {p50:.3f} |")
-
-
 def build(n: int, k: int) -> None:
     data, _ = _data(n, 1)
     parts = np.array_split(data, k)
@@ -121,15 +97,12 @@ def build(n: int, k: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("threads", "params", "build"))
+    ap.add_argument("what", choices=("threads", "build"))
     ap.add_argument("--n", type=int)
     ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--configs", default="16:100,16:200,32:200")
     a = ap.parse_args()
     if a.what == "threads":
         threads(a.n or 50_000, a.shards)
-    elif a.what == "params":
-        params(a.n or 100_000, a.configs)
     else:
         build(a.n or 100_000, a.shards)
 

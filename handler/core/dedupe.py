@@ -44,6 +44,7 @@ class Searchable(Protocol):
         offset: int = 0,
         ef: int | None = None,
         min_score: float | None = None,
+        kind: str | None = None,
     ) -> list[list[Hit]]: ...
 
     def embedding(self, label: int) -> np.ndarray: ...

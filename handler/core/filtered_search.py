@@ -26,6 +26,7 @@ def filtered_search(
     ef: int | None = None,
     min_score: float | None = None,
     switch: float | None = None,
+    kind: str | None = None,
 ) -> list[list[Hit]]:
     """Like :meth:`SearchIndex.search` (ranks ``offset .. offset+k-1`` per query row, cut at ``min_score``),
     over the labels where ``mask`` (``bool[len(index.items)]``) is True only. ``switch``: the allowed fraction
@@ -33,7 +34,9 @@ def filtered_search(
     allowed = np.asarray(mask, dtype=bool)
     if allowed.shape != (len(index.items),):
         raise ValueError(f"mask must have shape ({len(index.items)},), got {allowed.shape}")
-    return index.search(vectors, k, offset, ef=ef, min_score=min_score, allowed=allowed, exact_below=switch)
+    return index.search(
+        vectors, k, offset, ef=ef, min_score=min_score, allowed=allowed, exact_below=switch, kind=kind
+    )
 
 
 class FilteredIndex:
@@ -55,8 +58,11 @@ class FilteredIndex:
         offset: int = 0,
         ef: int | None = None,
         min_score: float | None = None,
+        kind: str | None = None,
     ) -> list[list[Hit]]:
-        return filtered_search(self.index, vectors, k, self.mask, offset=offset, ef=ef, min_score=min_score)
+        return filtered_search(
+            self.index, vectors, k, self.mask, offset=offset, ef=ef, min_score=min_score, kind=kind
+        )
 
     def embedding(self, label: int) -> np.ndarray:
         return self.index.embedding(label)

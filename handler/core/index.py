@@ -207,7 +207,8 @@ def load_index(
                 hnsw.mark_deleted(label)
             emb = spec.files.get("embeddings")
             emb_path = path(emb["key"]) if emb and emb["key"] in expected else None
-            return Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path), items
+            shard = Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path, spec.ef_by_query)
+            return shard, items
 
         if len(specs) > 1:
             with ThreadPoolExecutor(min(len(specs), 8), thread_name_prefix="shard-load") as pool:

@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "KIND",
     "MANIFEST",
     "POINTER",
+    "QUERY_KINDS",
     "REQUIRED_FILES",
     "SCHEMA_VERSION",
     "SHARDS_PREFIX",
@@ -58,6 +60,9 @@ DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "clip-index-cache"
 SHARDS_PREFIX = "shards/"  # schema 2: content-addressed shard files, shared by the versions that use them
 SHARD_PARTS = {"hnsw": ".hnsw", "items": ".jsonl", "embeddings": ".npy"}  # part -> file extension
 _REQUIRED_PARTS = ("hnsw", "items")
+#: what a shard's ``ef_by_query`` calibrates: image (and "more like this") queries, text (and raw vector)
+#: queries. CLIP text embeddings sit far from every image (the modality gap) and need a wider search.
+QUERY_KINDS = ("image", "text")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
@@ -172,6 +177,7 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
             if name not in files:
                 raise ArtifactError(f"{where}: 'files' lacks {name!r}")
     else:
+        _check_by_query(manifest, where)
         _validate_shards(manifest, where)
     try:
         ImageOptions.from_manifest(manifest.get("image_preprocess"))
@@ -183,14 +189,18 @@ def _validate_manifest(manifest: Any, version: str, where: str) -> None:
 class ShardSpec:
     """One shard of a version as the manifest describes it. ``count``: rows of its files (deleted ones
     included); ``deleted``: local labels deleted since the shard was built (tombstones); ``ef``: its
-    default query ef; ``recall``: recall@10 measured at that ef (None: not measured); ``files``: part
-    (``hnsw``, ``items``, ``embeddings``) -> ``{"key", "sha256", "size"}`` (key relative to the store)."""
+    default query ef (the largest of ``ef_by_query``); ``recall``: recall@10 measured (None: not measured);
+    ``files``: part (``hnsw``, ``items``, ``embeddings``) -> ``{"key", "sha256", "size"}`` (key relative to
+    the store); ``ef_by_query`` / ``recall_by_query``: per query kind (:data:`QUERY_KINDS`), the ef
+    calibrated for it and the recall measured there (empty: older shards, ``ef`` for every kind)."""
 
     count: int
     deleted: tuple[int, ...]
     ef: int
     recall: float | None
     files: dict[str, dict[str, Any]]
+    ef_by_query: dict[str, int] = dataclass_field(default_factory=dict)
+    recall_by_query: dict[str, float] = dataclass_field(default_factory=dict)
 
     @property
     def live(self) -> int:
@@ -218,6 +228,8 @@ def shard_specs(manifest: dict[str, Any]) -> list[ShardSpec]:
             int(s["ef"]),
             s.get("recall"),
             {p: {"key": shard_key(p, e["sha256"]), **e} for p, e in s["files"].items()},
+            dict(s.get("ef_by_query") or {}),
+            dict(s.get("recall_by_query") or {}),
         )
         for s in manifest["shards"]
     ]
@@ -225,6 +237,26 @@ def shard_specs(manifest: dict[str, Any]) -> list[ShardSpec]:
 
 def _int(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_by_query(entry: dict[str, Any], where: str) -> None:
+    """``ef_by_query`` (kind -> ef >= 1) and ``recall_by_query`` (kind -> 0..1), where present."""
+    for name, ok in (
+        ("ef_by_query", lambda v: _int(v, 1)),
+        (
+            "recall_by_query",
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+        ),
+    ):
+        per = entry.get(name)
+        if per is not None and (
+            not isinstance(per, dict)
+            or any(kind not in QUERY_KINDS for kind in per)
+            or not all(map(ok, per.values()))
+        ):
+            raise ArtifactError(
+                f"{where}: {name!r} must map {list(QUERY_KINDS)} to numbers, got {per!r:.200}"
+            )
 
 
 def _validate_shards(manifest: dict[str, Any], where: str) -> None:
@@ -236,6 +268,7 @@ def _validate_shards(manifest: dict[str, Any], where: str) -> None:
         bad = f"{where}: invalid shard {i}"
         if not isinstance(shard, dict) or not _int(shard.get("count"), 0) or not _int(shard.get("ef"), 1):
             raise ArtifactError(f"{bad}: {shard!r:.200}")
+        _check_by_query(shard, bad)
         deleted = shard.get("deleted") or []
         if (
             not isinstance(deleted, list)

@@ -30,6 +30,7 @@ __all__ = [
     "combine",
     "embed_terms",
     "find_label",
+    "query_kind",
     "unit_vector",
 ]
 
@@ -67,11 +68,24 @@ class Term:
 @dataclass
 class Query:
     """A combined query: ``vector`` (float32, unit), ``exclude`` (labels of the items given as id terms:
-    "more like this" never returns them) and ``terms`` (what was made of each term, for the response)."""
+    "more like this" never returns them), ``terms`` (what was made of each term, for the response) and
+    ``kind``: which of the index's calibrated efs fits it (:func:`query_kind`)."""
 
     vector: np.ndarray
     exclude: frozenset[int]
     terms: list[dict[str, Any]]
+    kind: str | None = None
+
+
+def query_kind(terms: Sequence[Term]) -> str | None:
+    """The query kind (:data:`handler.core.index_format.QUERY_KINDS`) whose calibrated ef a query of
+    ``terms`` is searched with: "image" when every term is an image or a stored item (points of the images'
+    own distribution), "text" when every term is a text, else None (raw vectors of unknown origin, mixed
+    terms: the largest ef)."""
+    kinds = {t.kind for t in terms}
+    if kinds <= {"image", "id"}:
+        return "image"
+    return "text" if kinds == {"text"} else None
 
 
 def find_label(index: SearchIndex, item_id: Any) -> int | None:
@@ -173,4 +187,4 @@ def embed_terms(
     vector = combine(stacked, [t.weight for t in terms])
     for d, t in zip(described, terms, strict=True):
         d["weight"] = t.weight
-    return Query(vector, frozenset(exclude), described)
+    return Query(vector, frozenset(exclude), described, query_kind(terms))

@@ -31,10 +31,10 @@ class SearchIndex:
     Attributes: ``version``, ``manifest``, ``dim``, ``count`` (live items), ``items`` (list of dicts, row =
     global label, tombstoned rows included so labels stay stable; treat as read-only; :meth:`is_live`
     tells them apart), ``model_fingerprint``, ``ef`` (default query ef: the manifest's, measured by the
-    builder), ``files_dir`` (local directory of the version's own files), ``image_options`` (how the
-    builder prepared images: queries and thumbnails use the same), ``shards`` (:class:`ShardSet`),
-    ``filter_exact_below`` (None: :data:`handler.core.shards.FILTER_EXACT_BELOW`, or ``..._HNSW_VECTORS``
-    without local embeddings).
+    builder), ``ef_by_query`` (the manifest's per query kind; empty: ``ef`` for all), ``files_dir`` (local
+    directory of the version's own files), ``image_options`` (how the builder prepared images: queries and
+    thumbnails use the same), ``shards`` (:class:`ShardSet`), ``filter_exact_below`` (None:
+    :data:`handler.core.shards.FILTER_EXACT_BELOW`, or ``..._HNSW_VECTORS`` without local embeddings).
 
     ``hnsw``: one hnswlib index holding every row (a single shard), or None when ``shards`` is given.
     """
@@ -54,6 +54,7 @@ class SearchIndex:
         self.count: int = int(manifest["count"])
         self.model_fingerprint: str = manifest["model_fingerprint"]
         self.ef: int = int(manifest.get("ef", 64))
+        self.ef_by_query: dict[str, int] = dict(manifest.get("ef_by_query") or {})
         self.image_options: ImageOptions = ImageOptions.from_manifest(manifest.get("image_preprocess"))
         self.items = items
         self.files_dir = files_dir
@@ -82,6 +83,7 @@ class SearchIndex:
         min_score: float | None = None,
         allowed: np.ndarray | None = None,
         exact_below: float | None = None,
+        kind: str | None = None,
     ) -> list[list[Hit]]:
         """Top hits per query row ranked by inner product, descending.
 
@@ -94,6 +96,8 @@ class SearchIndex:
         (``len(items)`` long) or an array of global labels; ``k`` hits come back whenever ``k + offset``
         allowed live items exist (exact search when they are few, see ``filter_exact_below``).
         ``exact_below``: this call's switch point instead (0: always HNSW; above 1: always exact).
+        ``kind``: what the query vectors are (:data:`handler.core.index_format.QUERY_KINDS`: each shard's
+        ef calibrated for that kind; None: the largest, for vectors of unknown origin).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise BadInputError(f"k must be a positive integer, got {k!r}")
@@ -121,10 +125,10 @@ class SearchIndex:
         queries = np.ascontiguousarray(queries)
         try:
             if mask is None:
-                labels, scores = self.shards.search(queries, want, None if ef is None else int(ef))
+                labels, scores = self.shards.search(queries, want, None if ef is None else int(ef), kind)
             else:
                 labels, scores = self.shards.search_allowed(
-                    queries, want, None if ef is None else int(ef), mask, _switch(exact_below, self)
+                    queries, want, None if ef is None else int(ef), mask, _switch(exact_below, self), kind
                 )
         except ArtifactError as e:
             raise ArtifactError(f"index version {self.version}: {e.message}") from None

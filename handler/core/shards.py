@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class Shard:
         deleted: Sequence[int] = (),
         ef: int = 64,
         embeddings_path: Path | None = None,
+        ef_by_query: Mapping[str, int] | None = None,
     ):
         self.index = index
         self.offset = offset
@@ -99,10 +100,15 @@ class Shard:
         self.deleted = np.asarray(sorted(deleted), dtype=np.int64)
         self.live = count - len(self.deleted)
         self.ef = ef
+        self.ef_by_query = dict(ef_by_query or {})
         self.embeddings_path = embeddings_path
         self.gate = _EfGate(index, ef) if index is not None and self.live else None
         self._emb: np.ndarray | None = None
         self._emb_lock = threading.Lock()
+
+    def ef_for(self, kind: str | None) -> int:
+        """The calibrated ef for queries of ``kind`` (:data:`QUERY_KINDS`; None or unknown: the largest)."""
+        return self.ef_by_query.get(kind, self.ef) if kind is not None else self.ef
 
     def live_mask(self) -> np.ndarray:
         mask = np.ones(self.count, dtype=bool)
@@ -198,12 +204,19 @@ class ShardSet:
                     self._pool = ThreadPoolExecutor(len(self.shards), thread_name_prefix="shard")
         return list(self._pool.map(fn, self.shards))
 
-    def search(self, queries: np.ndarray, want: int, ef: int | None) -> Result:
-        """Top ``want`` over all shards; ``ef`` None: each shard's own (raised to ``want``)."""
-        return _merge(self._map(lambda s: s.knn(queries, want, max(ef or s.ef, want))), want)
+    def search(self, queries: np.ndarray, want: int, ef: int | None, kind: str | None = None) -> Result:
+        """Top ``want`` over all shards; ``ef`` None: each shard's own for queries of ``kind`` (raised to
+        ``want``)."""
+        return _merge(self._map(lambda s: s.knn(queries, want, max(ef or s.ef_for(kind), want))), want)
 
     def search_allowed(
-        self, queries: np.ndarray, want: int, ef: int | None, allowed: np.ndarray, exact_below: float
+        self,
+        queries: np.ndarray,
+        want: int,
+        ef: int | None,
+        allowed: np.ndarray,
+        exact_below: float,
+        kind: str | None = None,
     ) -> Result:
         """Top ``want`` among the ``allowed`` global labels (a boolean mask over all rows, deleted rows
         already cleared): exact over the allowed vectors when they are a small fraction of the live items,
@@ -219,7 +232,7 @@ class ShardSet:
         def one(s: Shard) -> Result:
             local = allowed[s.offset : s.offset + s.count]
             share = np.count_nonzero(local) / max(s.live, 1)  # the filter skips 1 - share of what it visits
-            base = max(ef or s.ef, want)
+            base = max(ef or s.ef_for(kind), want)
             return s.knn(queries, want, max(base, min(int(base / max(share, 1e-9)), s.count)), local)
 
         return _merge(self._map(one), want)

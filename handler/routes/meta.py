@@ -108,6 +108,7 @@ async def info(service: ServiceDep) -> JSONResponse:
             "space": m.get("space"),
             "M": m.get("M"),
             "ef": idx.ef,
+            "ef_by_query": idx.ef_by_query or None,
             "ef_construction": m.get("ef_construction"),
             "built_at": m.get("built_at"),
             "builder": m.get("builder"),

@@ -107,6 +107,7 @@ def run_search(
         min_score=req.min_score,
         exclude=exclude,
         dedupe=req.dedupe,
+        kind=q.kind,
     )
     loc = service.locator(idx)
     results = []

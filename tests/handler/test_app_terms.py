@@ -229,3 +229,35 @@ def test_eight_copies_of_one_image_come_back_as_one_result(
     assert results[0]["id"] in copies and set(results[0]["duplicates"]) == copies - {results[0]["id"]}
     assert len(results[0]["duplicates"]) == 7
     assert not {r["id"] for r in results[1:]} & copies and all(r["duplicates"] == [] for r in results[1:])
+
+
+def test_each_query_kind_is_searched_at_its_calibrated_ef(
+    demo_client: Any, demo_state: Any, demo_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texts at the text ef, images and "more like this" at the image ef, raw vectors at the widest."""
+    from handler.core.shards import Shard
+
+    [shard] = demo_state.index.shards.shards
+    monkeypatch.setattr(shard, "ef_by_query", {"image": 23, "text": 61})
+    monkeypatch.setattr(shard, "ef", 61)
+    seen: list[int] = []
+    real = Shard.knn
+    monkeypatch.setattr(
+        Shard, "knn", lambda s, q, want, ef, allowed=None: (seen.append(ef), real(s, q, want, ef, allowed))[1]
+    )
+    first = _search(demo_client, text="a red circle", k=3)["results"][0]["id"]
+    vec = [float(x) for x in demo_embedder.embed_texts(["a red circle"])[0]]
+    for body, ef in (
+        ({"text": "a red circle"}, 61),
+        ({"id": first}, 23),
+        ({"terms": [{"id": first}, {"image": base64.b64encode(render_png("red", "circle")).decode()}]}, 23),
+        ({"embedding": vec}, 61),
+        ({"terms": [{"text": "a red circle"}, {"id": first}]}, 61),
+        ({"text": "a red circle", "ef": 40}, 40),
+    ):
+        seen.clear()
+        _search(demo_client, k=3, **body)
+        assert seen and set(seen) == {ef}, (body, seen)
+    seen.clear()
+    r = demo_client.post("/search", files={"image": ("q.png", render_png("blue", "square"), "image/png")})
+    assert r.status_code == 200 and set(seen) == {23}

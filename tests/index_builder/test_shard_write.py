@@ -109,11 +109,34 @@ def test_recall_is_measured_and_recorded(tmp_path: Path) -> None:
     assert recall["target"] == 0.99 and recall["fixed_ef"] is None and recall["measured"] >= 0.99
     assert manifest["ef"] == max(s["ef"] for s in manifest["shards"])
     for shard in manifest["shards"]:
-        assert shard["recall"] >= 0.99 and shard["recall_queries"] == 1000 and 10 <= shard["ef"] <= 1500
+        # 150 rows held out of each shard's graph (a tenth), each as an image query and a text-like one
+        assert shard["recall"] >= 0.99 and shard["recall_queries"] == 300 and 10 <= shard["ef"] <= 1500
+        assert shard["ef"] == max(shard["ef_by_query"].values())
+        assert set(shard["ef_by_query"]) == set(shard["recall_by_query"]) == {"image", "text"}
+        assert min(shard["recall_by_query"].values()) == shard["recall"]
+    assert manifest["ef_by_query"] == {
+        kind: max(s["ef_by_query"][kind] for s in manifest["shards"]) for kind in ("image", "text")
+    }
     index = load_index(store)
-    assert index.ef == manifest["ef"] and [s.ef for s in index.shards.shards] == [
-        s["ef"] for s in manifest["shards"]
-    ]
+    assert index.ef == manifest["ef"] and index.ef_by_query == manifest["ef_by_query"]
+    for shard, entry in zip(index.shards.shards, manifest["shards"], strict=True):
+        assert shard.ef == entry["ef"] and shard.ef_for(None) == entry["ef"]
+        assert [shard.ef_for(k) for k in ("image", "text")] == [
+            entry["ef_by_query"][k] for k in ("image", "text")
+        ]
+        # the held-out rows went into the graph after the calibration
+        assert sorted(shard.index.get_ids_list()) == list(range(1500))
+    for i in (0, 1499, 1500, 2999):  # ef >= count: exact
+        assert index.search(data[i], k=1, ef=1500)[0][0].item["id"] == f"img-{i}"
+
+
+def test_a_fixed_ef_is_every_query_kind_s_ef(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(1200, 16, clusters=10, seed=8)
+    manifest = write(store, "v1", data, list(range(1200)), ef=33)
+    assert manifest["ef"] == 33 and "ef_by_query" not in manifest
+    assert manifest["shards"][0]["ef_by_query"] == {"image": 33, "text": 33}
+    assert load_index(store).shards.shards[0].ef_for("text") == 33
 
 
 def test_calibrate_finds_the_smallest_ef() -> None:
@@ -181,6 +204,21 @@ def test_new_items_extend_a_carried_tail_instead_of_rebuilding_it(
     assert [index.label_for(f"img-{i}") for i in (0, 299, 300, 339)] == [0, 299, 300, 339]
     for i in (3, 305, 339):  # ef >= count: exact
         assert index.search(data[i], k=1, ef=400)[0][0].item["id"] == f"img-{i}"
+
+
+def test_an_extended_tail_is_calibrated_on_held_out_new_rows(
+    tmp_path: Path, inserted: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shard_plan, "COMPACT_BELOW", 100)
+    store = LocalStore(tmp_path)
+    data = normalized_vectors(1500, 16, clusters=10, seed=6)
+    write(store, "v1", data[:300], list(range(300)), shard_size=5000)
+    inserted.clear()
+    v2 = write(store, "v2", data, list(range(1500)), shard_size=5000)
+    assert inserted == [1080, 120]  # a tenth of the new rows held out, inserted after the calibration
+    assert v2["shards"][0]["recall_queries"] == 240 and v2["shards"][0]["count"] == 1500
+    shard = load_index(store).shards.shards[0]
+    assert sorted(shard.index.get_ids_list()) == list(range(1500))
 
 
 def test_a_tiny_tail_is_rebuilt_in_input_order(tmp_path: Path, inserted: list[int]) -> None:

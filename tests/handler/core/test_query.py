@@ -15,6 +15,7 @@ from handler.core.query import (
     UnknownItemError,
     combine,
     embed_terms,
+    query_kind,
     unit_vector,
 )
 from tests.handler.conftest import render_png
@@ -140,3 +141,20 @@ def test_term_errors_name_the_term(index: Any, demo_embedder: Any) -> None:
     assert bad.value.code == "invalid_image"
     with pytest.raises(InvalidEmbeddingError, match="'terms'\\[0\\] has 2 values"):
         embed_terms([Term("embedding", [1.0, 2.0], field="'terms'[0]")], index, demo_embedder)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (["image"], "image"),
+        (["id"], "image"),  # "more like this": a stored point of the images' distribution
+        (["image", "id", "image"], "image"),
+        (["text"], "text"),
+        (["text", "text"], "text"),
+        (["embedding"], None),  # a raw vector of unknown origin: the widest ef
+        (["text", "image"], None),
+        (["id", "embedding"], None),
+    ],
+)
+def test_query_kind_picks_the_calibrated_ef_a_query_needs(kinds: list[str], expected: str | None) -> None:
+    assert query_kind([Term(k, None) for k in kinds]) == expected

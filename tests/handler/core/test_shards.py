@@ -191,3 +191,75 @@ def test_corrupt_shard_is_refused_by_name(tmp_path: Path, data: np.ndarray) -> N
     path.write_bytes(bytes(raw[:-1]))
     with pytest.raises(ArtifactError, match=rf"{key}: size"):
         load_index(store.uri, verify=False)
+
+
+def _set_by_query(store: Store, version: str, per_shard: list[dict[str, int] | None]) -> None:
+    """Rewrite a published manifest's shards' ``ef_by_query`` (None: drop it, as older builders wrote)."""
+    from tests.handler.core.test_index import rewrite_manifest
+
+    manifest = json.loads(store.read_bytes(f"versions/{version}/manifest.json"))
+    for shard, per in zip(manifest["shards"], per_shard, strict=True):
+        shard.pop("recall_by_query", None)
+        if per is None:
+            shard.pop("ef_by_query", None)
+        else:
+            shard["ef_by_query"] = per
+            shard["ef"] = max(per.values())
+    rewrite_manifest(store, version, {"shards": manifest["shards"], "ef_by_query": None})
+
+
+def test_each_query_kind_searches_at_its_shard_s_ef(
+    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler.core.shards import Shard
+
+    store = open_store(tmp_path)
+    build(store, "v1", data, items_for(400), shard_size=200)
+    _set_by_query(store, "v1", [{"image": 21, "text": 77}, None])  # shard 1: an older shard, one ef
+    index = load_index(store.uri)
+    first, second = index.shards.shards
+    assert (first.ef_for("image"), first.ef_for("text"), first.ef_for(None)) == (21, 77, 77)
+    assert second.ef_for("image") == second.ef_for("text") == second.ef
+    seen: list[tuple[int, int]] = []
+    real = Shard.knn
+    monkeypatch.setattr(
+        Shard,
+        "knn",
+        lambda s, q, want, ef, allowed=None: (seen.append((s.offset, ef)), real(s, q, want, ef, allowed))[1],
+    )
+    for kind, efs in (("image", (21, second.ef)), ("text", (77, second.ef)), (None, (77, second.ef))):
+        seen.clear()
+        index.search(data[3], k=5, kind=kind)
+        assert sorted(seen) == [(0, efs[0]), (200, max(efs[1], 5))], kind
+    seen.clear()
+    index.search(data[3], k=5, ef=50, kind="image")  # a request's ef wins
+    assert sorted(seen) == [(0, 50), (200, 50)]
+    seen.clear()
+    mask = np.zeros(400, dtype=bool)
+    mask[:300] = True  # a filter passing most items: the graph walk, from the kind's ef
+    index.search(data[3], k=5, allowed=mask, kind="image")
+    assert sorted(seen)[0] == (0, 21)  # shard 0: all of it allowed, ef not widened
+
+
+@pytest.mark.parametrize(
+    "per",
+    [{"video": 5}, {"image": 0}, {"text": "12"}, {"image": True}, ["image"]],
+)
+def test_a_bad_ef_by_query_is_refused(tmp_path: Path, data: np.ndarray, per: Any) -> None:
+    store = open_store(tmp_path)
+    build(store, "v1", data[:50], items_for(50))
+    from tests.handler.core.test_index import rewrite_manifest
+
+    manifest = json.loads(store.read_bytes("versions/v1/manifest.json"))
+    manifest["shards"][0]["ef_by_query"] = per
+    rewrite_manifest(store, "v1", {"shards": manifest["shards"]})
+    with pytest.raises(ArtifactError, match="ef_by_query"):
+        load_index(store.uri)
+    rewrite_manifest(store, "v1", {"shards": [], "ef_by_query": per})
+    with pytest.raises(ArtifactError, match="ef_by_query"):
+        load_index(store.uri)
+    manifest["shards"][0]["ef_by_query"] = {"image": 10}
+    manifest["shards"][0]["recall_by_query"] = {"image": 1.5}
+    rewrite_manifest(store, "v1", {"shards": manifest["shards"], "ef_by_query": None})
+    with pytest.raises(ArtifactError, match="recall_by_query"):
+        load_index(store.uri)
