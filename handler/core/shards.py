@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,7 @@ class ShardSet:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._offsets = np.array([s.offset for s in shards], dtype=np.int64)
-        self.parallel = usable_cpus() > 1  # one thread per shard (hnswlib's knn_query releases the GIL)
+        self.parallel = usable_cpus() > 1  # shards searched in threads (hnswlib's knn_query releases the GIL)
 
     def shard_of(self, label: int) -> Shard:
         return self.shards[int(np.searchsorted(self._offsets, label, side="right")) - 1]
@@ -201,8 +201,15 @@ class ShardSet:
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(len(self.shards), thread_name_prefix="shard")
-        return list(self._pool.map(fn, self.shards))
+                    self._pool = ThreadPoolExecutor(len(self.shards) - 1, thread_name_prefix="shard")
+        # the calling thread searches the first shard while the pool searches the others: one thread
+        # hand-off fewer per query, which is most of the cost of a second shard at small ef
+        futures = [self._pool.submit(fn, s) for s in self.shards[1:]]
+        try:
+            first = fn(self.shards[0])
+        finally:
+            wait(futures)  # no search left running behind a failed one
+        return [first, *(f.result() for f in futures)]
 
     def search(self, queries: np.ndarray, want: int, ef: int | None, kind: str | None = None) -> Result:
         """Top ``want`` over all shards; ``ef`` None: each shard's own for queries of ``kind`` (raised to

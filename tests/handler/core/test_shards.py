@@ -263,3 +263,37 @@ def test_a_bad_ef_by_query_is_refused(tmp_path: Path, data: np.ndarray, per: Any
     rewrite_manifest(store, "v1", {"shards": manifest["shards"], "ef_by_query": None})
     with pytest.raises(ArtifactError, match="recall_by_query"):
         load_index(store.uri)
+
+
+def test_the_caller_searches_the_first_shard_and_a_pool_the_others(
+    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from handler.core.shards import Shard
+
+    store = open_store(tmp_path)
+    build(store, "v1", data, items_for(400), shard_size=100)
+    index = load_index(store.uri)
+    index.shards.parallel = True
+    sequential = load_index(store.uri)
+    sequential.shards.parallel = False
+    where: dict[int, str] = {}
+    real = Shard.knn
+
+    def spy(s: Shard, q: np.ndarray, want: int, ef: int, allowed: np.ndarray | None = None) -> Any:
+        where[s.offset] = threading.current_thread().name
+        if s.offset == 0 and q[0, 0] > 10:  # a marked query: the first shard fails
+            raise RuntimeError("shard 0 failed")
+        return real(s, q, want, ef, allowed)
+
+    monkeypatch.setattr(Shard, "knn", spy)
+    for q in data[:5]:
+        got = index.search(q, k=12)[0]
+        assert [h.label for h in got] == [h.label for h in sequential.search(q, k=12)[0]]
+    assert where[0] == threading.current_thread().name
+    assert all(where[o].startswith("shard") for o in (100, 200, 300)), where
+    where.clear()
+    with pytest.raises(RuntimeError, match="shard 0 failed"):
+        index.search(np.full(16, 11.0, dtype=np.float32), k=3)
+    assert set(where) == {0, 100, 200, 300}  # the others ran (and were waited for)
