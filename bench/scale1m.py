@@ -17,4 +17,4 @@ TITLE = "Scale at 1M vectors — the goals at full size (both distributions, def
 def run(ctx: Context) -> Section:
     n = N_QUICK if ctx.quick else int(os.environ.get("BENCH_SCALE_1M_N", N_FULL))
     sec = Section("scale1m", TITLE)
-    return measure(ctx, sec, n, kinds=("clustered", "powerlaw"), one_shard=False, duplicates=False)
+    return measure(ctx, sec, n, kinds=("clustered", "powerlaw"), one_shard=True, duplicates=False)
