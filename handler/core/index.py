@@ -207,7 +207,16 @@ def load_index(
                 hnsw.mark_deleted(label)
             emb = spec.files.get("embeddings")
             emb_path = path(emb["key"]) if emb and emb["key"] in expected else None
-            shard = Shard(hnsw, offsets[i], spec.count, spec.deleted, spec.ef, emb_path, spec.ef_by_query)
+            shard = Shard(
+                hnsw,
+                offsets[i],
+                spec.count,
+                spec.deleted,
+                spec.ef,
+                emb_path,
+                spec.ef_by_query,
+                path(hnsw_key),
+            )
             return shard, items
 
         if len(specs) > 1:
