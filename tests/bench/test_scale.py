@@ -20,7 +20,7 @@ def test_incremental_publish_keeps_the_full_builds_shard_size(
         calls.append({"vid": vid, "ids": ids, **kw})
         return 1.0
 
-    monkeypatch.setattr(scale, "_write", fake_write)
+    monkeypatch.setattr(scale, "write_index", fake_write)
     data = np.zeros((200, 512), dtype=np.float32)
     scale._incremental(tmp_path, data, 200, 1, 7, shard_size=100)
     (call,) = calls
