@@ -110,7 +110,7 @@ class Shard:
         self.gate = _EfGate(index, ef) if index is not None and self.live else None
         self._emb: np.ndarray | None = None
         self._emb_lock = threading.Lock()
-        self._file = HnswVectors(hnsw_path, count, index.dim) if hnsw_path is not None and index is not None else None
+        self._file = None if hnsw_path is None or index is None else HnswVectors(hnsw_path, count, index.dim)
 
     def ef_for(self, kind: str | None) -> int:
         """The calibrated ef for queries of ``kind`` (:data:`QUERY_KINDS`; None or unknown: the largest)."""
