@@ -18,12 +18,37 @@ from __future__ import annotations
 import struct
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["HEADER", "HnswVectors"]
+__all__ = ["HEADER", "HnswHeader", "HnswVectors", "read_header"]
 
 HEADER = struct.Struct("<6QiI3QdQ")  # 96 bytes
+
+
+class HnswHeader(NamedTuple):
+    """What an hnswlib file's header says of its level-0 block (byte offsets within an element)."""
+
+    offset0: int
+    elements: int
+    per_element: int
+    label_at: int
+    data_at: int
+
+    @property
+    def data_bytes(self) -> int:
+        return self.label_at - self.data_at
+
+
+def read_header(path: Path) -> HnswHeader:
+    """The header of the hnswlib file at ``path``; ``ValueError`` when it is too short to hold one."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise ValueError("file too short for an hnswlib header")
+    offset0, _max_elements, count, per_element, label_at, data_at = HEADER.unpack(head)[:6]
+    return HnswHeader(offset0, count, per_element, label_at, data_at)
 
 
 class HnswVectors:
@@ -39,11 +64,7 @@ class HnswVectors:
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._vectors is None or self._internal is None:
-                with open(self.path, "rb") as f:
-                    head = f.read(HEADER.size)
-                if len(head) < HEADER.size:
-                    raise ValueError(f"{self.path}: not an hnswlib index (short header)")
-                offset0, _, count, per_element, label_at, data_at = HEADER.unpack(head)[:6]
+                offset0, count, per_element, label_at, data_at = read_header(self.path)
                 if count != self.count or label_at - data_at != 4 * self.dim or offset0 != 0:
                     raise ValueError(
                         f"{self.path}: header does not describe {self.count} x {self.dim} vectors"

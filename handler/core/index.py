@@ -12,12 +12,12 @@ import contextlib
 import hashlib
 import json
 import shutil
-import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from handler.core.errors import ArtifactError, ModelMismatchError
+from handler.core.hnsw_vectors import read_header
 from handler.core.index_format import (
     DEFAULT_CACHE_DIR,
     HNSW_FILE,
@@ -38,26 +38,16 @@ from handler.core.storage import RECORDS_DIR, LocalStore, StorageError, Store, V
 __all__ = ["fetch_plan", "load_index"]
 
 
-def _hnsw_header(path: Path) -> tuple[int, int]:
-    """(element count, vector bytes per element) from an hnswlib file header."""
-    with open(path, "rb") as f:
-        head = f.read(48)
-    if len(head) < 48:
-        raise ValueError("file too short")
-    _offset0, _max_elements, count, _size_per_element, label_offset, offset_data = struct.unpack("<6Q", head)
-    return count, label_offset - offset_data
-
-
 def _load_hnsw(path: Path, dim: int, count: int, where: str, name: str = HNSW_FILE) -> Any:
     import hnswlib
 
     try:
-        header_count, data_size = _hnsw_header(path)
-    except (OSError, ValueError, struct.error) as e:
+        header = read_header(path)
+    except (OSError, ValueError) as e:
         raise ArtifactError(f"{where}: {name} unreadable ({e})") from None
-    if header_count != count or data_size != dim * 4:
+    if header.elements != count or header.data_bytes != dim * 4:
         raise ArtifactError(
-            f"{where}: {name} holds {header_count} vectors of {data_size // 4} floats, "
+            f"{where}: {name} holds {header.elements} vectors of {header.data_bytes // 4} floats, "
             f"manifest says {count} x {dim}"
         )
     index = hnswlib.Index(space="ip", dim=dim)
